@@ -1,0 +1,1 @@
+//! The BGP speaker: sessions, RIB, best path, route reflection, graceful restart, policy.

@@ -1,0 +1,3 @@
+//! `calyx`: the node daemon (`calyx node run`) and the calicoctl-like client.
+
+fn main() {}

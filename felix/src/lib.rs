@@ -1,0 +1,1 @@
+//! Dataplane reconciler: kernel routes, IPIP/VXLAN tunnels, FDB and neighbours via netlink.

@@ -1,0 +1,1 @@
+//! Calico-style IPAM: pools, affine blocks, handles; every write a CAS transaction.

@@ -1,0 +1,1 @@
+//! BGP wire format: messages, capabilities, path attributes, NLRI (pure, no I/O).
