@@ -1,1 +1,9 @@
-//! Calico-v3 resources and the Store trait with etcd v3 and in-memory backends.
+//! Calico-v3-style resources and the [`Store`](store::Store) trait with an etcd v3 backend and an
+//! in-memory backend: revisions, compare-and-swap, multi-key transactions and watches.
+//!
+//! Keys and values follow Calico's etcdv3 layout (see `DESIGN.md`), so that an existing Calico
+//! etcd can be read and the YAML users already have applies unchanged.
+
+pub mod resources;
+pub mod selector;
+pub mod store;

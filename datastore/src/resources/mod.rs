@@ -1,0 +1,1 @@
+//! Calico `projectcalico.org/v3` resources (owned by the resources work).

@@ -1,0 +1,1 @@
+//! Calico label selectors (owned by the resources work).
