@@ -1,0 +1,2 @@
+//! Placeholder until the install benchmark lands.
+fn main() {}

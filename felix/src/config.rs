@@ -1,0 +1,52 @@
+//! Reconciler configuration (Felix's settings of the same meaning).
+
+use std::time::Duration;
+
+/// Name of the IPIP device.
+pub const IPIP_DEVICE: &str = "tunl0";
+/// Name of the IPv4 VXLAN device.
+pub const VXLAN_V4_DEVICE: &str = "vxlan.calico";
+/// Name of the IPv6 VXLAN device.
+pub const VXLAN_V6_DEVICE: &str = "vxlan-v6.calico";
+
+/// Static configuration of a [`crate::Reconciler`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Route protocol number that marks the routes this reconciler owns (Felix: 80).
+    pub route_protocol: u8,
+    /// Routing table it manages (254 = main).
+    pub table: u32,
+    /// Metric (priority) of its routes; 0 means the kernel default (IPv6 stores 1024).
+    pub metric: u32,
+    /// The underlay interface; `None` = the interface that holds the node address.
+    pub underlay_interface: Option<String>,
+    /// MTU of `tunl0`; `None` = underlay MTU − 20.
+    pub ipip_mtu: Option<u32>,
+    /// MTU of `vxlan.calico`; `None` = underlay MTU − 50.
+    pub vxlan_mtu: Option<u32>,
+    /// MTU of `vxlan-v6.calico`; `None` = underlay MTU − 70.
+    pub vxlan_v6_mtu: Option<u32>,
+    /// Full resync period (Felix `routeRefreshInterval`, default 90 s).
+    pub route_refresh_interval: Duration,
+    /// First retry delay of a failed route; doubled on each failure.
+    pub retry_initial: Duration,
+    /// Upper bound of the retry delay.
+    pub retry_max: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            route_protocol: 80,
+            table: 254,
+            metric: 0,
+            underlay_interface: None,
+            ipip_mtu: None,
+            vxlan_mtu: None,
+            vxlan_v6_mtu: None,
+            route_refresh_interval: Duration::from_secs(90),
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}

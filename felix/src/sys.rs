@@ -1,0 +1,71 @@
+//! The only two places where this crate calls libc directly.
+//!
+//! Everything else goes through `netlink-sys` and `std`. Both functions are tiny wrappers around
+//! one system call each, with arguments whose validity is checked by the types.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+/// Sets an integer socket option (used for `SO_RCVBUFFORCE`, which `netlink-sys` lacks).
+#[allow(unsafe_code)]
+pub(crate) fn setsockopt_int(
+    fd: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the pointer refers to a live `c_int` on this stack frame and the length passed is
+    // exactly its size; the kernel only reads from it. An invalid fd only yields EBADF.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Moves the calling thread into the network namespace referred to by `ns`.
+#[allow(unsafe_code)]
+fn setns_net(ns: &File) -> io::Result<()> {
+    // SAFETY: `setns` takes a file descriptor that `ns` keeps open for the duration of the call
+    // and a constant flag; it has no memory-safety preconditions.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Runs `f` on a new thread that has first joined the network namespace at `path`
+/// (e.g. `/run/netns/NAME`), and returns its result.
+///
+/// Netlink sockets belong to the namespace they were opened in, so a [`crate::Reconciler`]
+/// created inside `f` manages that namespace from whichever thread it is later used on, while
+/// the calling thread (say, a shared tokio worker) never changes namespace.
+pub fn run_in_netns<T, F>(path: impl AsRef<Path>, f: F) -> io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let ns = File::open(path.as_ref())?;
+    let handle = std::thread::Builder::new()
+        .name("felix-netns".into())
+        .spawn(move || -> io::Result<T> {
+            setns_net(&ns)?;
+            Ok(f())
+        })?;
+    handle
+        .join()
+        .map_err(|_| io::Error::other("thread inside the namespace panicked"))?
+}
