@@ -1,2 +1,2 @@
-//! Placeholder until the install benchmark lands.
+//! Placeholder, replaced below.
 fn main() {}
