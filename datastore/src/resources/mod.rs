@@ -1,1 +1,377 @@
-//! Calico `projectcalico.org/v3` resources (owned by the resources work).
+//! Calico `projectcalico.org/v3` resources: typed structs with Calico's field names and defaults,
+//! validation, multi-document YAML/JSON parsing, and the IPAM objects Calico keeps in etcd.
+//!
+//! - [`Kind`]: the four kinds, their command-line names and etcd key prefixes.
+//! - [`IPPool`], [`BGPPeer`], [`BGPConfiguration`], [`Node`]: `{metadata, spec}` structs that
+//!   (de)serialize with `apiVersion` and `kind`; unknown fields are rejected.
+//! - [`Resource`]: any of them, with the operations the store and the CLI need.
+//! - [`parse_documents`]: the `calyx apply -f` input: YAML or JSON, several documents, lists.
+//! - [`ValidationError`], [`check_pool_overlaps`]: validation, one error naming kind, name, field
+//!   and value.
+//! - [`ipam`]: `AllocationBlock`, `BlockAffinity`, `IPAMHandle`, `IPAMConfig` and their keys.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+mod bgpconfig;
+mod bgppeer;
+mod document;
+pub mod ipam;
+mod ippool;
+mod kind;
+mod node;
+pub(crate) mod object;
+mod types;
+mod validate;
+
+pub use bgpconfig::{
+    BGPConfiguration, BGPConfigurationSpec, BindMode, Community, CommunityValue,
+    PrefixAdvertisement, ServiceCidr, DEFAULT_BGP_CONFIGURATION, LOG_SEVERITIES,
+};
+pub use bgppeer::{BGPPassword, BGPPeer, BGPPeerSpec, SecretKeyRef, SourceAddress};
+pub use document::{parse_documents, DocumentError, DocumentProblem};
+pub use ippool::{check_pool_overlaps, AllowedUse, EncapMode, IPPool, IPPoolSpec, ALL_NODES};
+pub use kind::{Kind, UnknownKind};
+pub use node::{Node, NodeAddress, NodeBGPSpec, NodeSpec, OrchRef};
+pub use object::{ObjectMeta, API_VERSION};
+pub use types::{Asn, GoDuration, MacAddr, ParseValueError, PeerIp};
+pub use validate::{
+    check_dns1123_label, check_dns1123_subdomain, check_label_key, check_label_value,
+    check_no_host_bits, nets_overlap, ValidationError,
+};
+
+/// Any `projectcalico.org/v3` resource. (De)serializes as the inner object, dispatching on `kind`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    /// An [`IPPool`].
+    IPPool(IPPool),
+    /// A [`BGPPeer`].
+    BGPPeer(BGPPeer),
+    /// A [`BGPConfiguration`].
+    BGPConfiguration(BGPConfiguration),
+    /// A [`Node`].
+    Node(Node),
+}
+
+/// A stored value could not be decoded as a resource of the expected kind.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode {kind} from JSON: {source}")]
+pub struct DecodeError {
+    /// The kind that was expected.
+    pub kind: Kind,
+    /// The JSON error (with line and column).
+    #[source]
+    pub source: serde_json::Error,
+}
+
+impl Resource {
+    /// The resource's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::IPPool(_) => Kind::IPPool,
+            Resource::BGPPeer(_) => Kind::BGPPeer,
+            Resource::BGPConfiguration(_) => Kind::BGPConfiguration,
+            Resource::Node(_) => Kind::Node,
+        }
+    }
+
+    /// `metadata.name`.
+    pub fn name(&self) -> &str {
+        &self.metadata().name
+    }
+
+    /// The metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Resource::IPPool(r) => &r.metadata,
+            Resource::BGPPeer(r) => &r.metadata,
+            Resource::BGPConfiguration(r) => &r.metadata,
+            Resource::Node(r) => &r.metadata,
+        }
+    }
+
+    /// The metadata, mutably (to set `resourceVersion`, `uid`, `creationTimestamp`).
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Resource::IPPool(r) => &mut r.metadata,
+            Resource::BGPPeer(r) => &mut r.metadata,
+            Resource::BGPConfiguration(r) => &mut r.metadata,
+            Resource::Node(r) => &mut r.metadata,
+        }
+    }
+
+    /// The full etcd key: `/calico/resources/v3/projectcalico.org/ippools/<name>`.
+    pub fn key(&self) -> String {
+        self.kind().key(self.name())
+    }
+
+    /// Checks this resource on its own (not against others: see [`check_pool_overlaps`]).
+    /// Returns the first problem.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        match self.validate_all().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem with this resource, in field order (empty when valid).
+    pub fn validate_all(&self) -> Vec<ValidationError> {
+        match self {
+            Resource::IPPool(r) => r.validate_all(),
+            Resource::BGPPeer(r) => r.validate_all(),
+            Resource::BGPConfiguration(r) => r.validate_all(),
+            Resource::Node(r) => r.validate_all(),
+        }
+    }
+
+    /// The value to store in etcd: the whole object as compact JSON, without `resourceVersion`
+    /// (the store's revision is authoritative).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut r = self.clone();
+        r.metadata_mut().resource_version = None;
+        // Serializing these types cannot fail: every map has string keys and every value is
+        // plain data.
+        serde_json::to_vec(&r).unwrap_or_default()
+    }
+
+    /// Decodes a stored value of `kind` (no validation: stored data is taken as it is). The
+    /// `kind` field inside must match.
+    pub fn from_json(kind: Kind, bytes: &[u8]) -> Result<Resource, DecodeError> {
+        let err = |source| DecodeError { kind, source };
+        Ok(match kind {
+            Kind::IPPool => Resource::IPPool(serde_json::from_slice(bytes).map_err(err)?),
+            Kind::BGPPeer => Resource::BGPPeer(serde_json::from_slice(bytes).map_err(err)?),
+            Kind::BGPConfiguration => {
+                Resource::BGPConfiguration(serde_json::from_slice(bytes).map_err(err)?)
+            }
+            Kind::Node => Resource::Node(serde_json::from_slice(bytes).map_err(err)?),
+        })
+    }
+
+    /// The object as YAML, as `calyx get -o yaml` prints it.
+    pub fn to_yaml(&self) -> String {
+        // As for JSON, serialization of these types cannot fail.
+        serde_yaml_ng::to_string(self).unwrap_or_default()
+    }
+
+    /// The pool, if this is one.
+    pub fn as_ippool(&self) -> Option<&IPPool> {
+        match self {
+            Resource::IPPool(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The peer, if this is one.
+    pub fn as_bgppeer(&self) -> Option<&BGPPeer> {
+        match self {
+            Resource::BGPPeer(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The BGP configuration, if this is one.
+    pub fn as_bgpconfiguration(&self) -> Option<&BGPConfiguration> {
+        match self {
+            Resource::BGPConfiguration(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The node, if this is one.
+    pub fn as_node(&self) -> Option<&Node> {
+        match self {
+            Resource::Node(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Resource {
+    /// `IPPool "pool-a"`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:?}", self.kind(), self.name())
+    }
+}
+
+impl From<IPPool> for Resource {
+    fn from(r: IPPool) -> Self {
+        Resource::IPPool(r)
+    }
+}
+impl From<BGPPeer> for Resource {
+    fn from(r: BGPPeer) -> Self {
+        Resource::BGPPeer(r)
+    }
+}
+impl From<BGPConfiguration> for Resource {
+    fn from(r: BGPConfiguration) -> Self {
+        Resource::BGPConfiguration(r)
+    }
+}
+impl From<Node> for Resource {
+    fn from(r: Node) -> Self {
+        Resource::Node(r)
+    }
+}
+
+impl Serialize for Resource {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Resource::IPPool(r) => r.serialize(s),
+            Resource::BGPPeer(r) => r.serialize(s),
+            Resource::BGPConfiguration(r) => r.serialize(s),
+            Resource::Node(r) => r.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Resource {
+    /// Buffers the object to read `kind`, then decodes the matching type. Error messages lose
+    /// the field path; [`parse_documents`] keeps it.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = serde_json::Value::deserialize(d)?;
+        let kind_str = v
+            .get("kind")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| D::Error::custom("missing field `kind`"))?;
+        let kind = Kind::from_kind_field(kind_str)
+            .ok_or_else(|| D::Error::custom(format!("unknown kind {kind_str:?}")))?;
+        let r = match kind {
+            Kind::IPPool => serde_json::from_value(v).map(Resource::IPPool),
+            Kind::BGPPeer => serde_json::from_value(v).map(Resource::BGPPeer),
+            Kind::BGPConfiguration => serde_json::from_value(v).map(Resource::BGPConfiguration),
+            Kind::Node => serde_json::from_value(v).map(Resource::Node),
+        };
+        r.map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_drops_resource_version() {
+        let mut p = IPPool::new("pool-a", IPPoolSpec::new("10.0.0.0/16".parse().unwrap()));
+        p.metadata.resource_version = Some("42".into());
+        p.metadata.uid = Some("u-1".into());
+        let r = Resource::from(p);
+        assert_eq!(
+            r.key(),
+            "/calico/resources/v3/projectcalico.org/ippools/pool-a"
+        );
+        let bytes = r.to_json();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(!text.contains("resourceVersion"), "{text}");
+        assert!(text.contains(r#""uid":"u-1""#), "{text}");
+        let back = Resource::from_json(Kind::IPPool, &bytes).unwrap();
+        assert_eq!(back.name(), "pool-a");
+        assert_eq!(back.metadata().resource_version, None);
+        assert!(Resource::from_json(Kind::Node, &bytes).is_err());
+        let generic: Resource = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(generic, back);
+        assert_eq!(generic.to_string(), "IPPool \"pool-a\"");
+    }
+
+    #[test]
+    fn yaml_output() {
+        let r = Resource::from(BGPConfiguration::new(
+            "default",
+            BGPConfigurationSpec::default(),
+        ));
+        assert_eq!(
+            r.to_yaml(),
+            "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec: {}\n"
+        );
+    }
+
+    #[test]
+    fn calico_written_values_decode() {
+        // As Calico itself stores them (extra metadata, omitted defaults).
+        let pool = br#"{"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"default-ipv4-ippool","uid":"6f3b","creationTimestamp":"2024-01-01T00:00:00Z"},"spec":{"cidr":"192.168.0.0/16","ipipMode":"Always","natOutgoing":true,"blockSize":26,"nodeSelector":"all()"}}"#;
+        let r = Resource::from_json(Kind::IPPool, pool).unwrap();
+        assert!(r.validate().is_ok());
+        let node = br#"{"kind":"Node","apiVersion":"projectcalico.org/v3","metadata":{"name":"node1","labels":{"kubernetes.io/hostname":"node1"}},"spec":{"bgp":{"ipv4Address":"10.0.0.1/24","ipv4IPIPTunnelAddr":"192.168.1.0"},"orchRefs":[{"nodeName":"node1","orchestrator":"k8s"}]},"status":{}}"#;
+        let r = Resource::from_json(Kind::Node, node).unwrap();
+        assert!(r.validate().is_ok(), "{:?}", r.validate());
+    }
+}
+
+/// Checks every file in `tests/fixtures/`: valid files parse; each `bad-*` file fails with the
+/// message in its `# expect-error:` (from `parse_documents`) or `# expect-overlap:` (from
+/// `check_pool_overlaps`) comment.
+#[cfg(test)]
+mod fixture_tests {
+    use super::*;
+
+    #[test]
+    fn fixtures() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let mut seen = 0;
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if ext != "yaml" && ext != "json" {
+                continue;
+            }
+            seen += 1;
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let expect = |tag: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(tag))
+                    .map(|s| s.trim().to_string())
+            };
+            let parsed = parse_documents(&text);
+            if let Some(want) = expect("# expect-error:") {
+                let e = parsed.expect_err(&name);
+                assert!(
+                    e.to_string().contains(&want),
+                    "{name}: got {e}, want {want}"
+                );
+            } else if let Some(want) = expect("# expect-overlap:") {
+                let rs = parsed.unwrap_or_else(|e| panic!("{name}: {e}"));
+                let pools: Vec<&IPPool> = rs.iter().filter_map(Resource::as_ippool).collect();
+                let e = check_pool_overlaps(&pools).expect_err(&name);
+                assert_eq!(e.to_string(), want, "{name}");
+            } else {
+                assert!(!name.starts_with("bad-"), "{name} has no expect comment");
+                let rs = parsed.unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert!(!rs.is_empty(), "{name}");
+                // Round trip through the stored form.
+                for r in &rs {
+                    assert_eq!(
+                        &Resource::from_json(r.kind(), &r.to_json()).unwrap(),
+                        r,
+                        "{name}"
+                    );
+                    assert_eq!(&parse_documents(&r.to_yaml()).unwrap()[0], r, "{name}");
+                }
+            }
+        }
+        assert!(seen >= 10, "fixtures not found in {}", dir.display());
+        // All the valid fixtures together: no pool overlaps another.
+        let mut all = Vec::new();
+        for f in [
+            "all-kinds.yaml",
+            "ippools.yaml",
+            "bgppeers.yaml",
+            "bgpconfigurations.yaml",
+            "nodes.yaml",
+            "list.yaml",
+            "resources.json",
+        ] {
+            all.extend(parse_documents(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap());
+        }
+        let pools: Vec<&IPPool> = all.iter().filter_map(Resource::as_ippool).collect();
+        assert!(pools.len() >= 6);
+        check_pool_overlaps(&pools).unwrap();
+    }
+}
