@@ -1,7 +1,7 @@
 //! The synchronous core: holds the compiled plan and a cache of the routes of ours that the
 //! kernel holds, and brings the kernel in line (devices, L2 entries, routes).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::RouteNetlinkMessage;
 
+use crate::fasthash::{FastMap, FastSet};
 use crate::config::{Config, IPIP_DEVICE, VXLAN_V4_DEVICE, VXLAN_V6_DEVICE};
 use crate::link::{self, VxlanParams, VxlanWant};
 use crate::model::DesiredState;
@@ -49,13 +50,13 @@ pub(crate) struct Engine {
     desired_changed: bool,
     env: Env,
     plan: Plan,
-    kernel: HashMap<RouteKey, RouteSpec>,
+    kernel: FastMap<RouteKey, RouteSpec>,
     need_links: bool,
     need_dump: bool,
     need_l2: bool,
     check_all: bool,
-    dirty: HashSet<RouteKey>,
-    failures: HashMap<RouteKey, Failure>,
+    dirty: FastSet<RouteKey>,
+    failures: FastMap<RouteKey, Failure>,
     device_errors: Vec<String>,
     programmed: usize,
     last_full: Option<Instant>,
@@ -76,13 +77,13 @@ impl Engine {
             desired: Arc::new(DesiredState::default()),
             desired_changed: true,
             plan: Plan::default(),
-            kernel: HashMap::new(),
+            kernel: FastMap::default(),
             need_links: true,
             need_dump: true,
             need_l2: true,
             check_all: true,
-            dirty: HashSet::new(),
-            failures: HashMap::new(),
+            dirty: FastSet::default(),
+            failures: FastMap::default(),
             device_errors: Vec::new(),
             programmed: 0,
             last_full: None,
@@ -468,7 +469,10 @@ impl Engine {
     }
 
     fn dump_routes(&mut self) -> std::io::Result<()> {
-        let mut kernel = HashMap::with_capacity(self.kernel.len().max(self.plan.routes.len()));
+        let mut kernel = FastMap::with_capacity_and_hasher(
+            self.kernel.len().max(self.plan.routes.len()),
+            Default::default(),
+        );
         let (table, proto) = (self.cfg.table, self.cfg.route_protocol);
         for v6 in [false, true] {
             self.nl.dump(
@@ -568,9 +572,11 @@ impl Engine {
         let dirty = std::mem::take(&mut self.dirty);
         let mut before = 0usize;
         if check_all {
-            for k in self.plan.routes.keys() {
-                if let Some(op) = self.op_for(k) {
-                    ops.push((*k, op));
+            for (k, want) in &self.plan.routes {
+                match self.kernel.get(k) {
+                    Some(have) if have == want => {}
+                    Some(_) => ops.push((*k, Op::Write(WriteMode::Replace, want.clone()))),
+                    None => ops.push((*k, Op::Write(WriteMode::Create, want.clone()))),
                 }
             }
             for k in self.kernel.keys() {
@@ -586,12 +592,20 @@ impl Engine {
                 }
             }
         }
+        let unmatched_before = if check_all {
+            ops.iter().filter(|(_, op)| matches!(op, Op::Write(..))).count()
+        } else {
+            0
+        };
         // Respect back-off of failed routes.
         ops.retain(|(k, _)| self.failures.get(k).is_none_or(|f| f.next_retry <= now));
 
         let mut stats = self.apply(&ops);
         if check_all {
-            self.programmed = self.plan.routes.keys().filter(|k| self.matches(k)).count();
+            // Every desired route without an operation already matched; writes that
+            // succeeded now match (a route whose write was postponed by back-off does not).
+            let ok_writes = stats.added + stats.replaced;
+            self.programmed = (self.plan.routes.len() + ok_writes).saturating_sub(unmatched_before);
         } else {
             let after = dirty.iter().filter(|k| self.matches(k)).count();
             self.programmed = (self.programmed + after).saturating_sub(before);

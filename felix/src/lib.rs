@@ -48,6 +48,7 @@
 
 pub mod config;
 mod engine;
+mod fasthash;
 pub mod link;
 pub mod model;
 pub mod mtu;

@@ -1,11 +1,13 @@
 //! From the desired state plus what is known about local devices to the exact kernel objects
 //! (routes, neighbour and FDB entries). Pure: no I/O.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+use crate::fasthash::FastMap;
 use crate::model::{DesiredState, Encap, MacAddr, RemoteHop};
 use crate::route::{NextHop, RouteKey, RouteSpec};
 
@@ -36,7 +38,7 @@ pub struct Env {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Routes by key.
-    pub routes: HashMap<RouteKey, RouteSpec>,
+    pub routes: FastMap<RouteKey, RouteSpec>,
     /// Desired destinations that cannot be programmed now, with the reason (a device is
     /// missing, VTEP unknown, ...). Retried when devices change.
     pub blocked: HashMap<IpNet, String>,
@@ -81,8 +83,7 @@ impl Plan {
             dst: dst.trunc(),
             metric: effective_metric(&dst, env.metric),
         };
-        // Remote routes first; duplicates of one destination merge into ECMP.
-        let mut hops_by_dst: HashMap<IpNet, Vec<NextHop>> = HashMap::new();
+        // Remote routes first; several hops or duplicates of one destination become ECMP.
         for r in &desired.remote_routes {
             let dst = r.dst.trunc();
             for hop in &r.hops {
@@ -92,7 +93,18 @@ impl Plan {
                             plan.neighbours.insert((ifi, vtep.tunnel_ip), vtep.mac);
                             plan.fdb.insert((ifi, vtep.mac), node);
                         }
-                        hops_by_dst.entry(dst).or_default().push(nh);
+                        match plan.routes.entry(key(dst)) {
+                            Entry::Vacant(v) => {
+                                v.insert(RouteSpec::Via(nh));
+                            }
+                            Entry::Occupied(mut o) => {
+                                let mut hops = o.get().hops().to_vec();
+                                hops.push(nh);
+                                if let Some(spec) = RouteSpec::unicast(hops) {
+                                    o.insert(spec);
+                                }
+                            }
+                        }
                     }
                     Err(why) => {
                         plan.blocked.insert(dst, why);
@@ -100,11 +112,10 @@ impl Plan {
                 }
             }
         }
-        for (dst, hops) in hops_by_dst {
-            if let Some(spec) = RouteSpec::unicast(hops) {
-                plan.blocked.remove(&dst);
-                plan.routes.insert(key(dst), spec);
-            }
+        if !plan.blocked.is_empty() {
+            let routes = &plan.routes;
+            plan.blocked
+                .retain(|dst, _| !routes.contains_key(&key(*dst)));
         }
         // A local block wins over a remote route of the same destination.
         for b in &desired.local_blocks {
