@@ -468,12 +468,43 @@ impl Engine {
         }
     }
 
+    /// Refreshes the cache of our routes from a kernel dump. Fast path: the dump is compared
+    /// with the cache in place (lookups only, no allocation); only when they differ is the
+    /// cache rebuilt from a second dump.
     fn dump_routes(&mut self) -> std::io::Result<()> {
+        let (table, proto) = (self.cfg.table, self.cfg.route_protocol);
+        let mut matched = 0usize;
+        let mut differs = false;
+        {
+            let kernel = &self.kernel;
+            for v6 in [false, true] {
+                self.nl.dump(
+                    |buf, seq| route::encode_dump(buf, seq, v6, table, proto),
+                    |m| {
+                        if differs || m.ty != wire::RTM_NEWROUTE {
+                            return;
+                        }
+                        if let Some(p) = route::parse(m.payload) {
+                            if p.protocol == proto && p.key.table == table {
+                                let spec = p.spec.unwrap_or(RouteSpec::Unsupported);
+                                if kernel.get(&p.key) == Some(&spec) {
+                                    matched += 1;
+                                } else {
+                                    differs = true;
+                                }
+                            }
+                        }
+                    },
+                )?;
+            }
+        }
+        if !differs && matched == self.kernel.len() {
+            return Ok(());
+        }
         let mut kernel = FastMap::with_capacity_and_hasher(
             self.kernel.len().max(self.plan.routes.len()),
             Default::default(),
         );
-        let (table, proto) = (self.cfg.table, self.cfg.route_protocol);
         for v6 in [false, true] {
             self.nl.dump(
                 |buf, seq| route::encode_dump(buf, seq, v6, table, proto),
