@@ -74,6 +74,15 @@ pub enum AllowedUse {
     LoadBalancer,
 }
 
+/// How addresses of a pool are assigned (`assignmentMode`, Calico 3.29+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AssignmentMode {
+    /// Addresses are handed out automatically (the default).
+    Automatic,
+    /// Only explicitly requested addresses are assigned.
+    Manual,
+}
+
 /// The `spec` of an [`IPPool`]. Defaults are filled in on read: `blockSize` 26 (IPv4) or 122
 /// (IPv6), modes `Never`, `nodeSelector` `all()`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +111,9 @@ pub struct IPPoolSpec {
     /// What the addresses may be used for; empty means Calico's default, `[Workload, Tunnel]`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allowed_uses: Vec<AllowedUse>,
+    /// Automatic or manual assignment; unset means automatic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignment_mode: Option<AssignmentMode>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -124,6 +136,7 @@ impl IPPoolSpec {
             disable_bgp_export: false,
             node_selector: ALL_NODES.to_string(),
             allowed_uses: Vec::new(),
+            assignment_mode: None,
         }
     }
 
@@ -176,6 +189,8 @@ struct IPPoolSpecRaw {
     node_selector: String,
     #[serde(default, deserialize_with = "de_helpers::null_default")]
     allowed_uses: Vec<AllowedUse>,
+    #[serde(default)]
+    assignment_mode: Option<AssignmentMode>,
 }
 
 impl From<IPPoolSpecRaw> for IPPoolSpec {
@@ -196,6 +211,7 @@ impl From<IPPoolSpecRaw> for IPPoolSpec {
                 r.node_selector
             },
             allowed_uses: r.allowed_uses,
+            assignment_mode: r.assignment_mode,
         }
     }
 }

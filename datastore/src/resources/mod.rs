@@ -31,7 +31,9 @@ pub use bgpconfig::{
 };
 pub use bgppeer::{BGPPassword, BGPPeer, BGPPeerSpec, SecretKeyRef, SourceAddress};
 pub use document::{parse_documents, DocumentError, DocumentProblem};
-pub use ippool::{check_pool_overlaps, AllowedUse, EncapMode, IPPool, IPPoolSpec, ALL_NODES};
+pub use ippool::{
+    check_pool_overlaps, AllowedUse, AssignmentMode, EncapMode, IPPool, IPPoolSpec, ALL_NODES,
+};
 pub use kind::{Kind, UnknownKind};
 pub use node::{Node, NodeAddress, NodeBGPSpec, NodeSpec, OrchRef};
 pub use object::{ObjectMeta, API_VERSION};
@@ -294,6 +296,15 @@ mod tests {
         let pool = br#"{"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"default-ipv4-ippool","uid":"6f3b","creationTimestamp":"2024-01-01T00:00:00Z"},"spec":{"cidr":"192.168.0.0/16","ipipMode":"Always","natOutgoing":true,"blockSize":26,"nodeSelector":"all()"}}"#;
         let r = Resource::from_json(Kind::IPPool, pool).unwrap();
         assert!(r.validate().is_ok());
+        // Calico 3.29+ output.
+        let pool = br#"{"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"p"},"spec":{"cidr":"192.168.0.0/16","vxlanMode":"CrossSubnet","ipipMode":"Never","blockSize":26,"nodeSelector":"all()","allowedUses":["Workload","Tunnel"],"assignmentMode":"Automatic"}}"#;
+        let r = Resource::from_json(Kind::IPPool, pool).unwrap();
+        assert_eq!(
+            r.as_ippool().unwrap().spec.assignment_mode,
+            Some(AssignmentMode::Automatic)
+        );
+        assert!(r.validate().is_ok());
+        assert_eq!(Resource::from_json(Kind::IPPool, &r.to_json()).unwrap(), r);
         let node = br#"{"kind":"Node","apiVersion":"projectcalico.org/v3","metadata":{"name":"node1","labels":{"kubernetes.io/hostname":"node1"}},"spec":{"bgp":{"ipv4Address":"10.0.0.1/24","ipv4IPIPTunnelAddr":"192.168.1.0"},"orchRefs":[{"nodeName":"node1","orchestrator":"k8s"}]},"status":{}}"#;
         let r = Resource::from_json(Kind::Node, node).unwrap();
         assert!(r.validate().is_ok(), "{:?}", r.validate());
@@ -373,5 +384,76 @@ mod fixture_tests {
         let pools: Vec<&IPPool> = all.iter().filter_map(Resource::as_ippool).collect();
         assert!(pools.len() >= 6);
         check_pool_overlaps(&pools).unwrap();
+    }
+}
+
+/// Property tests: valid resources survive the stored (JSON) and the YAML forms unchanged.
+#[cfg(test)]
+mod prop_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+
+    fn arb_mode() -> impl Strategy<Value = EncapMode> {
+        prop_oneof![
+            Just(EncapMode::Always),
+            Just(EncapMode::CrossSubnet),
+            Just(EncapMode::Never)
+        ]
+    }
+
+    fn arb_labels() -> impl Strategy<Value = std::collections::BTreeMap<String, String>> {
+        prop::collection::btree_map("[a-z]([a-z0-9.-]{0,6}[a-z0-9])?", "[a-zA-Z0-9]{0,6}", 0..4)
+    }
+
+    prop_compose! {
+        fn arb_pool()(
+            a in 1u8..=223, b: u8, prefix in 8u8..=28, extra in 0u8..=4,
+            ipip in arb_mode(), vxlan_always: bool, nat: bool, disabled: bool,
+            labels in arb_labels(),
+            name in "[a-z][a-z0-9-]{0,10}[a-z0-9]",
+        ) -> IPPool {
+            let net: ipnet::IpNet = ipnet::Ipv4Net::new(Ipv4Addr::new(a, b, 0, 0), prefix)
+                .unwrap()
+                .trunc()
+                .into();
+            let mut spec = IPPoolSpec::new(net);
+            spec.block_size = (prefix + extra).clamp(20, 32);
+            spec.ipip_mode = ipip;
+            // At most one encapsulation.
+            spec.vxlan_mode = if vxlan_always && !ipip.is_enabled() { EncapMode::Always } else { EncapMode::Never };
+            spec.nat_outgoing = nat;
+            spec.disabled = disabled;
+            let mut p = IPPool::new(name, spec);
+            p.metadata.labels = labels;
+            p
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn pools_round_trip(p in arb_pool()) {
+            prop_assume!(validate::reserved_overlap(&p.spec.cidr).is_none());
+            let r = Resource::from(p);
+            prop_assert_eq!(r.validate(), Ok(()));
+            prop_assert_eq!(&Resource::from_json(Kind::IPPool, &r.to_json()).unwrap(), &r);
+            let docs = parse_documents(&r.to_yaml()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&docs[0], &r);
+        }
+
+        #[test]
+        fn parse_documents_never_panics(text in "[ -~\n]{0,200}") {
+            let _ = parse_documents(&text);
+        }
+
+        #[test]
+        fn block_ordinals_round_trip(a: u32, size in 20u8..=32, ord: usize) {
+            let net: ipnet::IpNet = ipnet::Ipv4Net::new(Ipv4Addr::from(a), size).unwrap().trunc().into();
+            let b = ipam::AllocationBlock::new(net).unwrap();
+            let ord = ord % b.num_addresses();
+            let ip = b.ordinal_to_ip(ord).unwrap();
+            prop_assert!(net.contains(&ip));
+            prop_assert_eq!(b.ip_to_ordinal(ip), Some(ord));
+        }
     }
 }
