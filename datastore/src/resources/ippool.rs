@@ -29,7 +29,7 @@ pub struct IPPool {
 calico_object!(IPPool, IPPoolSpec);
 
 /// Encapsulation mode of a pool (`ipipMode`, `vxlanMode`). An empty string reads as `Never`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 pub enum EncapMode {
     /// Always encapsulate traffic between nodes.
     Always,
@@ -37,8 +37,39 @@ pub enum EncapMode {
     CrossSubnet,
     /// Never encapsulate (the default).
     #[default]
-    #[serde(alias = "")]
     Never,
+}
+
+impl std::str::FromStr for EncapMode {
+    type Err = String;
+
+    /// Parses `Always`, `CrossSubnet`, `Never` (exact case, as Calico) or `""` (= `Never`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "Always" => Ok(EncapMode::Always),
+            "CrossSubnet" => Ok(EncapMode::CrossSubnet),
+            "Never" | "" => Ok(EncapMode::Never),
+            _ => Err(format!(
+                "unknown mode {s:?}, expected one of Always, CrossSubnet, Never"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EncapMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = EncapMode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("one of Always, CrossSubnet, Never")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EncapMode, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 impl EncapMode {
