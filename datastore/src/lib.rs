@@ -4,6 +4,7 @@
 //! Keys and values follow Calico's etcdv3 layout (see `DESIGN.md`), so that an existing Calico
 //! etcd can be read and the YAML users already have applies unchanged.
 
+pub mod client;
 pub mod resources;
 pub mod selector;
 pub mod store;

@@ -1,0 +1,164 @@
+//! Command-line arguments. Every datastore flag can also come from the environment variable
+//! calicoctl reads.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Calyx: Calico-compatible node networking. This is the calicoctl-like client.
+#[derive(Debug, Parser)]
+#[command(name = "calyx", version, about, propagate_version = true)]
+pub struct Cli {
+    /// How to reach etcd.
+    #[command(flatten)]
+    pub datastore: DatastoreArgs,
+
+    /// Log level for diagnostics on standard error (error, warn, info, debug, trace).
+    #[arg(long, global = true, env = "CALYX_LOG_LEVEL", default_value = "warn")]
+    pub log_level: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// etcd connection settings, named as calicoctl names them.
+#[derive(Debug, Args, Clone)]
+pub struct DatastoreArgs {
+    /// Comma-separated etcd client URLs.
+    #[arg(
+        long,
+        global = true,
+        env = "ETCD_ENDPOINTS",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: String,
+    /// etcd user name.
+    #[arg(long, global = true, env = "ETCD_USERNAME")]
+    pub etcd_username: Option<String>,
+    /// etcd password.
+    #[arg(long, global = true, env = "ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: Option<String>,
+    /// CA certificate (PEM) that signed etcd's certificate.
+    #[arg(long, global = true, env = "ETCD_CA_CERT_FILE")]
+    pub etcd_ca_cert_file: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd.
+    #[arg(long, global = true, env = "ETCD_CERT_FILE")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// Client key (PEM) for etcd.
+    #[arg(long, global = true, env = "ETCD_KEY_FILE")]
+    pub etcd_key_file: Option<PathBuf>,
+    /// Seconds to wait for etcd before giving up.
+    #[arg(long, global = true, env = "CALYX_ETCD_TIMEOUT", default_value_t = 5)]
+    pub etcd_timeout: u64,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show resources: ippools, bgppeers, bgpconfigurations, nodes.
+    Get(GetArgs),
+    /// Create resources from a file; fails if any exists.
+    Create(FileArgs),
+    /// Create or update resources from a file.
+    Apply(FileArgs),
+    /// Replace existing resources from a file; fails if any is missing.
+    Replace(FileArgs),
+    /// Delete resources named in a file, or one resource by kind and name.
+    Delete(DeleteArgs),
+    /// Change a resource with a JSON merge patch.
+    Patch(PatchArgs),
+    /// Set or remove labels of a resource.
+    Label(LabelArgs),
+    /// Check a file as `apply` would, without writing anything.
+    Validate(FileArgs),
+    /// Print a shell completion script.
+    Completion(CompletionArgs),
+}
+
+/// Output formats of `get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// The default table.
+    Ps,
+    /// A table with more columns.
+    Wide,
+    /// YAML documents, as `apply` takes them.
+    Yaml,
+    /// JSON.
+    Json,
+}
+
+/// `calyx get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Kind, as calicoctl accepts it: ippool(s), bgppeer(s), bgpconfiguration(s), node(s).
+    pub kind: String,
+    /// One resource by name; all of the kind when omitted.
+    pub name: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "ps")]
+    pub output: OutputFormat,
+}
+
+/// Commands that read resources from a file.
+#[derive(Debug, Args)]
+pub struct FileArgs {
+    /// YAML or JSON file with one or more documents; `-` reads standard input.
+    #[arg(short, long)]
+    pub filename: PathBuf,
+}
+
+/// `calyx delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// YAML or JSON file naming the resources to delete; `-` reads standard input.
+    #[arg(short, long, conflicts_with_all = ["kind", "name"])]
+    pub filename: Option<PathBuf>,
+    /// Kind of the resource to delete.
+    #[arg(required_unless_present = "filename")]
+    pub kind: Option<String>,
+    /// Name of the resource to delete.
+    #[arg(required_unless_present = "filename")]
+    pub name: Option<String>,
+    /// Succeed when the resource does not exist.
+    #[arg(long)]
+    pub skip_not_exists: bool,
+}
+
+/// `calyx patch`.
+#[derive(Debug, Args)]
+pub struct PatchArgs {
+    /// Kind of the resource.
+    pub kind: String,
+    /// Name of the resource.
+    pub name: String,
+    /// The JSON merge patch, e.g. '{"spec":{"vxlanMode":"Always"}}'.
+    #[arg(short, long)]
+    pub patch: String,
+}
+
+/// `calyx label`.
+#[derive(Debug, Args)]
+pub struct LabelArgs {
+    /// Kind of the resource.
+    pub kind: String,
+    /// Name of the resource.
+    pub name: String,
+    /// `key=value` to set, `key-` to remove, or a bare `key` with `--remove`.
+    #[arg(required = true)]
+    pub labels: Vec<String>,
+    /// Remove the named labels (calicoctl's spelling).
+    #[arg(long)]
+    pub remove: bool,
+    /// Allow changing the value of a label that is set (as calicoctl requires).
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// `calyx completion`.
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
+}

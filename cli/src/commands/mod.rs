@@ -1,0 +1,51 @@
+//! One module per subcommand; [`run`] dispatches.
+
+mod get;
+mod label;
+mod write;
+
+use anyhow::{Context, Result};
+use calyx_datastore::resources::{parse_documents, Kind, Resource};
+use clap::CommandFactory;
+
+use crate::args::{Cli, Command};
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let datastore = cli.datastore;
+    match cli.command {
+        Command::Get(args) => get::run(&datastore, args).await,
+        Command::Create(args) => write::write(&datastore, &args, write::Action::Create).await,
+        Command::Apply(args) => write::write(&datastore, &args, write::Action::Apply).await,
+        Command::Replace(args) => write::write(&datastore, &args, write::Action::Replace).await,
+        Command::Validate(args) => write::write(&datastore, &args, write::Action::Validate).await,
+        Command::Delete(args) => write::delete(&datastore, args).await,
+        Command::Patch(args) => label::patch(&datastore, args).await,
+        Command::Label(args) => label::label(&datastore, args).await,
+        Command::Completion(args) => {
+            let mut command = Cli::command();
+            clap_complete::generate(args.shell, &mut command, "calyx", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+/// Parses a kind as calicoctl accepts it, with the error naming the accepted kinds.
+pub fn parse_kind(text: &str) -> Result<Kind> {
+    Kind::parse(text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Reads and parses every document of a file (`-` = standard input). Nothing is written here:
+/// a parse or validation error of any document stops the command before it touches etcd.
+pub fn read_documents(path: &std::path::Path) -> Result<Vec<Resource>> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    let resources = parse_documents(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if resources.is_empty() {
+        anyhow::bail!("{}: no resources found", path.display());
+    }
+    Ok(resources)
+}

@@ -1,0 +1,194 @@
+//! calicoctl-style tables: upper-case headers, columns padded with three spaces.
+//!
+//! Cells are read from each resource's JSON form by JSON pointer, so that a table shows exactly
+//! what `-o json` would (defaults included).
+
+use calyx_datastore::resources::Kind;
+use serde_json::Value;
+
+/// How to fill one cell from a resource's JSON.
+type Cell = fn(&Value) -> String;
+
+/// One column: its header and how to fill it.
+struct Column {
+    header: &'static str,
+    cell: Cell,
+}
+
+/// The text at `pointer`, or empty.
+fn text(v: &Value, pointer: &str) -> String {
+    match v.pointer(pointer) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// A boolean at `pointer` as calicoctl shows it (`false` when unset).
+fn flag(v: &Value, pointer: &str) -> String {
+    v.pointer(pointer)
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+        .to_string()
+}
+
+/// A mode at `pointer`, `Never` when unset.
+fn mode(v: &Value, pointer: &str) -> String {
+    match text(v, pointer) {
+        s if s.is_empty() => "Never".into(),
+        s => s,
+    }
+}
+
+fn columns(kind: Kind, wide: bool) -> Vec<Column> {
+    let c = |header, cell| Column { header, cell };
+    match (kind, wide) {
+        (Kind::IPPool, false) => vec![
+            c("NAME", |v| text(v, "/metadata/name")),
+            c("CIDR", |v| text(v, "/spec/cidr")),
+            c("SELECTOR", |v| text(v, "/spec/nodeSelector")),
+        ],
+        (Kind::IPPool, true) => vec![
+            c("NAME", |v| text(v, "/metadata/name")),
+            c("CIDR", |v| text(v, "/spec/cidr")),
+            c("NAT", |v| flag(v, "/spec/natOutgoing")),
+            c("IPIPMODE", |v| mode(v, "/spec/ipipMode")),
+            c("VXLANMODE", |v| mode(v, "/spec/vxlanMode")),
+            c("DISABLED", |v| flag(v, "/spec/disabled")),
+            c("DISABLEBGPEXPORT", |v| flag(v, "/spec/disableBGPExport")),
+            c("SELECTOR", |v| text(v, "/spec/nodeSelector")),
+        ],
+        (Kind::BGPPeer, false) => vec![
+            c("NAME", |v| text(v, "/metadata/name")),
+            c("PEERIP", |v| text(v, "/spec/peerIP")),
+            c("NODE", peer_node),
+            c("ASN", |v| text(v, "/spec/asNumber")),
+        ],
+        (Kind::BGPPeer, true) => vec![
+            c("NAME", |v| text(v, "/metadata/name")),
+            c("PEERIP", |v| text(v, "/spec/peerIP")),
+            c("NODE", peer_node),
+            c("ASN", |v| text(v, "/spec/asNumber")),
+            c("PEERSELECTOR", |v| text(v, "/spec/peerSelector")),
+            c("KEEPNEXTHOP", |v| flag(v, "/spec/keepOriginalNextHop")),
+        ],
+        (Kind::BGPConfiguration, _) => vec![
+            c("NAME", |v| text(v, "/metadata/name")),
+            c("LOGSEVERITY", |v| {
+                match text(v, "/spec/logSeverityScreen") {
+                    s if s.is_empty() => "Info".into(),
+                    s => s,
+                }
+            }),
+            c("MESHENABLED", |v| {
+                match v.pointer("/spec/nodeToNodeMeshEnabled") {
+                    Some(Value::Bool(b)) => b.to_string(),
+                    _ => "true".into(),
+                }
+            }),
+            c("ASNUMBER", |v| text(v, "/spec/asNumber")),
+        ],
+        (Kind::Node, false) => vec![c("NAME", |v| text(v, "/metadata/name"))],
+        (Kind::Node, true) => vec![
+            c("NAME", |v| text(v, "/metadata/name")),
+            c("ASN", |v| match text(v, "/spec/bgp/asNumber") {
+                // calicoctl shows the global AS in parentheses when the node has none.
+                s if s.is_empty() => "(64512)".into(),
+                s => s,
+            }),
+            c("IPV4", |v| text(v, "/spec/bgp/ipv4Address")),
+            c("IPV6", |v| text(v, "/spec/bgp/ipv6Address")),
+        ],
+    }
+}
+
+/// The NODE column of a BGPPeer: its node, its node selector, or `(global)`.
+fn peer_node(v: &Value) -> String {
+    let node = text(v, "/spec/node");
+    if !node.is_empty() {
+        return node;
+    }
+    let selector = text(v, "/spec/nodeSelector");
+    if !selector.is_empty() {
+        return selector;
+    }
+    "(global)".into()
+}
+
+/// Renders resources (as JSON values) as a table.
+pub fn render(kind: Kind, wide: bool, rows: &[Value]) -> String {
+    let columns = columns(kind, wide);
+    let mut cells: Vec<Vec<String>> = vec![columns.iter().map(|c| c.header.to_string()).collect()];
+    cells.extend(
+        rows.iter()
+            .map(|row| columns.iter().map(|c| (c.cell)(row)).collect()),
+    );
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| cells.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in cells {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}   ", width = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn wide_pool_table_matches_calicoctl_columns() {
+        let pool = json!({"metadata": {"name": "default-ipv4-ippool"},
+            "spec": {"cidr": "192.168.0.0/16", "natOutgoing": true, "ipipMode": "Always",
+                     "nodeSelector": "all()"}});
+        let out = render(Kind::IPPool, true, &[pool]);
+        let mut lines = out.lines();
+        assert_eq!(
+            lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+            [
+                "NAME",
+                "CIDR",
+                "NAT",
+                "IPIPMODE",
+                "VXLANMODE",
+                "DISABLED",
+                "DISABLEBGPEXPORT",
+                "SELECTOR"
+            ]
+        );
+        assert_eq!(
+            lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+            [
+                "default-ipv4-ippool",
+                "192.168.0.0/16",
+                "true",
+                "Always",
+                "Never",
+                "false",
+                "false",
+                "all()"
+            ]
+        );
+    }
+
+    #[test]
+    fn columns_are_aligned() {
+        let rows = [
+            json!({"metadata": {"name": "a"}}),
+            json!({"metadata": {"name": "longer-name"}}),
+        ];
+        let out = render(Kind::Node, false, &rows);
+        assert_eq!(out, "NAME\na\nlonger-name\n");
+    }
+}
