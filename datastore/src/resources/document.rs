@@ -378,16 +378,33 @@ fn decode_value(
     kind: Kind,
     value: serde_json::Value,
 ) -> Result<Resource, DocumentError> {
-    let text = serde_yaml_ng::to_string(&value)
-        .map_err(|e| ctx.decode(format!("cannot re-encode document: {e}")))?;
-    fn de<T: DeserializeOwned>(ctx: &Ctx, text: &str) -> Result<T, DocumentError> {
-        serde_yaml_ng::from_str(text).map_err(|e| ctx.decode(yaml_message_without_location(&e)))
+    decode_value_with_path(kind, &value).map_err(|m| ctx.decode(m))
+}
+
+/// Decodes a JSON value as a resource of `kind`; the error message names the field path
+/// (`spec.cidr: invalid CIDR ...`) but no line.
+pub(crate) fn decode_value_with_path(
+    kind: Kind,
+    value: &serde_json::Value,
+) -> Result<Resource, String> {
+    if let Some(found) = value.get("kind").and_then(serde_json::Value::as_str) {
+        if found != kind.as_str() {
+            return Err(format!(
+                "kind: expected {:?}, found {found:?}",
+                kind.as_str()
+            ));
+        }
+    }
+    let text =
+        serde_yaml_ng::to_string(value).map_err(|e| format!("cannot re-encode document: {e}"))?;
+    fn de<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+        serde_yaml_ng::from_str(text).map_err(|e| yaml_message_without_location(&e))
     }
     Ok(match kind {
-        Kind::IPPool => Resource::IPPool(de::<IPPool>(ctx, &text)?),
-        Kind::BGPPeer => Resource::BGPPeer(de::<BGPPeer>(ctx, &text)?),
-        Kind::BGPConfiguration => Resource::BGPConfiguration(de::<BGPConfiguration>(ctx, &text)?),
-        Kind::Node => Resource::Node(de::<Node>(ctx, &text)?),
+        Kind::IPPool => Resource::IPPool(de::<IPPool>(&text)?),
+        Kind::BGPPeer => Resource::BGPPeer(de::<BGPPeer>(&text)?),
+        Kind::BGPConfiguration => Resource::BGPConfiguration(de::<BGPConfiguration>(&text)?),
+        Kind::Node => Resource::Node(de::<Node>(&text)?),
     })
 }
 

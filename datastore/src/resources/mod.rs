@@ -57,14 +57,15 @@ pub enum Resource {
 }
 
 /// A stored value could not be decoded as a resource of the expected kind.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot decode {kind} from JSON: {source}")]
+///
+/// Display: `cannot decode IPPool: spec: unknown field \`foo\`, expected one of ...`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot decode {kind}: {message}")]
 pub struct DecodeError {
     /// The kind that was expected.
     pub kind: Kind,
-    /// The JSON error (with line and column).
-    #[source]
-    pub source: serde_json::Error,
+    /// What is wrong, with the field path when known (`spec.cidr: invalid CIDR ...`).
+    pub message: String,
 }
 
 impl Resource {
@@ -138,17 +139,63 @@ impl Resource {
     }
 
     /// Decodes a stored value of `kind` (no validation: stored data is taken as it is). The
-    /// `kind` field inside must match.
+    /// `kind` field inside must match, and unknown fields are errors; see
+    /// [`Resource::from_json_lenient`] for values written by a newer Calico.
     pub fn from_json(kind: Kind, bytes: &[u8]) -> Result<Resource, DecodeError> {
-        let err = |source| DecodeError { kind, source };
-        Ok(match kind {
-            Kind::IPPool => Resource::IPPool(serde_json::from_slice(bytes).map_err(err)?),
-            Kind::BGPPeer => Resource::BGPPeer(serde_json::from_slice(bytes).map_err(err)?),
-            Kind::BGPConfiguration => {
-                Resource::BGPConfiguration(serde_json::from_slice(bytes).map_err(err)?)
-            }
-            Kind::Node => Resource::Node(serde_json::from_slice(bytes).map_err(err)?),
+        let fast = match kind {
+            Kind::IPPool => serde_json::from_slice(bytes).map(Resource::IPPool),
+            Kind::BGPPeer => serde_json::from_slice(bytes).map(Resource::BGPPeer),
+            Kind::BGPConfiguration => serde_json::from_slice(bytes).map(Resource::BGPConfiguration),
+            Kind::Node => serde_json::from_slice(bytes).map(Resource::Node),
+        };
+        fast.map_err(|json_err| {
+            // Decode again through the path-tracking decoder for a better message.
+            let message = match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Err(_) => json_err.to_string(),
+                Ok(v) => document::decode_value_with_path(kind, &v)
+                    .err()
+                    .unwrap_or_else(|| json_err.to_string()),
+            };
+            DecodeError { kind, message }
         })
+    }
+
+    /// Like [`Resource::from_json`], but drops fields this version does not know (as Calico's
+    /// own Go decoder does) instead of failing. Returns the resource and the paths of the
+    /// dropped fields (`spec.someNewField`), so the caller can log them. Use it for values read
+    /// from a datastore that Calico itself also writes; keep [`Resource::from_json`] for input
+    /// that must be exact.
+    pub fn from_json_lenient(
+        kind: Kind,
+        bytes: &[u8],
+    ) -> Result<(Resource, Vec<String>), DecodeError> {
+        if let Ok(r) = Resource::from_json(kind, bytes) {
+            return Ok((r, Vec::new()));
+        }
+        let err = |message: String| DecodeError { kind, message };
+        let mut value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| err(e.to_string()))?;
+        let mut dropped = Vec::new();
+        // Each round removes one unknown field; bounded so a pathological value cannot loop.
+        for _ in 0..64 {
+            match document::decode_value_with_path(kind, &value) {
+                Ok(r) => return Ok((r, dropped)),
+                Err(message) => {
+                    let Some((path, field)) = unknown_field(&message) else {
+                        return Err(err(message));
+                    };
+                    if !remove_at_path(&mut value, &path, &field) {
+                        return Err(err(message));
+                    }
+                    dropped.push(if path.is_empty() {
+                        field
+                    } else {
+                        format!("{path}.{field}")
+                    });
+                }
+            }
+        }
+        Err(err("too many unknown fields".into()))
     }
 
     /// The object as YAML, as `calyx get -o yaml` prints it.
@@ -188,6 +235,44 @@ impl Resource {
             _ => None,
         }
     }
+}
+
+/// Parses serde's `PATH: unknown field `NAME`, expected ...` into (path, name); path is empty at
+/// the top level.
+fn unknown_field(message: &str) -> Option<(String, String)> {
+    let (path, rest) = match message.find("unknown field `") {
+        Some(0) => ("", message),
+        Some(i) => (message[..i].strip_suffix(": ")?, &message[i..]),
+        None => return None,
+    };
+    let name = rest.strip_prefix("unknown field `")?.split('`').next()?;
+    Some((path.to_string(), name.to_string()))
+}
+
+/// Removes `field` from the object at `path` (`spec.communities[1]`); true if it was there.
+fn remove_at_path(value: &mut serde_json::Value, path: &str, field: &str) -> bool {
+    let mut cur = value;
+    if !path.is_empty() {
+        for part in path.split('.') {
+            let (key, indexes) = match part.find('[') {
+                Some(i) => (&part[..i], &part[i..]),
+                None => (part, ""),
+            };
+            if !key.is_empty() {
+                match cur.get_mut(key) {
+                    Some(v) => cur = v,
+                    None => return false,
+                }
+            }
+            for idx in indexes.split(['[', ']']).filter(|s| !s.is_empty()) {
+                let Some(v) = idx.parse::<usize>().ok().and_then(|i| cur.get_mut(i)) else {
+                    return false;
+                };
+                cur = v;
+            }
+        }
+    }
+    cur.as_object_mut().and_then(|m| m.remove(field)).is_some()
 }
 
 impl fmt::Display for Resource {
@@ -272,7 +357,8 @@ mod tests {
         let back = Resource::from_json(Kind::IPPool, &bytes).unwrap();
         assert_eq!(back.name(), "pool-a");
         assert_eq!(back.metadata().resource_version, None);
-        assert!(Resource::from_json(Kind::Node, &bytes).is_err());
+        let e = Resource::from_json(Kind::Node, &bytes).unwrap_err();
+        assert!(e.to_string().contains("expected \"Node\""), "{e}");
         let generic: Resource = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(generic, back);
         assert_eq!(generic.to_string(), "IPPool \"pool-a\"");
@@ -305,6 +391,43 @@ mod tests {
         );
         assert!(r.validate().is_ok());
         assert_eq!(Resource::from_json(Kind::IPPool, &r.to_json()).unwrap(), r);
+    }
+
+    #[test]
+    fn decode_errors_name_the_field() {
+        let pool = br#"{"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"p"},"spec":{"cidr":"10.0.0.0/16","blockSize":"x"}}"#;
+        let e = Resource::from_json(Kind::IPPool, pool).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cannot decode IPPool: spec.blockSize: invalid type"),
+            "{e}"
+        );
+        let e = Resource::from_json(Kind::IPPool, b"{not json").unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn lenient_drops_unknown_fields() {
+        let node = br#"{"kind":"Node","apiVersion":"projectcalico.org/v3","metadata":{"name":"n1","generation":3},"spec":{"bgp":{"ipv4Address":"10.0.0.1/24","futureKnob":true},"wireguard":{"interfaceIPv4Address":"10.1.0.1"}},"status":{}}"#;
+        assert!(Resource::from_json(Kind::Node, node).is_err());
+        let (r, dropped) = Resource::from_json_lenient(Kind::Node, node).unwrap();
+        assert_eq!(r.name(), "n1");
+        let mut dropped = dropped;
+        dropped.sort();
+        assert_eq!(
+            dropped,
+            [
+                "metadata.generation",
+                "spec.bgp.futureKnob",
+                "spec.wireguard"
+            ]
+        );
+        let bgp = br#"{"kind":"BGPConfiguration","apiVersion":"projectcalico.org/v3","metadata":{"name":"default"},"spec":{"communities":[{"name":"a","value":"1:2"},{"name":"b","value":"1:3","extra":1}]}}"#;
+        let (_, dropped) = Resource::from_json_lenient(Kind::BGPConfiguration, bgp).unwrap();
+        assert_eq!(dropped, ["spec.communities[1].extra"]);
+        // Wrong values are still errors.
+        let bad = br#"{"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"p"},"spec":{"cidr":"x","new":1}}"#;
+        assert!(Resource::from_json_lenient(Kind::IPPool, bad).is_err());
         let node = br#"{"kind":"Node","apiVersion":"projectcalico.org/v3","metadata":{"name":"node1","labels":{"kubernetes.io/hostname":"node1"}},"spec":{"bgp":{"ipv4Address":"10.0.0.1/24","ipv4IPIPTunnelAddr":"192.168.1.0"},"orchRefs":[{"nodeName":"node1","orchestrator":"k8s"}]},"status":{}}"#;
         let r = Resource::from_json(Kind::Node, node).unwrap();
         assert!(r.validate().is_ok(), "{:?}", r.validate());
