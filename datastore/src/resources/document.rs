@@ -98,7 +98,10 @@ fn split_documents(text: &str) -> Vec<Chunk> {
             cur = Some(c);
         } else {
             let c = cur.get_or_insert_with(|| new_chunk(i));
-            c.text.push_str(line);
+            // `%YAML` / `%TAG` directives: a `%` cannot start content at column 0.
+            if !line.starts_with('%') {
+                c.text.push_str(line);
+            }
             c.text.push('\n');
         }
     }
@@ -431,6 +434,12 @@ spec:
         assert_eq!(rs[1].name(), "n1");
         assert!(parse_documents("").unwrap().is_empty());
         assert!(parse_documents("---\n---\n# nothing\n").unwrap().is_empty());
+        assert_eq!(
+            parse_documents(&format!("%YAML 1.2\n---\n{POOL_A}"))
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::object::calico_object;
 use super::types::de_helpers;
-use super::validate::{check_no_host_bits, nets_overlap, quoted, reserved_overlap, Problems};
+use super::validate::{check_no_host_bits, nets_overlap, reserved_overlap, Problems};
 use super::{Kind, ObjectMeta, ValidationError};
 
 /// An IP pool (`kind: IPPool`).
@@ -309,7 +309,7 @@ impl IPPool {
         if s.allowed_uses.contains(&AllowedUse::LoadBalancer) && s.allowed_uses.len() > 1 {
             p.push(
                 "spec.allowedUses",
-                quoted(&format!("{:?}", s.allowed_uses)),
+                format!("{:?}", s.allowed_uses),
                 "may not combine LoadBalancer with other uses",
             );
         }
