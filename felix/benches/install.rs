@@ -50,8 +50,15 @@ impl Drop for Ns {
 }
 
 fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("spawn");
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn prefix(i: usize) -> Ipv4Addr {
@@ -87,7 +94,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // cargo bench --list compatibility
     }
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
     if !root {
         eprintln!("SKIP install benchmark: needs root for network namespaces");
         return;
@@ -114,9 +125,11 @@ fn main() {
             ..Default::default()
         };
         let rss0 = rss_kib();
-        let mut rec = run_in_netns(format!("/run/netns/{}", ns.0), || Reconciler::new(Config::default()))
-            .unwrap()
-            .unwrap();
+        let mut rec = run_in_netns(format!("/run/netns/{}", ns.0), || {
+            Reconciler::new(Config::default())
+        })
+        .unwrap()
+        .unwrap();
         rec.set_desired(desired);
         let t = Instant::now();
         let c = thread_cpu();
@@ -124,7 +137,12 @@ fn main() {
         let install = t.elapsed();
         let install_cpu = thread_cpu() - c;
         let st = rec.status();
-        assert_eq!(st.routes_programmed, n, "{stats:?} {:?}", st.failures.first());
+        assert_eq!(
+            st.routes_programmed,
+            n,
+            "{stats:?} {:?}",
+            st.failures.first()
+        );
         let rss1 = rss_kib();
         // No-change resync, three times, best and worst.
         let mut resync = Vec::new();
@@ -147,7 +165,12 @@ fn main() {
         {
             let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
             for i in 0..n {
-                writeln!(f, "route add {}/32 via 192.168.0.2 dev eth0 proto 80", prefix(i)).unwrap();
+                writeln!(
+                    f,
+                    "route add {}/32 via 192.168.0.2 dev eth0 proto 80",
+                    prefix(i)
+                )
+                .unwrap();
             }
         }
         let t = Instant::now();

@@ -10,8 +10,8 @@ use ipnet::IpNet;
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::RouteNetlinkMessage;
 
-use crate::fasthash::{FastMap, FastSet};
 use crate::config::{Config, IPIP_DEVICE, VXLAN_V4_DEVICE, VXLAN_V6_DEVICE};
+use crate::fasthash::{FastMap, FastSet};
 use crate::link::{self, VxlanParams, VxlanWant};
 use crate::model::DesiredState;
 use crate::mtu;
@@ -186,9 +186,9 @@ impl Engine {
                             RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l),
                         ) = decode(&m)
                         {
-                            relevant = l.attributes.iter().any(|a| {
-                                matches!(a, LinkAttribute::IfName(n) if self.tracked_name(n))
-                            });
+                            relevant = l.attributes.iter().any(
+                                |a| matches!(a, LinkAttribute::IfName(n) if self.tracked_name(n)),
+                            );
                         }
                     }
                     if relevant {
@@ -287,7 +287,10 @@ impl Engine {
             };
             let addrs = link::addresses(&mut self.nl, None, v6).map_err(|e| e.to_string())?;
             let Some((idx, _)) = addrs.iter().find(|(_, n)| n.addr() == node.addr()) else {
-                return Err(format!("no interface holds the node address {}", node.addr()));
+                return Err(format!(
+                    "no interface holds the node address {}",
+                    node.addr()
+                ));
             };
             match link::get_link_by_index(&mut self.nl, *idx).map_err(|e| e.to_string())? {
                 Some(l) => (l.index, l.mtu),
@@ -295,10 +298,13 @@ impl Engine {
             }
         };
         // The local subnet: from the node address if it carries a prefix, else the kernel's.
-        let mut subnet = node.filter(|n| n.prefix_len() < n.max_prefix_len()).map(|n| n.trunc());
+        let mut subnet = node
+            .filter(|n| n.prefix_len() < n.max_prefix_len())
+            .map(|n| n.trunc());
         let mut local = node.map(|n| n.addr());
         if subnet.is_none() || local.is_none() {
-            let addrs = link::addresses(&mut self.nl, Some(index), v6).map_err(|e| e.to_string())?;
+            let addrs =
+                link::addresses(&mut self.nl, Some(index), v6).map_err(|e| e.to_string())?;
             let found = addrs.iter().map(|(_, n)| *n).find(|n| match local {
                 Some(ip) => n.addr() == ip,
                 None => !matches!(n, IpNet::V6(a) if a.addr().segments()[0] & 0xffc0 == 0xfe80),
@@ -568,7 +574,8 @@ impl Engine {
         if self.desired_changed {
             self.desired_changed = false;
             self.plan = Plan::compile(&self.desired, &self.env);
-            self.failures.retain(|k, _| self.plan.routes.contains_key(k));
+            self.failures
+                .retain(|k, _| self.plan.routes.contains_key(k));
             self.check_all = true;
             self.need_l2 = true;
         }
@@ -624,7 +631,9 @@ impl Engine {
             }
         }
         let unmatched_before = if check_all {
-            ops.iter().filter(|(_, op)| matches!(op, Op::Write(..))).count()
+            ops.iter()
+                .filter(|(_, op)| matches!(op, Op::Write(..)))
+                .count()
         } else {
             0
         };
@@ -714,8 +723,7 @@ impl Engine {
                     if matches!(op, Op::Write(WriteMode::Create, _)) && f.errno == libc::EEXIST {
                         error = format!("{error} (a route not owned by calyx holds this prefix)");
                     }
-                    if matches!(op, Op::Write(WriteMode::Replace, _)) && f.errno == libc::ENOENT
-                    {
+                    if matches!(op, Op::Write(WriteMode::Replace, _)) && f.errno == libc::ENOENT {
                         // Ours vanished meanwhile: create next time.
                         self.kernel.remove(k);
                     }

@@ -62,7 +62,7 @@ pub mod wire;
 
 pub use config::Config;
 pub use model::{
-    DesiredState, Encap, IpipTunnel, MacAddr, RemoteHop, RemoteRoute, VxlanTunnel, Vtep,
+    DesiredState, Encap, IpipTunnel, MacAddr, RemoteHop, RemoteRoute, Vtep, VxlanTunnel,
 };
 pub use reconciler::{Error, Reconciler, ReconcilerHandle};
 pub use status::{ApplyStats, ReconcilerStatus, RouteFailure};

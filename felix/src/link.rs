@@ -221,7 +221,9 @@ pub fn fdb_msg(index: u32, mac: MacAddr, dst: Option<IpAddr>) -> NeighbourMessag
             IpAddr::V6(a) => a.octets().to_vec(),
         };
         m.attributes
-            .push(NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)));
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Other(
+                bytes,
+            )));
     }
     m
 }
@@ -463,11 +465,11 @@ fn ip_of(v: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// Neighbour entries by `(ifindex, ip)`: `(MAC, permanent)`.
+pub type NeighbourTable = HashMap<(u32, IpAddr), (Option<MacAddr>, bool)>;
+
 /// Current neighbour entries on the given devices: `(ifindex, ip) -> (mac, permanent)`.
-pub fn dump_neighbours(
-    nl: &mut NlSocket,
-    devices: &[u32],
-) -> io::Result<HashMap<(u32, IpAddr), (Option<MacAddr>, bool)>> {
+pub fn dump_neighbours(nl: &mut NlSocket, devices: &[u32]) -> io::Result<NeighbourTable> {
     let mut out = HashMap::new();
     for fam in [AddressFamily::Inet, AddressFamily::Inet6] {
         for &dev in devices {
@@ -606,9 +608,9 @@ mod tests {
         assert_eq!(s.name, "tunl0");
         assert_eq!(s.kind.as_deref(), Some("ipip"));
         assert_eq!(s.mtu, 1480);
-        let RouteNetlinkMessage::SetLink(m) =
-            roundtrip(RouteNetlinkMessage::SetLink(link_set_msg(7, Some(1480), None, true)))
-        else {
+        let RouteNetlinkMessage::SetLink(m) = roundtrip(RouteNetlinkMessage::SetLink(
+            link_set_msg(7, Some(1480), None, true),
+        )) else {
             panic!()
         };
         assert_eq!(m.header.index, 7);
@@ -642,8 +644,10 @@ mod tests {
         };
         assert_eq!(f.header.family, AddressFamily::Bridge);
         assert!(f.header.flags.contains(NeighbourFlags::Own));
-        assert!(f.attributes.contains(&NeighbourAttribute::Destination(
-            NeighbourAddress::Other(vec![192, 168, 1, 13])
-        )));
+        assert!(f
+            .attributes
+            .contains(&NeighbourAttribute::Destination(NeighbourAddress::Other(
+                vec![192, 168, 1, 13]
+            ))));
     }
 }

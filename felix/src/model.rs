@@ -93,7 +93,10 @@ pub struct RemoteHop {
 impl RemoteHop {
     /// A next hop without VXLAN information (plain or IPIP routing).
     pub fn node(node_ip: IpAddr) -> Self {
-        RemoteHop { node_ip, vtep: None }
+        RemoteHop {
+            node_ip,
+            vtep: None,
+        }
     }
 }
 

@@ -118,7 +118,8 @@ impl NlSocket {
                 match m.ty {
                     NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => {
-                        let (code, text) = wire::parse_error(m.payload).unwrap_or((-libc::EIO, None));
+                        let (code, text) =
+                            wire::parse_error(m.payload).unwrap_or((-libc::EIO, None));
                         if code == 0 || code == -libc::ENOENT {
                             return Ok(());
                         }
@@ -187,9 +188,8 @@ impl NlSocket {
             while i < n {
                 let seq = self.next_seq();
                 last_seq = seq;
-                let last = i + 1 == n
-                    || i + 1 - first_idx >= CHUNK_MSGS
-                    || self.out.len() >= CHUNK_BYTES;
+                let last =
+                    i + 1 == n || i + 1 - first_idx >= CHUNK_MSGS || self.out.len() >= CHUNK_BYTES;
                 encode(i, &mut self.out, seq, last);
                 i += 1;
                 if last {
@@ -219,7 +219,9 @@ impl NlSocket {
                         continue; // stale reply of an earlier exchange
                     }
                     if code != 0 {
-                        result.failed.push((first_idx + off, NlFailure { errno: -code, text }));
+                        result
+                            .failed
+                            .push((first_idx + off, NlFailure { errno: -code, text }));
                     }
                     if m.seq == last_seq {
                         break 'recv;
@@ -246,7 +248,10 @@ pub fn emit(buf: &mut Vec<u8>, msg: RouteNetlinkMessage, flags: u16, seq: u32) {
 
 /// Parses a whole message with netlink-packet-route.
 pub fn decode(m: &RawMsg<'_>) -> Option<RouteNetlinkMessage> {
-    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(m.whole).ok()?.payload {
+    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(m.whole)
+        .ok()?
+        .payload
+    {
         NetlinkPayload::InnerMessage(x) => Some(x),
         _ => None,
     }

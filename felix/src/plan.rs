@@ -77,7 +77,8 @@ impl Plan {
     /// Compiles `desired` under `env`.
     pub fn compile(desired: &DesiredState, env: &Env) -> Plan {
         let mut plan = Plan::default();
-        plan.routes.reserve(desired.local_blocks.len() + desired.remote_routes.len());
+        plan.routes
+            .reserve(desired.local_blocks.len() + desired.remote_routes.len());
         let key = |dst: IpNet| RouteKey {
             table: env.table,
             dst: dst.trunc(),
@@ -179,7 +180,10 @@ fn resolve_hop(
         .vtep
         .ok_or_else(|| format!("no VTEP known for node {}", hop.node_ip))?;
     if vtep.tunnel_ip.is_ipv6() != v6 {
-        return Err(format!("VTEP tunnel address {} of the wrong family", vtep.tunnel_ip));
+        return Err(format!(
+            "VTEP tunnel address {} of the wrong family",
+            vtep.tunnel_ip
+        ));
     }
     Ok((
         NextHop {
@@ -293,8 +297,16 @@ mod tests {
                     Encap::VxlanCrossSubnet,
                     &[("192.168.2.11", Some(vtep("10.65.2.0", 2)))],
                 ),
-                rr("10.65.3.0/26", Encap::IpipCrossSubnet, &[("192.168.1.5", None)]),
-                rr("10.65.4.0/26", Encap::IpipCrossSubnet, &[("10.9.9.9", None)]),
+                rr(
+                    "10.65.3.0/26",
+                    Encap::IpipCrossSubnet,
+                    &[("192.168.1.5", None)],
+                ),
+                rr(
+                    "10.65.4.0/26",
+                    Encap::IpipCrossSubnet,
+                    &[("10.9.9.9", None)],
+                ),
             ],
             ..Default::default()
         };

@@ -189,7 +189,9 @@ impl Reconciler {
                 drain(&afd, &mut buf, eng);
                 continue;
             }
-            let deadline = eng.next_deadline().max(Instant::now() + Duration::from_millis(1));
+            let deadline = eng
+                .next_deadline()
+                .max(Instant::now() + Duration::from_millis(1));
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 r = desired_rx.changed() => {

@@ -245,7 +245,9 @@ pub struct ParsedRoute {
 
 fn ip_from(fam: u8, v: &[u8]) -> Option<IpAddr> {
     match fam {
-        AF_INET => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(v.get(..4)?).ok()?))),
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::from(
+            <[u8; 4]>::try_from(v.get(..4)?).ok()?,
+        ))),
         AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(
             <[u8; 16]>::try_from(v.get(..16)?).ok()?,
         ))),
@@ -366,7 +368,15 @@ mod tests {
     fn blackhole_roundtrip_and_independent_decode() {
         let k = key("10.65.1.0/26");
         let mut buf = Vec::new();
-        encode_new(&mut buf, 1, true, WriteMode::Create, 80, &k, &RouteSpec::Blackhole);
+        encode_new(
+            &mut buf,
+            1,
+            true,
+            WriteMode::Create,
+            80,
+            &k,
+            &RouteSpec::Blackhole,
+        );
         let m = decode_independent(&buf);
         assert_eq!(m.header.kind, RouteType::BlackHole);
         assert_eq!(m.header.protocol, RouteProtocol::Other(80));

@@ -118,7 +118,9 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         // Processes started in it by the tests are bounded (ping -c -W) and already ended.
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -195,7 +197,12 @@ impl Netns {
 }
 
 /// The route of `dst` in `table` with protocol `proto`, if any.
-pub fn find<'a>(routes: &'a [ParsedRoute], table: u32, dst: &str, proto: u8) -> Option<&'a ParsedRoute> {
+pub fn find<'a>(
+    routes: &'a [ParsedRoute],
+    table: u32,
+    dst: &str,
+    proto: u8,
+) -> Option<&'a ParsedRoute> {
     let dst: ipnet::IpNet = dst.parse().unwrap();
     routes
         .iter()
