@@ -116,6 +116,21 @@ fn bench(c: &mut Criterion) {
             black_box(n)
         })
     });
+    g.bench_function("decode_into_reused_1M_prefixes", |b| {
+        let mut u = calyx_proto::UpdateMessage::default();
+        b.iter(|| {
+            let mut off = 0;
+            let mut n = 0;
+            while let Ok(Some(len)) = calyx_proto::frame_length(&stream[off..], &ctx) {
+                let Some(m) = stream.get(off..off + len) else { break };
+                if let Ok(true) = calyx_proto::decode_update_into(m, &ctx, &mut u) {
+                    n += u.nlri.len();
+                }
+                off += len;
+            }
+            black_box(n)
+        })
+    });
     let mut out = BytesMut::with_capacity(stream.len() + 4096);
     g.bench_function("encode_1M_prefixes", |b| {
         b.iter(|| {

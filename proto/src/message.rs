@@ -102,6 +102,21 @@ pub fn decode_stream(buf: &[u8], ctx: &ParseContext) -> Result<Option<(Message, 
     decode_message(msg, ctx).map(|m| Some((m, len)))
 }
 
+/// Decode one UPDATE message (header included) into `msg`, reusing its buffers
+/// ([`UpdateMessage::decode_into`]). Returns `Ok(false)` without touching `msg` if `buf` holds a
+/// message of another type (decode that one with [`decode_message`]).
+pub fn decode_update_into(buf: &[u8], ctx: &ParseContext, msg: &mut UpdateMessage) -> Result<bool, DecodeError> {
+    let (kind, len) = parse_header(buf, ctx)?;
+    if buf.len() != len {
+        return Err(DecodeError::bad_length(len));
+    }
+    if kind != MessageType::Update {
+        return Ok(false);
+    }
+    msg.decode_into(buf.get(HEADER_LEN..).unwrap_or_default(), ctx)?;
+    Ok(true)
+}
+
 /// Append a KEEPALIVE (RFC 4271 §4.4).
 pub fn encode_keepalive(out: &mut BytesMut) {
     out.put_slice(&header::MARKER);

@@ -93,6 +93,16 @@ impl UpdateMessage {
     /// Decode the body (after the 19-octet header) of an UPDATE (RFC 4271 §4.3, §6.3,
     /// RFC 7606).
     pub fn decode(body: &[u8], ctx: &ParseContext) -> Result<Self, DecodeError> {
+        let mut msg = UpdateMessage::default();
+        msg.decode_into(body, ctx)?;
+        Ok(msg)
+    }
+
+    /// Like [`UpdateMessage::decode`], but reuses this message's buffers (the NLRI and
+    /// withdrawn vectors keep their capacity), so a receive loop decoding into one
+    /// `UpdateMessage` does not allocate for prefixes. On error the message content is
+    /// unspecified.
+    pub fn decode_into(&mut self, body: &[u8], ctx: &ParseContext) -> Result<(), DecodeError> {
         let malformed = || {
             DecodeError::update(UpdateSubcode::MalformedAttributeList, Vec::new(), "UPDATE length fields overrun")
         };
@@ -100,18 +110,16 @@ impl UpdateMessage {
         let (i, wlen) = wire::u16_(body).map_err(|_| malformed())?;
         let (i, wbytes) = wire::take(i, usize::from(wlen)).map_err(|_| malformed())?;
         let (i, alen) = wire::u16_(i).map_err(|_| malformed())?;
-        let (nlri_bytes, abytes) = match wire::take(i, usize::from(alen)) {
-            Ok((rest, a)) => (rest, a),
-            Err(_) => return Err(malformed()),
-        };
+        let (nlri_bytes, abytes) = wire::take(i, usize::from(alen)).map_err(|_| malformed())?;
 
-        let mut msg = UpdateMessage::default();
-        nlri::decode_into(wbytes, ctx.add_path_ipv4, &mut msg.withdrawn).map_err(|_| invalid_net())?;
+        self.withdrawn.clear();
+        self.nlri.clear();
+        nlri::decode_into(wbytes, ctx.add_path_ipv4, &mut self.withdrawn).map_err(|_| invalid_net())?;
         let mut blk = AttrBlock::default();
         decode_attributes(abytes, ctx, &mut blk)?;
-        nlri::decode_into(nlri_bytes, ctx.add_path_ipv4, &mut msg.nlri).map_err(|_| invalid_net())?;
+        nlri::decode_into(nlri_bytes, ctx.add_path_ipv4, &mut self.nlri).map_err(|_| invalid_net())?;
 
-        if blk.overrun && blk.mp_reach.is_none() && blk.mp_unreach.is_none() && msg.nlri.is_empty() {
+        if blk.overrun && blk.mp_reach.is_none() && blk.mp_unreach.is_none() && self.nlri.is_empty() {
             // RFC 7606 §5.1: treat-as-withdraw needs every NLRI to be found; an MP attribute may
             // hide in the part that cannot be parsed, so only a reset is safe.
             return Err(DecodeError::update(
@@ -123,24 +131,24 @@ impl UpdateMessage {
 
         // RFC 7606 §3 d, §5.2: mandatory attributes are checked only when routes are announced;
         // NEXT_HOP only for the IPv4 NLRI field (RFC 4760 §3).
-        let reach = !msg.nlri.is_empty() || blk.mp_reach.is_some();
+        let reach = !self.nlri.is_empty() || blk.mp_reach.is_some();
         if reach && !blk.overrun {
             for code in [type_code::ORIGIN, type_code::AS_PATH] {
                 if !blk.was_seen(code) {
                     blk.report(code, AttrErrorKind::Missing, &[])?;
                 }
             }
-            if !msg.nlri.is_empty() && !blk.was_seen(type_code::NEXT_HOP) {
+            if !self.nlri.is_empty() && !blk.was_seen(type_code::NEXT_HOP) {
                 blk.report(type_code::NEXT_HOP, AttrErrorKind::Missing, &[])?;
             }
         }
 
-        msg.attributes = blk.attrs;
-        msg.mp_reach = blk.mp_reach;
-        msg.mp_unreach = blk.mp_unreach;
-        msg.errors = blk.errors;
-        msg.layout = Some(blk.layout);
-        Ok(msg)
+        self.attributes = blk.attrs;
+        self.mp_reach = blk.mp_reach;
+        self.mp_unreach = blk.mp_unreach;
+        self.errors = blk.errors;
+        self.layout = Some(blk.layout);
+        Ok(())
     }
 
     /// Append the whole message, header included. Fails if it exceeds the maximum message
