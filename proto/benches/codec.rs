@@ -3,7 +3,7 @@
 //! messages of at most 4096 octets. Criterion reports prefixes per second ("elem/s").
 //!
 //! Run with `cargo bench -p calyx-proto`.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -11,7 +11,9 @@ use std::net::Ipv4Addr;
 use bytes::BytesMut;
 use calyx_proto::message::decode_stream;
 use calyx_proto::pack::UpdatePacker;
-use calyx_proto::{AsPath, Asn, Community, Ipv4Prefix, Message, Nlri, Origin, ParseContext, PathAttributes};
+use calyx_proto::{
+    AsPath, Asn, Community, Ipv4Prefix, Message, Nlri, Origin, ParseContext, PathAttributes,
+};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const PREFIXES: usize = 1_000_000;
@@ -38,7 +40,8 @@ fn workload() -> Vec<(PathAttributes, Vec<Nlri<Ipv4Prefix>>)> {
     while n < PREFIXES {
         let size = (rng.range(10, 20) as usize).min(PREFIXES - n);
         let hops = rng.range(2, 6);
-        let path = AsPath::sequence((0..hops).map(|_| Asn(rng.range(64_512, 4_200_000_000) as u32)));
+        let path =
+            AsPath::sequence((0..hops).map(|_| Asn(rng.range(64_512, 4_200_000_000) as u32)));
         let mut attrs = PathAttributes {
             origin: Some(Origin::Igp),
             as_path: Some(path),
@@ -71,7 +74,11 @@ fn workload() -> Vec<(PathAttributes, Vec<Nlri<Ipv4Prefix>>)> {
     groups
 }
 
-fn encode_all(groups: &[(PathAttributes, Vec<Nlri<Ipv4Prefix>>)], packer: &mut UpdatePacker, out: &mut BytesMut) {
+fn encode_all(
+    groups: &[(PathAttributes, Vec<Nlri<Ipv4Prefix>>)],
+    packer: &mut UpdatePacker,
+    out: &mut BytesMut,
+) {
     for (attrs, nlri) in groups {
         packer.announce_ipv4(attrs, nlri, out).unwrap();
     }
@@ -122,7 +129,9 @@ fn bench(c: &mut Criterion) {
             let mut off = 0;
             let mut n = 0;
             while let Ok(Some(len)) = calyx_proto::frame_length(&stream[off..], &ctx) {
-                let Some(m) = stream.get(off..off + len) else { break };
+                let Some(m) = stream.get(off..off + len) else {
+                    break;
+                };
                 if let Ok(true) = calyx_proto::decode_update_into(m, &ctx, &mut u) {
                     n += u.nlri.len();
                 }

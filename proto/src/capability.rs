@@ -168,7 +168,9 @@ impl Capability {
             code::ROUTE_REFRESH if v.is_empty() => Capability::RouteRefresh,
             code::ENHANCED_ROUTE_REFRESH if v.is_empty() => Capability::EnhancedRouteRefresh,
             code::EXTENDED_MESSAGE if v.is_empty() => Capability::ExtendedMessage,
-            code::ROUTE_REFRESH | code::ENHANCED_ROUTE_REFRESH | code::EXTENDED_MESSAGE => return Err(m),
+            code::ROUTE_REFRESH | code::ENHANCED_ROUTE_REFRESH | code::EXTENDED_MESSAGE => {
+                return Err(m)
+            }
             code::FOUR_OCTET_AS => match *v {
                 [a, b, c, d] => Capability::FourOctetAs(Asn(u32::from_be_bytes([a, b, c, d]))),
                 _ => return Err(m),
@@ -202,9 +204,17 @@ impl Capability {
                         2 => AddPathMode::Send,
                         3 => AddPathMode::Both,
                         // RFC 7911 §4: other values make the capability not understood.
-                        _ => return Ok(Capability::Unknown { code, value: v.to_vec() }),
+                        _ => {
+                            return Ok(Capability::Unknown {
+                                code,
+                                value: v.to_vec(),
+                            })
+                        }
                     };
-                    out.push(AddPathFamily { family: fam([c[0], c[1]], c[2]), mode });
+                    out.push(AddPathFamily {
+                        family: fam([c[0], c[1]], c[2]),
+                        mode,
+                    });
                 }
                 Capability::AddPath(out)
             }
@@ -222,7 +232,10 @@ impl Capability {
                         .collect(),
                 )
             }
-            _ => Capability::Unknown { code, value: v.to_vec() },
+            _ => Capability::Unknown {
+                code,
+                value: v.to_vec(),
+            },
         })
     }
 
@@ -230,7 +243,9 @@ impl Capability {
     pub fn value_len(&self) -> usize {
         match self {
             Capability::Multiprotocol(_) | Capability::FourOctetAs(_) => 4,
-            Capability::RouteRefresh | Capability::EnhancedRouteRefresh | Capability::ExtendedMessage => 0,
+            Capability::RouteRefresh
+            | Capability::EnhancedRouteRefresh
+            | Capability::ExtendedMessage => 0,
             Capability::GracefulRestart(g) => 2 + 4 * g.families.len(),
             Capability::AddPath(v) => 4 * v.len(),
             Capability::LongLivedGracefulRestart(v) => 7 * v.len(),
@@ -249,7 +264,9 @@ impl Capability {
                 out.put_u8(0);
                 out.put_u8(f.safi.into());
             }
-            Capability::RouteRefresh | Capability::EnhancedRouteRefresh | Capability::ExtendedMessage => {}
+            Capability::RouteRefresh
+            | Capability::EnhancedRouteRefresh
+            | Capability::ExtendedMessage => {}
             Capability::FourOctetAs(a) => out.put_u32(a.0),
             Capability::GracefulRestart(g) => {
                 let mut flags = 0u16;

@@ -34,7 +34,10 @@ impl ParseContext {
 
     /// A context with 4-octet AS numbers, as nearly every modern session has.
     pub const fn modern() -> Self {
-        ParseContext { four_octet_as: true, ..Self::new() }
+        ParseContext {
+            four_octet_as: true,
+            ..Self::new()
+        }
     }
 
     /// Largest message length allowed for UPDATE/NOTIFICATION/ROUTE-REFRESH (RFC 8654 §4).

@@ -22,21 +22,33 @@ pub struct DecodeError {
 impl DecodeError {
     /// A session reset with the given NOTIFICATION.
     pub fn reset(notification: NotificationMessage, reason: &'static str) -> Self {
-        DecodeError { notification, reason }
+        DecodeError {
+            notification,
+            reason,
+        }
     }
 
     /// Message Header Error / Bad Message Length with the erroneous length (RFC 4271 §6.1).
     pub(crate) fn bad_length(len: usize) -> Self {
-        let field = u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes().to_vec();
+        let field = u16::try_from(len)
+            .unwrap_or(u16::MAX)
+            .to_be_bytes()
+            .to_vec();
         DecodeError::reset(
-            NotificationMessage::new(ErrorCode::MessageHeader(HeaderSubcode::BadMessageLength), field),
+            NotificationMessage::new(
+                ErrorCode::MessageHeader(HeaderSubcode::BadMessageLength),
+                field,
+            ),
             "bad message length",
         )
     }
 
     /// UPDATE Message Error with the given subcode and data (RFC 4271 §6.3).
     pub(crate) fn update(subcode: UpdateSubcode, data: Vec<u8>, reason: &'static str) -> Self {
-        DecodeError::reset(NotificationMessage::new(ErrorCode::Update(subcode), data), reason)
+        DecodeError::reset(
+            NotificationMessage::new(ErrorCode::Update(subcode), data),
+            reason,
+        )
     }
 }
 
@@ -132,7 +144,9 @@ pub struct AttrError {
 /// * A malformed NLRI: session reset (RFC 7606 §5.3).
 pub fn action_for(code: u8, kind: AttrErrorKind) -> Action {
     match kind {
-        AttrErrorKind::UnrecognizedWellKnown | AttrErrorKind::InvalidNetwork => Action::SessionReset,
+        AttrErrorKind::UnrecognizedWellKnown | AttrErrorKind::InvalidNetwork => {
+            Action::SessionReset
+        }
         AttrErrorKind::Missing | AttrErrorKind::Overrun => Action::TreatAsWithdraw,
         AttrErrorKind::Unexpected => Action::Discard,
         AttrErrorKind::Duplicate => match code {
@@ -141,7 +155,9 @@ pub fn action_for(code: u8, kind: AttrErrorKind) -> Action {
         },
         AttrErrorKind::Flags | AttrErrorKind::Length | AttrErrorKind::Value => match code {
             t::MP_REACH_NLRI | t::MP_UNREACH_NLRI => Action::SessionReset,
-            t::ATOMIC_AGGREGATE | t::AGGREGATOR | t::AS4_PATH | t::AS4_AGGREGATOR => Action::Discard,
+            t::ATOMIC_AGGREGATE | t::AGGREGATOR | t::AS4_PATH | t::AS4_AGGREGATOR => {
+                Action::Discard
+            }
             _ => Action::TreatAsWithdraw,
         },
     }
@@ -153,28 +169,45 @@ pub fn action_for(code: u8, kind: AttrErrorKind) -> Action {
 pub(crate) fn reset_for(code: u8, kind: AttrErrorKind, attribute: &[u8]) -> DecodeError {
     let attr = attribute.to_vec();
     match kind {
-        AttrErrorKind::Flags => {
-            DecodeError::update(UpdateSubcode::AttributeFlagsError, attr, "attribute flags error")
-        }
-        AttrErrorKind::Length => {
-            DecodeError::update(UpdateSubcode::AttributeLengthError, attr, "attribute length error")
-        }
+        AttrErrorKind::Flags => DecodeError::update(
+            UpdateSubcode::AttributeFlagsError,
+            attr,
+            "attribute flags error",
+        ),
+        AttrErrorKind::Length => DecodeError::update(
+            UpdateSubcode::AttributeLengthError,
+            attr,
+            "attribute length error",
+        ),
         AttrErrorKind::Value if code == t::MP_REACH_NLRI || code == t::MP_UNREACH_NLRI => {
-            DecodeError::update(UpdateSubcode::OptionalAttributeError, attr, "malformed multiprotocol attribute")
+            DecodeError::update(
+                UpdateSubcode::OptionalAttributeError,
+                attr,
+                "malformed multiprotocol attribute",
+            )
         }
-        AttrErrorKind::Value => {
-            DecodeError::update(UpdateSubcode::OptionalAttributeError, attr, "malformed attribute")
-        }
-        AttrErrorKind::Duplicate | AttrErrorKind::Overrun | AttrErrorKind::Missing | AttrErrorKind::Unexpected => {
-            DecodeError::update(UpdateSubcode::MalformedAttributeList, Vec::new(), "malformed attribute list")
-        }
+        AttrErrorKind::Value => DecodeError::update(
+            UpdateSubcode::OptionalAttributeError,
+            attr,
+            "malformed attribute",
+        ),
+        AttrErrorKind::Duplicate
+        | AttrErrorKind::Overrun
+        | AttrErrorKind::Missing
+        | AttrErrorKind::Unexpected => DecodeError::update(
+            UpdateSubcode::MalformedAttributeList,
+            Vec::new(),
+            "malformed attribute list",
+        ),
         AttrErrorKind::UnrecognizedWellKnown => DecodeError::update(
             UpdateSubcode::UnrecognizedWellKnownAttribute,
             attr,
             "unrecognized well-known attribute",
         ),
-        AttrErrorKind::InvalidNetwork => {
-            DecodeError::update(UpdateSubcode::InvalidNetworkField, Vec::new(), "invalid network field")
-        }
+        AttrErrorKind::InvalidNetwork => DecodeError::update(
+            UpdateSubcode::InvalidNetworkField,
+            Vec::new(),
+            "invalid network field",
+        ),
     }
 }

@@ -78,8 +78,13 @@ pub fn frame_length(buf: &[u8], ctx: &ParseContext) -> Result<Option<usize>, Dec
 }
 
 /// Validate a header and return its type and the announced length (RFC 4271 §6.1).
-pub(crate) fn parse_header(buf: &[u8], ctx: &ParseContext) -> Result<(MessageType, usize), DecodeError> {
-    let (marker, rest) = buf.split_at_checked(16).ok_or_else(|| DecodeError::bad_length(buf.len()))?;
+pub(crate) fn parse_header(
+    buf: &[u8],
+    ctx: &ParseContext,
+) -> Result<(MessageType, usize), DecodeError> {
+    let (marker, rest) = buf
+        .split_at_checked(16)
+        .ok_or_else(|| DecodeError::bad_length(buf.len()))?;
     if marker != MARKER {
         return Err(DecodeError::reset(
             NotificationMessage::new(
@@ -99,7 +104,10 @@ pub(crate) fn parse_header(buf: &[u8], ctx: &ParseContext) -> Result<(MessageTyp
     }
     let Some(kind) = MessageType::from_code(ty) else {
         return Err(DecodeError::reset(
-            NotificationMessage::new(ErrorCode::MessageHeader(HeaderSubcode::BadMessageType), vec![ty]),
+            NotificationMessage::new(
+                ErrorCode::MessageHeader(HeaderSubcode::BadMessageType),
+                vec![ty],
+            ),
             "unknown message type",
         ));
     };

@@ -43,7 +43,9 @@ pub use attr::{
 pub use capability::Capability;
 pub use context::ParseContext;
 pub use error::{Action, AttrError, AttrErrorKind, DecodeError, EncodeError};
-pub use header::{frame_length, MessageType, HEADER_LEN, MAX_EXTENDED_MESSAGE_LEN, MAX_MESSAGE_LEN};
+pub use header::{
+    frame_length, MessageType, HEADER_LEN, MAX_EXTENDED_MESSAGE_LEN, MAX_MESSAGE_LEN,
+};
 pub use message::{decode_message, decode_stream, decode_update_into, Message};
 pub use nlri::{Ipv4Prefix, Ipv6Prefix, Nlri, PathId};
 pub use notification::{ErrorCode, NotificationMessage};

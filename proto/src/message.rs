@@ -11,6 +11,8 @@ use crate::route_refresh::RouteRefreshMessage;
 use crate::update::UpdateMessage;
 
 /// Any BGP message (RFC 4271 §4.1).
+// UPDATE is by far the most frequent message; boxing it would cost an allocation per UPDATE.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// OPEN (RFC 4271 §4.2).
@@ -45,7 +47,10 @@ impl Message {
             Message::Notification(m) => {
                 let len = HEADER_LEN + m.body_len();
                 if len > ctx.max_message_len() {
-                    return Err(EncodeError::MessageTooLong { len, max: ctx.max_message_len() });
+                    return Err(EncodeError::MessageTooLong {
+                        len,
+                        max: ctx.max_message_len(),
+                    });
                 }
                 m.encode(out);
                 Ok(())
@@ -57,7 +62,10 @@ impl Message {
             Message::RouteRefresh(m) => {
                 let len = header::ROUTE_REFRESH_LEN + m.trailing.len();
                 if len > ctx.max_message_len() {
-                    return Err(EncodeError::MessageTooLong { len, max: ctx.max_message_len() });
+                    return Err(EncodeError::MessageTooLong {
+                        len,
+                        max: ctx.max_message_len(),
+                    });
                 }
                 m.encode(out);
                 Ok(())
@@ -92,7 +100,10 @@ pub fn decode_message(buf: &[u8], ctx: &ParseContext) -> Result<Message, DecodeE
 
 /// Decode the first message of a byte stream. Returns `Ok(None)` if the message is not complete
 /// yet, else the message and the number of octets it took.
-pub fn decode_stream(buf: &[u8], ctx: &ParseContext) -> Result<Option<(Message, usize)>, DecodeError> {
+pub fn decode_stream(
+    buf: &[u8],
+    ctx: &ParseContext,
+) -> Result<Option<(Message, usize)>, DecodeError> {
     let Some(len) = header::frame_length(buf, ctx)? else {
         return Ok(None);
     };
@@ -105,7 +116,11 @@ pub fn decode_stream(buf: &[u8], ctx: &ParseContext) -> Result<Option<(Message, 
 /// Decode one UPDATE message (header included) into `msg`, reusing its buffers
 /// ([`UpdateMessage::decode_into`]). Returns `Ok(false)` without touching `msg` if `buf` holds a
 /// message of another type (decode that one with [`decode_message`]).
-pub fn decode_update_into(buf: &[u8], ctx: &ParseContext, msg: &mut UpdateMessage) -> Result<bool, DecodeError> {
+pub fn decode_update_into(
+    buf: &[u8],
+    ctx: &ParseContext,
+    msg: &mut UpdateMessage,
+) -> Result<bool, DecodeError> {
     let (kind, len) = parse_header(buf, ctx)?;
     if buf.len() != len {
         return Err(DecodeError::bad_length(len));

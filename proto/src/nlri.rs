@@ -48,7 +48,10 @@ pub struct Ipv4Prefix {
 impl Ipv4Prefix {
     /// A prefix; `None` if `len > 32`. Host bits are cleared.
     pub fn new(addr: Ipv4Addr, len: u8) -> Option<Self> {
-        (len <= 32).then(|| Ipv4Prefix { addr: u32::from(addr) & mask32(len), len })
+        (len <= 32).then(|| Ipv4Prefix {
+            addr: u32::from(addr) & mask32(len),
+            len,
+        })
     }
 
     /// The network address.
@@ -101,7 +104,10 @@ impl Prefix for Ipv4Prefix {
         for (d, s) in a.iter_mut().zip(octets) {
             *d = *s;
         }
-        Ipv4Prefix { addr: u32::from_be_bytes(a) & mask32(len), len }
+        Ipv4Prefix {
+            addr: u32::from_be_bytes(a) & mask32(len),
+            len,
+        }
     }
     #[inline]
     fn put_wire(&self, out: &mut BytesMut) {
@@ -125,7 +131,10 @@ impl fmt::Display for Ipv4Prefix {
 
 impl From<Ipv4Net> for Ipv4Prefix {
     fn from(n: Ipv4Net) -> Self {
-        Ipv4Prefix { addr: u32::from(n.network()), len: n.prefix_len() }
+        Ipv4Prefix {
+            addr: u32::from(n.network()),
+            len: n.prefix_len(),
+        }
     }
 }
 
@@ -145,7 +154,10 @@ pub struct Ipv6Prefix {
 impl Ipv6Prefix {
     /// A prefix; `None` if `len > 128`. Host bits are cleared.
     pub fn new(addr: Ipv6Addr, len: u8) -> Option<Self> {
-        (len <= 128).then(|| Ipv6Prefix { addr: u128::from(addr) & mask128(len), len })
+        (len <= 128).then(|| Ipv6Prefix {
+            addr: u128::from(addr) & mask128(len),
+            len,
+        })
     }
 
     /// The network address.
@@ -175,7 +187,10 @@ impl Prefix for Ipv6Prefix {
         for (d, s) in a.iter_mut().zip(octets) {
             *d = *s;
         }
-        Ipv6Prefix { addr: u128::from_be_bytes(a) & mask128(len), len }
+        Ipv6Prefix {
+            addr: u128::from_be_bytes(a) & mask128(len),
+            len,
+        }
     }
     #[inline]
     fn put_wire(&self, out: &mut BytesMut) {
@@ -199,7 +214,10 @@ impl fmt::Display for Ipv6Prefix {
 
 impl From<Ipv6Net> for Ipv6Prefix {
     fn from(n: Ipv6Net) -> Self {
-        Ipv6Prefix { addr: u128::from(n.network()), len: n.prefix_len() }
+        Ipv6Prefix {
+            addr: u128::from(n.network()),
+            len: n.prefix_len(),
+        }
     }
 }
 
@@ -221,7 +239,10 @@ pub struct Nlri<P> {
 impl<P: Prefix> Nlri<P> {
     /// An entry without path identifier.
     pub fn new(prefix: P) -> Self {
-        Nlri { path_id: None, prefix }
+        Nlri {
+            path_id: None,
+            prefix,
+        }
     }
 
     /// Octets on the wire.
@@ -250,7 +271,11 @@ pub struct NlriIter<'a, P> {
 impl<'a, P: Prefix> NlriIter<'a, P> {
     /// Iterate over `bytes`, which hold path identifiers if `add_path` (RFC 7911 §3).
     pub fn new(bytes: &'a [u8], add_path: bool) -> Self {
-        NlriIter { rest: bytes, add_path, _p: PhantomData }
+        NlriIter {
+            rest: bytes,
+            add_path,
+            _p: PhantomData,
+        }
     }
 }
 
@@ -288,12 +313,24 @@ fn decode_one<P: Prefix>(mut i: &[u8], add_path: bool) -> Result<(&[u8], Nlri<P>
     if len > P::MAX_LEN {
         return Err(NlriError);
     }
-    let (octets, rest) = rest.split_at_checked(usize::from(len).div_ceil(8)).ok_or(NlriError)?;
-    Ok((rest, Nlri { path_id, prefix: P::from_wire(len, octets) }))
+    let (octets, rest) = rest
+        .split_at_checked(usize::from(len).div_ceil(8))
+        .ok_or(NlriError)?;
+    Ok((
+        rest,
+        Nlri {
+            path_id,
+            prefix: P::from_wire(len, octets),
+        },
+    ))
 }
 
 /// Decode a whole NLRI field, appending to `out` (which the caller may reuse across messages).
-pub fn decode_into<P: Prefix>(bytes: &[u8], add_path: bool, out: &mut Vec<Nlri<P>>) -> Result<(), NlriError> {
+pub fn decode_into<P: Prefix>(
+    bytes: &[u8],
+    add_path: bool,
+    out: &mut Vec<Nlri<P>>,
+) -> Result<(), NlriError> {
     // A prefix takes at least one octet, so this never reserves more than the input justifies.
     out.reserve(bytes.len() / if add_path { 8 } else { 4 });
     let mut i = bytes;
@@ -314,5 +351,7 @@ pub fn encode_all<P: Prefix>(nlri: &[Nlri<P>], add_path: bool, out: &mut BytesMu
 
 /// Octets `nlri` take on the wire.
 pub fn wire_len_all<P: Prefix>(nlri: &[Nlri<P>], add_path: bool) -> usize {
-    nlri.iter().map(|n| n.prefix.wire_len() + if add_path { 4 } else { 0 }).sum()
+    nlri.iter()
+        .map(|n| n.prefix.wire_len() + if add_path { 4 } else { 0 })
+        .sum()
 }

@@ -215,7 +215,11 @@ impl NotificationMessage {
     /// A notification with the given code and data.
     pub fn new(code: ErrorCode, data: Vec<u8>) -> Self {
         let (code, subcode) = code.to_raw();
-        NotificationMessage { code, subcode, data }
+        NotificationMessage {
+            code,
+            subcode,
+            data,
+        }
     }
 
     /// Cease / Administrative Shutdown or Reset with a shutdown communication (RFC 9003 §2).
@@ -267,7 +271,11 @@ impl NotificationMessage {
 
     /// Append the whole message, header included.
     pub fn encode(&self, out: &mut BytesMut) {
-        header::put_header(out, MessageType::Notification, header::HEADER_LEN + self.body_len());
+        header::put_header(
+            out,
+            MessageType::Notification,
+            header::HEADER_LEN + self.body_len(),
+        );
         out.put_u8(self.code);
         out.put_u8(self.subcode);
         out.put_slice(&self.data);
@@ -276,7 +284,13 @@ impl NotificationMessage {
 
 impl fmt::Display for NotificationMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NOTIFICATION {:?} ({}/{})", self.error_code(), self.code, self.subcode)?;
+        write!(
+            f,
+            "NOTIFICATION {:?} ({}/{})",
+            self.error_code(),
+            self.code,
+            self.subcode
+        )?;
         if !self.data.is_empty() {
             write!(f, " data")?;
             for b in self.data.iter().take(32) {

@@ -46,7 +46,11 @@ impl OpenMessage {
             my_as: asn.to_2_octet(),
             hold_time,
             bgp_id,
-            params: if capabilities.is_empty() { Vec::new() } else { vec![capabilities] },
+            params: if capabilities.is_empty() {
+                Vec::new()
+            } else {
+                vec![capabilities]
+            },
             extended_params: false,
         }
     }
@@ -87,7 +91,13 @@ impl OpenMessage {
         let open_err = |sub: OpenSubcode, data: Vec<u8>, reason| {
             DecodeError::reset(NotificationMessage::new(ErrorCode::Open(sub), data), reason)
         };
-        let malformed = || open_err(OpenSubcode::Unspecific, Vec::new(), "malformed OPEN optional parameters");
+        let malformed = || {
+            open_err(
+                OpenSubcode::Unspecific,
+                Vec::new(),
+                "malformed OPEN optional parameters",
+            )
+        };
         let short = |_| DecodeError::bad_length(body.len() + header::HEADER_LEN);
         let (i, version) = wire::u8_(body).map_err(short)?;
         let (i, my_as) = wire::u16_(i).map_err(short)?;
@@ -95,13 +105,25 @@ impl OpenMessage {
         let (i, id) = wire::u32_(i).map_err(short)?;
         let (i, opt_len) = wire::u8_(i).map_err(short)?;
         if version != 4 {
-            return Err(open_err(OpenSubcode::UnsupportedVersionNumber, vec![0, 4], "unsupported version"));
+            return Err(open_err(
+                OpenSubcode::UnsupportedVersionNumber,
+                vec![0, 4],
+                "unsupported version",
+            ));
         }
         if hold_time == 1 || hold_time == 2 {
-            return Err(open_err(OpenSubcode::UnacceptableHoldTime, Vec::new(), "hold time 1 or 2"));
+            return Err(open_err(
+                OpenSubcode::UnacceptableHoldTime,
+                Vec::new(),
+                "hold time 1 or 2",
+            ));
         }
         if id == 0 {
-            return Err(open_err(OpenSubcode::BadBgpIdentifier, Vec::new(), "BGP identifier 0"));
+            return Err(open_err(
+                OpenSubcode::BadBgpIdentifier,
+                Vec::new(),
+                "BGP identifier 0",
+            ));
         }
         let (mut i, extended) = match i {
             [PARAM_EXTENDED_LENGTH, rest @ ..] if opt_len != 0 => {
@@ -125,7 +147,9 @@ impl OpenMessage {
             let (r, len) = if extended {
                 wire::u16_(r).map_err(|_| malformed())?
             } else {
-                wire::u8_(r).map(|(r, l)| (r, u16::from(l))).map_err(|_| malformed())?
+                wire::u8_(r)
+                    .map(|(r, l)| (r, u16::from(l)))
+                    .map_err(|_| malformed())?
             };
             let (r, value) = wire::take(r, usize::from(len)).map_err(|_| malformed())?;
             i = r;
@@ -159,7 +183,10 @@ impl OpenMessage {
 
     fn params_len(&self, extended: bool) -> usize {
         let hdr = if extended { 3 } else { 2 };
-        self.params.iter().map(|p| hdr + p.iter().map(|c| 2 + c.value_len()).sum::<usize>()).sum()
+        self.params
+            .iter()
+            .map(|p| hdr + p.iter().map(|c| 2 + c.value_len()).sum::<usize>())
+            .sum()
     }
 
     /// Append the whole message. The RFC 9072 format is used when asked for or when the
@@ -173,12 +200,18 @@ impl OpenMessage {
         }
         let classic = self.params_len(false);
         let classic_fits = classic <= 255
-            && self.params.iter().all(|p| p.iter().map(|c| 2 + c.value_len()).sum::<usize>() <= 255);
+            && self
+                .params
+                .iter()
+                .all(|p| p.iter().map(|c| 2 + c.value_len()).sum::<usize>() <= 255);
         let extended = self.extended_params || !classic_fits;
         let plen = self.params_len(extended);
         let total = header::HEADER_LEN + 10 + plen + if extended { 3 } else { 0 };
         if total > header::MAX_MESSAGE_LEN {
-            return Err(EncodeError::MessageTooLong { len: total, max: header::MAX_MESSAGE_LEN });
+            return Err(EncodeError::MessageTooLong {
+                len: total,
+                max: header::MAX_MESSAGE_LEN,
+            });
         }
         header::put_header(out, MessageType::Open, total);
         out.put_u8(self.version);

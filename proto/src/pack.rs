@@ -35,7 +35,10 @@ pub struct UpdatePacker {
 impl UpdatePacker {
     /// A packer for a session with the given (sending-direction) context.
     pub fn new(ctx: ParseContext) -> Self {
-        UpdatePacker { ctx, attrs: BytesMut::with_capacity(512) }
+        UpdatePacker {
+            ctx,
+            attrs: BytesMut::with_capacity(512),
+        }
     }
 
     /// The context in use.
@@ -45,7 +48,13 @@ impl UpdatePacker {
 
     fn encode_attrs(&mut self, attrs: &PathAttributes) -> Result<(), EncodeError> {
         self.attrs.clear();
-        AttrEncoder { attrs, mp_reach: None, mp_unreach: None, layout: None }.encode(&self.ctx, &mut self.attrs)
+        AttrEncoder {
+            attrs,
+            mp_reach: None,
+            mp_unreach: None,
+            layout: None,
+        }
+        .encode(&self.ctx, &mut self.attrs)
     }
 
     fn max(&self) -> usize {
@@ -65,7 +74,10 @@ impl UpdatePacker {
         let fixed = HEADER_LEN + 4 + self.attrs.len();
         let max = self.max();
         if fixed + 5 + if ap { 4 } else { 0 } > max {
-            return Err(EncodeError::MessageTooLong { len: fixed + 5, max });
+            return Err(EncodeError::MessageTooLong {
+                len: fixed + 5,
+                max,
+            });
         }
         let mut count = 0;
         let mut rest = nlri;
@@ -88,7 +100,11 @@ impl UpdatePacker {
 
     /// Withdraw IPv4 unicast prefixes in the Withdrawn Routes field. Returns the number of
     /// messages written.
-    pub fn withdraw_ipv4(&mut self, nlri: &[Nlri<Ipv4Prefix>], out: &mut BytesMut) -> Result<usize, EncodeError> {
+    pub fn withdraw_ipv4(
+        &mut self,
+        nlri: &[Nlri<Ipv4Prefix>],
+        out: &mut BytesMut,
+    ) -> Result<usize, EncodeError> {
         let ap = self.ctx.add_path_ipv4;
         let room = self.max() - HEADER_LEN - 4;
         let mut count = 0;
@@ -136,7 +152,10 @@ impl UpdatePacker {
         let fixed = HEADER_LEN + 4 + self.attrs.len() + mp_fixed;
         let max = self.max();
         if fixed + 17 + 4 > max || nh.len() > 255 {
-            return Err(EncodeError::MessageTooLong { len: fixed + 17, max });
+            return Err(EncodeError::MessageTooLong {
+                len: fixed + 17,
+                max,
+            });
         }
         let mut count = 0;
         let mut rest = nlri;
@@ -166,7 +185,11 @@ impl UpdatePacker {
     }
 
     /// Withdraw prefixes in MP_UNREACH_NLRI (RFC 4760 §4).
-    pub fn withdraw_mp<P: MpPrefix>(&mut self, nlri: &[Nlri<P>], out: &mut BytesMut) -> Result<usize, EncodeError> {
+    pub fn withdraw_mp<P: MpPrefix>(
+        &mut self,
+        nlri: &[Nlri<P>],
+        out: &mut BytesMut,
+    ) -> Result<usize, EncodeError> {
         let ap = self.ctx.add_path(P::FAMILY);
         let fixed = HEADER_LEN + 4 + 4 + 3;
         let room = self.max() - fixed;

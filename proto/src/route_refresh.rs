@@ -58,7 +58,11 @@ pub struct RouteRefreshMessage {
 impl RouteRefreshMessage {
     /// A request to re-send the Adj-RIB-Out of `family`.
     pub fn request(family: AfiSafi) -> Self {
-        RouteRefreshMessage { family, subtype: RouteRefreshSubtype::Request, trailing: Vec::new() }
+        RouteRefreshMessage {
+            family,
+            subtype: RouteRefreshSubtype::Request,
+            trailing: Vec::new(),
+        }
     }
 
     /// Decode the body (after the header). BoRR/EoRR must be exactly 4 octets long, else
@@ -69,8 +73,10 @@ impl RouteRefreshMessage {
             return Err(DecodeError::bad_length(body.len() + header::HEADER_LEN));
         };
         let subtype = RouteRefreshSubtype::from(sub);
-        if matches!(subtype, RouteRefreshSubtype::BeginningOfRefresh | RouteRefreshSubtype::EndOfRefresh)
-            && !rest.is_empty()
+        if matches!(
+            subtype,
+            RouteRefreshSubtype::BeginningOfRefresh | RouteRefreshSubtype::EndOfRefresh
+        ) && !rest.is_empty()
         {
             return Err(DecodeError::reset(
                 NotificationMessage::new(
@@ -89,7 +95,11 @@ impl RouteRefreshMessage {
 
     /// Append the whole message.
     pub fn encode(&self, out: &mut BytesMut) {
-        header::put_header(out, MessageType::RouteRefresh, header::ROUTE_REFRESH_LEN + self.trailing.len());
+        header::put_header(
+            out,
+            MessageType::RouteRefresh,
+            header::ROUTE_REFRESH_LEN + self.trailing.len(),
+        );
         out.put_u16(self.family.afi.into());
         out.put_u8(self.subtype.into());
         out.put_u8(self.family.safi.into());

@@ -107,13 +107,22 @@ pub struct AfiSafi {
 
 impl AfiSafi {
     /// IPv4 unicast (1/1).
-    pub const IPV4_UNICAST: AfiSafi = AfiSafi { afi: Afi::Ipv4, safi: Safi::Unicast };
+    pub const IPV4_UNICAST: AfiSafi = AfiSafi {
+        afi: Afi::Ipv4,
+        safi: Safi::Unicast,
+    };
     /// IPv6 unicast (2/1).
-    pub const IPV6_UNICAST: AfiSafi = AfiSafi { afi: Afi::Ipv6, safi: Safi::Unicast };
+    pub const IPV6_UNICAST: AfiSafi = AfiSafi {
+        afi: Afi::Ipv6,
+        safi: Safi::Unicast,
+    };
 
     /// Build a pair from the raw wire values.
     pub fn new(afi: u16, safi: u8) -> Self {
-        AfiSafi { afi: afi.into(), safi: safi.into() }
+        AfiSafi {
+            afi: afi.into(),
+            safi: safi.into(),
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 
 use bytes::{BufMut, BytesMut};
 
-use crate::attr::{decode_attributes, type_code, AttrBlock, AttrEncoder, AttrLayout, PathAttributes};
+use crate::attr::{
+    decode_attributes, type_code, AttrBlock, AttrEncoder, AttrLayout, PathAttributes,
+};
 use crate::context::ParseContext;
 use crate::error::{Action, AttrError, AttrErrorKind, DecodeError, EncodeError};
 use crate::header::{self, MessageType, HEADER_LEN};
@@ -58,7 +60,12 @@ impl UpdateMessage {
         if family == AfiSafi::IPV4_UNICAST {
             UpdateMessage::default()
         } else {
-            UpdateMessage { mp_unreach: Some(MpUnreach { nlri: MpNlri::empty(family) }), ..Default::default() }
+            UpdateMessage {
+                mp_unreach: Some(MpUnreach {
+                    nlri: MpNlri::empty(family),
+                }),
+                ..Default::default()
+            }
         }
     }
 
@@ -104,9 +111,19 @@ impl UpdateMessage {
     /// unspecified.
     pub fn decode_into(&mut self, body: &[u8], ctx: &ParseContext) -> Result<(), DecodeError> {
         let malformed = || {
-            DecodeError::update(UpdateSubcode::MalformedAttributeList, Vec::new(), "UPDATE length fields overrun")
+            DecodeError::update(
+                UpdateSubcode::MalformedAttributeList,
+                Vec::new(),
+                "UPDATE length fields overrun",
+            )
         };
-        let invalid_net = || DecodeError::update(UpdateSubcode::InvalidNetworkField, Vec::new(), "invalid NLRI");
+        let invalid_net = || {
+            DecodeError::update(
+                UpdateSubcode::InvalidNetworkField,
+                Vec::new(),
+                "invalid NLRI",
+            )
+        };
         let (i, wlen) = wire::u16_(body).map_err(|_| malformed())?;
         let (i, wbytes) = wire::take(i, usize::from(wlen)).map_err(|_| malformed())?;
         let (i, alen) = wire::u16_(i).map_err(|_| malformed())?;
@@ -114,12 +131,15 @@ impl UpdateMessage {
 
         self.withdrawn.clear();
         self.nlri.clear();
-        nlri::decode_into(wbytes, ctx.add_path_ipv4, &mut self.withdrawn).map_err(|_| invalid_net())?;
+        nlri::decode_into(wbytes, ctx.add_path_ipv4, &mut self.withdrawn)
+            .map_err(|_| invalid_net())?;
         let mut blk = AttrBlock::default();
         decode_attributes(abytes, ctx, &mut blk)?;
-        nlri::decode_into(nlri_bytes, ctx.add_path_ipv4, &mut self.nlri).map_err(|_| invalid_net())?;
+        nlri::decode_into(nlri_bytes, ctx.add_path_ipv4, &mut self.nlri)
+            .map_err(|_| invalid_net())?;
 
-        if blk.overrun && blk.mp_reach.is_none() && blk.mp_unreach.is_none() && self.nlri.is_empty() {
+        if blk.overrun && blk.mp_reach.is_none() && blk.mp_unreach.is_none() && self.nlri.is_empty()
+        {
             // RFC 7606 §5.1: treat-as-withdraw needs every NLRI to be found; an MP attribute may
             // hide in the part that cannot be parsed, so only a reset is safe.
             return Err(DecodeError::update(
@@ -161,7 +181,10 @@ impl UpdateMessage {
         if res.is_err() || len > ctx.max_message_len() {
             out.truncate(start);
             res?;
-            return Err(EncodeError::MessageTooLong { len, max: ctx.max_message_len() });
+            return Err(EncodeError::MessageTooLong {
+                len,
+                max: ctx.max_message_len(),
+            });
         }
         header::finish_message(out, start);
         Ok(())
@@ -199,5 +222,8 @@ impl UpdateMessage {
 }
 
 fn too_long(len: usize, ctx: &ParseContext) -> EncodeError {
-    EncodeError::MessageTooLong { len, max: ctx.max_message_len() }
+    EncodeError::MessageTooLong {
+        len,
+        max: ctx.max_message_len(),
+    }
 }

@@ -1,5 +1,7 @@
 //! Messages captured from real BIRD 2, FRR and GoBGP sessions (see fixtures/capture/) decode
 //! without error and re-encode to the same octets.
+// Test code: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 
@@ -17,11 +19,16 @@ struct Fixture {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn load(name: &str) -> Fixture {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.hex"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.hex"));
     let text = std::fs::read_to_string(&path).unwrap();
     let mut ctx = ParseContext::new();
     let mut messages = Vec::new();
@@ -40,7 +47,11 @@ fn load(name: &str) -> Fixture {
             messages.push(hex(line.trim()));
         }
     }
-    Fixture { name: name.to_string(), ctx, messages }
+    Fixture {
+        name: name.to_string(),
+        ctx,
+        messages,
+    }
 }
 
 const ALL: &[&str] = &[
@@ -78,7 +89,11 @@ fn every_fixture_round_trips_byte_for_byte() {
             }
             let mut out = BytesMut::new();
             msg.encode(&f.ctx, &mut out).unwrap();
-            assert_eq!(&out[..], &raw[..], "{name} message {i} re-encoded differently: {msg:#?}");
+            assert_eq!(
+                &out[..],
+                &raw[..],
+                "{name} message {i} re-encoded differently: {msg:#?}"
+            );
             total += 1;
         }
     }
@@ -101,8 +116,12 @@ fn gobgp_open_has_4_octet_as_and_add_path() {
     let o = &opens(&f)[0];
     assert_eq!(o.my_as, 23456, "My AS is AS_TRANS");
     assert_eq!(o.asn(), Asn(4_200_000_003));
-    assert!(o.capabilities().any(|c| matches!(c, Capability::AddPath(_))));
-    assert!(o.capabilities().any(|c| matches!(c, Capability::GracefulRestart(g) if g.restart_time == 120)));
+    assert!(o
+        .capabilities()
+        .any(|c| matches!(c, Capability::AddPath(_))));
+    assert!(o
+        .capabilities()
+        .any(|c| matches!(c, Capability::GracefulRestart(g) if g.restart_time == 120)));
 }
 
 #[test]
@@ -110,8 +129,12 @@ fn bird_open_has_llgr_and_graceful_restart() {
     let f = load("bird-to-gobgp-ipv4");
     let o = &opens(&f)[0];
     assert_eq!(o.asn(), Asn(65001));
-    assert!(o.capabilities().any(|c| matches!(c, Capability::LongLivedGracefulRestart(_))));
-    assert!(o.capabilities().any(|c| matches!(c, Capability::ExtendedMessage)));
+    assert!(o
+        .capabilities()
+        .any(|c| matches!(c, Capability::LongLivedGracefulRestart(_))));
+    assert!(o
+        .capabilities()
+        .any(|c| matches!(c, Capability::ExtendedMessage)));
     assert!(o.multiprotocol().any(|f| f == AfiSafi::IPV4_UNICAST));
 }
 
@@ -145,8 +168,14 @@ fn bird_shutdown_communication() {
             _ => None,
         })
         .unwrap();
-    assert_eq!(n.error_code(), ErrorCode::Cease(CeaseSubcode::AdministrativeShutdown));
-    assert_eq!(n.shutdown_message(), Some("calyx fixture capture: maintenance"));
+    assert_eq!(
+        n.error_code(),
+        ErrorCode::Cease(CeaseSubcode::AdministrativeShutdown)
+    );
+    assert_eq!(
+        n.shutdown_message(),
+        Some("calyx fixture capture: maintenance")
+    );
 }
 
 #[test]
@@ -162,8 +191,13 @@ fn frr_enhanced_route_refresh_and_invalid_network_notification() {
     assert!(subtypes.contains(&RouteRefreshSubtype::BeginningOfRefresh));
     assert!(subtypes.contains(&RouteRefreshSubtype::EndOfRefresh));
     let f = load("frr-notification-invalid-network");
-    let Message::Notification(n) = &decode_all(&f)[0] else { panic!() };
-    assert_eq!(n.error_code(), ErrorCode::Update(UpdateSubcode::InvalidNetworkField));
+    let Message::Notification(n) = &decode_all(&f)[0] else {
+        panic!()
+    };
+    assert_eq!(
+        n.error_code(),
+        ErrorCode::Update(UpdateSubcode::InvalidNetworkField)
+    );
 }
 
 #[test]
@@ -174,7 +208,11 @@ fn ipv6_link_local_next_hop_and_end_of_rib() {
     for m in decode_all(&f) {
         let Message::Update(u) = m else { continue };
         if let Some(r) = &u.mp_reach {
-            if let MpNextHop::V6 { link_local: Some(a), .. } = r.next_hop {
+            if let MpNextHop::V6 {
+                link_local: Some(a),
+                ..
+            } = r.next_hop
+            {
                 assert_eq!(a.segments()[0], 0xfe80);
                 ll = true;
             }

@@ -1,4 +1,6 @@
 //! Property tests: every message and attribute encodes and decodes back to itself.
+// Test code: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -32,9 +34,18 @@ fn v6prefix() -> impl Strategy<Value = Ipv6Prefix> {
     (any::<u128>(), 0u8..=128).prop_map(|(a, l)| Ipv6Prefix::new(Ipv6Addr::from(a), l).unwrap())
 }
 
-fn nlri<P: std::fmt::Debug + Clone>(p: impl Strategy<Value = P>, add_path: bool, max: usize) -> impl Strategy<Value = Vec<Nlri<P>>> {
+fn nlri<P: std::fmt::Debug + Clone>(
+    p: impl Strategy<Value = P>,
+    add_path: bool,
+    max: usize,
+) -> impl Strategy<Value = Vec<Nlri<P>>> {
     vec((p, any::<u32>()), 0..max).prop_map(move |v| {
-        v.into_iter().map(|(prefix, id)| Nlri { path_id: add_path.then_some(PathId(id)), prefix }).collect()
+        v.into_iter()
+            .map(|(prefix, id)| Nlri {
+                path_id: add_path.then_some(PathId(id)),
+                prefix,
+            })
+            .collect()
     })
 }
 
@@ -44,12 +55,21 @@ fn asn() -> impl Strategy<Value = Asn> + Clone {
 
 fn as_path(asn: impl Strategy<Value = Asn> + Clone, confed: bool) -> impl Strategy<Value = AsPath> {
     let kinds = if confed {
-        vec![AsSegmentType::Sequence, AsSegmentType::Set, AsSegmentType::ConfedSequence, AsSegmentType::ConfedSet]
+        vec![
+            AsSegmentType::Sequence,
+            AsSegmentType::Set,
+            AsSegmentType::ConfedSequence,
+            AsSegmentType::ConfedSet,
+        ]
     } else {
         vec![AsSegmentType::Sequence, AsSegmentType::Set]
     };
-    vec((proptest::sample::select(kinds), vec(asn, 1..12)), 0..5)
-        .prop_map(|segs| AsPath { segments: segs.into_iter().map(|(kind, asns)| AsSegment { kind, asns }).collect() })
+    vec((proptest::sample::select(kinds), vec(asn, 1..12)), 0..5).prop_map(|segs| AsPath {
+        segments: segs
+            .into_iter()
+            .map(|(kind, asns)| AsSegment { kind, asns })
+            .collect(),
+    })
 }
 
 fn ipv4() -> impl Strategy<Value = Ipv4Addr> {
@@ -58,73 +78,116 @@ fn ipv4() -> impl Strategy<Value = Ipv4Addr> {
 
 fn attributes() -> impl Strategy<Value = PathAttributes> {
     let a = (
-        option::of(prop_oneof![Just(Origin::Igp), Just(Origin::Egp), Just(Origin::Incomplete)]),
+        option::of(prop_oneof![
+            Just(Origin::Igp),
+            Just(Origin::Egp),
+            Just(Origin::Incomplete)
+        ]),
         option::of(as_path(asn(), true)),
         option::of(ipv4()),
         option::of(any::<u32>()),
         option::of(any::<u32>()),
         any::<bool>(),
         option::of((asn(), ipv4()).prop_map(|(asn, address)| Aggregator { asn, address })),
-        vec(prop_oneof![
-            any::<u32>().prop_map(Community),
-            Just(Community::NO_EXPORT),
-            Just(Community::NO_ADVERTISE),
-            Just(Community::NO_EXPORT_SUBCONFED)
-        ], 0..6),
+        vec(
+            prop_oneof![
+                any::<u32>().prop_map(Community),
+                Just(Community::NO_EXPORT),
+                Just(Community::NO_ADVERTISE),
+                Just(Community::NO_EXPORT_SUBCONFED)
+            ],
+            0..6,
+        ),
     );
     let b = (
         option::of(ipv4()),
         vec(ipv4(), 0..4),
         vec(any::<[u8; 8]>().prop_map(ExtendedCommunity), 0..4),
-        vec(any::<(u32, u32, u32)>().prop_map(|(g, l1, l2)| LargeCommunity { global_admin: g, local_data1: l1, local_data2: l2 }), 0..4),
-        proptest::collection::btree_map(33u8..=250, (any::<bool>(), vec(any::<u8>(), 0..300)), 0..3),
+        vec(
+            any::<(u32, u32, u32)>().prop_map(|(g, l1, l2)| LargeCommunity {
+                global_admin: g,
+                local_data1: l1,
+                local_data2: l2,
+            }),
+            0..4,
+        ),
+        proptest::collection::btree_map(
+            33u8..=250,
+            (any::<bool>(), vec(any::<u8>(), 0..300)),
+            0..3,
+        ),
     );
-    (a, b).prop_map(|((origin, as_path, next_hop, med, local_pref, atomic_aggregate, aggregator, communities), (originator_id, cluster_list, extended_communities, large_communities, unknown))| PathAttributes {
-        origin,
-        as_path,
-        next_hop,
-        med,
-        local_pref,
-        atomic_aggregate,
-        aggregator,
-        communities,
-        originator_id,
-        cluster_list,
-        extended_communities,
-        as4_path: None,
-        as4_aggregator: None,
-        large_communities,
-        unknown: unknown
-            .into_iter()
-            .map(|(type_code, (partial, value))| RawAttribute {
-                // Unknown attributes are kept only if optional transitive; they come back with
-                // the Partial bit set.
-                flags: 0xc0 | 0x20 | if partial { 0x20 } else { 0 },
-                type_code,
-                value,
-            })
-            .collect(),
-    })
+    (a, b).prop_map(
+        |(
+            (origin, as_path, next_hop, med, local_pref, atomic_aggregate, aggregator, communities),
+            (originator_id, cluster_list, extended_communities, large_communities, unknown),
+        )| PathAttributes {
+            origin,
+            as_path,
+            next_hop,
+            med,
+            local_pref,
+            atomic_aggregate,
+            aggregator,
+            communities,
+            originator_id,
+            cluster_list,
+            extended_communities,
+            as4_path: None,
+            as4_aggregator: None,
+            large_communities,
+            unknown: unknown
+                .into_iter()
+                .map(|(type_code, (partial, value))| RawAttribute {
+                    // Unknown attributes are kept only if optional transitive; they come back with
+                    // the Partial bit set.
+                    flags: 0xc0 | 0x20 | if partial { 0x20 } else { 0 },
+                    type_code,
+                    value,
+                })
+                .collect(),
+        },
+    )
 }
 
 fn mp_reach(ctx: ParseContext) -> impl Strategy<Value = MpReach> {
     prop_oneof![
-        (prop_oneof![
-            ipv4().prop_map(MpNextHop::V4),
-            (any::<u128>(), option::of(any::<u128>())).prop_map(|(g, l)| MpNextHop::V6 { global: g.into(), link_local: l.map(Into::into) })
-        ], nlri(v4prefix(), ctx.add_path_ipv4, 30))
-            .prop_map(|(next_hop, n)| MpReach { next_hop, nlri: MpNlri::Ipv4(n) }),
-        ((any::<u128>(), option::of(any::<u128>())), nlri(v6prefix(), ctx.add_path_ipv6, 30)).prop_map(|((g, l), n)| MpReach {
-            next_hop: MpNextHop::V6 { global: g.into(), link_local: l.map(Into::into) },
-            nlri: MpNlri::Ipv6(n)
-        }),
+        (
+            prop_oneof![
+                ipv4().prop_map(MpNextHop::V4),
+                (any::<u128>(), option::of(any::<u128>())).prop_map(|(g, l)| MpNextHop::V6 {
+                    global: g.into(),
+                    link_local: l.map(Into::into)
+                })
+            ],
+            nlri(v4prefix(), ctx.add_path_ipv4, 30)
+        )
+            .prop_map(|(next_hop, n)| MpReach {
+                next_hop,
+                nlri: MpNlri::Ipv4(n)
+            }),
+        (
+            (any::<u128>(), option::of(any::<u128>())),
+            nlri(v6prefix(), ctx.add_path_ipv6, 30)
+        )
+            .prop_map(|((g, l), n)| MpReach {
+                next_hop: MpNextHop::V6 {
+                    global: g.into(),
+                    link_local: l.map(Into::into)
+                },
+                nlri: MpNlri::Ipv6(n)
+            }),
     ]
 }
 
 fn mp_unreach(ctx: ParseContext) -> impl Strategy<Value = MpUnreach> {
     prop_oneof![
-        nlri(v4prefix(), ctx.add_path_ipv4, 30).prop_map(|n| MpUnreach { nlri: MpNlri::Ipv4(n) }),
-        nlri(v6prefix(), ctx.add_path_ipv6, 30).prop_map(|n| MpUnreach { nlri: MpNlri::Ipv6(n) }),
+        nlri(v4prefix(), ctx.add_path_ipv4, 30).prop_map(|n| MpUnreach {
+            nlri: MpNlri::Ipv4(n)
+        }),
+        nlri(v6prefix(), ctx.add_path_ipv6, 30).prop_map(|n| MpUnreach {
+            nlri: MpNlri::Ipv6(n)
+        }),
     ]
 }
 
@@ -138,22 +201,40 @@ fn update() -> impl Strategy<Value = (ParseContext, UpdateMessage)> {
             option::of(mp_unreach(ctx)),
             nlri(v4prefix(), ctx.add_path_ipv4, 40),
         )
-            .prop_map(|(ctx, withdrawn, mut attributes, mp_reach, mp_unreach, nlri)| {
-                // Announcements need the mandatory attributes (else RFC 7606 §3 d applies).
-                if !nlri.is_empty() || mp_reach.is_some() {
-                    attributes.origin.get_or_insert(Origin::Igp);
-                    attributes.as_path.get_or_insert_with(AsPath::default);
-                }
-                if !nlri.is_empty() {
-                    attributes.next_hop.get_or_insert(Ipv4Addr::new(192, 0, 2, 1));
-                }
-                (ctx, UpdateMessage { withdrawn, attributes, mp_reach, mp_unreach, nlri, ..Default::default() })
-            })
+            .prop_map(
+                |(ctx, withdrawn, mut attributes, mp_reach, mp_unreach, nlri)| {
+                    // Announcements need the mandatory attributes (else RFC 7606 §3 d applies).
+                    if !nlri.is_empty() || mp_reach.is_some() {
+                        attributes.origin.get_or_insert(Origin::Igp);
+                        attributes.as_path.get_or_insert_with(AsPath::default);
+                    }
+                    if !nlri.is_empty() {
+                        attributes
+                            .next_hop
+                            .get_or_insert(Ipv4Addr::new(192, 0, 2, 1));
+                    }
+                    (
+                        ctx,
+                        UpdateMessage {
+                            withdrawn,
+                            attributes,
+                            mp_reach,
+                            mp_unreach,
+                            nlri,
+                            ..Default::default()
+                        },
+                    )
+                },
+            )
     })
 }
 
 fn family() -> impl Strategy<Value = AfiSafi> {
-    prop_oneof![Just(AfiSafi::IPV4_UNICAST), Just(AfiSafi::IPV6_UNICAST), (any::<u16>(), any::<u8>()).prop_map(|(a, s)| AfiSafi::new(a, s))]
+    prop_oneof![
+        Just(AfiSafi::IPV4_UNICAST),
+        Just(AfiSafi::IPV6_UNICAST),
+        (any::<u16>(), any::<u8>()).prop_map(|(a, s)| AfiSafi::new(a, s))
+    ]
 }
 
 fn capability() -> impl Strategy<Value = Capability> {
@@ -163,34 +244,76 @@ fn capability() -> impl Strategy<Value = Capability> {
         Just(Capability::EnhancedRouteRefresh),
         Just(Capability::ExtendedMessage),
         any::<u32>().prop_map(|a| Capability::FourOctetAs(Asn(a))),
-        (any::<bool>(), any::<bool>(), 0u16..4096, vec((family(), any::<bool>()), 0..4)).prop_map(|(r, n, t, f)| {
-            Capability::GracefulRestart(GracefulRestart {
-                restart_state: r,
-                notification: n,
-                restart_time: t,
-                families: f.into_iter().map(|(family, forwarding_state)| GracefulRestartFamily { family, forwarding_state }).collect(),
-            })
-        }),
-        vec((family(), prop_oneof![Just(AddPathMode::Receive), Just(AddPathMode::Send), Just(AddPathMode::Both)]), 0..4)
-            .prop_map(|v| Capability::AddPath(v.into_iter().map(|(family, mode)| AddPathFamily { family, mode }).collect())),
-        vec((family(), any::<bool>(), 0u32..(1 << 24)), 0..4).prop_map(|v| Capability::LongLivedGracefulRestart(
-            v.into_iter().map(|(family, forwarding_state, stale_time)| LlgrFamily { family, forwarding_state, stale_time }).collect()
+        (
+            any::<bool>(),
+            any::<bool>(),
+            0u16..4096,
+            vec((family(), any::<bool>()), 0..4)
+        )
+            .prop_map(|(r, n, t, f)| {
+                Capability::GracefulRestart(GracefulRestart {
+                    restart_state: r,
+                    notification: n,
+                    restart_time: t,
+                    families: f
+                        .into_iter()
+                        .map(|(family, forwarding_state)| GracefulRestartFamily {
+                            family,
+                            forwarding_state,
+                        })
+                        .collect(),
+                })
+            }),
+        vec(
+            (
+                family(),
+                prop_oneof![
+                    Just(AddPathMode::Receive),
+                    Just(AddPathMode::Send),
+                    Just(AddPathMode::Both)
+                ]
+            ),
+            0..4
+        )
+        .prop_map(|v| Capability::AddPath(
+            v.into_iter()
+                .map(|(family, mode)| AddPathFamily { family, mode })
+                .collect()
         )),
-        (72u8..=255, vec(any::<u8>(), 0..40)).prop_map(|(code, value)| Capability::Unknown { code, value }),
+        vec((family(), any::<bool>(), 0u32..(1 << 24)), 0..4).prop_map(|v| {
+            Capability::LongLivedGracefulRestart(
+                v.into_iter()
+                    .map(|(family, forwarding_state, stale_time)| LlgrFamily {
+                        family,
+                        forwarding_state,
+                        stale_time,
+                    })
+                    .collect(),
+            )
+        }),
+        (72u8..=255, vec(any::<u8>(), 0..40))
+            .prop_map(|(code, value)| Capability::Unknown { code, value }),
     ]
 }
 
 fn open() -> impl Strategy<Value = OpenMessage> {
-    (any::<u16>(), prop_oneof![Just(0u16), 3u16..], 1u32.., vec(vec(capability(), 0..6), 0..4), any::<bool>()).prop_map(
-        |(my_as, hold_time, id, params, extended_params)| OpenMessage {
-            version: 4,
-            my_as,
-            hold_time,
-            bgp_id: Ipv4Addr::from(id),
-            params,
-            extended_params,
-        },
+    (
+        any::<u16>(),
+        prop_oneof![Just(0u16), 3u16..],
+        1u32..,
+        vec(vec(capability(), 0..6), 0..4),
+        any::<bool>(),
     )
+        .prop_map(
+            |(my_as, hold_time, id, params, extended_params)| OpenMessage {
+                version: 4,
+                my_as,
+                hold_time,
+                bgp_id: Ipv4Addr::from(id),
+                params,
+                extended_params,
+            },
+        )
 }
 
 /// Join adjacent AS_SEQUENCEs: the same path, written differently (RFC 4271 §5.1.2).
@@ -198,7 +321,9 @@ fn normalize(p: AsPath) -> AsPath {
     let mut out: Vec<AsSegment> = Vec::new();
     for s in p.segments {
         match out.last_mut() {
-            Some(l) if l.kind == AsSegmentType::Sequence && s.kind == AsSegmentType::Sequence => l.asns.extend(s.asns),
+            Some(l) if l.kind == AsSegmentType::Sequence && s.kind == AsSegmentType::Sequence => {
+                l.asns.extend(s.asns)
+            }
             _ => out.push(s),
         }
     }
@@ -340,7 +465,10 @@ fn as4_path_ignored_after_old_aggregator() {
     let mut a = PathAttributes {
         as_path: Some(AsPath::sequence([Asn(65001), Asn::TRANS])),
         as4_path: Some(AsPath::sequence([Asn(4_200_000_000)])),
-        aggregator: Some(Aggregator { asn: Asn(65001), address: Ipv4Addr::new(1, 2, 3, 4) }),
+        aggregator: Some(Aggregator {
+            asn: Asn(65001),
+            address: Ipv4Addr::new(1, 2, 3, 4),
+        }),
         ..Default::default()
     };
     let before = a.as_path.clone();
@@ -354,7 +482,10 @@ fn as4_path_ignored_after_old_aggregator() {
         ..Default::default()
     };
     b.merge_as4();
-    assert_eq!(b.as_path, Some(AsPath::sequence([Asn(65001), Asn(4_200_000_000)])));
+    assert_eq!(
+        b.as_path,
+        Some(AsPath::sequence([Asn(65001), Asn(4_200_000_000)]))
+    );
     // An AS4_PATH longer than the AS_PATH is ignored.
     let mut c = PathAttributes {
         as_path: Some(AsPath::sequence([Asn::TRANS])),
@@ -369,11 +500,28 @@ fn as4_path_ignored_after_old_aggregator() {
 fn keepalive_and_end_of_rib() {
     let ctx = ParseContext::modern();
     let k = Message::Keepalive.to_bytes(&ctx).unwrap();
-    assert_eq!(&k[..], &[0xff; 16].iter().copied().chain([0, 19, 4]).collect::<Vec<_>>()[..]);
+    assert_eq!(
+        &k[..],
+        &[0xff; 16]
+            .iter()
+            .copied()
+            .chain([0, 19, 4])
+            .collect::<Vec<_>>()[..]
+    );
     for f in [AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST] {
-        let b = Message::Update(UpdateMessage::end_of_rib(f)).to_bytes(&ctx).unwrap();
-        let Message::Update(u) = decode_message(&b, &ctx).unwrap() else { panic!() };
+        let b = Message::Update(UpdateMessage::end_of_rib(f))
+            .to_bytes(&ctx)
+            .unwrap();
+        let Message::Update(u) = decode_message(&b, &ctx).unwrap() else {
+            panic!()
+        };
         assert_eq!(u.as_end_of_rib(), Some(f));
     }
-    assert_eq!(Message::Update(UpdateMessage::end_of_rib(AfiSafi::IPV4_UNICAST)).to_bytes(&ctx).unwrap().len(), 23);
+    assert_eq!(
+        Message::Update(UpdateMessage::end_of_rib(AfiSafi::IPV4_UNICAST))
+            .to_bytes(&ctx)
+            .unwrap()
+            .len(),
+        23
+    );
 }

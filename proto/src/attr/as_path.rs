@@ -42,7 +42,10 @@ impl AsSegmentType {
 
     /// True for the confederation segment types (RFC 5065 §3).
     pub fn is_confed(self) -> bool {
-        matches!(self, AsSegmentType::ConfedSequence | AsSegmentType::ConfedSet)
+        matches!(
+            self,
+            AsSegmentType::ConfedSequence | AsSegmentType::ConfedSet
+        )
     }
 }
 
@@ -72,7 +75,12 @@ impl AsPath {
         if asns.is_empty() {
             return AsPath::default();
         }
-        AsPath { segments: vec![AsSegment { kind: AsSegmentType::Sequence, asns }] }
+        AsPath {
+            segments: vec![AsSegment {
+                kind: AsSegmentType::Sequence,
+                asns,
+            }],
+        }
     }
 
     /// Path length for the decision process: an AS_SET counts 1, confederation segments 0
@@ -104,7 +112,9 @@ impl AsPath {
 
     /// True if any AS number does not fit 2 octets.
     pub fn has_4_octet(&self) -> bool {
-        self.segments.iter().any(|s| s.asns.iter().any(|a| !a.is_2_octet()))
+        self.segments
+            .iter()
+            .any(|s| s.asns.iter().any(|a| !a.is_2_octet()))
     }
 
     /// Decode from an attribute value; `four_octet` selects the AS number size
@@ -121,13 +131,17 @@ impl AsPath {
             if count == 0 {
                 return Err(AttrErrorKind::Value);
             }
-            let (body, rest) = rest.split_at_checked(count * width).ok_or(AttrErrorKind::Value)?;
+            let (body, rest) = rest
+                .split_at_checked(count * width)
+                .ok_or(AttrErrorKind::Value)?;
             let asns = if four_octet {
                 body.chunks_exact(4)
                     .map(|c| Asn(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
                     .collect()
             } else {
-                body.chunks_exact(2).map(|c| Asn(u32::from(u16::from_be_bytes([c[0], c[1]])))).collect()
+                body.chunks_exact(2)
+                    .map(|c| Asn(u32::from(u16::from_be_bytes([c[0], c[1]]))))
+                    .collect()
             };
             segments.push(AsSegment { kind, asns });
             i = rest;
@@ -170,7 +184,14 @@ impl AsPath {
     /// The AS4_PATH to send alongside a 2-octet AS_PATH: the same path without confederation
     /// segments (RFC 6793 §4.2.2).
     pub fn to_as4_path(&self) -> AsPath {
-        AsPath { segments: self.segments.iter().filter(|s| !s.kind.is_confed()).cloned().collect() }
+        AsPath {
+            segments: self
+                .segments
+                .iter()
+                .filter(|s| !s.kind.is_confed())
+                .cloned()
+                .collect(),
+        }
     }
 
     /// Rebuild the true path from a 2-octet AS_PATH and the AS4_PATH (RFC 6793 §4.2.3): if the
@@ -200,14 +221,21 @@ impl AsPath {
                 }
                 _ => {
                     let take = keep.min(s.asns.len());
-                    segments.push(AsSegment { kind: s.kind, asns: s.asns.iter().take(take).copied().collect() });
+                    segments.push(AsSegment {
+                        kind: s.kind,
+                        asns: s.asns.iter().take(take).copied().collect(),
+                    });
                     keep -= take;
                 }
             }
         }
         for s in &as4.segments {
             match segments.last_mut() {
-                Some(last) if last.kind == AsSegmentType::Sequence && s.kind == AsSegmentType::Sequence && last.asns.len() + s.asns.len() <= MAX_SEGMENT_ASNS => {
+                Some(last)
+                    if last.kind == AsSegmentType::Sequence
+                        && s.kind == AsSegmentType::Sequence
+                        && last.asns.len() + s.asns.len() <= MAX_SEGMENT_ASNS =>
+                {
                     last.asns.extend_from_slice(&s.asns);
                 }
                 _ => segments.push(s.clone()),

@@ -17,7 +17,9 @@ pub use community::{Community, ExtendedCommunity, LargeCommunity};
 pub use mp::{MpNextHop, MpNlri, MpReach, MpUnreach};
 
 use crate::context::ParseContext;
-use crate::error::{action_for, reset_for, Action, AttrError, AttrErrorKind, DecodeError, EncodeError};
+use crate::error::{
+    action_for, reset_for, Action, AttrError, AttrErrorKind, DecodeError, EncodeError,
+};
 use crate::types::Asn;
 
 /// Path attribute type codes (IANA "BGP Path Attributes").
@@ -75,10 +77,14 @@ use type_code as tc;
 /// RFC 1997, RFC 4360, RFC 4456, RFC 6793, RFC 8092); `None` for unrecognised types.
 pub fn expected_flags(code: u8) -> Option<u8> {
     Some(match code {
-        tc::ORIGIN | tc::AS_PATH | tc::NEXT_HOP | tc::LOCAL_PREF | tc::ATOMIC_AGGREGATE => TRANSITIVE,
-        tc::MULTI_EXIT_DISC | tc::ORIGINATOR_ID | tc::CLUSTER_LIST | tc::MP_REACH_NLRI | tc::MP_UNREACH_NLRI => {
-            OPTIONAL
+        tc::ORIGIN | tc::AS_PATH | tc::NEXT_HOP | tc::LOCAL_PREF | tc::ATOMIC_AGGREGATE => {
+            TRANSITIVE
         }
+        tc::MULTI_EXIT_DISC
+        | tc::ORIGINATOR_ID
+        | tc::CLUSTER_LIST
+        | tc::MP_REACH_NLRI
+        | tc::MP_UNREACH_NLRI => OPTIONAL,
         tc::AGGREGATOR
         | tc::COMMUNITIES
         | tc::EXTENDED_COMMUNITIES
@@ -222,7 +228,9 @@ impl AttrLayout {
 
     /// The recorded (type code, flags) pairs in wire order (at most 24).
     pub fn entries(&self) -> &[(u8, u8)] {
-        self.entries.get(..usize::from(self.len)).unwrap_or_default()
+        self.entries
+            .get(..usize::from(self.len))
+            .unwrap_or_default()
     }
 }
 
@@ -256,12 +264,21 @@ impl AttrBlock {
     }
 
     /// Record an error; a session reset aborts decoding.
-    pub(crate) fn report(&mut self, code: u8, kind: AttrErrorKind, raw: &[u8]) -> Result<(), DecodeError> {
+    pub(crate) fn report(
+        &mut self,
+        code: u8,
+        kind: AttrErrorKind,
+        raw: &[u8],
+    ) -> Result<(), DecodeError> {
         let action = action_for(code, kind);
         if action == Action::SessionReset {
             return Err(reset_for(code, kind, raw));
         }
-        self.errors.push(AttrError { type_code: code, kind, action });
+        self.errors.push(AttrError {
+            type_code: code,
+            kind,
+            action,
+        });
         Ok(())
     }
 }
@@ -270,7 +287,9 @@ impl AttrBlock {
 #[allow(clippy::type_complexity)]
 fn split_attr(i: &[u8]) -> Option<(u8, u8, &[u8], &[u8], &[u8])> {
     let (flags, code, len, hdr) = match *i {
-        [f, c, l0, l1, ..] if f & EXTENDED_LENGTH != 0 => (f, c, usize::from(u16::from_be_bytes([l0, l1])), 4),
+        [f, c, l0, l1, ..] if f & EXTENDED_LENGTH != 0 => {
+            (f, c, usize::from(u16::from_be_bytes([l0, l1])), 4)
+        }
         [f, c, l, ..] if f & EXTENDED_LENGTH == 0 => (f, c, usize::from(l), 3),
         _ => return None,
     };
@@ -279,7 +298,11 @@ fn split_attr(i: &[u8]) -> Option<(u8, u8, &[u8], &[u8], &[u8])> {
 }
 
 /// Decode the path attribute field (RFC 4271 §4.3) into `blk`, applying RFC 7606.
-pub(crate) fn decode_attributes(mut i: &[u8], ctx: &ParseContext, blk: &mut AttrBlock) -> Result<(), DecodeError> {
+pub(crate) fn decode_attributes(
+    mut i: &[u8],
+    ctx: &ParseContext,
+    blk: &mut AttrBlock,
+) -> Result<(), DecodeError> {
     while !i.is_empty() {
         let Some((flags, code, value, raw, rest)) = split_attr(i) else {
             // RFC 7606 §4: the attribute overruns the field; the rest cannot be parsed.
@@ -330,7 +353,13 @@ fn multiple_of(v: &[u8], n: usize) -> Result<(), AttrErrorKind> {
     }
 }
 
-fn decode_one(flags: u8, code: u8, v: &[u8], ctx: &ParseContext, blk: &mut AttrBlock) -> Result<(), AttrErrorKind> {
+fn decode_one(
+    flags: u8,
+    code: u8,
+    v: &[u8],
+    ctx: &ParseContext,
+    blk: &mut AttrBlock,
+) -> Result<(), AttrErrorKind> {
     let Some(expected) = expected_flags(code) else {
         if flags & OPTIONAL == 0 {
             return Err(AttrErrorKind::UnrecognizedWellKnown);
@@ -372,13 +401,18 @@ fn decode_one(flags: u8, code: u8, v: &[u8], ctx: &ParseContext, blk: &mut AttrB
         tc::AGGREGATOR => a.aggregator = Some(aggregator_of(v, ctx.four_octet_as)?),
         tc::COMMUNITIES => {
             multiple_of(v, 4)?;
-            a.communities =
-                v.chunks_exact(4).map(|c| Community(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))).collect();
+            a.communities = v
+                .chunks_exact(4)
+                .map(|c| Community(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+                .collect();
         }
         tc::ORIGINATOR_ID => a.originator_id = Some(Ipv4Addr::from(u32_of(v)?)),
         tc::CLUSTER_LIST => {
             multiple_of(v, 4)?;
-            a.cluster_list = v.chunks_exact(4).map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3])).collect();
+            a.cluster_list = v
+                .chunks_exact(4)
+                .map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]))
+                .collect();
         }
         tc::MP_REACH_NLRI => blk.mp_reach = Some(MpReach::decode(v, ctx)?),
         tc::MP_UNREACH_NLRI => blk.mp_unreach = Some(MpUnreach::decode(v, ctx)?),
@@ -443,9 +477,18 @@ const DEFAULT_ORDER: [u8; 16] = [
     tc::LARGE_COMMUNITY,
 ];
 
-fn put_attr_header(out: &mut BytesMut, flags: u8, code: u8, len: usize, force_ext: bool) -> Result<(), EncodeError> {
+fn put_attr_header(
+    out: &mut BytesMut,
+    flags: u8,
+    code: u8,
+    len: usize,
+    force_ext: bool,
+) -> Result<(), EncodeError> {
     if len > usize::from(u16::MAX) {
-        return Err(EncodeError::AttributeTooLong { type_code: code, len });
+        return Err(EncodeError::AttributeTooLong {
+            type_code: code,
+            len,
+        });
     }
     if force_ext || len > 255 {
         out.put_u8(flags | EXTENDED_LENGTH);
@@ -501,10 +544,18 @@ impl AttrEncoder<'_> {
         Ok(())
     }
 
-    fn encode_code(&self, code: u8, hint: Option<u8>, ctx: &ParseContext, out: &mut BytesMut) -> Result<(), EncodeError> {
+    fn encode_code(
+        &self,
+        code: u8,
+        hint: Option<u8>,
+        ctx: &ParseContext,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         let a = self.attrs;
         let force_ext = hint.is_some_and(|f| f & EXTENDED_LENGTH != 0);
-        let fl = |code: u8| expected_flags(code).unwrap_or(OPTIONAL | TRANSITIVE) | (hint.unwrap_or(0) & PARTIAL);
+        let fl = |code: u8| {
+            expected_flags(code).unwrap_or(OPTIONAL | TRANSITIVE) | (hint.unwrap_or(0) & PARTIAL)
+        };
         let four = ctx.four_octet_as;
         match code {
             tc::ORIGIN => {
@@ -526,7 +577,11 @@ impl AttrEncoder<'_> {
                 }
             }
             tc::MULTI_EXIT_DISC | tc::LOCAL_PREF => {
-                let v = if code == tc::MULTI_EXIT_DISC { a.med } else { a.local_pref };
+                let v = if code == tc::MULTI_EXIT_DISC {
+                    a.med
+                } else {
+                    a.local_pref
+                };
                 if let Some(v) = v {
                     put_attr_header(out, fl(code), code, 4, force_ext)?;
                     out.put_u32(v);
@@ -584,7 +639,13 @@ impl AttrEncoder<'_> {
             }
             tc::EXTENDED_COMMUNITIES => {
                 if !a.extended_communities.is_empty() {
-                    put_attr_header(out, fl(code), code, a.extended_communities.len() * 8, force_ext)?;
+                    put_attr_header(
+                        out,
+                        fl(code),
+                        code,
+                        a.extended_communities.len() * 8,
+                        force_ext,
+                    )?;
                     for c in &a.extended_communities {
                         out.put_slice(&c.0);
                     }
@@ -608,7 +669,9 @@ impl AttrEncoder<'_> {
                 }
             }
             tc::AS4_AGGREGATOR if !four => {
-                let ag = a.as4_aggregator.or(a.aggregator.filter(|g| !g.asn.is_2_octet()));
+                let ag = a
+                    .as4_aggregator
+                    .or(a.aggregator.filter(|g| !g.asn.is_2_octet()));
                 if let Some(ag) = ag {
                     put_attr_header(out, fl(code), code, 8, force_ext)?;
                     out.put_u32(ag.asn.0);
@@ -618,7 +681,13 @@ impl AttrEncoder<'_> {
             tc::AS4_PATH | tc::AS4_AGGREGATOR => {}
             tc::LARGE_COMMUNITY => {
                 if !a.large_communities.is_empty() {
-                    put_attr_header(out, fl(code), code, a.large_communities.len() * 12, force_ext)?;
+                    put_attr_header(
+                        out,
+                        fl(code),
+                        code,
+                        a.large_communities.len() * 12,
+                        force_ext,
+                    )?;
                     for c in &a.large_communities {
                         out.put_u32(c.global_admin);
                         out.put_u32(c.local_data1);

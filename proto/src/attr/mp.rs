@@ -32,8 +32,13 @@ impl MpNextHop {
     fn wire_len(&self) -> usize {
         match self {
             MpNextHop::V4(_) => 4,
-            MpNextHop::V6 { link_local: None, .. } => 16,
-            MpNextHop::V6 { link_local: Some(_), .. } => 32,
+            MpNextHop::V6 {
+                link_local: None, ..
+            } => 16,
+            MpNextHop::V6 {
+                link_local: Some(_),
+                ..
+            } => 32,
             MpNextHop::Other(b) => b.len(),
         }
     }
@@ -54,7 +59,10 @@ impl MpNextHop {
     fn decode(family: AfiSafi, b: &[u8]) -> Result<Self, AttrErrorKind> {
         let v6 = |b: &[u8]| -> Result<MpNextHop, AttrErrorKind> {
             match b.len() {
-                16 => Ok(MpNextHop::V6 { global: ipv6(b), link_local: None }),
+                16 => Ok(MpNextHop::V6 {
+                    global: ipv6(b),
+                    link_local: None,
+                }),
                 32 => Ok(MpNextHop::V6 {
                     global: ipv6(b.get(..16).unwrap_or_default()),
                     link_local: Some(ipv6(b.get(16..).unwrap_or_default())),
@@ -114,7 +122,10 @@ impl MpNlri {
         } else if family == AfiSafi::IPV6_UNICAST {
             MpNlri::Ipv6(Vec::new())
         } else {
-            MpNlri::Other { family, bytes: Vec::new() }
+            MpNlri::Other {
+                family,
+                bytes: Vec::new(),
+            }
         }
     }
 
@@ -141,15 +152,20 @@ impl MpNlri {
         match (family.afi, family.safi) {
             (Afi::Ipv4, Safi::Unicast) => {
                 let mut v = Vec::new();
-                nlri::decode_into(b, add_path, &mut v).map_err(|_| AttrErrorKind::InvalidNetwork)?;
+                nlri::decode_into(b, add_path, &mut v)
+                    .map_err(|_| AttrErrorKind::InvalidNetwork)?;
                 Ok(MpNlri::Ipv4(v))
             }
             (Afi::Ipv6, Safi::Unicast) => {
                 let mut v = Vec::new();
-                nlri::decode_into(b, add_path, &mut v).map_err(|_| AttrErrorKind::InvalidNetwork)?;
+                nlri::decode_into(b, add_path, &mut v)
+                    .map_err(|_| AttrErrorKind::InvalidNetwork)?;
                 Ok(MpNlri::Ipv6(v))
             }
-            _ => Ok(MpNlri::Other { family, bytes: b.to_vec() }),
+            _ => Ok(MpNlri::Other {
+                family,
+                bytes: b.to_vec(),
+            }),
         }
     }
 
@@ -228,7 +244,9 @@ impl MpUnreach {
         let v = AttrErrorKind::Value;
         let (i, afi) = wire::u16_(b).map_err(|_| v)?;
         let (i, safi) = wire::u8_(i).map_err(|_| v)?;
-        Ok(MpUnreach { nlri: MpNlri::decode(AfiSafi::new(afi, safi), i, ctx)? })
+        Ok(MpUnreach {
+            nlri: MpNlri::decode(AfiSafi::new(afi, safi), i, ctx)?,
+        })
     }
 
     /// Octets of the value.
