@@ -150,3 +150,19 @@ pub(crate) fn finish_message(out: &mut BytesMut, start: usize) {
         slot.copy_from_slice(&bytes);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_length_waits_for_a_full_header() {
+        let ctx = ParseContext::new();
+        let mut m = MARKER.to_vec();
+        assert_eq!(frame_length(&m, &ctx), Ok(None));
+        m.extend_from_slice(&[0, 19, 4]);
+        assert_eq!(frame_length(&m, &ctx), Ok(Some(19)));
+        m[17] = 200; // a KEEPALIVE of 200 octets
+        assert!(frame_length(&m, &ctx).is_err());
+    }
+}

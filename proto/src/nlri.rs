@@ -355,3 +355,33 @@ pub fn wire_len_all<P: Prefix>(nlri: &[Nlri<P>], add_path: bool) -> usize {
         .map(|n| n.prefix.wire_len() + if add_path { 4 } else { 0 })
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_bits_are_cleared_and_lengths_checked() {
+        let mut v: Vec<Nlri<Ipv4Prefix>> = Vec::new();
+        decode_into(&[20, 10, 1, 0xff, 0, 0], false, &mut v).unwrap();
+        assert_eq!(
+            v[0].prefix,
+            Ipv4Prefix::new(Ipv4Addr::new(10, 1, 0xf0, 0), 20).unwrap()
+        );
+        assert_eq!(v[1].prefix.len(), 0);
+        assert!(decode_into(&[33, 1, 2, 3, 4, 5], false, &mut v).is_err());
+        assert!(decode_into(&[24, 1, 2], false, &mut v).is_err());
+        assert!(decode_into(&[0, 0, 0], true, &mut v).is_err());
+        let mut b = BytesMut::new();
+        Nlri::new(Ipv4Prefix::new(Ipv4Addr::new(10, 1, 2, 3), 23).unwrap()).encode(false, &mut b);
+        assert_eq!(&b[..], &[23, 10, 1, 2]);
+    }
+
+    #[test]
+    fn ipnet_conversions() {
+        let n: Ipv6Net = "2001:db8::/32".parse().unwrap();
+        assert_eq!(Ipv6Net::from(Ipv6Prefix::from(n)), n);
+        let n: Ipv4Net = "192.0.2.0/24".parse().unwrap();
+        assert_eq!(Ipv4Net::from(Ipv4Prefix::from(n)), n);
+    }
+}

@@ -300,3 +300,42 @@ impl fmt::Display for NotificationMessage {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_through_raw_values() {
+        for code in 0..=8u8 {
+            for sub in 0..=12u8 {
+                let e = ErrorCode::from_raw(code, sub);
+                assert_eq!(e.to_raw(), (code, sub), "{e:?}");
+            }
+        }
+        assert_eq!(
+            ErrorCode::from_raw(6, 2),
+            ErrorCode::Cease(CeaseSubcode::AdministrativeShutdown)
+        );
+        assert_eq!(
+            ErrorCode::from_raw(3, 11),
+            ErrorCode::Update(UpdateSubcode::MalformedAsPath)
+        );
+    }
+
+    #[test]
+    fn shutdown_message_is_cut_at_a_char_boundary() {
+        let long = "é".repeat(200); // 400 octets
+        let n = NotificationMessage::shutdown(CeaseSubcode::AdministrativeReset, &long);
+        let text = n.shutdown_message().unwrap();
+        assert_eq!(text.len(), 254);
+        assert_eq!(usize::from(n.data[0]), 254);
+        // A length byte that overruns the data yields no message rather than a panic.
+        let bad = NotificationMessage {
+            code: 6,
+            subcode: 2,
+            data: vec![10, b'a'],
+        };
+        assert_eq!(bad.shutdown_message(), None);
+    }
+}

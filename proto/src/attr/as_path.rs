@@ -244,3 +244,50 @@ impl AsPath {
         AsPath { segments }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_segments_are_split_and_path_len_counts_sets_once() {
+        let p = AsPath::sequence((0..300).map(Asn));
+        let mut b = BytesMut::new();
+        p.encode(true, &mut b);
+        assert_eq!(b.len(), p.wire_len(true));
+        let back = AsPath::decode(&b, true).unwrap();
+        assert_eq!(back.segments.len(), 2);
+        assert_eq!(back.path_len(), 300);
+        let s = AsPath {
+            segments: vec![
+                AsSegment {
+                    kind: AsSegmentType::ConfedSequence,
+                    asns: vec![Asn(1)],
+                },
+                AsSegment {
+                    kind: AsSegmentType::Set,
+                    asns: vec![Asn(2), Asn(3)],
+                },
+            ],
+        };
+        assert_eq!(s.path_len(), 1);
+        assert_eq!(s.first_asn(), None);
+    }
+
+    #[test]
+    fn two_octet_encoding_uses_as_trans() {
+        let p = AsPath::sequence([Asn(65001), Asn(4_200_000_000)]);
+        let mut b = BytesMut::new();
+        p.encode(false, &mut b);
+        assert_eq!(&b[..], &[2, 2, 0xfd, 0xe9, 0x5b, 0xa0]);
+        assert_eq!(
+            AsPath::decode(&b, false).unwrap(),
+            AsPath::sequence([Asn(65001), Asn::TRANS])
+        );
+        assert_eq!(
+            AsPath::sequence([Asn(65001), Asn::TRANS])
+                .merge_as4(&AsPath::sequence([Asn(4_200_000_000)])),
+            p
+        );
+    }
+}
