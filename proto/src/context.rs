@@ -19,6 +19,10 @@ pub struct ParseContext {
     pub add_path_ipv4: bool,
     /// NLRI of IPv6 unicast carry a 4-octet path identifier (RFC 7911 §3).
     pub add_path_ipv6: bool,
+    /// The peer is an external neighbour (another AS, not a member of our confederation):
+    /// AS_PATH confederation segments are then treated as withdraw (RFC 7606 §7.2) and
+    /// LOCAL_PREF is discarded (RFC 7606 §7.5).
+    pub external_peer: bool,
 }
 
 impl ParseContext {
@@ -29,6 +33,7 @@ impl ParseContext {
             extended_message: false,
             add_path_ipv4: false,
             add_path_ipv6: false,
+            external_peer: false,
         }
     }
 

@@ -112,8 +112,9 @@ pub enum AttrErrorKind {
     Overrun,
     /// An NLRI inside the attribute is malformed (RFC 7606 §5.3).
     InvalidNetwork,
-    /// AS4_PATH / AS4_AGGREGATOR received on a session where both sides use 4-octet AS numbers
-    /// (RFC 6793 §3).
+    /// The attribute is well-formed but not allowed from this peer: AS4_PATH / AS4_AGGREGATOR
+    /// on a session where both sides use 4-octet AS numbers (RFC 6793 §3), LOCAL_PREF or an
+    /// AS_PATH with confederation segments from an external peer (RFC 7606 §7.5, §7.2).
     Unexpected,
 }
 
@@ -138,6 +139,8 @@ pub struct AttrError {
 /// * MP_REACH_NLRI, MP_UNREACH_NLRI: session reset (RFC 7606 §7.11, §3 j; "AFI/SAFI disable"
 ///   is not offered).
 /// * A duplicate of any other attribute: discard (RFC 7606 §3 g).
+/// * Not allowed from this peer (see [`AttrErrorKind::Unexpected`]): AS_PATH treat-as-withdraw,
+///   the others discard.
 /// * A missing mandatory attribute or an overrun of the attribute field: treat-as-withdraw
 ///   (RFC 7606 §3 d, §4).
 /// * An unrecognized well-known attribute: session reset (RFC 4271 §6.3).
@@ -148,6 +151,7 @@ pub fn action_for(code: u8, kind: AttrErrorKind) -> Action {
             Action::SessionReset
         }
         AttrErrorKind::Missing | AttrErrorKind::Overrun => Action::TreatAsWithdraw,
+        AttrErrorKind::Unexpected if code == t::AS_PATH => Action::TreatAsWithdraw,
         AttrErrorKind::Unexpected => Action::Discard,
         AttrErrorKind::Duplicate => match code {
             t::MP_REACH_NLRI | t::MP_UNREACH_NLRI => Action::SessionReset,

@@ -40,6 +40,7 @@ fn load(name: &str) -> Fixture {
                     "extended_message" => ctx.extended_message = true,
                     "add_path_ipv4" => ctx.add_path_ipv4 = true,
                     "add_path_ipv6" => ctx.add_path_ipv6 = true,
+                    "external_peer" => ctx.external_peer = true,
                     other => panic!("unknown ctx flag {other}"),
                 }
             }

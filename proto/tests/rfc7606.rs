@@ -71,6 +71,13 @@ fn check(name: &str, ctx: ParseContext, bytes: Vec<u8>, want: Want) {
     }
 }
 
+fn ext_peer() -> ParseContext {
+    ParseContext {
+        external_peer: true,
+        ..ParseContext::modern()
+    }
+}
+
 fn c4() -> ParseContext {
     ParseContext::modern()
 }
@@ -329,6 +336,32 @@ fn rfc7606_update_table() {
             "unknown optional non-transitive attribute ignored",
             c4(),
             update(&[], &base(&[0x80, 99, 2, 1, 2]), NLRI),
+            Want::Update(None, ok),
+        ),
+        (
+            "LOCAL_PREF from an external peer",
+            ext_peer(),
+            update(&[], &base(&[0x40, 5, 4, 0, 0, 0, 100]), NLRI),
+            Want::Update(Some(Discard), &[(5, K::Unexpected)]),
+        ),
+        (
+            "AS_CONFED_SEQUENCE from an external peer",
+            ext_peer(),
+            update(
+                &[],
+                &attrs(&[ORIGIN, &[0x40, 2, 6, 3, 1, 0, 0, 0xfd, 0xe9], NEXT_HOP]),
+                NLRI,
+            ),
+            Want::Update(Some(Taw), &[(2, K::Unexpected)]),
+        ),
+        (
+            "AS_CONFED_SEQUENCE from a confederation peer",
+            c4(),
+            update(
+                &[],
+                &attrs(&[ORIGIN, &[0x40, 2, 6, 3, 1, 0, 0, 0xfd, 0xe9], NEXT_HOP]),
+                NLRI,
+            ),
             Want::Update(None, ok),
         ),
         // Session resets.

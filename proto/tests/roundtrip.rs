@@ -23,6 +23,7 @@ fn ctx_strategy() -> impl Strategy<Value = ParseContext> {
         extended_message: ext,
         add_path_ipv4: ap4,
         add_path_ipv6: ap6,
+        external_peer: false,
     })
 }
 

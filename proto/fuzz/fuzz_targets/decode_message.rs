@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
         extended_message: sel & 2 != 0,
         add_path_ipv4: sel & 4 != 0,
         add_path_ipv6: sel & 8 != 0,
+        external_peer: sel & 16 != 0,
     };
     let Ok(m) = decode_message(msg, &ctx) else { return };
     if let Message::Update(u) = &m {

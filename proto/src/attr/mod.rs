@@ -388,10 +388,22 @@ fn decode_one(
                 _ => return Err(AttrErrorKind::Length),
             })
         }
-        tc::AS_PATH => a.as_path = Some(AsPath::decode(v, ctx.four_octet_as)?),
+        tc::AS_PATH => {
+            let p = AsPath::decode(v, ctx.four_octet_as)?;
+            if ctx.external_peer && p.segments.iter().any(|s| s.kind.is_confed()) {
+                return Err(AttrErrorKind::Unexpected);
+            }
+            a.as_path = Some(p);
+        }
         tc::NEXT_HOP => a.next_hop = Some(Ipv4Addr::from(u32_of(v)?)),
         tc::MULTI_EXIT_DISC => a.med = Some(u32_of(v)?),
-        tc::LOCAL_PREF => a.local_pref = Some(u32_of(v)?),
+        tc::LOCAL_PREF => {
+            let lp = u32_of(v)?;
+            if ctx.external_peer {
+                return Err(AttrErrorKind::Unexpected);
+            }
+            a.local_pref = Some(lp);
+        }
         tc::ATOMIC_AGGREGATE => {
             if !v.is_empty() {
                 return Err(AttrErrorKind::Length);
