@@ -185,6 +185,11 @@ impl<S: Store> Ipam<S> {
         &self.inner.store
     }
 
+    /// The shared store.
+    pub fn store_arc(&self) -> Arc<S> {
+        Arc::clone(&self.inner.store)
+    }
+
     pub(crate) fn policy(&self) -> RetryPolicy {
         self.inner.policy
     }

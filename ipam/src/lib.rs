@@ -14,6 +14,7 @@ pub mod block;
 pub mod check;
 pub mod cni;
 pub mod error;
+pub mod fixtures;
 mod ipam;
 pub mod model;
 pub mod node;

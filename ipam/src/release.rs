@@ -7,16 +7,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use calyx_datastore::store::{Operation, Precondition, Revision, Store, Transaction};
+use calyx_datastore::store::{Operation, Precondition, Store, Transaction};
 use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::block;
-use crate::error::{IpamError, Result};
+use crate::error::Result;
 use crate::ipam::{decode, encode};
 use crate::model::{
     affinity_from_key, affinity_key, block_key, handle_key, host_affinity_prefix,
-    AllocationBlock, IPAMHandle, AFFINITY_KEY_PREFIX, BLOCK_KEY_PREFIX,
+    AllocationBlock, IPAMHandle, BLOCK_KEY_PREFIX,
 };
 use crate::pools;
 use crate::types::attr_keys;
@@ -343,19 +343,6 @@ impl<S: Store> Ipam<S> {
         }
     }
 
-    /// Every affinity key, as `(node, block, key, revision)`.
-    pub(crate) async fn list_affinities(&self) -> Result<Vec<(String, IpNet, String, Revision)>> {
-        let listing = self.store().list(AFFINITY_KEY_PREFIX).await?;
-        Ok(listing
-            .kvs
-            .iter()
-            .filter_map(|kv| {
-                let (n, c) = affinity_from_key(&kv.key)?;
-                Some((n.to_string(), c, kv.key.clone(), kv.mod_revision))
-            })
-            .collect())
-    }
-
     /// Releases the given addresses; returns those that were allocated.
     pub async fn release_ips(&self, ips: &[IpAddr]) -> Result<Vec<Released>> {
         let mut by_block: BTreeMap<IpNet, BTreeSet<IpAddr>> = BTreeMap::new();
@@ -383,7 +370,3 @@ impl<S: Store> Ipam<S> {
     }
 }
 
-/// Whether an error means "the thing is not there".
-pub fn is_not_found(e: &IpamError) -> bool {
-    matches!(e, IpamError::NotAllocated { .. })
-}

@@ -1,0 +1,244 @@
+//! IPAM behaviour on the in-memory store: assign, idempotency, claim, borrow, strict affinity,
+//! release, node removal, specific addresses, pool selection.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use calyx_datastore::store::memory::MemoryStore;
+use calyx_datastore::store::Store;
+use calyx_ipam::fixtures::{delete_node, put_node, put_pool, set_pool_disabled};
+use calyx_ipam::model::{affinity_key, block_key, handle_key};
+use calyx_ipam::{AllocationAttrs, AssignArgs, Family, Ipam, IpamError, TunnelKind};
+
+async fn setup(pool: &str, block: u8) -> Ipam<MemoryStore> {
+    let store = MemoryStore::new();
+    put_pool(&store, "pool", pool, block, "all()").await.unwrap();
+    for n in ["node1", "node2"] {
+        put_node(&store, n, &[]).await.unwrap();
+    }
+    Ipam::new(store)
+}
+
+fn args(handle: &str, node: &str) -> AssignArgs {
+    AssignArgs::one(handle, node, Family::V4).with_attrs(AllocationAttrs::pod("default", handle))
+}
+
+#[tokio::test]
+async fn assign_claims_a_block_and_is_idempotent() {
+    let ipam = setup("10.0.0.0/24", 26).await;
+    let a = ipam.assign(args("h1", "node1")).await.unwrap();
+    assert_eq!(a.len(), 1);
+    let blocks = ipam.node_blocks("node1").await.unwrap();
+    assert_eq!(blocks.len(), 1);
+    assert!(blocks[0].cidr.contains(&a[0]));
+    // Retried with the same handle: same address, nothing new allocated.
+    let again = ipam.assign(args("h1", "node1")).await.unwrap();
+    assert_eq!(a, again);
+    // From a fresh IPAM (another process, cold cache): same again.
+    let other = Ipam::from_arc(Arc::clone(&ipam_store(&ipam)));
+    assert_eq!(other.assign(args("h1", "node1")).await.unwrap(), a);
+    let b = ipam.assign(args("h2", "node1")).await.unwrap();
+    assert_ne!(a, b);
+    assert_eq!(ipam.node_blocks("node1").await.unwrap()[0].in_use, 2);
+    assert!(ipam.store().get(&handle_key("h1")).await.unwrap().is_some());
+}
+
+fn ipam_store(ipam: &Ipam<MemoryStore>) -> Arc<MemoryStore> {
+    // Tests share one store between two Ipam values through a clone of the Arc.
+    ipam.store_arc()
+}
+
+#[tokio::test]
+async fn many_concurrent_assigns_get_distinct_addresses() {
+    let ipam = setup("10.0.0.0/22", 26).await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let ipam = ipam.clone();
+        tasks.push(tokio::spawn(async move {
+            ipam.assign(args(&format!("h{i}"), "node1")).await.unwrap()
+        }));
+    }
+    let mut seen = HashSet::new();
+    for t in tasks {
+        for ip in t.await.unwrap() {
+            assert!(seen.insert(ip), "{ip} twice");
+        }
+    }
+    assert_eq!(seen.len(), 200);
+    // 200 addresses in /26 blocks: 4 blocks, all affine to node1.
+    let blocks = ipam.node_blocks("node1").await.unwrap();
+    assert_eq!(blocks.len(), 4);
+    assert_eq!(blocks.iter().map(|b| b.in_use).sum::<usize>(), 200);
+    assert!(ipam.check(&Default::default()).await.unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn borrowing_and_strict_affinity() {
+    // One /26 block in the pool: node1 takes it, node2 must borrow.
+    let ipam = setup("10.0.0.0/26", 26).await;
+    ipam.assign(args("a", "node1")).await.unwrap();
+    let b = ipam.assign(args("b", "node2")).await.unwrap();
+    assert!(b[0].to_string().starts_with("10.0.0."));
+    let report = ipam.check(&Default::default()).await.unwrap();
+    assert_eq!(report.borrowed.len(), 1);
+    assert_eq!(report.borrowed[0].ip, b[0]);
+    assert!(report.is_clean(), "{report:?}");
+
+    ipam.configure(Some(true), None, None).await.unwrap();
+    let err = ipam.assign(args("c", "node2")).await.unwrap_err();
+    match &err {
+        IpamError::Exhausted { reason, .. } => assert!(reason.contains("strictAffinity"), "{err}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    // node1 still allocates from its own block.
+    ipam.assign(args("d", "node1")).await.unwrap();
+}
+
+#[tokio::test]
+async fn small_pool_exhausted_by_one_node() {
+    let ipam = setup("10.0.0.0/28", 30).await;
+    // 16 addresses in 4 blocks; node1 takes them all.
+    let mut all = Vec::new();
+    for i in 0..16 {
+        all.extend(ipam.assign(args(&format!("h{i}"), "node1")).await.unwrap());
+    }
+    assert_eq!(all.iter().collect::<HashSet<_>>().len(), 16);
+    let err = ipam.assign(args("x", "node2")).await.unwrap_err();
+    assert!(matches!(err, IpamError::Exhausted { .. }), "{err}");
+    assert!(err.to_string().contains("borrow"), "{err}");
+    // Freeing one lets node2 borrow it.
+    ipam.release_ip(all[3]).await.unwrap().unwrap();
+    assert_eq!(ipam.assign(args("x", "node2")).await.unwrap(), vec![all[3]]);
+}
+
+#[tokio::test]
+async fn max_blocks_per_host_then_borrow() {
+    let ipam = setup("10.0.0.0/28", 30).await;
+    ipam.configure(None, Some(1), None).await.unwrap();
+    for i in 0..2 {
+        ipam.assign(args(&format!("n2-{i}"), "node2")).await.unwrap();
+    }
+    for i in 0..5 {
+        ipam.assign(args(&format!("n1-{i}"), "node1")).await.unwrap();
+    }
+    // node1 filled its one block, then borrowed from node2's instead of claiming another.
+    assert_eq!(ipam.node_blocks("node1").await.unwrap().len(), 1);
+    let report = ipam.check(&Default::default()).await.unwrap();
+    assert_eq!(report.borrowed.len(), 1);
+    assert_eq!(report.borrowed[0].used_by, "node1");
+}
+
+#[tokio::test]
+async fn release_by_handle_and_ip() {
+    let ipam = setup("10.0.0.0/24", 26).await;
+    let mut a = args("multi", "node1");
+    a.count = 3;
+    let ips = ipam.assign(a.clone()).await.unwrap();
+    assert_eq!(ips.len(), 3);
+    assert_eq!(ipam.assign(a).await.unwrap(), ips);
+    let one = ipam.release_ip(ips[0]).await.unwrap().unwrap();
+    assert_eq!(one.handle.as_deref(), Some("multi"));
+    assert!(ipam.release_ip(ips[0]).await.unwrap().is_none());
+    let rest = ipam.release_handle("multi").await.unwrap();
+    assert_eq!(rest.len(), 2);
+    assert!(ipam.store().get(&handle_key("multi")).await.unwrap().is_none());
+    assert!(ipam.release_handle("multi").await.unwrap().is_empty());
+    // node1 exists: its empty block stays.
+    assert_eq!(ipam.node_blocks("node1").await.unwrap().len(), 1);
+    assert!(ipam.check(&Default::default()).await.unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn empty_block_of_a_gone_node_is_deleted() {
+    let ipam = setup("10.0.0.0/24", 26).await;
+    let ip = ipam.assign(args("h", "node1")).await.unwrap()[0];
+    let cidr = ipam.node_blocks("node1").await.unwrap()[0].cidr;
+    delete_node(ipam.store(), "node1").await.unwrap();
+    ipam.release_ip(ip).await.unwrap().unwrap();
+    assert!(ipam.store().get(&block_key(&cidr)).await.unwrap().is_none());
+    assert!(ipam.store().get(&affinity_key("node1", &cidr)).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn release_node_frees_everything_of_the_node() {
+    let ipam = setup("10.0.0.0/26", 28).await;
+    ipam.configure(None, Some(1), None).await.unwrap();
+    // node1 fills its block (16), then borrows; node2 borrows from node1's block too.
+    let mut n1 = Vec::new();
+    for i in 0..12 {
+        n1.extend(ipam.assign(args(&format!("a{i}"), "node1")).await.unwrap());
+    }
+    let t = ipam.assign_tunnel_address("node1", TunnelKind::Vxlan).await.unwrap();
+    let n2 = ipam.assign(args("b", "node2")).await.unwrap();
+    delete_node(ipam.store(), "node1").await.unwrap();
+    let out = ipam.release_node("node1").await.unwrap();
+    assert_eq!(out.released.len(), 13);
+    assert!(out.released.iter().any(|r| r.ip == t));
+    assert!(ipam.node_blocks("node1").await.unwrap().is_empty());
+    // node2's address survives.
+    assert_eq!(ipam.handle_addresses("b").await.unwrap(), n2);
+    let report = ipam.check(&Default::default()).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}
+
+#[tokio::test]
+async fn specific_addresses() {
+    let ipam = setup("10.0.0.0/24", 26).await;
+    let ip: IpAddr = "10.0.0.200".parse().unwrap();
+    let attrs = AllocationAttrs::default();
+    ipam.assign_ip(ip, "static-1", "node2", &attrs).await.unwrap();
+    // Idempotent for the same handle, refused for another.
+    ipam.assign_ip(ip, "static-1", "node2", &attrs).await.unwrap();
+    let err = ipam.assign_ip(ip, "other", "node1", &attrs).await.unwrap_err();
+    assert!(matches!(err, IpamError::AlreadyAllocated { .. }), "{err}");
+    let err = ipam.assign_ip("192.168.0.1".parse().unwrap(), "x", "node1", &attrs).await.unwrap_err();
+    assert!(matches!(err, IpamError::NotInPool { .. }), "{err}");
+    // The block was claimed for node2.
+    assert_eq!(ipam.node_blocks("node2").await.unwrap()[0].cidr.to_string(), "10.0.0.192/26");
+    assert_eq!(ipam.handle_addresses("static-1").await.unwrap(), vec![ip]);
+    // Tunnel addresses are stable.
+    let t1 = ipam.assign_tunnel_address("node1", TunnelKind::Ipip).await.unwrap();
+    let t2 = ipam.assign_tunnel_address("node1", TunnelKind::Ipip).await.unwrap();
+    assert_eq!(t1, t2);
+}
+
+#[tokio::test]
+async fn pools_selectors_disabled_and_dual_stack() {
+    let store = MemoryStore::new();
+    put_pool(&store, "rack-a", "10.1.0.0/24", 26, "rack == 'a'").await.unwrap();
+    put_pool(&store, "rack-b", "10.2.0.0/24", 26, "rack in {'b','c'} && !has(edge)").await.unwrap();
+    put_pool(&store, "v6", "fd00::/120", 122, "all()").await.unwrap();
+    put_node(&store, "na", &[("rack", "a")]).await.unwrap();
+    put_node(&store, "nb", &[("rack", "b")]).await.unwrap();
+    put_node(&store, "ne", &[("rack", "b"), ("edge", "")]).await.unwrap();
+    let ipam = Ipam::new(store);
+    let a = ipam.assign(args("a", "na")).await.unwrap();
+    assert!(a[0].to_string().starts_with("10.1.0."), "{a:?}");
+    let b = ipam.assign(args("b", "nb")).await.unwrap();
+    assert!(b[0].to_string().starts_with("10.2.0."), "{b:?}");
+    // ne matches no pool of its own and may not borrow from pools that do not select it.
+    let err = ipam.assign(args("e", "ne")).await.unwrap_err();
+    assert!(err.to_string().contains("selects"), "{err}");
+    // Dual stack with one handle.
+    let v6 = ipam.assign(AssignArgs::one("a", "na", Family::V6)).await.unwrap();
+    assert!(v6[0].is_ipv6());
+    let mut all = ipam.handle_addresses("a").await.unwrap();
+    all.sort();
+    assert_eq!(all, vec![a[0], v6[0]]);
+    // A disabled pool is not used for new blocks.
+    set_pool_disabled(ipam.store(), "rack-b", true).await.unwrap();
+    put_node(ipam.store(), "nc", &[("rack", "c")]).await.unwrap();
+    assert!(ipam.assign(args("c", "nc")).await.is_err());
+    // Requested pools restrict.
+    let mut r = args("r", "na");
+    r.pools = Some(vec!["rack-b".to_string()]);
+    assert!(ipam.assign(r).await.is_err());
+    // A bad selector is a clear error.
+    put_pool(ipam.store(), "bad", "10.3.0.0/24", 26, "rack == ").await.unwrap();
+    put_node(ipam.store(), "nz", &[]).await.unwrap();
+    let err = ipam.assign(args("z", "nz")).await.unwrap_err();
+    assert!(err.to_string().contains("nodeSelector"), "{err}");
+}
