@@ -1,0 +1,130 @@
+//! The `calyx-ipam` binary run as a container runtime runs it: environment, stdin, stdout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use calyx_datastore::store::etcd::{EtcdConfig, EtcdStore};
+use calyx_datastore::store::Store;
+use calyx_ipam::fixtures::{put_node, put_pool};
+use calyx_tests::etcd::Etcd;
+use serde_json::Value;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn plugin(command: &str, container: &str, stdin: &str) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_calyx-ipam"))
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", format!("/var/run/netns/{container}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .env("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn cni_add_check_del() {
+    let Some(etcd) = Etcd::start("cni_add_check_del") else {
+        return;
+    };
+    let store = EtcdStore::connect(&EtcdConfig::from_endpoints(etcd.endpoint()).unwrap())
+        .await
+        .unwrap();
+    put_pool(&store, "default-ipv4-ippool", "10.20.0.0/16", 26, "all()").await.unwrap();
+    put_node(&store, "node1", &[]).await.unwrap();
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"k8s-pod-network","type":"calyx","nodename":"node1","etcd_endpoints":"{}","ipam":{{"type":"calyx-ipam"}}}}"#,
+        etcd.endpoint()
+    );
+
+    // Bad stdin first: a CNI error, non-zero exit, nothing written.
+    let bad = plugin("ADD", "c1", "{this is not json");
+    assert_ne!(bad.code, 0);
+    let err: Value = serde_json::from_str(&bad.stdout).unwrap();
+    assert_eq!(err["code"], 6, "{}", bad.stdout);
+    assert!(err["msg"].as_str().unwrap().contains("decode"));
+    assert!(store.list("/calico/ipam/").await.unwrap().kvs.is_empty());
+    let no_cmd = plugin("", "c1", &conf);
+    assert_ne!(no_cmd.code, 0);
+    assert_eq!(serde_json::from_str::<Value>(&no_cmd.stdout).unwrap()["code"], 4);
+
+    let version = plugin("VERSION", "", "");
+    assert_eq!(version.code, 0, "{}", version.stderr);
+    let v: Value = serde_json::from_str(&version.stdout).unwrap();
+    assert!(v["supportedVersions"].as_array().unwrap().contains(&Value::from("1.0.0")));
+
+    let add = plugin("ADD", "c1", &conf);
+    assert_eq!(add.code, 0, "stdout {} stderr {}", add.stdout, add.stderr);
+    let result: Value = serde_json::from_str(&add.stdout).unwrap();
+    assert_eq!(result["cniVersion"], "1.0.0");
+    let address = result["ips"][0]["address"].as_str().unwrap().to_string();
+    assert!(address.starts_with("10.20.") && address.ends_with("/32"), "{address}");
+    assert_eq!(result["routes"][0]["dst"], "0.0.0.0/0");
+    assert!(store
+        .get("/calico/ipam/v2/handle/k8s-pod-network.c1")
+        .await
+        .unwrap()
+        .is_some());
+
+    // A retried ADD gets the same address.
+    let again = plugin("ADD", "c1", &conf);
+    assert_eq!(again.code, 0);
+    let r2: Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!(r2["ips"][0]["address"], address.as_str());
+
+    let with_prev = {
+        let mut c: Value = serde_json::from_str(&conf).unwrap();
+        c["prevResult"] = result.clone();
+        c.to_string()
+    };
+    let check = plugin("CHECK", "c1", &with_prev);
+    assert_eq!(check.code, 0, "{} {}", check.stdout, check.stderr);
+    assert!(check.stdout.trim().is_empty());
+
+    let del = plugin("DEL", "c1", &with_prev);
+    assert_eq!(del.code, 0, "{} {}", del.stdout, del.stderr);
+    assert!(del.stdout.trim().is_empty());
+    assert!(store
+        .get("/calico/ipam/v2/handle/k8s-pod-network.c1")
+        .await
+        .unwrap()
+        .is_none());
+    let del2 = plugin("DEL", "c1", &conf);
+    assert_eq!(del2.code, 0, "DEL of something gone succeeds: {}", del2.stdout);
+    let never = plugin("DEL", "never-added", &conf);
+    assert_eq!(never.code, 0);
+
+    let check_gone = plugin("CHECK", "c1", &with_prev);
+    assert_ne!(check_gone.code, 0);
+    assert_eq!(serde_json::from_str::<Value>(&check_gone.stdout).unwrap()["code"], 3);
+}
+
+#[test]
+fn unreachable_etcd_is_try_again_later() {
+    let port = calyx_tests::free_port();
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"net","nodename":"n","etcd_endpoints":"http://127.0.0.1:{port}","ipam":{{"type":"calyx-ipam"}}}}"#
+    );
+    let r = plugin("ADD", "c9", &conf);
+    assert_ne!(r.code, 0);
+    let e: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(e["code"], 11, "{}", r.stdout);
+}
