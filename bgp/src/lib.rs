@@ -1,1 +1,22 @@
 //! The BGP speaker: sessions, RIB, best path, route reflection, graceful restart, policy.
+//!
+//! Layers, bottom up:
+//! * [`fsm`]: the RFC 4271 §8 state machine, Sans-IO (inputs in, outputs out).
+//! * [`rib`]: Adj-RIB-In, Loc-RIB (decision process), Adj-RIB-Out (export rules, packing
+//!   groups), synchronous and single-owner.
+//! * [`policy`]: import/export rules in the shape of Calico's BGPFilter.
+//! * `session` (private): the tokio task around one peer's FSM and its TCP connection.
+//! * [`Speaker`]: the embeddable API: peers, originate/withdraw, best-route feed, status.
+
+pub mod attrs;
+pub mod config;
+pub mod fsm;
+pub mod policy;
+pub mod rib;
+
+pub use attrs::{Attrs, Prefix, RouteAttrs};
+pub use config::{GlobalConfig, PeerConfig, PeerLabel};
+pub use policy::{
+    DefaultAction, MatchOperator, PeerType, Policy, PolicyRule, PrefixMatch, RuleAction,
+};
+pub use rib::BestRouteChange;

@@ -1,0 +1,164 @@
+//! Configuration of the speaker and its peers (the shape the node daemon fills in from
+//! Calico's BGPConfiguration / BGPPeer / Node resources).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Policy;
+
+/// Global settings of a [`crate::Speaker`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GlobalConfig {
+    /// BGP identifier.
+    pub router_id: Ipv4Addr,
+    /// Local AS number.
+    pub local_as: u32,
+    /// Where to accept connections; `None` for no listener (active-only peers).
+    pub listen: Option<SocketAddr>,
+    /// Route reflector cluster ID; `None` means the router ID. Only used when at least one peer
+    /// is a route reflector client.
+    pub cluster_id: Option<Ipv4Addr>,
+    /// Install several equal best routes (ECMP); subscribers then see several next hops.
+    pub multipath: bool,
+    /// Advertise the graceful restart capability with this restart time (seconds, at most
+    /// 4095); 0 disables graceful restart on all peers.
+    pub graceful_restart_time: u16,
+    /// This process is a restart of a speaker whose routes peers still hold (sets the R bit
+    /// and the forwarding-state bits, RFC 4724 §3).
+    pub restarting: bool,
+    /// IPv4 next hop to announce for IPv4 routes on IPv6 sessions (default: the router ID).
+    pub next_hop_v4: Option<Ipv4Addr>,
+    /// IPv6 next hop to announce for IPv6 routes on IPv4 sessions (default: the IPv4-mapped
+    /// address of the session's local address).
+    pub next_hop_v6: Option<Ipv6Addr>,
+}
+
+impl Default for GlobalConfig {
+    fn default() -> Self {
+        GlobalConfig {
+            router_id: Ipv4Addr::UNSPECIFIED,
+            local_as: 64512,
+            listen: None,
+            cluster_id: None,
+            multipath: false,
+            graceful_restart_time: 120,
+            restarting: false,
+            next_hop_v4: None,
+            next_hop_v6: None,
+        }
+    }
+}
+
+/// How a peer is labelled in status output (Calico's "Node-to-node mesh", "Global", "Node
+/// specific").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PeerLabel {
+    /// A node-to-node mesh peer.
+    #[default]
+    Mesh,
+    /// A global BGPPeer.
+    Global,
+    /// A node-specific BGPPeer.
+    NodeSpecific,
+}
+
+/// One BGP neighbour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PeerConfig {
+    /// The neighbour's address (identifies the peer).
+    pub address: IpAddr,
+    /// Its AS number; equal to the local AS for iBGP.
+    pub remote_as: u32,
+    /// TCP port to connect to (default 179).
+    pub port: u16,
+    /// Source address for outgoing connections (also the next-hop-self address).
+    pub local_address: Option<IpAddr>,
+    /// TCP MD5 signature password (RFC 2385).
+    pub password: Option<String>,
+    /// Never connect; only accept.
+    pub passive: bool,
+    /// The peer is a route reflector client of ours (RFC 4456).
+    pub route_reflector_client: bool,
+    /// Always set the next hop to our address, also on iBGP.
+    pub next_hop_self: bool,
+    /// Never change the next hop, also on eBGP (Calico's `keepOriginalNextHop`).
+    pub keep_original_next_hop: bool,
+    /// Offer graceful restart to this peer (needs a non-zero global restart time).
+    pub graceful_restart: bool,
+    /// Proposed hold time in seconds (0 or at least 3).
+    pub hold_time: u16,
+    /// Seconds between connection attempts.
+    pub connect_retry: u16,
+    /// GTSM (RFC 5082): only accept packets with TTL 255 - hops + 1 or more; 0 = off.
+    pub ttl_security: u8,
+    /// eBGP multihop TTL; 0 = directly connected (TTL 1 for eBGP).
+    pub multihop: u8,
+    /// Maximum number of prefixes accepted; exceeding it sends Cease/1.
+    pub max_prefixes: Option<u32>,
+    /// After a max-prefix shutdown, restart the session after this many seconds (0 = stay down
+    /// until reconfigured).
+    pub max_prefixes_restart: u32,
+    /// How many times our own AS may appear in a received AS_PATH (`numAllowedLocalASNumbers`).
+    pub allowed_local_as: u8,
+    /// Import policy; `None` accepts everything.
+    pub import: Option<Policy>,
+    /// Export policy; `None` is Calico's default (what this node originates, and what it
+    /// reflects as a route reflector).
+    pub export: Option<Policy>,
+    /// Families to offer.
+    pub ipv4: bool,
+    /// Offer IPv6 unicast.
+    pub ipv6: bool,
+    /// Label shown in status output.
+    pub label: PeerLabel,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig {
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            remote_as: 0,
+            port: 179,
+            local_address: None,
+            password: None,
+            passive: false,
+            route_reflector_client: false,
+            next_hop_self: false,
+            keep_original_next_hop: false,
+            graceful_restart: true,
+            hold_time: 90,
+            connect_retry: 5,
+            ttl_security: 0,
+            multihop: 0,
+            max_prefixes: None,
+            max_prefixes_restart: 0,
+            allowed_local_as: 0,
+            import: None,
+            export: None,
+            ipv4: true,
+            ipv6: true,
+            label: PeerLabel::Mesh,
+        }
+    }
+}
+
+impl PeerConfig {
+    /// A peer with defaults for everything else.
+    pub fn new(address: IpAddr, remote_as: u32) -> Self {
+        PeerConfig {
+            address,
+            remote_as,
+            ..Default::default()
+        }
+    }
+
+    /// The connect-retry interval.
+    pub fn connect_retry_time(&self) -> Duration {
+        Duration::from_secs(u64::from(self.connect_retry.max(1)))
+    }
+}

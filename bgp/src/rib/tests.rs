@@ -1,0 +1,570 @@
+use super::*;
+use crate::policy::{MatchOperator, Policy, PolicyRule, PrefixMatch, RuleAction};
+use calyx_proto::{Nlri, Origin, PathAttributes};
+
+const AS: u32 = 65000;
+
+fn global() -> RibGlobal {
+    RibGlobal {
+        local_as: Asn(AS),
+        router_id: Ipv4Addr::new(10, 0, 0, 1),
+        cluster_id: Ipv4Addr::new(10, 0, 0, 1),
+        multipath: false,
+        next_hop_v4: None,
+        next_hop_v6: None,
+    }
+}
+
+fn p4(s: &str) -> Prefix {
+    Prefix::from_net(s.parse().unwrap())
+}
+
+fn v4(s: &str) -> Ipv4Prefix {
+    match p4(s) {
+        Prefix::V4(p) => p,
+        Prefix::V6(_) => unreachable!(),
+    }
+}
+
+struct Peer {
+    rx: mpsc::Receiver<OutMsg>,
+}
+
+fn add(
+    rib: &mut Rib,
+    id: PeerId,
+    addr: [u8; 4],
+    asn: u32,
+    f: impl FnOnce(&mut PeerConfig),
+) -> Peer {
+    let mut cfg = PeerConfig::new(IpAddr::from(addr), asn);
+    f(&mut cfg);
+    rib.add_peer(id, cfg, Asn(AS));
+    let (tx, rx) = mpsc::channel(1024);
+    rib.peer_up(
+        id,
+        UpInfo {
+            router_id: Ipv4Addr::from(addr),
+            local_addr: IpAddr::from([10, 0, 0, 1]),
+            families: vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
+            tx,
+            peer_restarting: false,
+            send_eor: true,
+        },
+    );
+    Peer { rx }
+}
+
+fn attrs(path: &[u32], nh: [u8; 4]) -> PathAttributes {
+    PathAttributes {
+        origin: Some(Origin::Igp),
+        as_path: Some(AsPath::sequence(path.iter().map(|a| Asn(*a)))),
+        next_hop: Some(Ipv4Addr::from(nh)),
+        ..Default::default()
+    }
+}
+
+fn announce(rib: &mut Rib, id: PeerId, prefixes: &[&str], a: PathAttributes) {
+    let u = UpdateMessage {
+        attributes: a,
+        nlri: prefixes.iter().map(|p| Nlri::new(v4(p))).collect(),
+        ..Default::default()
+    };
+    rib.apply_update(id, u);
+}
+
+fn withdraw(rib: &mut Rib, id: PeerId, prefixes: &[&str]) {
+    let u = UpdateMessage {
+        withdrawn: prefixes.iter().map(|p| Nlri::new(v4(p))).collect(),
+        ..Default::default()
+    };
+    rib.apply_update(id, u);
+}
+
+/// Everything the peer's session would send: (announced prefix -> attrs), withdrawn, EoRs.
+#[derive(Default, Debug)]
+struct Sent {
+    ann: Vec<(Ipv4Prefix, Attrs)>,
+    wd: Vec<Ipv4Prefix>,
+    eor: usize,
+    groups: usize,
+}
+
+fn drain(rib: &mut Rib, p: &mut Peer) -> Sent {
+    rib.flush();
+    let mut s = Sent::default();
+    while let Ok(m) = p.rx.try_recv() {
+        match m {
+            OutMsg::Routes(b) => {
+                s.groups += b.v4.len();
+                for (a, ps) in b.v4 {
+                    for x in ps {
+                        s.ann.push((x, a.clone()));
+                    }
+                }
+                s.wd.extend(b.withdraw_v4);
+            }
+            OutMsg::EndOfRib(_) => s.eor += 1,
+        }
+    }
+    s
+}
+
+fn best(rib: &Rib, p: &str) -> Option<PeerId> {
+    rib.best_routes()
+        .into_iter()
+        .find(|(x, _, _)| *x == p4(p))
+        .map(|(_, _, id)| id)
+}
+
+#[test]
+fn initial_dump_then_end_of_rib() {
+    let mut rib = Rib::new(global());
+    rib.originate(p4("10.1.0.0/26"), PathAttributes::default());
+    let mut a = add(&mut rib, 1, [10, 0, 0, 2], AS, |_| {});
+    let s = drain(&mut rib, &mut a);
+    assert_eq!(s.ann.len(), 1);
+    assert_eq!(s.eor, 2);
+    let (_, at) = &s.ann[0];
+    assert_eq!(at.next_hop, IpAddr::from([10, 0, 0, 1]));
+    assert_eq!(at.attrs.local_pref, Some(100));
+    assert_eq!(
+        rib.peers
+            .get(&1)
+            .unwrap()
+            .counters
+            .advertised
+            .load(AtOrd::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn decision_process_tie_breakers_in_order() {
+    let mut rib = Rib::new(global());
+    let _a = add(&mut rib, 1, [10, 0, 0, 9], AS, |_| {}); // iBGP, high router id
+    let _b = add(&mut rib, 2, [10, 0, 0, 3], AS, |_| {}); // iBGP, low router id
+    let _c = add(&mut rib, 3, [10, 0, 1, 2], 65001, |_| {}); // eBGP
+
+    // LOCAL_PREF beats a shorter path.
+    let mut x = attrs(&[65010, 65011], [10, 0, 0, 9]);
+    x.local_pref = Some(200);
+    announce(&mut rib, 1, &["192.0.2.0/24"], x);
+    announce(
+        &mut rib,
+        3,
+        &["192.0.2.0/24"],
+        attrs(&[65001], [10, 0, 1, 2]),
+    );
+    assert_eq!(best(&rib, "192.0.2.0/24"), Some(1));
+
+    // Shorter AS_PATH.
+    announce(
+        &mut rib,
+        1,
+        &["192.0.3.0/24"],
+        attrs(&[65010, 65011], [10, 0, 0, 9]),
+    );
+    announce(
+        &mut rib,
+        3,
+        &["192.0.3.0/24"],
+        attrs(&[65001], [10, 0, 1, 2]),
+    );
+    assert_eq!(best(&rib, "192.0.3.0/24"), Some(3));
+
+    // Lower ORIGIN.
+    let mut y = attrs(&[65010], [10, 0, 0, 9]);
+    y.origin = Some(Origin::Incomplete);
+    announce(&mut rib, 3, &["192.0.4.0/24"], y);
+    announce(
+        &mut rib,
+        1,
+        &["192.0.4.0/24"],
+        attrs(&[65010], [10, 0, 0, 9]),
+    );
+    assert_eq!(best(&rib, "192.0.4.0/24"), Some(1));
+
+    // Lower MED from the same neighbour AS wins over eBGP-over-iBGP.
+    let mut m1 = attrs(&[65001], [10, 0, 0, 9]);
+    m1.med = Some(5);
+    let mut m2 = attrs(&[65001], [10, 0, 1, 2]);
+    m2.med = Some(50);
+    announce(&mut rib, 1, &["192.0.5.0/24"], m1);
+    announce(&mut rib, 3, &["192.0.5.0/24"], m2);
+    assert_eq!(best(&rib, "192.0.5.0/24"), Some(1));
+
+    // MED not compared across neighbour ASes: eBGP over iBGP decides.
+    let mut m3 = attrs(&[65020], [10, 0, 0, 9]);
+    m3.med = Some(0);
+    let mut m4 = attrs(&[65001], [10, 0, 1, 2]);
+    m4.med = Some(99);
+    announce(&mut rib, 1, &["192.0.6.0/24"], m3);
+    announce(&mut rib, 3, &["192.0.6.0/24"], m4);
+    assert_eq!(best(&rib, "192.0.6.0/24"), Some(3));
+
+    // Lowest router ID among iBGP paths; ORIGINATOR_ID replaces it when reflected.
+    announce(&mut rib, 1, &["192.0.7.0/24"], attrs(&[], [10, 0, 0, 9]));
+    announce(&mut rib, 2, &["192.0.7.0/24"], attrs(&[], [10, 0, 0, 3]));
+    assert_eq!(best(&rib, "192.0.7.0/24"), Some(2));
+    let mut r = attrs(&[], [10, 0, 0, 9]);
+    r.originator_id = Some(Ipv4Addr::new(1, 1, 1, 1));
+    announce(&mut rib, 1, &["192.0.7.0/24"], r);
+    assert_eq!(best(&rib, "192.0.7.0/24"), Some(1));
+
+    // Shorter CLUSTER_LIST, then lower peer address.
+    let mut c1 = attrs(&[], [10, 0, 0, 9]);
+    c1.originator_id = Some(Ipv4Addr::new(1, 1, 1, 1));
+    c1.cluster_list = vec![Ipv4Addr::new(9, 9, 9, 9), Ipv4Addr::new(8, 8, 8, 8)];
+    let mut c2 = c1.clone();
+    c2.cluster_list.pop();
+    announce(&mut rib, 1, &["192.0.8.0/24"], c1.clone());
+    announce(&mut rib, 2, &["192.0.8.0/24"], c2);
+    assert_eq!(best(&rib, "192.0.8.0/24"), Some(2));
+    announce(&mut rib, 2, &["192.0.8.0/24"], c1.clone());
+    announce(&mut rib, 1, &["192.0.8.0/24"], c1);
+    assert_eq!(best(&rib, "192.0.8.0/24"), Some(2)); // 10.0.0.3 < 10.0.0.9
+
+    // Withdraw the best: the other takes over; withdraw both: gone.
+    withdraw(&mut rib, 2, &["192.0.8.0/24"]);
+    assert_eq!(best(&rib, "192.0.8.0/24"), Some(1));
+    withdraw(&mut rib, 1, &["192.0.8.0/24"]);
+    assert_eq!(best(&rib, "192.0.8.0/24"), None);
+}
+
+#[test]
+fn ibgp_split_horizon_and_calico_default_export() {
+    let mut rib = Rib::new(global());
+    let mut a = add(&mut rib, 1, [10, 0, 0, 2], AS, |_| {});
+    let mut b = add(&mut rib, 2, [10, 0, 0, 3], AS, |_| {});
+    let mut e = add(&mut rib, 3, [10, 0, 1, 2], 65001, |_| {});
+    drain(&mut rib, &mut a);
+    drain(&mut rib, &mut b);
+    drain(&mut rib, &mut e);
+    announce(&mut rib, 1, &["10.2.0.0/26"], attrs(&[], [10, 0, 0, 2]));
+    announce(&mut rib, 3, &["0.0.0.0/0"], attrs(&[65001], [10, 0, 1, 2]));
+    // Nothing learned leaks by default (not iBGP to iBGP, not eBGP-learned anywhere).
+    assert!(drain(&mut rib, &mut a).ann.is_empty());
+    assert!(drain(&mut rib, &mut b).ann.is_empty());
+    assert!(drain(&mut rib, &mut e).ann.is_empty());
+    // Our own block goes everywhere; next hop self and AS prepended towards eBGP.
+    rib.originate(p4("10.1.0.0/26"), PathAttributes::default());
+    let se = drain(&mut rib, &mut e);
+    assert_eq!(se.ann.len(), 1);
+    let at = &se.ann[0].1;
+    assert_eq!(at.next_hop, IpAddr::from([10, 0, 0, 1]));
+    assert_eq!(
+        at.attrs.as_path.as_ref().unwrap().first_asn(),
+        Some(Asn(AS))
+    );
+    assert_eq!(at.attrs.local_pref, None);
+    assert_eq!(drain(&mut rib, &mut a).ann.len(), 1);
+    // Withdrawal propagates.
+    rib.withdraw_local(p4("10.1.0.0/26"));
+    assert_eq!(drain(&mut rib, &mut e).wd, vec![v4("10.1.0.0/26")]);
+    assert_eq!(drain(&mut rib, &mut b).wd, vec![v4("10.1.0.0/26")]);
+}
+
+#[test]
+fn export_policy_accept_all_passes_learned_routes_with_next_hop_self() {
+    let mut rib = Rib::new(global());
+    let _inj = add(&mut rib, 1, [10, 99, 1, 2], 65001, |_| {});
+    let mut mon = add(&mut rib, 2, [10, 99, 2, 2], 65002, |c| {
+        c.export = Some(Policy::accept_all())
+    });
+    drain(&mut rib, &mut mon);
+    let mut a = attrs(&[65001, 65100], [10, 99, 1, 2]);
+    a.med = Some(7);
+    announce(&mut rib, 1, &["20.0.0.0/24", "20.0.1.0/24"], a.clone());
+    announce(
+        &mut rib,
+        1,
+        &["20.0.2.0/24"],
+        attrs(&[65001], [10, 99, 1, 2]),
+    );
+    let s = drain(&mut rib, &mut mon);
+    assert_eq!(s.ann.len(), 3);
+    assert_eq!(s.groups, 2, "routes sharing attributes are grouped");
+    let at = &s
+        .ann
+        .iter()
+        .find(|(p, _)| *p == v4("20.0.0.0/24"))
+        .unwrap()
+        .1;
+    assert_eq!(at.attrs.med, None, "MED from another AS is not passed on");
+    assert_eq!(at.attrs.as_path.as_ref().unwrap().path_len(), 3);
+    // AS loop: a path with our AS is not accepted.
+    announce(
+        &mut rib,
+        1,
+        &["20.0.3.0/24"],
+        attrs(&[65001, AS], [10, 99, 1, 2]),
+    );
+    assert_eq!(best(&rib, "20.0.3.0/24"), None);
+}
+
+#[test]
+fn allowed_local_as() {
+    let mut rib = Rib::new(global());
+    add(&mut rib, 1, [10, 99, 1, 2], 65001, |c| {
+        c.allowed_local_as = 1
+    });
+    announce(
+        &mut rib,
+        1,
+        &["20.0.3.0/24"],
+        attrs(&[65001, AS], [10, 99, 1, 2]),
+    );
+    assert_eq!(best(&rib, "20.0.3.0/24"), Some(1));
+    announce(
+        &mut rib,
+        1,
+        &["20.0.4.0/24"],
+        attrs(&[65001, AS, AS], [10, 99, 1, 2]),
+    );
+    assert_eq!(best(&rib, "20.0.4.0/24"), None);
+}
+
+#[test]
+fn route_reflection_sets_originator_and_cluster_list() {
+    let mut rib = Rib::new(global());
+    let mut c1 = add(&mut rib, 1, [10, 0, 0, 2], AS, |c| {
+        c.route_reflector_client = true
+    });
+    let mut c2 = add(&mut rib, 2, [10, 0, 0, 3], AS, |c| {
+        c.route_reflector_client = true
+    });
+    let mut nc = add(&mut rib, 3, [10, 0, 0, 4], AS, |_| {});
+    let mut nc2 = add(&mut rib, 4, [10, 0, 0, 5], AS, |_| {});
+    for p in [&mut c1, &mut c2, &mut nc, &mut nc2] {
+        drain(&mut rib, p);
+    }
+    announce(&mut rib, 1, &["10.2.0.0/26"], attrs(&[], [10, 0, 0, 2]));
+    // Client route goes to the other client and to non-clients, not back.
+    assert!(drain(&mut rib, &mut c1).ann.is_empty());
+    let s = drain(&mut rib, &mut c2);
+    assert_eq!(s.ann.len(), 1);
+    let at = &s.ann[0].1;
+    assert_eq!(at.attrs.originator_id, Some(Ipv4Addr::new(10, 0, 0, 2)));
+    assert_eq!(at.attrs.cluster_list, vec![Ipv4Addr::new(10, 0, 0, 1)]);
+    assert_eq!(
+        at.next_hop,
+        IpAddr::from([10, 0, 0, 2]),
+        "next hop unchanged when reflecting"
+    );
+    assert_eq!(drain(&mut rib, &mut nc).ann.len(), 1);
+    assert_eq!(drain(&mut rib, &mut nc2).ann.len(), 1);
+    // Non-client route goes to clients only.
+    announce(&mut rib, 3, &["10.3.0.0/26"], attrs(&[], [10, 0, 0, 4]));
+    assert_eq!(drain(&mut rib, &mut c1).ann.len(), 1);
+    assert!(drain(&mut rib, &mut nc2).ann.is_empty());
+    // Loops: our cluster ID in CLUSTER_LIST, or our router ID as ORIGINATOR_ID, are dropped.
+    let mut l = attrs(&[], [10, 0, 0, 4]);
+    l.cluster_list = vec![Ipv4Addr::new(10, 0, 0, 1)];
+    announce(&mut rib, 3, &["10.4.0.0/26"], l);
+    assert_eq!(best(&rib, "10.4.0.0/26"), None);
+    let mut o = attrs(&[], [10, 0, 0, 4]);
+    o.originator_id = Some(Ipv4Addr::new(10, 0, 0, 1));
+    announce(&mut rib, 3, &["10.5.0.0/26"], o);
+    assert_eq!(best(&rib, "10.5.0.0/26"), None);
+}
+
+#[test]
+fn graceful_restart_helper_keeps_stale_until_end_of_rib() {
+    let mut rib = Rib::new(global());
+    let mut x = add(&mut rib, 1, [10, 0, 0, 2], AS, |_| {});
+    let mut rr = add(&mut rib, 2, [10, 0, 0, 3], AS, |c| {
+        c.route_reflector_client = true
+    });
+    drain(&mut rib, &mut x);
+    drain(&mut rib, &mut rr);
+    announce(
+        &mut rib,
+        1,
+        &["10.2.0.0/26", "10.2.0.64/26"],
+        attrs(&[], [10, 0, 0, 2]),
+    );
+    assert_eq!(drain(&mut rib, &mut rr).ann.len(), 2);
+    rib.peer_down(1, true);
+    assert!(rib.has_stale(1));
+    assert_eq!(best(&rib, "10.2.0.0/26"), Some(1));
+    assert!(
+        drain(&mut rib, &mut rr).wd.is_empty(),
+        "stale routes are not withdrawn"
+    );
+    // It comes back, refreshes one prefix, then End-of-RIB: the other goes.
+    let (tx, _rx) = mpsc::channel(16);
+    rib.peer_up(
+        1,
+        UpInfo {
+            router_id: Ipv4Addr::new(10, 0, 0, 2),
+            local_addr: IpAddr::from([10, 0, 0, 1]),
+            families: vec![AfiSafi::IPV4_UNICAST],
+            tx,
+            peer_restarting: true,
+            send_eor: true,
+        },
+    );
+    announce(&mut rib, 1, &["10.2.0.0/26"], attrs(&[], [10, 0, 0, 2]));
+    assert_eq!(best(&rib, "10.2.0.64/26"), Some(1));
+    rib.apply_update(1, UpdateMessage::end_of_rib(AfiSafi::IPV4_UNICAST));
+    assert_eq!(best(&rib, "10.2.0.64/26"), None);
+    assert_eq!(best(&rib, "10.2.0.0/26"), Some(1));
+    assert_eq!(drain(&mut rib, &mut rr).wd, vec![v4("10.2.0.64/26")]);
+    assert!(rib.has_stale(1), "IPv6 has not seen its End-of-RIB yet");
+    rib.apply_update(1, UpdateMessage::end_of_rib(AfiSafi::IPV6_UNICAST));
+    assert!(!rib.has_stale(1));
+}
+
+#[test]
+fn session_down_without_gr_withdraws_everywhere() {
+    let mut rib = Rib::new(global());
+    let _x = add(&mut rib, 1, [10, 0, 0, 2], AS, |_| {});
+    let mut rr = add(&mut rib, 2, [10, 0, 0, 3], AS, |c| {
+        c.route_reflector_client = true
+    });
+    drain(&mut rib, &mut rr);
+    rib.set_tracking(true);
+    announce(&mut rib, 1, &["10.2.0.0/26"], attrs(&[], [10, 0, 0, 2]));
+    assert_eq!(drain(&mut rib, &mut rr).ann.len(), 1);
+    let ch = rib.take_changes();
+    assert_eq!(ch.len(), 1);
+    assert_eq!(ch[0].next_hops, vec![IpAddr::from([10, 0, 0, 2])]);
+    rib.peer_down(1, false);
+    assert_eq!(drain(&mut rib, &mut rr).wd.len(), 1);
+    let ch = rib.take_changes();
+    assert!(ch[0].withdrawn);
+    assert_eq!(rib.len(), (0, 0));
+}
+
+#[test]
+fn multipath_exposes_several_next_hops() {
+    let mut g = global();
+    g.multipath = true;
+    let mut rib = Rib::new(g);
+    rib.set_tracking(true);
+    add(&mut rib, 1, [10, 0, 0, 2], 65001, |_| {});
+    add(&mut rib, 2, [10, 0, 0, 3], 65001, |_| {});
+    announce(&mut rib, 1, &["0.0.0.0/0"], attrs(&[65001], [10, 0, 0, 2]));
+    announce(&mut rib, 2, &["0.0.0.0/0"], attrs(&[65001], [10, 0, 0, 3]));
+    let ch = rib.take_changes();
+    let last = ch.last().unwrap();
+    assert_eq!(
+        last.next_hops,
+        vec![IpAddr::from([10, 0, 0, 2]), IpAddr::from([10, 0, 0, 3])]
+    );
+}
+
+#[test]
+fn import_policy_and_max_prefixes() {
+    let mut rib = Rib::new(global());
+    let pol = Policy {
+        rules: vec![
+            PolicyRule {
+                prefix: Some(PrefixMatch {
+                    cidr: "0.0.0.0/0".parse().unwrap(),
+                    operator: MatchOperator::Equal,
+                    min_len: None,
+                    max_len: None,
+                }),
+                set_local_pref: Some(50),
+                ..Default::default()
+            },
+            PolicyRule {
+                action: RuleAction::Reject,
+                ..Default::default()
+            },
+        ],
+        default: DefaultAction::Accept,
+    };
+    add(&mut rib, 1, [10, 0, 1, 2], 65001, |c| {
+        c.import = Some(pol);
+        c.max_prefixes = Some(1);
+    });
+    announce(
+        &mut rib,
+        1,
+        &["0.0.0.0/0", "8.8.8.0/24"],
+        attrs(&[65001], [10, 0, 1, 2]),
+    );
+    assert_eq!(best(&rib, "0.0.0.0/0"), Some(1));
+    assert_eq!(best(&rib, "8.8.8.0/24"), None);
+    let c = &rib.peers.get(&1).unwrap().counters;
+    assert_eq!(c.received.load(AtOrd::Relaxed), 2);
+    assert_eq!(c.accepted.load(AtOrd::Relaxed), 1);
+    assert!(rib.take_actions().is_empty());
+    let mut a = attrs(&[65001], [10, 0, 1, 2]);
+    a.local_pref = Some(1);
+    announce(&mut rib, 1, &["0.0.0.0/0"], a);
+    assert_eq!(rib.advertised(1, p4("0.0.0.0/0")), None);
+    // Second accepted prefix: over the limit.
+    let pol2 = Policy::accept_all();
+    rib.peers.get_mut(&1).unwrap().cfg.import = Some(pol2);
+    announce(&mut rib, 1, &["9.9.9.0/24"], attrs(&[65001], [10, 0, 1, 2]));
+    let acts = rib.take_actions();
+    assert!(
+        matches!(&acts[..], [RibAction::ClosePeer(1, n, None)] if n.code == 6 && n.subcode == 1)
+    );
+}
+
+#[test]
+fn treat_as_withdraw_removes_the_prefixes() {
+    let mut rib = Rib::new(global());
+    add(&mut rib, 1, [10, 0, 1, 2], 65001, |_| {});
+    announce(&mut rib, 1, &["8.8.8.0/24"], attrs(&[65001], [10, 0, 1, 2]));
+    assert_eq!(best(&rib, "8.8.8.0/24"), Some(1));
+    let u = UpdateMessage {
+        attributes: attrs(&[65001], [10, 0, 1, 2]),
+        nlri: vec![Nlri::new(v4("8.8.8.0/24"))],
+        errors: vec![calyx_proto::AttrError {
+            type_code: 4,
+            kind: calyx_proto::AttrErrorKind::Length,
+            action: Action::TreatAsWithdraw,
+        }],
+        ..Default::default()
+    };
+    rib.apply_update(1, u);
+    assert_eq!(best(&rib, "8.8.8.0/24"), None);
+}
+
+#[test]
+fn ipv6_over_ipv4_session_uses_mapped_or_configured_next_hop() {
+    let mut rib = Rib::new(global());
+    let mut a = add(&mut rib, 1, [10, 0, 0, 2], AS, |_| {});
+    drain(&mut rib, &mut a);
+    rib.originate(
+        Prefix::from_net("fd00:1::/122".parse().unwrap()),
+        PathAttributes::default(),
+    );
+    rib.flush();
+    let mut got = None;
+    while let Ok(m) = a.rx.try_recv() {
+        if let OutMsg::Routes(b) = m {
+            got = b.v6.into_iter().next();
+        }
+    }
+    let (at, ps) = got.unwrap();
+    assert_eq!(ps.len(), 1);
+    assert_eq!(
+        at.next_hop,
+        IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped())
+    );
+}
+
+#[test]
+fn interned_sets_are_shared_and_collected() {
+    let mut rib = Rib::new(global());
+    add(&mut rib, 1, [10, 0, 1, 2], 65001, |_| {});
+    for i in 0..100u8 {
+        announce(
+            &mut rib,
+            1,
+            &[&format!("20.{i}.0.0/24")],
+            attrs(&[65001], [10, 0, 1, 2]),
+        );
+    }
+    assert_eq!(rib.attribute_sets(), 1);
+    rib.peer_down(1, false);
+    rib.collect_garbage();
+    assert_eq!(rib.attribute_sets(), 0);
+}
