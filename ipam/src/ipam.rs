@@ -259,28 +259,26 @@ impl<S: Store> Ipam<S> {
         err: StoreError,
     ) -> Result<()> {
         let policy = self.policy();
-        let retryable = matches!(
-            err,
-            StoreError::TransactionFailed
-                | StoreError::Conflict { .. }
-                | StoreError::Unavailable { .. }
-        );
-        if !retryable {
+        let conflict = matches!(err, StoreError::TransactionFailed | StoreError::Conflict { .. });
+        let unavailable = matches!(err, StoreError::Unavailable { .. });
+        if !conflict && !unavailable {
             return Err(err.into());
         }
-        if attempt >= policy.max_attempts {
-            return Err(match err {
-                StoreError::TransactionFailed | StoreError::Conflict { .. } => {
-                    IpamError::TooManyConflicts {
-                        operation: operation.to_string(),
-                        attempts: attempt,
-                    }
-                }
-                other => other.into(),
+        if conflict && attempt >= policy.max_attempts {
+            return Err(IpamError::TooManyConflicts {
+                operation: operation.to_string(),
+                attempts: attempt,
             });
         }
+        if unavailable && attempt >= policy.max_unavailable_attempts {
+            return Err(err.into());
+        }
         tracing::debug!(operation, attempt, error = %err, "retrying");
-        policy.pause(attempt).await;
+        if conflict {
+            policy.pause_conflict(attempt).await;
+        } else {
+            policy.pause(attempt).await;
+        }
         Ok(())
     }
 
@@ -440,7 +438,7 @@ impl<S: Store> Ipam<S> {
                 match self.refresh_handles(&mut open).await {
                     Ok(()) => {}
                     Err(e) => {
-                        if attempt >= self.policy().max_attempts || !e.is_transient() {
+                        if attempt >= self.policy().max_unavailable_attempts || !e.is_transient() {
                             fail_all(open, &e);
                             return;
                         }
@@ -729,7 +727,7 @@ impl<S: Store> Ipam<S> {
             let plan = match self.plan_slow(cache, &w).await {
                 Ok(p) => p,
                 Err(e) => {
-                    if e.is_transient() && attempt < self.policy().max_attempts {
+                    if e.is_transient() && attempt < self.policy().max_unavailable_attempts {
                         self.policy().pause(attempt).await;
                         continue;
                     }
