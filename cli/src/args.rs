@@ -13,9 +13,10 @@ pub struct Cli {
     #[command(flatten)]
     pub datastore: DatastoreArgs,
 
-    /// Log level for diagnostics on standard error (error, warn, info, debug, trace).
-    #[arg(long, global = true, env = "CALYX_LOG_LEVEL", default_value = "warn")]
-    pub log_level: String,
+    /// Log level on standard error (error, warn, info, debug, trace); default `warn` for
+    /// client commands, `info` for `node run`.
+    #[arg(long, global = true, env = "CALYX_LOG_LEVEL")]
+    pub log_level: Option<String>,
 
     /// What to do.
     #[command(subcommand)]
@@ -74,6 +75,29 @@ pub enum Command {
     Validate(FileArgs),
     /// Print a shell completion script.
     Completion(CompletionArgs),
+    /// The node daemon and its status.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+/// `calyx node ...`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Run the node daemon (what the DaemonSet runs, in place of calico-node).
+    Run(Box<crate::node::config::NodeRunArgs>),
+    /// Show the daemon's BGP peers, as `calicoctl node status` does.
+    Status(NodeStatusArgs),
+}
+
+/// `calyx node status`.
+#[derive(Debug, Args)]
+pub struct NodeStatusArgs {
+    /// The daemon's health/status endpoint.
+    #[arg(long, env = "CALYX_HEALTH_LISTEN", default_value = "127.0.0.1:9099")]
+    pub health_listen: String,
+    /// Output format: the calicoctl tables, or the raw JSON status.
+    #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
 }
 
 /// Output formats of `get`.

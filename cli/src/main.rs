@@ -7,6 +7,7 @@
 mod args;
 mod commands;
 mod connect;
+mod node;
 mod table;
 
 use std::process::ExitCode;
@@ -17,7 +18,17 @@ use crate::args::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    let (level, json) = match &cli.command {
+        args::Command::Node(args::NodeCommand::Run(run)) => (
+            cli.log_level.clone().unwrap_or_else(|| "info".into()),
+            run.log_format.eq_ignore_ascii_case("json"),
+        ),
+        _ => (
+            cli.log_level.clone().unwrap_or_else(|| "warn".into()),
+            false,
+        ),
+    };
+    init_logging(&level, json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -39,12 +50,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }

@@ -651,3 +651,39 @@ mod tests {
             ))));
     }
 }
+
+/// One address of a host interface (for node IP autodetection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceAddress {
+    /// Interface name.
+    pub interface: String,
+    /// Interface index.
+    pub index: u32,
+    /// Whether the interface is administratively up.
+    pub up: bool,
+    /// The address with its prefix length.
+    pub address: IpNet,
+}
+
+/// Every address of one family on the interfaces of this network namespace, in the kernel's
+/// order (interface index, then address order).
+pub fn interface_addresses(v6: bool) -> io::Result<Vec<InterfaceAddress>> {
+    let mut nl = NlSocket::open()?;
+    let mut links: HashMap<u32, Option<LinkState>> = HashMap::new();
+    let mut out = Vec::new();
+    for (index, address) in addresses(&mut nl, None, v6)? {
+        if !links.contains_key(&index) {
+            let link = get_link_by_index(&mut nl, index)?;
+            links.insert(index, link);
+        }
+        if let Some(Some(link)) = links.get(&index) {
+            out.push(InterfaceAddress {
+                interface: link.name.clone(),
+                index,
+                up: link.up,
+                address,
+            });
+        }
+    }
+    Ok(out)
+}

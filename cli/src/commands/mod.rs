@@ -2,6 +2,7 @@
 
 mod get;
 mod label;
+mod node;
 mod write;
 
 use anyhow::{Context, Result};
@@ -22,6 +23,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Delete(args) => write::delete(&datastore, args).await,
         Command::Patch(args) => label::patch(&datastore, args).await,
         Command::Label(args) => label::label(&datastore, args).await,
+        Command::Node(crate::args::NodeCommand::Run(args)) => {
+            crate::node::run(&datastore, *args).await
+        }
+        Command::Node(crate::args::NodeCommand::Status(args)) => node::status(args).await,
         Command::Completion(args) => {
             let mut command = Cli::command();
             clap_complete::generate(args.shell, &mut command, "calyx", &mut std::io::stdout());

@@ -1,0 +1,53 @@
+//! `calyx node status`: asks the local daemon's status endpoint.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::args::NodeStatusArgs;
+use crate::node::status::{render, NodeStatus};
+
+/// Prints the daemon's peers; a daemon that does not answer is one clear line and exit 1.
+pub async fn status(args: NodeStatusArgs) -> Result<()> {
+    let body = match fetch(&args.health_listen, "/status").await {
+        Ok(body) => body,
+        Err(e) => anyhow::bail!(
+            "Calyx process is not running (no answer on {}: {e:#})",
+            args.health_listen
+        ),
+    };
+    if args.output == "json" {
+        print!("{body}");
+        return Ok(());
+    }
+    let status: NodeStatus =
+        serde_json::from_str(&body).context("the daemon's status is not valid JSON")?;
+    print!("{}", render(&status));
+    Ok(())
+}
+
+/// A plain HTTP/1.0 GET on the local endpoint, bounded in time.
+async fn fetch(addr: &str, path: &str) -> Result<String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .context("timed out")??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP answer")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        anyhow::bail!("{}", head.lines().next().unwrap_or("bad answer"));
+    }
+    Ok(body.to_string())
+}

@@ -1,0 +1,281 @@
+//! `calyx node run`: the daemon a DaemonSet runs on every node, in place of calico-node, and
+//! `calyx node status`.
+//!
+//! Start-up: check the configuration (nothing is written when it is bad), wait for the
+//! datastore, find this node's addresses, create the default pools, write the `Node`, claim a
+//! block and the tunnel addresses the pools need, then run: one watch on `/calico/` keeps a
+//! snapshot of the cluster, from which the desired dataplane is recomputed (debounced) and
+//! handed to the reconciler; the health endpoint serves the status.
+
+mod autodetect;
+mod cluster;
+pub mod config;
+mod dataplane;
+mod http;
+mod startup;
+pub mod status;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use calyx_datastore::client::ResourceClient;
+use calyx_datastore::store::etcd::EtcdStore;
+use calyx_datastore::store::{Store, StoreError};
+use calyx_felix::{Reconciler, ReconcilerHandle};
+use calyx_ipam::{Family, Ipam};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use self::cluster::{ClusterState, WATCH_PREFIX};
+use self::config::{Backend, NodeConfig, NodeRunArgs};
+use self::dataplane::BgpRoutes;
+use self::http::SharedStatus;
+use self::status::{DataplaneStatus, IpamStatus, NodeStatus};
+use crate::args::DatastoreArgs;
+use crate::connect;
+
+/// How long changes are gathered before the dataplane is recomputed.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Runs the node daemon until SIGTERM or SIGINT.
+pub async fn run(datastore: &DatastoreArgs, args: NodeRunArgs) -> Result<()> {
+    let config = args.resolve()?;
+    let store = wait_for_datastore(datastore, config.datastore_wait).await?;
+    let client = ResourceClient::new(store.clone());
+    let ipam = Ipam::new(store.clone());
+
+    let ipv4 = autodetect::resolve(&config.ipv4, false).context("IPv4 address")?;
+    let ipv6 = autodetect::resolve(&config.ipv6, true).context("IPv6 address")?;
+    info!(
+        node = %config.nodename, ipv4 = ?ipv4, ipv6 = ?ipv6, backend = ?config.backend,
+        router_id = ?config.router_id, graceful_restart = config.graceful_restart,
+        "starting"
+    );
+
+    // Bind the endpoint before writing anything, so that a port in use stops start-up early.
+    let listener = http::bind(config.health_listen).await.with_context(|| {
+        format!(
+            "CALYX_HEALTH_LISTEN={}: cannot listen",
+            config.health_listen
+        )
+    })?;
+
+    startup::ensure_default_pools(&client, &config).await?;
+    startup::write_node_addresses(&client, &config, ipv4, ipv6).await?;
+    if ipv4.is_some() {
+        ipam.ensure_block(&config.nodename, Family::V4)
+            .await
+            .context("cannot claim an IPv4 block")?;
+    }
+    if ipv6.is_some() && config.default_ipv6_pool.is_some() {
+        ipam.ensure_block(&config.nodename, Family::V6)
+            .await
+            .context("cannot claim an IPv6 block")?;
+    }
+    write_nodename_file(&config);
+
+    let stop = CancellationToken::new();
+    let status: SharedStatus = Arc::new(RwLock::new(NodeStatus {
+        node: config.nodename.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        backend: backend_name(config.backend).into(),
+        started: unix_now(),
+        ipv4: ipv4.map(|n| n.to_string()),
+        ipv6: ipv6.map(|n| n.to_string()),
+        ..NodeStatus::default()
+    }));
+    let server = tokio::spawn(http::serve(listener, status.clone(), stop.clone()));
+
+    let reconciler = if config.backend == Backend::None {
+        None
+    } else {
+        let rec = Reconciler::new(calyx_felix::Config {
+            route_protocol: config.route_protocol,
+            route_refresh_interval: config.route_refresh_interval,
+            ..calyx_felix::Config::default()
+        })
+        .context("cannot open netlink")?;
+        let handle = rec.handle();
+        let task = tokio::spawn(rec.run(stop.child_token()));
+        Some((handle, task))
+    };
+
+    let result = main_loop(
+        &config,
+        &store,
+        &client,
+        &ipam,
+        reconciler.as_ref().map(|(h, _)| h),
+        &status,
+    )
+    .await;
+
+    info!("shutting down");
+    stop.cancel();
+    if let Some((_, task)) = reconciler {
+        let _ = task.await;
+    }
+    let _ = server.await;
+    result
+}
+
+/// Connects to etcd, retrying until `wait` has passed; then one clear error.
+async fn wait_for_datastore(datastore: &DatastoreArgs, wait: Duration) -> Result<EtcdStore> {
+    let config = connect::etcd_config(datastore)?;
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match EtcdStore::connect(&config).await {
+            Ok(store) => return Ok(store),
+            Err(e @ StoreError::Unavailable { .. }) if started.elapsed() < wait => {
+                warn!(error = %e, "waiting for the datastore");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e).context("datastore"),
+        }
+    }
+}
+
+/// The CNI plugins find the node name here when their config does not give it.
+fn write_nodename_file(config: &NodeConfig) {
+    let path = config.state_dir.join("nodename");
+    let written = std::fs::create_dir_all(&config.state_dir)
+        .and_then(|_| std::fs::write(&path, format!("{}\n", config.nodename)));
+    if let Err(e) = written {
+        warn!(path = %path.display(), error = %e, "cannot write the node name file for CNI");
+    }
+}
+
+/// The watch → snapshot → desired-state loop, until a signal.
+async fn main_loop<S: Store + Clone>(
+    config: &NodeConfig,
+    store: &S,
+    client: &ResourceClient<S>,
+    ipam: &Ipam<S>,
+    reconciler: Option<&ReconcilerHandle>,
+    status: &SharedStatus,
+) -> Result<()> {
+    let listing = store.list(WATCH_PREFIX).await?;
+    let mut state = ClusterState::from_kvs(&listing.kvs, listing.revision);
+    let mut watch = store.watch(WATCH_PREFIX, listing.revision + 1).await?;
+    let bgp_routes = BgpRoutes::new();
+    let mut dirty = true;
+    let mut pools_changed = true;
+    let mut tick = tokio::time::interval(DEBOUNCE);
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    update_status(status, |s| s.datastore_synced = true);
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
+            event = watch.next() => {
+                let Some(event) = event else {
+                    anyhow::bail!("the datastore watch ended");
+                };
+                let pools_before = state.pools.clone();
+                state.apply(&event);
+                pools_changed |= state.pools != pools_before;
+                dirty = true;
+            }
+            _ = tick.tick() => {
+                if pools_changed {
+                    // Retried on the next change or tick when it fails (etcd away, say).
+                    match startup::ensure_tunnels(client, ipam, &config.nodename, &state).await {
+                        Ok(()) => pools_changed = false,
+                        Err(e) => warn!(error = %format!("{e:#}"), "tunnel addresses"),
+                    }
+                }
+                if dirty {
+                    if let Some(rec) = reconciler {
+                        rec.set_desired(dataplane::desired_state(
+                            &state, &config.nodename, config.backend, &bgp_routes,
+                        ));
+                    }
+                    dirty = false;
+                }
+                refresh_status(status, &state, &config.nodename, reconciler);
+            }
+        }
+    }
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).context("cannot install a signal handler")
+}
+
+fn update_status(status: &SharedStatus, change: impl FnOnce(&mut NodeStatus)) {
+    let mut guard = status
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    change(&mut guard);
+}
+
+fn refresh_status(
+    status: &SharedStatus,
+    state: &ClusterState,
+    me: &str,
+    reconciler: Option<&ReconcilerHandle>,
+) {
+    let mine: Vec<_> = state
+        .blocks
+        .values()
+        .filter(|b| b.affine_host() == Some(me))
+        .collect();
+    let ipam = IpamStatus {
+        blocks: mine.len() as u64,
+        addresses_in_use: mine.iter().map(|b| b.num_allocated() as u64).sum(),
+        addresses_total: mine.iter().map(|b| b.num_addresses() as u64).sum(),
+    };
+    let dataplane = reconciler.map(|r| {
+        let s = r.status();
+        DataplaneStatus {
+            routes_desired: s.routes_desired as u64,
+            routes_programmed: s.routes_programmed as u64,
+            routes_pending: s.routes_pending as u64,
+            routes_failed: s.routes_failed as u64,
+            resyncs: s.resyncs,
+            last_resync_seconds: s.last_resync_duration.map_or(0.0, |d| d.as_secs_f64()),
+            drift_repairs: s.drift_repairs,
+        }
+    });
+    update_status(status, |s| {
+        s.datastore_revision = state.revision;
+        s.ipam = ipam;
+        if let Some(d) = dataplane {
+            s.dataplane = d;
+        }
+        // Ready by calico-node's rule; without BGP peers that is the datastore alone.
+        s.ready = s.datastore_synced && bgp_ready(s);
+    });
+}
+
+/// calico-node's BGP readiness: every peer Established during the first 30 s, at least one
+/// after that; zero peers is ready.
+fn bgp_ready(s: &NodeStatus) -> bool {
+    if s.peers.is_empty() {
+        return true;
+    }
+    let up = s.peers.iter().filter(|p| p.info == "Established").count();
+    if unix_now().saturating_sub(s.started) < 30 {
+        up == s.peers.len()
+    } else {
+        up > 0
+    }
+}
+
+fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Bgp => "bird",
+        Backend::Vxlan => "vxlan",
+        Backend::None => "none",
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,194 @@
+//! Start-up writes of the node daemon, each idempotent and guarded by revisions: the default
+//! pools, this node's `Node` resource, its tunnel addresses and VTEP MAC.
+
+use std::net::IpAddr;
+
+use anyhow::{Context, Result};
+use calyx_datastore::client::{ClientError, ResourceClient, WriteMode};
+use calyx_datastore::resources::{
+    EncapMode, IPPool, IPPoolSpec, Kind, MacAddr, Node, NodeBGPSpec, ObjectMeta, Resource,
+};
+use calyx_datastore::store::Store;
+use calyx_ipam::{Ipam, TunnelKind};
+use ipnet::IpNet;
+use rand::Rng;
+use tracing::info;
+
+use super::cluster::ClusterState;
+use super::config::{DefaultPool, NodeConfig};
+
+/// How often a read-modify-write of the Node is retried when someone else wrote it between.
+const MAX_ATTEMPTS: usize = 10;
+
+/// Creates `default-ipv4-ippool` (and `default-ipv6-ippool`) when no pool of that family
+/// exists, as calico-node does. Another node creating it at the same time is fine.
+pub async fn ensure_default_pools<S: Store>(
+    client: &ResourceClient<S>,
+    config: &NodeConfig,
+) -> Result<()> {
+    let existing = client.list(Kind::IPPool).await?;
+    let has_family = |v6: bool| {
+        existing
+            .iter()
+            .filter_map(Resource::as_ippool)
+            .any(|p| p.spec.cidr.addr().is_ipv6() == v6)
+    };
+    for (pool, name, v6) in [
+        (&config.default_ipv4_pool, "default-ipv4-ippool", false),
+        (&config.default_ipv6_pool, "default-ipv6-ippool", true),
+    ] {
+        let Some(pool) = pool else { continue };
+        if has_family(v6) {
+            continue;
+        }
+        let resource = Resource::IPPool(IPPool::new(name, pool_spec(pool)));
+        match client.write_all(WriteMode::Create, vec![resource]).await {
+            Ok(_) => info!(pool = name, cidr = %pool.cidr, "created the default pool"),
+            Err(ClientError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot create {name}")),
+        }
+    }
+    Ok(())
+}
+
+fn pool_spec(pool: &DefaultPool) -> IPPoolSpec {
+    let mut spec = IPPoolSpec::new(pool.cidr);
+    spec.block_size = pool.block_size;
+    spec.ipip_mode = pool.ipip;
+    spec.vxlan_mode = pool.vxlan;
+    spec.nat_outgoing = pool.nat_outgoing;
+    spec.node_selector = pool.node_selector.clone();
+    spec
+}
+
+/// Reads this node's `Node` (a new one when absent), lets `change` edit it, and writes it back
+/// guarded by the revision read; retried when another writer got there first.
+pub async fn update_node<S: Store>(
+    client: &ResourceClient<S>,
+    name: &str,
+    change: impl Fn(&mut Node),
+) -> Result<Node> {
+    for _ in 0..MAX_ATTEMPTS {
+        let mut node = match client.get(Kind::Node, name).await? {
+            Some(Resource::Node(n)) => n,
+            _ => Node {
+                metadata: ObjectMeta::named(name),
+                spec: Default::default(),
+                status: None,
+            },
+        };
+        let before = node.clone();
+        change(&mut node);
+        if node == before {
+            return Ok(node);
+        }
+        match client
+            .write_all(WriteMode::Apply, vec![Resource::Node(node.clone())])
+            .await
+        {
+            Ok(_) => return Ok(node),
+            Err(ClientError::Conflict { .. }) | Err(ClientError::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot write Node {name:?}")),
+        }
+    }
+    anyhow::bail!("Node {name:?} keeps changing under us; gave up after {MAX_ATTEMPTS} attempts")
+}
+
+/// Writes the node's addresses and AS into its `Node` resource.
+pub async fn write_node_addresses<S: Store>(
+    client: &ResourceClient<S>,
+    config: &NodeConfig,
+    ipv4: Option<IpNet>,
+    ipv6: Option<IpNet>,
+) -> Result<Node> {
+    update_node(client, &config.nodename, |node| {
+        let bgp = node.spec.bgp.get_or_insert_with(NodeBGPSpec::default);
+        bgp.ipv4_address = match ipv4 {
+            Some(IpNet::V4(n)) => Some(n),
+            _ => None,
+        };
+        bgp.ipv6_address = match ipv6 {
+            Some(IpNet::V6(n)) => Some(n),
+            _ => None,
+        };
+        if config.as_number.is_some() {
+            bgp.as_number = config.as_number;
+        }
+    })
+    .await
+}
+
+/// A random locally administered unicast MAC, as Calico picks for a node's VTEP.
+fn random_vtep_mac() -> MacAddr {
+    let mut mac: [u8; 6] = rand::rng().random();
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    MacAddr(mac)
+}
+
+/// When a pool needs a tunnel, gives this node its tunnel address (from IPAM, under Calico's
+/// handle names) and VTEP MAC, and records them in its `Node`. Idempotent: run again whenever
+/// the pools change (a pool switched to VXLAN at runtime needs them then).
+pub async fn ensure_tunnels<S: Store>(
+    client: &ResourceClient<S>,
+    ipam: &Ipam<S>,
+    nodename: &str,
+    state: &ClusterState,
+) -> Result<()> {
+    let v4 = |p: &&IPPool| p.spec.cidr.addr().is_ipv4() && !p.spec.disabled;
+    let wants_vxlan = state
+        .pools
+        .values()
+        .filter(v4)
+        .any(|p| p.spec.vxlan_mode != EncapMode::Never);
+    let wants_ipip = state
+        .pools
+        .values()
+        .filter(v4)
+        .any(|p| p.spec.ipip_mode != EncapMode::Never);
+    let node = state.nodes.get(nodename);
+    let has_vxlan = node.is_some_and(|n| {
+        n.spec.ipv4_vxlan_tunnel_addr.is_some() && n.spec.vxlan_tunnel_mac_addr.is_some()
+    });
+    let has_ipip = node.is_some_and(|n| {
+        n.spec
+            .bgp
+            .as_ref()
+            .is_some_and(|b| b.ipv4_ipip_tunnel_addr.is_some())
+    });
+    if wants_vxlan && !has_vxlan {
+        let addr = ipam
+            .assign_tunnel_address(nodename, TunnelKind::Vxlan)
+            .await
+            .context("cannot assign the VXLAN tunnel address")?;
+        let IpAddr::V4(addr) = addr else {
+            anyhow::bail!("IPAM returned a non-IPv4 VXLAN tunnel address {addr}");
+        };
+        let mac = random_vtep_mac();
+        update_node(client, nodename, |n| {
+            n.spec.ipv4_vxlan_tunnel_addr = Some(addr);
+            if n.spec.vxlan_tunnel_mac_addr.is_none() {
+                n.spec.vxlan_tunnel_mac_addr = Some(mac);
+            }
+        })
+        .await?;
+        info!(address = %addr, "VXLAN tunnel address assigned");
+    }
+    if wants_ipip && !has_ipip {
+        let addr = ipam
+            .assign_tunnel_address(nodename, TunnelKind::Ipip)
+            .await
+            .context("cannot assign the IPIP tunnel address")?;
+        let IpAddr::V4(addr) = addr else {
+            anyhow::bail!("IPAM returned a non-IPv4 IPIP tunnel address {addr}");
+        };
+        update_node(client, nodename, |n| {
+            n.spec
+                .bgp
+                .get_or_insert_with(NodeBGPSpec::default)
+                .ipv4_ipip_tunnel_addr = Some(addr);
+        })
+        .await?;
+        info!(address = %addr, "IPIP tunnel address assigned");
+    }
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! The daemon's status: one snapshot type served as JSON on `/status`, rendered as Prometheus
+//! text on `/metrics`, and printed by `calyx node status` in calicoctl's layout.
+
+use serde::{Deserialize, Serialize};
+
+/// One BGP peer as `calyx node status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// The peer's address.
+    pub address: String,
+    /// `node-to-node mesh`, `global`, `node specific` or `route reflector client`.
+    pub peer_type: String,
+    /// `up`, `start`, `connect`, ... (BIRD's vocabulary, as calicoctl shows it).
+    pub state: String,
+    /// Session state name (`Established`, `Active`, ...).
+    pub info: String,
+    /// When the state last changed, seconds since the Unix epoch.
+    pub since: u64,
+    /// Prefixes received from the peer.
+    pub prefixes_received: u64,
+    /// Prefixes advertised to the peer.
+    pub prefixes_advertised: u64,
+}
+
+/// The reconciler's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataplaneStatus {
+    /// Routes wanted.
+    pub routes_desired: u64,
+    /// Routes in the kernel as wanted.
+    pub routes_programmed: u64,
+    /// Routes not yet tried.
+    pub routes_pending: u64,
+    /// Routes whose last attempt failed.
+    pub routes_failed: u64,
+    /// Full resyncs done.
+    pub resyncs: u64,
+    /// Duration of the last full resync, seconds.
+    pub last_resync_seconds: f64,
+    /// Routes repaired after someone else changed them.
+    pub drift_repairs: u64,
+}
+
+/// IPAM figures for this node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamStatus {
+    /// Blocks affine to this node.
+    pub blocks: u64,
+    /// Addresses in use in those blocks.
+    pub addresses_in_use: u64,
+    /// Addresses in those blocks.
+    pub addresses_total: u64,
+}
+
+/// Everything `/status` serves.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node name.
+    pub node: String,
+    /// Calyx version.
+    pub version: String,
+    /// Networking backend (`bird`, `vxlan`, `none`).
+    pub backend: String,
+    /// Start time, seconds since the Unix epoch.
+    pub started: u64,
+    /// The node's IPv4 address with prefix length.
+    pub ipv4: Option<String>,
+    /// The node's IPv6 address with prefix length.
+    pub ipv6: Option<String>,
+    /// The datastore snapshot is loaded and the watch is running.
+    pub datastore_synced: bool,
+    /// The datastore revision last applied.
+    pub datastore_revision: i64,
+    /// Ready by calico-node's rule.
+    pub ready: bool,
+    /// BGP peers.
+    pub peers: Vec<PeerStatus>,
+    /// Reconciler figures.
+    pub dataplane: DataplaneStatus,
+    /// IPAM figures.
+    pub ipam: IpamStatus,
+}
+
+/// Prometheus text exposition of a status snapshot.
+pub fn metrics(status: &NodeStatus) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, kind: &str, samples: &[(String, f64)]| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    metric(
+        "calyx_build_info",
+        "Calyx build information.",
+        "gauge",
+        &[(format!("{{version=\"{}\"}}", esc(&status.version)), 1.0)],
+    );
+    metric(
+        "calyx_ready",
+        "1 when the node is ready (datastore synced, BGP ready).",
+        "gauge",
+        &[(String::new(), f64::from(u8::from(status.ready)))],
+    );
+    metric(
+        "calyx_datastore_synced",
+        "1 when the datastore snapshot is loaded and watched.",
+        "gauge",
+        &[(String::new(), f64::from(u8::from(status.datastore_synced)))],
+    );
+    let mut by_state: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for p in &status.peers {
+        *by_state.entry(p.info.as_str()).or_default() += 1;
+    }
+    metric(
+        "calyx_bgp_sessions",
+        "BGP sessions by state.",
+        "gauge",
+        &by_state
+            .iter()
+            .map(|(s, n)| (format!("{{state=\"{}\"}}", esc(s)), *n as f64))
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "calyx_bgp_prefixes_received",
+        "Prefixes received per peer.",
+        "gauge",
+        &status
+            .peers
+            .iter()
+            .map(|p| {
+                (
+                    format!("{{peer=\"{}\"}}", esc(&p.address)),
+                    p.prefixes_received as f64,
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "calyx_bgp_prefixes_advertised",
+        "Prefixes advertised per peer.",
+        "gauge",
+        &status
+            .peers
+            .iter()
+            .map(|p| {
+                (
+                    format!("{{peer=\"{}\"}}", esc(&p.address)),
+                    p.prefixes_advertised as f64,
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    let d = &status.dataplane;
+    metric(
+        "calyx_dataplane_routes",
+        "Routes by reconciliation state.",
+        "gauge",
+        &[
+            ("{state=\"desired\"}".into(), d.routes_desired as f64),
+            ("{state=\"programmed\"}".into(), d.routes_programmed as f64),
+            ("{state=\"pending\"}".into(), d.routes_pending as f64),
+            ("{state=\"failed\"}".into(), d.routes_failed as f64),
+        ],
+    );
+    metric(
+        "calyx_dataplane_resyncs_total",
+        "Full dataplane resyncs.",
+        "counter",
+        &[(String::new(), d.resyncs as f64)],
+    );
+    metric(
+        "calyx_dataplane_last_resync_seconds",
+        "Duration of the last full resync.",
+        "gauge",
+        &[(String::new(), d.last_resync_seconds)],
+    );
+    metric(
+        "calyx_dataplane_drift_repairs_total",
+        "Routes put back after someone else changed them.",
+        "counter",
+        &[(String::new(), d.drift_repairs as f64)],
+    );
+    metric(
+        "calyx_ipam_blocks",
+        "IPAM blocks affine to this node.",
+        "gauge",
+        &[(String::new(), status.ipam.blocks as f64)],
+    );
+    metric(
+        "calyx_ipam_addresses_in_use",
+        "Addresses in use in this node's blocks.",
+        "gauge",
+        &[(String::new(), status.ipam.addresses_in_use as f64)],
+    );
+    out
+}
+
+/// calicoctl's `node status` layout.
+pub fn render(status: &NodeStatus) -> String {
+    let mut out = String::from("Calyx process is running.\n\n");
+    for (family, v6) in [("IPv4", false), ("IPv6", true)] {
+        let peers: Vec<&PeerStatus> = status
+            .peers
+            .iter()
+            .filter(|p| p.address.contains(':') == v6)
+            .collect();
+        if peers.is_empty() {
+            out.push_str(&format!("No {family} peers found.\n\n"));
+            continue;
+        }
+        out.push_str(&format!("{family} BGP status\n"));
+        let rows: Vec<[String; 5]> = peers
+            .iter()
+            .map(|p| {
+                [
+                    p.address.clone(),
+                    p.peer_type.clone(),
+                    p.state.clone(),
+                    since(p.since),
+                    p.info.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&box_table(
+            ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"],
+            &rows,
+        ));
+        out.push('\n');
+    }
+    out
+}
+
+/// `HH:MM:SS` (UTC) of a Unix time, or the date when it is not today, like BIRD's `since`.
+fn since(secs: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if secs == 0 {
+        return "-".into();
+    }
+    if now / 86_400 == secs / 86_400 {
+        let rem = secs % 86_400;
+        format!("{:02}:{:02}:{:02}", rem / 3600, (rem % 3600) / 60, rem % 60)
+    } else {
+        format!("{}d ago", (now.saturating_sub(secs)) / 86_400)
+    }
+}
+
+/// The `+---+` boxed table calicoctl prints.
+fn box_table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = headers.map(str::len);
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.len());
+        }
+    }
+    let rule: String = widths
+        .iter()
+        .map(|w| format!("+{}", "-".repeat(w + 2)))
+        .collect::<String>()
+        + "+\n";
+    let line = |cells: Vec<&str>| -> String {
+        cells
+            .iter()
+            .zip(widths.iter())
+            .map(|(c, w)| format!("| {c:<w$} "))
+            .collect::<String>()
+            + "|\n"
+    };
+    let mut out = rule.clone();
+    out.push_str(&line(headers.to_vec()));
+    out.push_str(&rule);
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out.push_str(&rule);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_matches_calicoctl_layout() {
+        let status = NodeStatus {
+            peers: vec![PeerStatus {
+                address: "10.0.0.2".into(),
+                peer_type: "node-to-node mesh".into(),
+                state: "up".into(),
+                info: "Established".into(),
+                since: 0,
+                prefixes_received: 1,
+                prefixes_advertised: 1,
+            }],
+            ..NodeStatus::default()
+        };
+        let out = render(&status);
+        assert!(out.starts_with("Calyx process is running.\n\nIPv4 BGP status\n+--------------+"));
+        assert!(out.contains("| 10.0.0.2     | node-to-node mesh | up    | -     | Established |"));
+        assert!(out.contains("No IPv6 peers found."));
+    }
+
+    #[test]
+    fn metrics_are_prometheus_text() {
+        let text = metrics(&NodeStatus {
+            version: "0.1.0".into(),
+            ..NodeStatus::default()
+        });
+        for line in text.lines() {
+            assert!(
+                line.starts_with("# HELP ")
+                    || line.starts_with("# TYPE ")
+                    || line.starts_with("calyx_"),
+                "{line}"
+            );
+        }
+        assert!(text.contains("calyx_build_info{version=\"0.1.0\"} 1"));
+    }
+}
