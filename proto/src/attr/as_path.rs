@@ -154,19 +154,15 @@ impl AsPath {
         let width = if four_octet { 4 } else { 2 };
         self.segments
             .iter()
-            .map(|s| s.asns.len() * width + 2 * s.asns.len().div_ceil(MAX_SEGMENT_ASNS).max(1))
+            .map(|s| s.asns.len() * width + 2 * s.asns.len().div_ceil(MAX_SEGMENT_ASNS))
             .sum()
     }
 
     /// Append the value. With `four_octet` false, AS numbers that do not fit become
-    /// `AS_TRANS` (RFC 6793 §4.2.2). Segments of more than 255 ASes are split.
+    /// `AS_TRANS` (RFC 6793 §4.2.2). Segments of more than 255 ASes are split; empty segments,
+    /// which RFC 7606 §7.2 calls malformed, are left out.
     pub fn encode(&self, four_octet: bool, out: &mut BytesMut) {
         for s in &self.segments {
-            if s.asns.is_empty() {
-                out.put_u8(s.kind.code());
-                out.put_u8(0);
-                continue;
-            }
             for chunk in s.asns.chunks(MAX_SEGMENT_ASNS) {
                 out.put_u8(s.kind.code());
                 out.put_u8(u8::try_from(chunk.len()).unwrap_or(u8::MAX));
@@ -272,6 +268,15 @@ mod tests {
         };
         assert_eq!(s.path_len(), 1);
         assert_eq!(s.first_asn(), None);
+        let empty = AsPath {
+            segments: vec![AsSegment {
+                kind: AsSegmentType::Set,
+                asns: vec![],
+            }],
+        };
+        let mut b = BytesMut::new();
+        empty.encode(true, &mut b);
+        assert!(b.is_empty() && empty.wire_len(true) == 0);
     }
 
     #[test]
