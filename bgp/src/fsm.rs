@@ -58,6 +58,7 @@ pub enum Timer {
 
 /// Something the FSM reacts to.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Input {
     /// ManualStart / AutomaticStart (events 1, 3; passive variants 4, 5 by configuration).
     Start,
@@ -72,6 +73,9 @@ pub enum Input {
     },
     /// The TCP connection (outgoing or accepted) is up (events 16, 17).
     TcpConnected,
+    /// A connection from the peer was accepted (events 14-17 with passive TCP establishment):
+    /// used in Idle (unless administratively stopped), Connect and Active.
+    TcpAccepted,
     /// The outgoing connection attempt failed (event 18).
     TcpFailed,
     /// The connection was closed by the peer or failed (event 18).
@@ -83,13 +87,14 @@ pub enum Input {
     Message(Message),
     /// An UPDATE was received (its content goes to the RIB, not to the FSM).
     UpdateReceived,
-    /// A received message could not be decoded: send this NOTIFICATION and close
-    /// (RFC 4271 §6, RFC 7606 session reset).
+    /// A received message could not be decoded, or the connection lost a collision: send this
+    /// NOTIFICATION and close (RFC 4271 §6, RFC 7606 session reset, §6.8).
     DecodeError(NotificationMessage),
 }
 
 /// Something the I/O layer must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Output {
     /// Open an outgoing TCP connection.
     Connect,
@@ -321,7 +326,7 @@ impl Fsm {
     }
 
     /// Leave for Idle after an error or a close; `reason` is recorded and reported.
-    fn to_idle(&mut self, reason: DownReason, restart: Option<Duration>, out: &mut Vec<Output>) {
+    fn go_idle(&mut self, reason: DownReason, restart: Option<Duration>, out: &mut Vec<Output>) {
         out.push(Output::StopTimer(Timer::ConnectRetry));
         out.push(Output::StopTimer(Timer::Hold));
         out.push(Output::StopTimer(Timer::Keepalive));
@@ -344,7 +349,7 @@ impl Fsm {
     fn notify_and_idle(&mut self, n: NotificationMessage, out: &mut Vec<Output>) {
         out.push(Output::Send(Message::Notification(n.clone())));
         let restart = self.error_restart();
-        self.to_idle(DownReason::NotificationSent(n), restart, out);
+        self.go_idle(DownReason::NotificationSent(n), restart, out);
     }
 
     fn start(&mut self, out: &mut Vec<Output>) {
@@ -396,7 +401,7 @@ impl Fsm {
                 };
                 out.push(Output::StopTimer(Timer::IdleHold));
                 if self.state != State::Idle || restart_after.is_some() {
-                    self.to_idle(reason, restart_after, &mut out);
+                    self.go_idle(reason, restart_after, &mut out);
                 }
             }
             Input::TimerFired(Timer::IdleHold) => {
@@ -408,6 +413,14 @@ impl Fsm {
                 State::Connect | State::Active => self.tcp_up(&mut out),
                 // Idle refuses connections; in the other states the connection is a second one
                 // and the I/O layer resolves the collision before feeding the FSM.
+                _ => out.push(Output::Close),
+            },
+            Input::TcpAccepted => match self.state {
+                State::Idle if self.auto_restart => {
+                    out.push(Output::StopTimer(Timer::IdleHold));
+                    self.tcp_up(&mut out);
+                }
+                State::Connect | State::Active => self.tcp_up(&mut out),
                 _ => out.push(Output::Close),
             },
             Input::TcpFailed => {
@@ -445,7 +458,7 @@ impl Fsm {
                 }
                 _ => {
                     let r = self.error_restart();
-                    self.to_idle(DownReason::ConnectionClosed, r, &mut out);
+                    self.go_idle(DownReason::ConnectionClosed, r, &mut out);
                 }
             },
             Input::TimerFired(Timer::Hold) => {
@@ -456,7 +469,7 @@ impl Fsm {
                     let n = NotificationMessage::new(ErrorCode::HoldTimerExpired, Vec::new());
                     out.push(Output::Send(Message::Notification(n)));
                     let r = self.error_restart();
-                    self.to_idle(DownReason::HoldTimerExpired, r, &mut out);
+                    self.go_idle(DownReason::HoldTimerExpired, r, &mut out);
                 }
             }
             Input::TimerFired(Timer::Keepalive) => {
@@ -512,7 +525,7 @@ impl Fsm {
         if let Some(Message::Notification(n)) = &m {
             if !matches!(self.state, State::Idle | State::Connect | State::Active) {
                 let r = self.error_restart();
-                self.to_idle(DownReason::NotificationReceived(n.clone()), r, out);
+                self.go_idle(DownReason::NotificationReceived(n.clone()), r, out);
             }
             return;
         }
@@ -795,6 +808,22 @@ mod tests {
     }
 
     #[test]
+    fn accepted_connection_in_idle_and_after_admin_stop() {
+        let mut f = Fsm::new(cfg(false));
+        let out = f.handle(Input::TcpAccepted);
+        assert!(matches!(sent(&out)[..], [Message::Open(_)]));
+        assert_eq!(f.state(), State::OpenSent);
+        let mut f = Fsm::new(cfg(false));
+        f.handle(Input::Stop {
+            notification: None,
+            restart_after: None,
+        });
+        let out = f.handle(Input::TcpAccepted);
+        assert_eq!(out, vec![Output::Close]);
+        assert_eq!(f.state(), State::Idle);
+    }
+
+    #[test]
     fn passive_waits_in_active() {
         let mut f = Fsm::new(cfg(true));
         let out = f.handle(Input::Start);
@@ -1054,6 +1083,7 @@ mod tests {
                 restart_after: None,
             },
             Input::TcpConnected,
+            Input::TcpAccepted,
             Input::TcpFailed,
             Input::TcpClosed,
             Input::TimerFired(Timer::ConnectRetry),

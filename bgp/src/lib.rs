@@ -13,10 +13,16 @@ pub mod config;
 pub mod fsm;
 pub mod policy;
 pub mod rib;
+mod session;
+mod sockopt;
+mod speaker;
 
 pub use attrs::{Attrs, Prefix, RouteAttrs};
 pub use config::{GlobalConfig, PeerConfig, PeerLabel};
+pub use fsm::State;
 pub use policy::{
     DefaultAction, MatchOperator, PeerType, Policy, PolicyRule, PrefixMatch, RuleAction,
 };
 pub use rib::BestRouteChange;
+pub use speaker::{Error, PeerStatus, Speaker};
+pub use tokio_util::sync::CancellationToken;

@@ -459,9 +459,7 @@ impl Rib {
             self.end_of_rib(id, f);
             return Some(f);
         }
-        let Some(peer) = self.peers.get(&id) else {
-            return None;
-        };
+        let peer = self.peers.get(&id)?;
         let ibgp = peer.ibgp;
         let treat_as_withdraw = u.action() == Some(Action::TreatAsWithdraw);
         for w in std::mem::take(&mut u.withdrawn) {
@@ -715,8 +713,9 @@ impl Rib {
     }
 
     /// The peer asked for a route refresh: send everything again.
-    pub fn refresh(&mut self, id: PeerId) {
-        let dump = self.all_prefixes();
+    pub fn refresh(&mut self, id: PeerId, family: AfiSafi) {
+        let mut dump = self.all_prefixes();
+        dump.retain(|p| p.family() == family);
         if let Some(p) = self.peers.get_mut(&id) {
             if p.up.is_some() {
                 p.dump = dump;
@@ -956,6 +955,24 @@ impl Rib {
     pub fn collect_garbage(&mut self) {
         self.cache.retain(|_, (src, _)| Arc::strong_count(src) > 2);
         self.interner.collect();
+    }
+
+    /// The current best routes learned from peers, as changes (for a new subscriber).
+    pub fn snapshot(&self) -> Vec<BestRouteChange> {
+        let mut v = Vec::new();
+        let mut add = |p: Prefix, d: &Dest| {
+            let nh = next_hops(d, &self.peers, &self.global);
+            if !nh.is_empty() {
+                v.push(BestRouteChange {
+                    prefix: p.to_net(),
+                    next_hops: nh,
+                    withdrawn: false,
+                });
+            }
+        };
+        self.v4.iter().for_each(|(k, d)| add(Prefix::V4(*k), d));
+        self.v6.iter().for_each(|(k, d)| add(Prefix::V6(*k), d));
+        v
     }
 
     /// The best paths: (prefix, next hop, peer) for inspection and tests.

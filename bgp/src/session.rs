@@ -1,0 +1,736 @@
+//! The tokio task around one peer: it owns the [`Fsm`], makes and accepts the TCP connection,
+//! runs the timers, writes what the FSM and the RIB hand it, and spawns a reader task per
+//! connection. Once Established, the reader hands decoded UPDATEs straight to the RIB task
+//! (bounded channel: a busy RIB slows the reading, TCP pushes back on the peer).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering as AtOrd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use calyx_proto::message::decode_stream;
+use calyx_proto::pack::UpdatePacker;
+use calyx_proto::{
+    AfiSafi, Asn, Message, MpNextHop, Nlri, NotificationMessage, ParseContext, UpdateMessage,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::{GlobalConfig, PeerConfig};
+use crate::fsm::{self, DownReason, Fsm, FsmConfig, Input, Negotiated, Output, State, Timer};
+use crate::rib::{OutBatch, OutMsg, PeerCounters, PeerId, UpInfo};
+use crate::sockopt;
+use crate::speaker::RibMsg;
+
+/// Status of one peer, written by its task, read by [`crate::Speaker::status`].
+#[derive(Debug, Clone)]
+pub(crate) struct StatusInner {
+    pub state: State,
+    pub since: SystemTime,
+    pub established_at: Option<Instant>,
+    pub last_error: Option<String>,
+    pub capabilities: Vec<String>,
+    pub peer_id: Option<std::net::Ipv4Addr>,
+    pub hold_time: Option<u16>,
+}
+
+/// What a peer task shares with the speaker.
+#[derive(Debug)]
+pub(crate) struct PeerShared {
+    pub status: Mutex<StatusInner>,
+    pub counters: Arc<PeerCounters>,
+}
+
+impl PeerShared {
+    pub fn new(counters: Arc<PeerCounters>) -> Self {
+        PeerShared {
+            status: Mutex::new(StatusInner {
+                state: State::Idle,
+                since: SystemTime::now(),
+                established_at: None,
+                last_error: None,
+                capabilities: Vec::new(),
+                peer_id: None,
+                hold_time: None,
+            }),
+            counters,
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut StatusInner)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
+}
+
+/// Commands to a peer task.
+#[derive(Debug)]
+pub(crate) enum PeerCtl {
+    /// A connection from this peer was accepted.
+    Incoming(TcpStream),
+    /// Close the session with this NOTIFICATION; restart after the delay if any.
+    Stop {
+        notification: Option<NotificationMessage>,
+        restart_after: Option<Duration>,
+    },
+    /// Close the session (with the NOTIFICATION, or silently for a graceful restart) and end.
+    Exit {
+        notification: Option<NotificationMessage>,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// From a reader task to its peer task.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Event {
+    Msg(Message),
+    Decode(NotificationMessage),
+    Closed(String),
+}
+
+struct Conn {
+    writer: OwnedWriteHalf,
+    events: mpsc::Receiver<Event>,
+    reader: JoinHandle<()>,
+    ctx_tx: Option<oneshot::Sender<ParseContext>>,
+    go_tx: Option<oneshot::Sender<u64>>,
+    outgoing: bool,
+    local: Option<SocketAddr>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+pub(crate) struct PeerTask {
+    pub id: PeerId,
+    pub cfg: PeerConfig,
+    pub global: Arc<GlobalConfig>,
+    pub rib: mpsc::Sender<RibMsg>,
+    pub shared: Arc<PeerShared>,
+    pub epoch: Instant,
+}
+
+fn families(cfg: &PeerConfig) -> Vec<AfiSafi> {
+    let mut v = Vec::new();
+    if cfg.ipv4 {
+        v.push(AfiSafi::IPV4_UNICAST);
+    }
+    if cfg.ipv6 {
+        v.push(AfiSafi::IPV6_UNICAST);
+    }
+    v
+}
+
+/// Socket options for a session: MD5, TTL (eBGP single hop = 1, multihop, GTSM).
+fn apply_socket_options(fd: std::os::fd::RawFd, cfg: &PeerConfig, ebgp: bool) -> io::Result<()> {
+    let v6 = cfg.address.is_ipv6();
+    if cfg.ttl_security > 0 {
+        sockopt::set_gtsm(fd, v6, cfg.ttl_security)?;
+    } else if cfg.multihop > 0 {
+        sockopt::set_ttl(fd, v6, cfg.multihop)?;
+    } else if ebgp {
+        sockopt::set_ttl(fd, v6, 1)?;
+    }
+    Ok(())
+}
+
+async fn connect(cfg: PeerConfig, ebgp: bool, timeout: Duration) -> io::Result<TcpStream> {
+    let addr = SocketAddr::new(cfg.address, cfg.port);
+    let sock = if cfg.address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(la) = cfg.local_address {
+        sock.bind(SocketAddr::new(la, 0))?;
+    }
+    if let Some(pw) = &cfg.password {
+        sockopt::set_md5(sock.as_raw_fd(), cfg.address, Some(pw))?;
+    }
+    apply_socket_options(sock.as_raw_fd(), &cfg, ebgp)?;
+    match tokio::time::timeout(timeout, sock.connect(addr)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            if cfg.password.is_some() {
+                "connect timed out (TCP MD5 password mismatch?)"
+            } else {
+                "connect timed out"
+            },
+        )),
+    }
+}
+
+impl PeerTask {
+    fn ebgp(&self) -> bool {
+        self.cfg.remote_as != self.global.local_as
+    }
+
+    fn fsm_config(&self) -> FsmConfig {
+        let gr = (self.cfg.graceful_restart && self.global.graceful_restart_time > 0)
+            .then_some(self.global.graceful_restart_time);
+        FsmConfig {
+            local_as: Asn(self.global.local_as),
+            router_id: self.global.router_id,
+            remote_as: Asn(self.cfg.remote_as),
+            hold_time: self.cfg.hold_time,
+            passive: self.cfg.passive,
+            connect_retry: self.cfg.connect_retry_time(),
+            idle_hold: self.cfg.connect_retry_time(),
+            capabilities: fsm::capabilities(
+                Asn(self.global.local_as),
+                &families(&self.cfg),
+                gr,
+                self.global.restarting,
+            ),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Run until told to exit.
+    pub async fn run(self, mut ctl: mpsc::Receiver<PeerCtl>) {
+        let mut s = Session {
+            fsm: Fsm::new(self.fsm_config()),
+            timers: HashMap::new(),
+            conn: None,
+            secondary: None,
+            connecting: None,
+            out_rx: None,
+            packer: None,
+            generation: 0,
+            up_generation: None,
+            last_rx: Arc::new(AtomicU64::new(0)),
+            negotiated: None,
+            admin_down: false,
+        };
+        let mut queue: Vec<Input> = vec![Input::Start];
+        let mut exit: Option<oneshot::Sender<()>> = None;
+        loop {
+            while !queue.is_empty() {
+                let inputs = std::mem::take(&mut queue);
+                for i in inputs {
+                    let outs = s.fsm.handle(i);
+                    self.apply(&mut s, outs, &mut queue).await;
+                }
+            }
+            if let Some(done) = exit.take() {
+                let _ = done.send(());
+                return;
+            }
+            let next = s.timers.values().min().copied();
+            tokio::select! {
+                c = ctl.recv() => match c {
+                    None => {
+                        queue.push(Input::Stop { notification: None, restart_after: None });
+                        let (tx, _rx) = oneshot::channel();
+                        exit = Some(tx);
+                    }
+                    Some(PeerCtl::Stop { notification, restart_after }) => {
+                        s.admin_down = restart_after.is_none();
+                        queue.push(Input::Stop { notification, restart_after });
+                    }
+                    Some(PeerCtl::Exit { notification, done }) => {
+                        queue.push(Input::Stop { notification, restart_after: None });
+                        exit = Some(done);
+                    }
+                    Some(PeerCtl::Incoming(stream)) => self.incoming(&mut s, stream, &mut queue).await,
+                },
+                r = async { match s.connecting.as_mut() { Some((_, rx)) => rx.await, None => std::future::pending().await } }, if s.connecting.is_some() => {
+                    s.connecting = None;
+                    match r {
+                        Ok(Ok(stream)) => {
+                            s.conn = Some(self.new_conn(stream, true, &s));
+                            queue.push(Input::TcpConnected);
+                        }
+                        Ok(Err(e)) => {
+                            self.shared.update(|st| st.last_error = Some(format!("connect: {e}")));
+                            queue.push(Input::TcpFailed);
+                        }
+                        Err(_) => queue.push(Input::TcpFailed),
+                    }
+                }
+                ev = async { match s.conn.as_mut() { Some(c) => c.events.recv().await, None => std::future::pending().await } }, if s.conn.is_some() => {
+                    match ev {
+                        Some(Event::Msg(m)) => queue.push(Input::Message(m)),
+                        Some(Event::Decode(n)) => queue.push(Input::DecodeError(n)),
+                        Some(Event::Closed(why)) => {
+                            tracing::debug!(peer = %self.cfg.address, "connection closed: {why}");
+                            queue.push(Input::TcpClosed);
+                        }
+                        None => queue.push(Input::TcpClosed),
+                    }
+                }
+                o = async { match s.out_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } }, if s.out_rx.is_some() => {
+                    match o {
+                        Some(msg) => {
+                            if let Err(e) = self.write_out(&mut s, msg).await {
+                                tracing::debug!(peer = %self.cfg.address, "write failed: {e}");
+                                queue.push(Input::TcpClosed);
+                            }
+                        }
+                        None => s.out_rx = None,
+                    }
+                }
+                _ = async { match next { Some(t) => tokio::time::sleep_until(t.into()).await, None => std::future::pending().await } }, if next.is_some() => {
+                    let now = Instant::now();
+                    let due: Vec<Timer> = s.timers.iter().filter(|(_, t)| **t <= now).map(|(k, _)| *k).collect();
+                    for t in due {
+                        s.timers.remove(&t);
+                        if t == Timer::Hold {
+                            // Messages the reader handled itself count as received.
+                            if let Some(n) = s.negotiated.as_ref().filter(|n| n.hold_time > 0) {
+                                let hold = u64::from(n.hold_time) * 1000;
+                                let idle = self.now_ms().saturating_sub(s.last_rx.load(AtOrd::Relaxed));
+                                if idle < hold {
+                                    s.timers.insert(Timer::Hold, now + Duration::from_millis(hold - idle));
+                                    continue;
+                                }
+                            }
+                        }
+                        queue.push(Input::TimerFired(t));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn incoming(&self, s: &mut Session, stream: TcpStream, queue: &mut Vec<Input>) {
+        if let Err(e) = apply_socket_options(stream.as_raw_fd(), &self.cfg, self.ebgp()) {
+            tracing::debug!("socket options: {e}");
+        }
+        match s.fsm.state() {
+            State::Idle if s.admin_down => {}
+            State::Idle | State::Connect | State::Active => {
+                s.connecting = None;
+                s.conn = Some(self.new_conn(stream, false, s));
+                queue.push(Input::TcpAccepted);
+            }
+            State::OpenSent => {
+                if s.secondary.is_none() {
+                    s.secondary = Some(stream);
+                }
+            }
+            State::OpenConfirm => {
+                s.secondary = Some(stream);
+                self.resolve(s, queue).await;
+            }
+            State::Established => {
+                if s.negotiated
+                    .as_ref()
+                    .is_some_and(|n| n.peer_graceful_restart.is_some())
+                {
+                    // RFC 4724 §4.2: a new connection while Established means the peer
+                    // restarted; its routes are kept as stale.
+                    s.secondary = Some(stream);
+                    queue.push(Input::TcpClosed);
+                } else {
+                    reject(stream).await;
+                }
+            }
+        }
+    }
+
+    /// Collision resolution once the peer's BGP identifier is known (RFC 4271 §6.8).
+    async fn resolve(&self, s: &mut Session, queue: &mut Vec<Input>) {
+        let Some(second) = s.secondary.take() else {
+            return;
+        };
+        let Some(peer_id) = s.fsm.negotiated().map(|n| n.peer_id) else {
+            s.secondary = Some(second);
+            return;
+        };
+        let ours_outgoing = s.conn.as_ref().is_some_and(|c| c.outgoing);
+        let keep_current = if ours_outgoing {
+            fsm::resolve_collision(self.global.router_id, peer_id)
+        } else {
+            true
+        };
+        if keep_current {
+            reject(second).await;
+        } else {
+            s.secondary = Some(second);
+            queue.push(Input::DecodeError(fsm::collision_notification()));
+        }
+    }
+
+    fn new_conn(&self, stream: TcpStream, outgoing: bool, s: &Session) -> Conn {
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
+        let (rd, writer) = stream.into_split();
+        let (ev_tx, events) = mpsc::channel(64);
+        let (ctx_tx, ctx_rx) = oneshot::channel();
+        let (go_tx, go_rx) = oneshot::channel();
+        let reader = tokio::spawn(reader(
+            rd,
+            ev_tx,
+            ctx_rx,
+            go_rx,
+            self.rib.clone(),
+            self.id,
+            s.last_rx.clone(),
+            self.epoch,
+        ));
+        Conn {
+            writer,
+            events,
+            reader,
+            ctx_tx: Some(ctx_tx),
+            go_tx: Some(go_tx),
+            outgoing,
+            local,
+        }
+    }
+
+    async fn apply(&self, s: &mut Session, outs: Vec<Output>, queue: &mut Vec<Input>) {
+        for o in outs {
+            match o {
+                Output::Connect => {
+                    let cfg = self.cfg.clone();
+                    let ebgp = self.ebgp();
+                    let timeout = self.cfg.connect_retry_time();
+                    let (tx, rx) = oneshot::channel();
+                    let h = tokio::spawn(async move {
+                        let _ = tx.send(connect(cfg, ebgp, timeout).await);
+                    });
+                    s.connecting = Some((AbortOnDrop(h), rx));
+                }
+                Output::Send(m) => {
+                    let ctx = s.fsm.negotiated().map(|n| n.context()).unwrap_or_default();
+                    if let Some(c) = s.conn.as_mut() {
+                        let mut b = BytesMut::new();
+                        if m.encode(&ctx, &mut b).is_ok() {
+                            let r = tokio::time::timeout(
+                                Duration::from_secs(10),
+                                c.writer.write_all(&b),
+                            )
+                            .await;
+                            if !matches!(r, Ok(Ok(()))) && !matches!(m, Message::Notification(_)) {
+                                queue.push(Input::TcpClosed);
+                            }
+                        }
+                    }
+                }
+                Output::ArmTimer(t, d) => {
+                    s.timers.insert(t, Instant::now() + d);
+                }
+                Output::StopTimer(t) => {
+                    s.timers.remove(&t);
+                }
+                Output::Close => {
+                    if let Some(mut c) = s.conn.take() {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(1), c.writer.shutdown()).await;
+                    }
+                    s.connecting = None;
+                    s.out_rx = None;
+                    s.packer = None;
+                    // A connection waiting on a collision takes over.
+                    if let Some(second) = s.secondary.take() {
+                        if !s.admin_down {
+                            s.conn = Some(self.new_conn(second, false, s));
+                            queue.push(Input::TcpAccepted);
+                        }
+                    }
+                }
+                Output::StateChanged(st) => {
+                    self.shared.update(|x| {
+                        x.state = st;
+                        x.since = SystemTime::now();
+                    });
+                    if st == State::OpenConfirm {
+                        if let (Some(c), Some(n)) = (s.conn.as_mut(), s.fsm.negotiated()) {
+                            if let Some(tx) = c.ctx_tx.take() {
+                                let _ = tx.send(n.context());
+                            }
+                        }
+                        s.last_rx.store(self.now_ms(), AtOrd::Relaxed);
+                        if s.secondary.is_some() {
+                            self.resolve(s, queue).await;
+                        }
+                    }
+                }
+                Output::Established(neg) => self.established(s, *neg).await,
+                Output::Down(reason) => self.down(s, reason).await,
+            }
+        }
+        let err = s.fsm.last_error().map(|e| e.to_string());
+        if let Some(e) = err {
+            self.shared.update(|x| x.last_error = Some(e));
+        }
+    }
+
+    async fn established(&self, s: &mut Session, neg: Negotiated) {
+        s.generation += 1;
+        let generation = s.generation;
+        let (tx, rx) = mpsc::channel(8);
+        let local_addr = s
+            .conn
+            .as_ref()
+            .and_then(|c| c.local)
+            .map(|a| a.ip())
+            .or(self.cfg.local_address)
+            .unwrap_or(IpAddr::V4(self.global.router_id));
+        let local_addr = match local_addr {
+            IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(a)),
+            a => a,
+        };
+        let info = UpInfo {
+            router_id: neg.peer_id,
+            local_addr,
+            families: neg.families.clone(),
+            tx,
+            peer_restarting: neg.peer_graceful_restart.is_some(),
+            send_eor: true,
+        };
+        self.shared.update(|x| {
+            x.established_at = Some(Instant::now());
+            x.capabilities = neg.capability_names();
+            x.peer_id = Some(neg.peer_id);
+            x.hold_time = Some(neg.hold_time);
+            x.last_error = None;
+        });
+        let _ = self
+            .rib
+            .send(RibMsg::Up {
+                id: self.id,
+                generation,
+                info,
+            })
+            .await;
+        s.packer = Some(UpdatePacker::new(neg.context()));
+        s.out_rx = Some(rx);
+        s.up_generation = Some(generation);
+        if let Some(c) = s.conn.as_mut() {
+            if let Some(go) = c.go_tx.take() {
+                let _ = go.send(generation);
+            }
+        }
+        s.negotiated = Some(neg);
+    }
+
+    async fn down(&self, s: &mut Session, reason: DownReason) {
+        let keep = s
+            .negotiated
+            .as_ref()
+            .and_then(|n| n.peer_graceful_restart.as_ref())
+            .filter(|g| reason.keeps_routes() && g.restart_time > 0 && !g.families.is_empty())
+            .map(|g| Duration::from_secs(u64::from(g.restart_time)));
+        self.shared.update(|x| x.established_at = None);
+        if let Some(generation) = s.up_generation.take() {
+            let _ = self
+                .rib
+                .send(RibMsg::Down {
+                    id: self.id,
+                    generation,
+                    keep_stale: keep,
+                })
+                .await;
+        }
+        s.negotiated = None;
+    }
+
+    async fn write_out(&self, s: &mut Session, msg: OutMsg) -> io::Result<()> {
+        let (Some(c), Some(packer)) = (s.conn.as_mut(), s.packer.as_mut()) else {
+            return Ok(());
+        };
+        let mut b = BytesMut::with_capacity(64 * 1024);
+        match msg {
+            OutMsg::EndOfRib(f) => {
+                let _ = UpdateMessage::end_of_rib(f).encode(packer.context(), &mut b);
+            }
+            OutMsg::Routes(batch) => encode_batch(packer, batch, &mut b),
+        }
+        c.writer.write_all(&b).await
+    }
+}
+
+/// Encode one batch: withdrawals first, then announcements packed per attribute set.
+pub(crate) fn encode_batch(packer: &mut UpdatePacker, batch: OutBatch, b: &mut BytesMut) {
+    if !batch.withdraw_v4.is_empty() {
+        let w: Vec<Nlri<_>> = batch.withdraw_v4.into_iter().map(Nlri::new).collect();
+        let _ = packer.withdraw_ipv4(&w, b);
+    }
+    if !batch.withdraw_v6.is_empty() {
+        let w: Vec<Nlri<_>> = batch.withdraw_v6.into_iter().map(Nlri::new).collect();
+        let _ = packer.withdraw_mp(&w, b);
+    }
+    for (a, ps) in batch.v4 {
+        let n: Vec<Nlri<_>> = ps.into_iter().map(Nlri::new).collect();
+        let mut attrs = a.attrs.clone();
+        match a.next_hop {
+            IpAddr::V4(nh) => {
+                attrs.next_hop = Some(nh);
+                let _ = packer.announce_ipv4(&attrs, &n, b);
+            }
+            IpAddr::V6(global) => {
+                let nh = MpNextHop::V6 {
+                    global,
+                    link_local: a.link_local,
+                };
+                let _ = packer.announce_mp(&attrs, &nh, &n, b);
+            }
+        }
+    }
+    for (a, ps) in batch.v6 {
+        let n: Vec<Nlri<_>> = ps.into_iter().map(Nlri::new).collect();
+        let nh = match a.next_hop {
+            IpAddr::V6(global) => MpNextHop::V6 {
+                global,
+                link_local: a.link_local,
+            },
+            IpAddr::V4(v4) => MpNextHop::V6 {
+                global: v4.to_ipv6_mapped(),
+                link_local: None,
+            },
+        };
+        let _ = packer.announce_mp(&a.attrs, &nh, &n, b);
+    }
+}
+
+async fn reject(mut stream: TcpStream) {
+    let mut b = BytesMut::new();
+    fsm::collision_notification().encode(&mut b);
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&b)).await;
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct Session {
+    fsm: Fsm,
+    timers: HashMap<Timer, Instant>,
+    conn: Option<Conn>,
+    secondary: Option<TcpStream>,
+    connecting: Option<(AbortOnDrop, oneshot::Receiver<io::Result<TcpStream>>)>,
+    out_rx: Option<mpsc::Receiver<OutMsg>>,
+    packer: Option<UpdatePacker>,
+    generation: u64,
+    up_generation: Option<u64>,
+    last_rx: Arc<AtomicU64>,
+    negotiated: Option<Negotiated>,
+    admin_down: bool,
+}
+
+/// Reads one connection: frames and decodes messages. Before Established every message goes
+/// to the peer task; after, UPDATEs and ROUTE-REFRESHes go straight to the RIB task.
+#[allow(clippy::too_many_arguments)]
+async fn reader(
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    ev: mpsc::Sender<Event>,
+    ctx_rx: oneshot::Receiver<ParseContext>,
+    go_rx: oneshot::Receiver<u64>,
+    rib: mpsc::Sender<RibMsg>,
+    id: PeerId,
+    last_rx: Arc<AtomicU64>,
+    epoch: Instant,
+) {
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    let mut ctx = ParseContext::new();
+    let mut ctx_rx = Some(ctx_rx);
+    let mut go_rx = Some(go_rx);
+    let mut generation: Option<u64> = None;
+    loop {
+        // Decode every complete message in the buffer.
+        loop {
+            let res = decode_stream(&buf, &ctx);
+            match res {
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = ev.send(Event::Decode(e.notification)).await;
+                    return;
+                }
+                Ok(Some((msg, len))) => {
+                    let _ = buf.split_to(len);
+                    last_rx.store(epoch.elapsed().as_millis() as u64, AtOrd::Relaxed);
+                    match (generation, msg) {
+                        (Some(g), Message::Update(mut u)) => {
+                            if !ctx.four_octet_as {
+                                u.attributes.merge_as4();
+                            }
+                            if rib
+                                .send(RibMsg::Update {
+                                    id,
+                                    generation: g,
+                                    update: u,
+                                })
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        (Some(g), Message::RouteRefresh(r)) => {
+                            let _ = rib
+                                .send(RibMsg::Refresh {
+                                    id,
+                                    generation: g,
+                                    family: r.family,
+                                })
+                                .await;
+                        }
+                        (Some(_), Message::Keepalive) => {}
+                        (_, msg) => {
+                            let is_open = matches!(msg, Message::Open(_));
+                            let is_ka = matches!(msg, Message::Keepalive);
+                            if ev.send(Event::Msg(msg)).await.is_err() {
+                                return;
+                            }
+                            if is_open {
+                                // Wait for the FSM to accept the OPEN and negotiate.
+                                if let Some(rx) = ctx_rx.take() {
+                                    match rx.await {
+                                        Ok(c) => ctx = c,
+                                        Err(_) => return,
+                                    }
+                                }
+                            } else if is_ka && ctx_rx.is_none() && generation.is_none() {
+                                // KEEPALIVE in OpenConfirm: wait until the RIB knows the
+                                // session is up before handing it UPDATEs.
+                                if let Some(rx) = go_rx.take() {
+                                    match rx.await {
+                                        Ok(g) => generation = Some(g),
+                                        Err(_) => return,
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 65536 {
+            buf.reserve(256 * 1024);
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => {
+                let _ = ev.send(Event::Closed("end of stream".into())).await;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = ev.send(Event::Closed(e.to_string())).await;
+                return;
+            }
+        }
+    }
+}
