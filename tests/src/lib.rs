@@ -3,6 +3,7 @@
 //! printed reason when a binary or kernel feature is missing. Every fixture cleans up after
 //! itself in `Drop`, also when the test fails.
 
+pub mod cluster;
 pub mod etcd;
 pub mod netns;
 
