@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod etcd;
 pub mod netns;
+pub mod bgp_daemons;
 
 use std::net::TcpListener;
 use std::path::Path;
