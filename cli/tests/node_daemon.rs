@@ -317,3 +317,75 @@ fn bad_configuration_is_one_line_and_writes_nothing() {
         before
     );
 }
+
+#[test]
+fn three_daemons_in_bgp_mode_form_a_full_mesh_and_route_blocks() {
+    let t = tag("d");
+    let Some(underlay) = Underlay::new(
+        "three_daemons_in_bgp_mode_form_a_full_mesh_and_route_blocks",
+        &t,
+        "10.71.4",
+    ) else {
+        return;
+    };
+    let nodes = [
+        underlay.add_node(1),
+        underlay.add_node(2),
+        underlay.add_node(3),
+    ];
+    let env = [
+        ("CALICO_NETWORKING_BACKEND", "bird"),
+        ("CALICO_IPV4POOL_CIDR", "10.246.0.0/16"),
+    ];
+    let daemons: Vec<Daemon> = nodes
+        .iter()
+        .map(|n| Daemon::start(&underlay, n, &env))
+        .collect();
+    let logs = || {
+        daemons
+            .iter()
+            .map(Daemon::log)
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+
+    // Every node learns the two other blocks over BGP and routes them via their owner.
+    let routed = |n: &NodeNs| {
+        let routes = kernel_routes(n);
+        nodes.iter().filter(|o| o.ip != n.ip).all(|o| {
+            routes
+                .lines()
+                .any(|l| l.starts_with("10.246.") && l.contains(&format!("via {} dev eth0", o.ip)))
+        })
+    };
+    let ok = wait_until(Duration::from_secs(60), || nodes.iter().all(routed));
+    assert!(
+        ok,
+        "routes:\n{}\n{}\n{}\nlogs:\n{}",
+        kernel_routes(&nodes[0]),
+        kernel_routes(&nodes[1]),
+        kernel_routes(&nodes[2]),
+        logs()
+    );
+
+    // calyx node status shows two Established mesh peers.
+    let out = calyx_in(&nodes[0], &["node", "status"]);
+    let text = stdout(&out);
+    assert!(text.contains("IPv4 BGP status"), "{text}");
+    for other in &nodes[1..] {
+        let row = text
+            .lines()
+            .find(|l| l.contains(&other.ip))
+            .unwrap_or_default();
+        assert!(
+            row.contains("node-to-node mesh") && row.contains("up") && row.contains("Established"),
+            "{text}"
+        );
+    }
+    let (code, metrics) = http_get(&nodes[0], "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("calyx_bgp_sessions{state=\"Established\"} 2"),
+        "{metrics}"
+    );
+}

@@ -672,9 +672,8 @@ pub fn interface_addresses(v6: bool) -> io::Result<Vec<InterfaceAddress>> {
     let mut links: HashMap<u32, Option<LinkState>> = HashMap::new();
     let mut out = Vec::new();
     for (index, address) in addresses(&mut nl, None, v6)? {
-        if !links.contains_key(&index) {
-            let link = get_link_by_index(&mut nl, index)?;
-            links.insert(index, link);
+        if let std::collections::hash_map::Entry::Vacant(slot) = links.entry(index) {
+            slot.insert(get_link_by_index(&mut nl, index)?);
         }
         if let Some(Some(link)) = links.get(&index) {
             out.push(InterfaceAddress {

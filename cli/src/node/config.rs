@@ -314,8 +314,12 @@ pub fn parse_method(variable: &'static str, value: &str) -> Result<AutodetectMet
             return Err(bad(variable, value, "needs at least one interface regex"));
         }
         for r in &items {
-            regex::Regex::new(r)
-                .map_err(|e| bad(variable, value, format!("bad regex {r:?}: {e}")))?;
+            regex::Regex::new(r).map_err(|e| {
+                // The regex crate explains over several lines; its last one says what is wrong.
+                let text = e.to_string();
+                let why = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+                bad(variable, value, format!("bad regex {r:?}: {}", why.trim()))
+            })?;
         }
         Ok(items)
     };

@@ -8,6 +8,7 @@
 //! handed to the reconciler; the health endpoint serves the status.
 
 mod autodetect;
+mod bgp;
 mod cluster;
 pub mod config;
 mod dataplane;
@@ -160,20 +161,33 @@ async fn main_loop<S: Store + Clone>(
     let listing = store.list(WATCH_PREFIX).await?;
     let mut state = ClusterState::from_kvs(&listing.kvs, listing.revision);
     let mut watch = store.watch(WATCH_PREFIX, listing.revision + 1).await?;
-    let bgp_routes = BgpRoutes::new();
+    let mut bgp_routes = BgpRoutes::new();
+    let mut bgp = (config.backend == Backend::Bgp).then(|| {
+        bgp::Bgp::new(
+            CancellationToken::new(),
+            restarted_recently(config),
+            config.graceful_restart,
+        )
+    });
     let mut dirty = true;
     let mut pools_changed = true;
     let mut tick = tokio::time::interval(DEBOUNCE);
     let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
     update_status(status, |s| s.datastore_synced = true);
-    loop {
+    let result = loop {
         tokio::select! {
-            _ = terminate.recv() => return Ok(()),
-            _ = interrupt.recv() => return Ok(()),
+            _ = terminate.recv() => break Ok(()),
+            _ = interrupt.recv() => break Ok(()),
+            change = next_route(&mut bgp) => {
+                if let Some(change) = change {
+                    bgp::apply_route(&mut bgp_routes, change);
+                    dirty = true;
+                }
+            }
             event = watch.next() => {
                 let Some(event) = event else {
-                    anyhow::bail!("the datastore watch ended");
+                    break Err(anyhow::anyhow!("the datastore watch ended"));
                 };
                 let pools_before = state.pools.clone();
                 state.apply(&event);
@@ -189,6 +203,11 @@ async fn main_loop<S: Store + Clone>(
                     }
                 }
                 if dirty {
+                    if let Some(bgp) = bgp.as_mut() {
+                        if let Some(plan) = bgp::plan(&state, &config.nodename, config.router_id) {
+                            bgp.apply(plan).await;
+                        }
+                    }
                     if let Some(rec) = reconciler {
                         rec.set_desired(dataplane::desired_state(
                             &state, &config.nodename, config.backend, &bgp_routes,
@@ -197,9 +216,56 @@ async fn main_loop<S: Store + Clone>(
                     dirty = false;
                 }
                 refresh_status(status, &state, &config.nodename, reconciler);
+                if let Some(bgp) = &bgp {
+                    let peers = bgp.peer_status();
+                    update_status(status, |s| {
+                        s.peers = peers;
+                        s.ready = s.datastore_synced && bgp_ready(s);
+                    });
+                }
             }
         }
+    };
+    if let Some(bgp) = bgp {
+        if config.graceful_restart {
+            mark_graceful_stop(config);
+        }
+        bgp.shutdown().await;
     }
+    result
+}
+
+/// The next BGP best-route change; never resolves without BGP.
+async fn next_route(bgp: &mut Option<bgp::Bgp>) -> Option<calyx_bgp::BestRouteChange> {
+    match bgp {
+        Some(b) => b.next_route().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long after a graceful stop a start counts as a graceful restart (the restart time
+/// this speaker advertises).
+const GRACEFUL_RESTART_WINDOW: Duration = Duration::from_secs(120);
+
+fn restart_marker(config: &NodeConfig) -> std::path::PathBuf {
+    config.state_dir.join("graceful-stop")
+}
+
+/// Records when we stopped gracefully, so that the next start sets the GR restart bit.
+fn mark_graceful_stop(config: &NodeConfig) {
+    if let Err(e) = std::fs::write(restart_marker(config), unix_now().to_string()) {
+        warn!(error = %e, "cannot record the graceful stop");
+    }
+}
+
+/// True when the previous run stopped gracefully within the restart window.
+fn restarted_recently(config: &NodeConfig) -> bool {
+    let path = restart_marker(config);
+    let stopped: Option<u64> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let _ = std::fs::remove_file(&path);
+    stopped.is_some_and(|t| unix_now().saturating_sub(t) < GRACEFUL_RESTART_WINDOW.as_secs())
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal> {
