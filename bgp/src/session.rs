@@ -217,6 +217,7 @@ impl PeerTask {
             last_rx: Arc::new(AtomicU64::new(0)),
             negotiated: None,
             admin_down: false,
+            connect_error: None,
         };
         let mut queue: Vec<Input> = vec![Input::Start];
         let mut exit: Option<oneshot::Sender<()>> = None;
@@ -254,11 +255,12 @@ impl PeerTask {
                     s.connecting = None;
                     match r {
                         Ok(Ok(stream)) => {
+                            s.connect_error = None;
                             s.conn = Some(self.new_conn(stream, true, &s));
                             queue.push(Input::TcpConnected);
                         }
                         Ok(Err(e)) => {
-                            self.shared.update(|st| st.last_error = Some(format!("connect: {e}")));
+                            s.connect_error = Some(format!("connect: {e}"));
                             queue.push(Input::TcpFailed);
                         }
                         Err(_) => queue.push(Input::TcpFailed),
@@ -301,6 +303,13 @@ impl PeerTask {
                                     continue;
                                 }
                             }
+                        }
+                        if t == Timer::ConnectRetry && s.connecting.is_some() {
+                            s.connect_error = Some(if self.cfg.password.is_some() {
+                                "connect: timed out (TCP MD5 password mismatch?)".to_string()
+                            } else {
+                                "connect: timed out".to_string()
+                            });
                         }
                         queue.push(Input::TimerFired(t));
                     }
@@ -468,7 +477,14 @@ impl PeerTask {
                 Output::Down(reason) => self.down(s, reason).await,
             }
         }
-        let err = s.fsm.last_error().map(|e| e.to_string());
+        let err = match (s.fsm.last_error(), &s.connect_error) {
+            (None | Some(DownReason::ConnectionClosed), Some(c))
+                if matches!(s.fsm.state(), State::Connect | State::Active) =>
+            {
+                Some(c.clone())
+            }
+            (e, _) => e.map(|e| e.to_string()),
+        };
         if let Some(e) = err {
             self.shared.update(|x| x.last_error = Some(e));
         }
@@ -629,6 +645,7 @@ struct Session {
     last_rx: Arc<AtomicU64>,
     negotiated: Option<Negotiated>,
     admin_down: bool,
+    connect_error: Option<String>,
 }
 
 /// Reads one connection: frames and decodes messages. Before Established every message goes

@@ -336,7 +336,7 @@ fn calyx_route_reflector_with_bird_and_gobgp_clients() {
     );
     let bird = Daemon::bird(
         lan.node(2),
-        &bird_conf(2, &["10.2.0.0/26"], &bird_ibgp("rr", 2, &Lan::ip4(1), "")),
+        &bird_conf(2, &["10.2.0.0/26"], &bird_ibgp("refl", 2, &Lan::ip4(1), "")),
     );
     let api = calyx_tests::free_port();
     let gob = Daemon::gobgp(

@@ -189,7 +189,7 @@ impl Daemon {
     /// Whether `prefix` is among [`Daemon::routes`].
     pub fn has_route(&self, prefix: &str) -> bool {
         let r = self.routes();
-        r.lines().any(|l| l.split_whitespace().any(|w| w == prefix || w.trim_start_matches("*>") == prefix))
+        r.lines().any(|l| l.split_whitespace().any(|w| w == prefix || w.trim_start_matches(|c: char| "*>=is".contains(c)) == prefix))
     }
 
     /// Run `birdc` against this BIRD.
