@@ -260,8 +260,7 @@ impl Daemon {
     /// Give up the work directory (to restart in it); the process is killed.
     pub fn into_dir(mut self) -> tempfile::TempDir {
         self.kill();
-        let dir = std::mem::replace(&mut self.dir, workdir());
-        dir
+        std::mem::replace(&mut self.dir, workdir())
     }
 
     /// Path of the work directory.
