@@ -21,6 +21,7 @@ check iproute2 ip
 check iputils-ping ping
 check tcpdump tcpdump
 check python3 python3
+check util-linux nsenter
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "==> installing ${need_pkgs[*]}"
     if [ "$(id -u)" -ne 0 ]; then
@@ -43,6 +44,9 @@ cargo fmt --all -- --check
 
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "==> cargo build (every binary: the end-to-end tests run calyx, calyx-cni, calyx-ipam)"
+cargo build --workspace --bins --quiet
 
 echo "==> cargo test"
 cargo test --workspace "$@"

@@ -27,11 +27,39 @@ impl Lan {
         for i in 1..=n {
             let ns = Netns::new(&format!("{base}-{i}"));
             let port = format!("v{i}");
-            ns.exec(&["ip", "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns", hub.name()]);
+            ns.exec(&[
+                "ip",
+                "link",
+                "add",
+                "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                hub.name(),
+            ]);
             hub.exec(&["ip", "link", "set", &port, "master", "br0"]);
             hub.exec(&["ip", "link", "set", &port, "up"]);
-            ns.exec(&["ip", "addr", "add", &format!("10.77.0.{i}/24"), "dev", "eth0"]);
-            ns.exec(&["ip", "-6", "addr", "add", &format!("fd00:77::{i}/64"), "dev", "eth0", "nodad"]);
+            ns.exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("10.77.0.{i}/24"),
+                "dev",
+                "eth0",
+            ]);
+            ns.exec(&[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("fd00:77::{i}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
             ns.exec(&["ip", "link", "set", "eth0", "up"]);
             nodes.push(ns);
         }
@@ -83,7 +111,10 @@ enum Kind {
 }
 
 fn workdir() -> tempfile::TempDir {
-    let d = tempfile::Builder::new().prefix("cxb-").tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let d = tempfile::Builder::new()
+        .prefix("cxb-")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("tempdir: {e}"));
     // FRR drops privileges to frr:frr; BIRD and GoBGP run as root.
     let _ = Command::new("chmod").arg("777").arg(d.path()).output();
     d
@@ -110,8 +141,19 @@ impl Daemon {
         std::fs::write(&c, conf).unwrap_or_else(|e| panic!("{e}"));
         let ctl = dir.path().join("bird.ctl");
         let pid = dir.path().join("bird.pid");
-        let child = spawn(ns, &["bird", "-f", "-c", &s(&c), "-s", &s(&ctl), "-P", &s(&pid)], dir.path(), false);
-        Daemon { child: Some(child), stdin: None, dir, ns: ns.name().into(), kind: Kind::Bird }
+        let child = spawn(
+            ns,
+            &["bird", "-f", "-c", &s(&c), "-s", &s(&ctl), "-P", &s(&pid)],
+            dir.path(),
+            false,
+        );
+        Daemon {
+            child: Some(child),
+            stdin: None,
+            dir,
+            ns: ns.name().into(),
+            kind: Kind::Bird,
+        }
     }
 
     /// FRR `bgpd -Z` with this configuration.
@@ -124,11 +166,28 @@ impl Daemon {
         let d = s(dir.path());
         let child = spawn(
             ns,
-            &["/usr/lib/frr/bgpd", "--vty_socket", &d, "-P", "0", "-Z", "-f", &s(&c), "-i", &s(&pid)],
+            &[
+                "/usr/lib/frr/bgpd",
+                "--vty_socket",
+                &d,
+                "-P",
+                "0",
+                "-Z",
+                "-f",
+                &s(&c),
+                "-i",
+                &s(&pid),
+            ],
             dir.path(),
             false,
         );
-        Daemon { child: Some(child), stdin: None, dir, ns: ns.name().into(), kind: Kind::Frr }
+        Daemon {
+            child: Some(child),
+            stdin: None,
+            dir,
+            ns: ns.name().into(),
+            kind: Kind::Frr,
+        }
     }
 
     /// GoBGP with this TOML configuration; its API listens on 127.0.0.1:`api_port` in `ns`.
@@ -137,8 +196,28 @@ impl Daemon {
         let c = dir.path().join("gobgp.toml");
         std::fs::write(&c, conf).unwrap_or_else(|e| panic!("{e}"));
         let api = format!("127.0.0.1:{api_port}");
-        let child = spawn(ns, &["gobgpd", "-f", &s(&c), "-t", "toml", "--api-hosts", &api, "--pprof-disable"], dir.path(), false);
-        Daemon { child: Some(child), stdin: None, dir, ns: ns.name().into(), kind: Kind::Gobgp(api_port) }
+        let child = spawn(
+            ns,
+            &[
+                "gobgpd",
+                "-f",
+                &s(&c),
+                "-t",
+                "toml",
+                "--api-hosts",
+                &api,
+                "--pprof-disable",
+            ],
+            dir.path(),
+            false,
+        );
+        Daemon {
+            child: Some(child),
+            stdin: None,
+            dir,
+            ns: ns.name().into(),
+            kind: Kind::Gobgp(api_port),
+        }
     }
 
     /// `calyx-bgpd` (path `bin`) with this JSON configuration; the status and routes files are
@@ -159,7 +238,13 @@ impl Daemon {
         let _ = std::fs::remove_file(dir.path().join("routes.txt"));
         let mut child = spawn(ns, &[&s(bin), &s(&c)], dir.path(), true);
         let stdin = child.stdin.take();
-        Daemon { child: Some(child), stdin, dir, ns: ns.name().into(), kind: Kind::Calyx }
+        Daemon {
+            child: Some(child),
+            stdin,
+            dir,
+            ns: ns.name().into(),
+            kind: Kind::Calyx,
+        }
     }
 
     /// Send a command line to `calyx-bgpd`.
@@ -179,17 +264,26 @@ impl Daemon {
     /// The routes this daemon has selected, one line per prefix starting with the prefix.
     pub fn routes(&self) -> String {
         match self.kind {
-            Kind::Calyx => std::fs::read_to_string(self.dir.path().join("routes.txt")).unwrap_or_default(),
+            Kind::Calyx => {
+                std::fs::read_to_string(self.dir.path().join("routes.txt")).unwrap_or_default()
+            }
             Kind::Bird => self.birdc(&["show", "route", "all"]),
             Kind::Frr => self.vtysh("show bgp ipv4 unicast") + &self.vtysh("show bgp ipv6 unicast"),
-            Kind::Gobgp(_) => self.gobgp_cli(&["global", "rib", "-a", "ipv4"]) + &self.gobgp_cli(&["global", "rib", "-a", "ipv6"]),
+            Kind::Gobgp(_) => {
+                self.gobgp_cli(&["global", "rib", "-a", "ipv4"])
+                    + &self.gobgp_cli(&["global", "rib", "-a", "ipv6"])
+            }
         }
     }
 
     /// Whether `prefix` is among [`Daemon::routes`].
     pub fn has_route(&self, prefix: &str) -> bool {
         let r = self.routes();
-        r.lines().any(|l| l.split_whitespace().any(|w| w == prefix || w.trim_start_matches(|c: char| "*>=is".contains(c)) == prefix))
+        r.lines().any(|l| {
+            l.split_whitespace().any(|w| {
+                w == prefix || w.trim_start_matches(|c: char| "*>=is".contains(c)) == prefix
+            })
+        })
     }
 
     /// Run `birdc` against this BIRD.
@@ -208,7 +302,9 @@ impl Daemon {
 
     /// Run the `gobgp` client against this GoBGP.
     pub fn gobgp_cli(&self, args: &[&str]) -> String {
-        let Kind::Gobgp(port) = self.kind else { return String::new() };
+        let Kind::Gobgp(port) = self.kind else {
+            return String::new();
+        };
         let p = port.to_string();
         let mut a = vec!["gobgp", "-u", "127.0.0.1", "-p", &p];
         a.extend_from_slice(args);
@@ -249,7 +345,9 @@ impl Daemon {
     /// Wait for the process to exit by itself (after a `stop`/`restart` command).
     pub fn wait_exit(&mut self, limit: Duration) -> bool {
         self.stdin = None;
-        let Some(c) = self.child.as_mut() else { return true };
+        let Some(c) = self.child.as_mut() else {
+            return true;
+        };
         let ok = crate::wait_until(limit, || matches!(c.try_wait(), Ok(Some(_))));
         if ok {
             self.child = None;
@@ -280,9 +378,14 @@ fn s(p: &Path) -> String {
 }
 
 fn out(ns: &str, argv: &[&str]) -> String {
-    let o = Command::new("ip").args(["netns", "exec", ns]).args(argv).output();
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(argv)
+        .output();
     match o {
-        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        Ok(o) => {
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+        }
         Err(e) => format!("cannot run {argv:?}: {e}"),
     }
 }

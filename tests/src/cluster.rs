@@ -65,6 +65,16 @@ impl Underlay {
         let ip = format!("{}.{}", self.prefix, 10 + u32::from(index));
         ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
         ns.exec(&["ip", "link", "set", "eth0", "up"]);
+        // Real nodes have a default route; proxy ARP for the pods' 169.254.1.1 gateway relies
+        // on the host having a route to it through another interface.
+        ns.exec(&[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("{}.1", self.prefix),
+        ]);
         NodeNs {
             ns,
             name: format!("node{index}"),
@@ -182,5 +192,117 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A pod: a network namespace wired by `calyx-cni` inside a node's namespace, exactly as a
+/// container runtime calls it (environment, network configuration on stdin, `CNI_PATH`).
+/// `Drop` calls CNI DEL and removes the namespace.
+pub struct Pod {
+    /// The pod's network namespace.
+    pub ns: Netns,
+    /// The pod's address.
+    pub ip: String,
+    node_ns: String,
+    container_id: String,
+    conf: String,
+}
+
+/// The network configuration a runtime hands the plugin for `node`.
+pub fn cni_conf(underlay: &Underlay, node: &NodeNs) -> String {
+    format!(
+        r#"{{"cniVersion":"1.0.0","name":"k8s-pod-network","type":"calyx","nodename":"{}","etcd_endpoints":"{}","mtu":1400,"ipam":{{"type":"calyx-ipam"}}}}"#,
+        node.name,
+        underlay.etcd_endpoint()
+    )
+}
+
+/// Runs `calyx-cni` in `node_ns` with `command` for container `id` in pod namespace `pod_ns`.
+pub fn run_cni(
+    node_ns: &str,
+    command: &str,
+    id: &str,
+    pod_ns: &str,
+    conf: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    let bin_dir = crate::workspace_binary("calyx-cni")
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", node_ns])
+        .arg(crate::workspace_binary("calyx-cni"))
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", format!("/var/run/netns/{pod_ns}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", bin_dir)
+        .env(
+            "CNI_ARGS",
+            format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod_ns}"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run calyx-cni: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(conf.as_bytes());
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("calyx-cni: {e}"))
+}
+
+impl Pod {
+    /// Creates pod `name` (a namespace name, unique) on `node` through CNI ADD.
+    pub fn add(underlay: &Underlay, node: &NodeNs, name: &str) -> Pod {
+        let ns = Netns::new(name);
+        let conf = cni_conf(underlay, node);
+        let id = format!("ctr-{name}");
+        let out = run_cni(node.ns.name(), "ADD", &id, name, &conf);
+        assert!(
+            out.status.success(),
+            "CNI ADD for {name} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("CNI result is not JSON: {e}"));
+        let ip = result["ips"][0]["address"]
+            .as_str()
+            .and_then(|a| a.split('/').next())
+            .unwrap_or_else(|| panic!("no address in {result}"))
+            .to_string();
+        Pod {
+            ns,
+            ip,
+            node_ns: node.ns.name().to_string(),
+            container_id: id,
+            conf,
+        }
+    }
+
+    /// Pings `ip` from the pod; true when a reply came.
+    pub fn ping(&self, ip: &str) -> bool {
+        self.ns.try_exec(&["ping", "-c", "1", "-W", "2", ip])
+    }
+
+    /// CNI DEL (idempotent).
+    pub fn del(&self) -> std::process::Output {
+        run_cni(
+            &self.node_ns,
+            "DEL",
+            &self.container_id,
+            self.ns.name(),
+            &self.conf,
+        )
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let _ = self.del();
     }
 }

@@ -3,10 +3,10 @@
 //! printed reason when a binary or kernel feature is missing. Every fixture cleans up after
 //! itself in `Drop`, also when the test fails.
 
+pub mod bgp_daemons;
 pub mod cluster;
 pub mod etcd;
 pub mod netns;
-pub mod bgp_daemons;
 
 use std::net::TcpListener;
 use std::path::Path;

@@ -204,6 +204,8 @@ pub struct Bgp {
     speaker: Option<Speaker>,
     stop: CancellationToken,
     applied: Option<Plan>,
+    /// The global settings the running speaker was started with.
+    running_global: Option<GlobalConfig>,
     routes: Option<mpsc::Receiver<BestRouteChange>>,
     restarting: bool,
     graceful_restart: bool,
@@ -217,6 +219,7 @@ impl Bgp {
             speaker: None,
             stop,
             applied: None,
+            running_global: None,
             routes: None,
             restarting,
             graceful_restart,
@@ -229,10 +232,10 @@ impl Bgp {
         if self.applied.as_ref() == Some(&plan) {
             return;
         }
-        let restart = self
-            .applied
-            .as_ref()
-            .is_none_or(|old| old.global != plan.global);
+        let restart = match (&self.speaker, &self.running_global) {
+            (Some(_), Some(running)) => running != &plan.global,
+            _ => true,
+        };
         if restart {
             if let Some(old) = self.speaker.take() {
                 info!("BGP global settings changed; restarting the speaker");
@@ -244,6 +247,7 @@ impl Bgp {
                 Ok(speaker) => {
                     self.routes = speaker.subscribe(4096).await.ok();
                     self.speaker = Some(speaker);
+                    self.running_global = Some(plan.global.clone());
                     self.applied = None;
                 }
                 Err(e) => {

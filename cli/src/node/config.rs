@@ -317,7 +317,11 @@ pub fn parse_method(variable: &'static str, value: &str) -> Result<AutodetectMet
             regex::Regex::new(r).map_err(|e| {
                 // The regex crate explains over several lines; its last one says what is wrong.
                 let text = e.to_string();
-                let why = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+                let why = text
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
                 bad(variable, value, format!("bad regex {r:?}: {}", why.trim()))
             })?;
         }
@@ -634,7 +638,7 @@ mod tests {
                 &["--ip-autodetection-method", "interface=("],
                 "IP_AUTODETECTION_METHOD",
             ),
-            (&["--as", "-3"], "AS"),
+            (&["--as=-3"], "AS"),
             (
                 &["--networking-backend", "ospf"],
                 "CALICO_NETWORKING_BACKEND",

@@ -88,6 +88,9 @@ pub async fn run(datastore: &DatastoreArgs, args: NodeRunArgs) -> Result<()> {
     }));
     let server = tokio::spawn(http::serve(listener, status.clone(), stop.clone()));
 
+    if config.backend != Backend::None {
+        enable_forwarding(ipv6.is_some());
+    }
     let reconciler = if config.backend == Backend::None {
         None
     } else {
@@ -119,6 +122,19 @@ pub async fn run(datastore: &DatastoreArgs, args: NodeRunArgs) -> Result<()> {
     }
     let _ = server.await;
     result
+}
+
+/// Pods are routed through this host: forwarding on, as Felix sets it.
+fn enable_forwarding(v6: bool) {
+    let mut knobs = vec!["/proc/sys/net/ipv4/ip_forward"];
+    if v6 {
+        knobs.push("/proc/sys/net/ipv6/conf/all/forwarding");
+    }
+    for knob in knobs {
+        if let Err(e) = std::fs::write(knob, "1") {
+            warn!(%knob, error = %e, "cannot enable forwarding");
+        }
+    }
 }
 
 /// Connects to etcd, retrying until `wait` has passed; then one clear error.

@@ -26,26 +26,31 @@ pub async fn ensure_default_pools<S: Store>(
     client: &ResourceClient<S>,
     config: &NodeConfig,
 ) -> Result<()> {
-    let existing = client.list(Kind::IPPool).await?;
-    let has_family = |v6: bool| {
-        existing
-            .iter()
-            .filter_map(Resource::as_ippool)
-            .any(|p| p.spec.cidr.addr().is_ipv6() == v6)
-    };
     for (pool, name, v6) in [
         (&config.default_ipv4_pool, "default-ipv4-ippool", false),
         (&config.default_ipv6_pool, "default-ipv6-ippool", true),
     ] {
         let Some(pool) = pool else { continue };
-        if has_family(v6) {
-            continue;
-        }
-        let resource = Resource::IPPool(IPPool::new(name, pool_spec(pool)));
-        match client.write_all(WriteMode::Create, vec![resource]).await {
-            Ok(_) => info!(pool = name, cidr = %pool.cidr, "created the default pool"),
-            Err(ClientError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot create {name}")),
+        // Every node starting at once tries this: whoever loses the race sees the pool on
+        // the next look.
+        for _ in 0..MAX_ATTEMPTS {
+            let existing = client.list(Kind::IPPool).await?;
+            if existing
+                .iter()
+                .filter_map(Resource::as_ippool)
+                .any(|p| p.spec.cidr.addr().is_ipv6() == v6)
+            {
+                break;
+            }
+            let resource = Resource::IPPool(IPPool::new(name, pool_spec(pool)));
+            match client.write_all(WriteMode::Create, vec![resource]).await {
+                Ok(_) => {
+                    info!(pool = name, cidr = %pool.cidr, "created the default pool");
+                    break;
+                }
+                Err(ClientError::AlreadyExists { .. }) | Err(ClientError::Conflict { .. }) => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot create {name}")),
+            }
         }
     }
     Ok(())

@@ -1,0 +1,242 @@
+//! End to end on one machine: node namespaces running `calyx node run`, pods created through
+//! `calyx-cni` (which delegates to `calyx-ipam`) exactly as a container runtime does, and every
+//! pod pinging every pod on the other nodes by its own address, in each networking mode.
+
+// Test code: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use calyx_tests::cluster::{cni_conf, run_cni, Daemon, NodeNs, Pod, Underlay};
+use calyx_tests::{wait_until, workspace_binary};
+
+fn tag(test: &str) -> String {
+    format!("cxe{}{}", test, std::process::id() % 10_000)
+}
+
+/// `calyx node status -o json` of a node, for failure messages.
+fn node_status(node: &NodeNs) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", node.ns.name()])
+        .arg(workspace_binary("calyx"))
+        .args(["node", "status", "-o", "json"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn have_plugins(test: &str) -> bool {
+    for bin in ["calyx-cni", "calyx-ipam"] {
+        if !workspace_binary(bin).is_file() {
+            eprintln!(
+                "SKIPPED {test}: {bin} is not built (tests/run.sh builds every binary first)"
+            );
+            return false;
+        }
+    }
+    true
+}
+
+/// Starts one daemon per node with `env`, creates `per_node` pods on each, and checks that
+/// every pod reaches every pod on another node.
+fn cluster_connectivity(test: &str, t: &str, prefix: &str, env: &[(&str, &str)], per_node: usize) {
+    let Some(underlay) = Underlay::new(test, t, prefix) else {
+        return;
+    };
+    if !have_plugins(test) {
+        return;
+    }
+    let nodes: Vec<NodeNs> = (1..=3).map(|i| underlay.add_node(i)).collect();
+    let daemons: Vec<Daemon> = nodes
+        .iter()
+        .map(|n| Daemon::start(&underlay, n, env))
+        .collect();
+    let logs = || {
+        daemons
+            .iter()
+            .map(Daemon::log)
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+    // Pods can be wired as soon as the node has written its Node and claimed a block.
+    let ready = wait_until(Duration::from_secs(30), || {
+        nodes.iter().all(|n| {
+            n.ns.try_exec(&["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9099"])
+        })
+    });
+    assert!(ready, "daemons not up:\n{}", logs());
+
+    let mut pods: Vec<(usize, Pod)> = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for j in 0..per_node {
+            pods.push((i, Pod::add(&underlay, node, &format!("{t}-p{i}{j}"))));
+        }
+    }
+    let mut ips: Vec<&str> = pods.iter().map(|(_, p)| p.ip.as_str()).collect();
+    ips.sort_unstable();
+    ips.dedup();
+    assert_eq!(ips.len(), pods.len(), "every pod has its own address");
+
+    for (from_node, from) in &pods {
+        for (to_node, to) in &pods {
+            if from_node == to_node {
+                continue;
+            }
+            // Routes converge within seconds of the pods' blocks being known: bounded retry.
+            let reached = wait_until(Duration::from_secs(20), || from.ping(&to.ip));
+            assert!(
+                reached,
+                "{} (node{}) cannot reach {} (node{}):\nroutes node{}:\n{}\nstatus:\n{}\nlogs:\n{}",
+                from.ip,
+                from_node + 1,
+                to.ip,
+                to_node + 1,
+                from_node + 1,
+                nodes[*from_node].ns.exec(&["ip", "route"]),
+                node_status(&nodes[*from_node]),
+                logs()
+            );
+        }
+    }
+}
+
+#[test]
+fn pods_reach_each_other_in_bgp_mode() {
+    cluster_connectivity(
+        "pods_reach_each_other_in_bgp_mode",
+        &tag("b"),
+        "10.72.1",
+        &[
+            ("CALICO_NETWORKING_BACKEND", "bird"),
+            ("CALICO_IPV4POOL_CIDR", "10.250.0.0/16"),
+        ],
+        2,
+    );
+}
+
+#[test]
+fn pods_reach_each_other_in_vxlan_mode() {
+    cluster_connectivity(
+        "pods_reach_each_other_in_vxlan_mode",
+        &tag("v"),
+        "10.72.2",
+        &[
+            ("CALICO_NETWORKING_BACKEND", "vxlan"),
+            ("CALICO_IPV4POOL_CIDR", "10.251.0.0/16"),
+            ("CALICO_IPV4POOL_VXLAN", "Always"),
+        ],
+        2,
+    );
+}
+
+#[test]
+fn cni_del_is_idempotent_and_bad_input_leaves_nothing() {
+    let test = "cni_del_is_idempotent_and_bad_input_leaves_nothing";
+    let t = tag("c");
+    let Some(underlay) = Underlay::new(test, &t, "10.72.3") else {
+        return;
+    };
+    if !have_plugins(test) {
+        return;
+    }
+    let node = underlay.add_node(1);
+    let _daemon = Daemon::start(
+        &underlay,
+        &node,
+        &[
+            ("CALICO_NETWORKING_BACKEND", "vxlan"),
+            ("CALICO_IPV4POOL_CIDR", "10.252.0.0/16"),
+        ],
+    );
+    let up = wait_until(Duration::from_secs(30), || {
+        node.ns
+            .try_exec(&["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9099"])
+    });
+    assert!(up);
+    let handles = || {
+        underlay
+            .etcd
+            .etcdctl(&["get", "--prefix", "--keys-only", "/calico/ipam/v2/handle/"])
+    };
+
+    let pod = Pod::add(&underlay, &node, &format!("{t}-p"));
+    let host_routes = node.ns.exec(&["ip", "route"]);
+    assert!(
+        host_routes.contains(&format!("{} dev cali", pod.ip)),
+        "{host_routes}"
+    );
+    let pod_routes = pod.ns.exec(&["ip", "route"]);
+    assert!(
+        pod_routes.contains("default via 169.254.1.1 dev eth0 onlink"),
+        "{pod_routes}"
+    );
+    assert!(handles().contains("k8s-pod-network.ctr-"), "{}", handles());
+    // The host answers for the gateway: the pod reaches its node.
+    assert!(pod.ping(&node.ip), "pod cannot reach its node");
+
+    for _ in 0..2 {
+        let out = pod.del();
+        assert!(
+            out.status.success(),
+            "DEL: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert!(
+        !node.ns.exec(&["ip", "link"]).contains("cali"),
+        "veth left behind"
+    );
+    assert!(
+        !handles().contains("k8s-pod-network.ctr-"),
+        "address still held: {}",
+        handles()
+    );
+
+    // Bad stdin: a CNI error, non-zero exit, nothing created.
+    let held = || {
+        // Handles plus every allocated ordinal of every block: what "an address is held" means.
+        let blocks = underlay.etcd.etcdctl(&[
+            "get",
+            "--prefix",
+            "--print-value-only",
+            "/calico/ipam/v2/assignment/",
+        ]);
+        let allocated: usize = blocks
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|b| {
+                b["allocations"]
+                    .as_array()
+                    .map_or(0, |a| a.iter().filter(|x| !x.is_null()).count())
+            })
+            .sum();
+        (handles(), allocated)
+    };
+    let before = held();
+    for bad in [
+        "{not json",
+        r#"{"cniVersion":"1.0.0","name":"n","type":"calyx","ipam":{}}"#,
+    ] {
+        let out = run_cni(node.ns.name(), "ADD", "ctr-bad", &format!("{t}-p"), bad);
+        assert!(!out.status.success());
+        let err: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            err["code"].as_u64().unwrap() > 0 && err["msg"].is_string(),
+            "{err}"
+        );
+    }
+    let conf = cni_conf(&underlay, &node);
+    let out = run_cni(
+        node.ns.name(),
+        "ADD",
+        "ctr-nons",
+        "no-such-netns-here",
+        &conf,
+    );
+    assert!(!out.status.success(), "ADD into a missing netns must fail");
+    assert!(
+        !node.ns.exec(&["ip", "link"]).contains("cali"),
+        "a failed ADD left a veth"
+    );
+    assert_eq!(held(), before, "a failed ADD held an address");
+}
