@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -71,6 +72,31 @@ pub(crate) struct Inner<S> {
     pub(crate) policy: RetryPolicy,
     allocators: Mutex<HashMap<(String, Family), Arc<NodeAllocator>>>,
     pub(crate) gc_seen: Mutex<HashMap<String, Instant>>,
+    stats: StatsCounters,
+}
+
+#[derive(Default)]
+struct StatsCounters {
+    batches: AtomicU64,
+    batched_requests: AtomicU64,
+    conflicts: AtomicU64,
+    slow_paths: AtomicU64,
+    claims: AtomicU64,
+}
+
+/// Counters of the assign path since the [`Ipam`] was made (for benchmarks and metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AssignStats {
+    /// Transactions committed by the batch path.
+    pub batches: u64,
+    /// Requests served by those transactions.
+    pub batched_requests: u64,
+    /// Transactions of the assign path that failed their preconditions.
+    pub conflicts: u64,
+    /// Requests that took the slow path (claim or borrow).
+    pub slow_paths: u64,
+    /// Blocks claimed.
+    pub claims: u64,
 }
 
 /// The per-(node, family) queue and block cache.
@@ -176,6 +202,7 @@ impl<S: Store> Ipam<S> {
                 policy,
                 allocators: Mutex::new(HashMap::new()),
                 gc_seen: Mutex::new(HashMap::new()),
+                stats: StatsCounters::default(),
             }),
         }
     }
@@ -183,6 +210,18 @@ impl<S: Store> Ipam<S> {
     /// The store.
     pub fn store(&self) -> &S {
         &self.inner.store
+    }
+
+    /// Counters of the assign path.
+    pub fn assign_stats(&self) -> AssignStats {
+        let s = &self.inner.stats;
+        AssignStats {
+            batches: s.batches.load(Ordering::Relaxed),
+            batched_requests: s.batched_requests.load(Ordering::Relaxed),
+            conflicts: s.conflicts.load(Ordering::Relaxed),
+            slow_paths: s.slow_paths.load(Ordering::Relaxed),
+            claims: s.claims.load(Ordering::Relaxed),
+        }
     }
 
     /// The shared store.
@@ -306,19 +345,28 @@ impl<S: Store> Ipam<S> {
         // Bounded: each round either serves our request or finds that the task serving it was
         // cancelled (its result channel dropped), which can only happen a few times.
         for _ in 0..64 {
-            let (tx, rx) = oneshot::channel();
+            let (tx, mut rx) = oneshot::channel();
             lock(&alloc.queue).push(Pending {
                 args: args.clone(),
                 tx,
             });
-            {
-                let mut cache = alloc.cache.lock().await;
-                let batch = std::mem::take(&mut *lock(&alloc.queue));
-                if !batch.is_empty() {
-                    self.serve(&mut cache, batch).await;
+            // Wait for whichever comes first: our result (someone else's batch served us), or
+            // the node's lock (then serve everything queued so far, ours included). Waiting for
+            // the lock alone would make every served caller queue for it once more before it
+            // can read its result, and the callers would convoy into batches of one.
+            let result = tokio::select! {
+                biased;
+                r = &mut rx => r,
+                mut cache = alloc.cache.lock() => {
+                    let batch = std::mem::take(&mut *lock(&alloc.queue));
+                    if !batch.is_empty() {
+                        self.serve(&mut cache, batch).await;
+                    }
+                    drop(cache);
+                    (&mut rx).await
                 }
-            }
-            if let Ok(result) = rx.await {
+            };
+            if let Ok(result) = result {
                 return result;
             }
         }
@@ -393,12 +441,7 @@ impl<S: Store> Ipam<S> {
     }
 
     async fn serve_round(&self, cache: &mut NodeCache, round: Vec<Pending>) {
-        let Some(first) = round.first() else {
-            return;
-        };
-        let node = first.args.node.clone();
-        let family = first.args.family;
-        let mut open: Vec<Work> = round
+        let mut works: Vec<Work> = round
             .into_iter()
             .map(|p| {
                 let attr = p.args.attrs.to_attribute(&p.args.handle, &p.args.node);
@@ -413,6 +456,35 @@ impl<S: Store> Ipam<S> {
                 }
             })
             .collect();
+        // Every pass serves what the cached blocks can serve in one transaction, then one
+        // request through the slow path (which usually claims a block the others then share).
+        while !works.is_empty() {
+            let slow = self.serve_batch(cache, works).await;
+            let mut slow = slow.into_iter();
+            let Some(first) = slow.next() else {
+                break;
+            };
+            self.inner.stats.slow_paths.fetch_add(1, Ordering::Relaxed);
+            match self.assign_slow(cache, first).await {
+                Ok(mut w) => {
+                    w.existing.truncate(w.args.count);
+                    let addrs = std::mem::take(&mut w.existing);
+                    w.finish(Ok(addrs));
+                }
+                Err((w, e)) => w.finish(Err(e)),
+            }
+            works = slow.collect();
+        }
+    }
+
+    /// Serves `open` from the cached affine blocks in one transaction (retried on conflict);
+    /// returns the requests they cannot serve.
+    async fn serve_batch(&self, cache: &mut NodeCache, mut open: Vec<Work>) -> Vec<Work> {
+        let Some(first) = open.first() else {
+            return Vec::new();
+        };
+        let node = first.args.node.clone();
+        let family = first.args.family;
         let mut slow: Vec<Work> = Vec::new();
         let mut read_handles = false;
         let mut pools: Option<Vec<Pool>> = None;
@@ -428,7 +500,7 @@ impl<S: Store> Ipam<S> {
                     Err(e) => {
                         if let Err(e) = self.retry_or_fail("assign", attempt, e).await {
                             fail_all(open, &e);
-                            return;
+                            return slow;
                         }
                         continue;
                     }
@@ -440,7 +512,7 @@ impl<S: Store> Ipam<S> {
                     Err(e) => {
                         if attempt >= self.policy().max_unavailable_attempts || !e.is_transient() {
                             fail_all(open, &e);
-                            return;
+                            return slow;
                         }
                         self.policy().pause(attempt).await;
                         continue;
@@ -459,7 +531,7 @@ impl<S: Store> Ipam<S> {
                     Ok(p) => pools = Some(p),
                     Err(e) => {
                         fail_all(open, &e);
-                        return;
+                        return slow;
                     }
                 }
             }
@@ -539,6 +611,11 @@ impl<S: Store> Ipam<S> {
             }
             match self.store().transaction(txn).await {
                 Ok(rev) => {
+                    let stats = &self.inner.stats;
+                    stats.batches.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .batched_requests
+                        .fetch_add(planned.len() as u64, Ordering::Relaxed);
                     for (cidr, b) in scratch {
                         cache.blocks.insert(cidr, Cached { block: b, rev });
                     }
@@ -557,9 +634,12 @@ impl<S: Store> Ipam<S> {
                 Err(e) => {
                     open = planned.into_iter().map(|(w, _)| w).collect();
                     let conflict = matches!(e, StoreError::TransactionFailed);
+                    if conflict {
+                        self.inner.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                    }
                     if let Err(e) = self.retry_or_fail("assign", attempt, e).await {
                         fail_all(open, &e);
-                        return;
+                        return slow;
                     }
                     if conflict {
                         let touched: Vec<IpNet> = scratch.keys().copied().collect();
@@ -586,19 +666,7 @@ impl<S: Store> Ipam<S> {
             };
             fail_all(open, &e);
         }
-        for w in slow {
-            let result = self.assign_slow(cache, w).await;
-            let (w, r) = match result {
-                Ok(w) => {
-                    let mut w = w;
-                    w.existing.truncate(w.args.count);
-                    let addrs = std::mem::take(&mut w.existing);
-                    (w, Ok(addrs))
-                }
-                Err((w, e)) => (w, Err(e)),
-            };
-            w.finish(r);
-        }
+        slow
     }
 
     /// Reads the handle records of `works` and the addresses they already hold.
@@ -768,6 +836,7 @@ impl<S: Store> Ipam<S> {
             match self.store().transaction(txn).await {
                 Ok(rev) => {
                     if claim {
+                        self.inner.stats.claims.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(node = %node, block = %cidr, "claimed block");
                     } else if !affine {
                         tracing::info!(node = %node, block = %cidr, "borrowed address from another node's block");

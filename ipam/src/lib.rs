@@ -25,6 +25,6 @@ pub mod show;
 pub mod types;
 
 pub use error::{IpamError, Result};
-pub use ipam::Ipam;
+pub use ipam::{AssignStats, Ipam};
 pub use retry::RetryPolicy;
 pub use types::{AllocationAttrs, AssignArgs, Family, TunnelKind};

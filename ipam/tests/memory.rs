@@ -242,3 +242,25 @@ async fn pools_selectors_disabled_and_dual_stack() {
     let err = ipam.assign(args("z", "nz")).await.unwrap_err();
     assert!(err.to_string().contains("nodeSelector"), "{err}");
 }
+
+#[tokio::test]
+async fn concurrent_allocators_share_blocks_without_waste() {
+    let ipam = setup("10.0.0.0/16", 26).await;
+    let mut tasks = Vec::new();
+    for a in 0..8 {
+        let ipam = ipam.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..100 {
+                ipam.assign(args(&format!("h{a}-{i}"), "node1")).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let blocks = ipam.node_blocks("node1").await.unwrap();
+    let rev = ipam.store().get("/calico/ipam/v2/handle/h0-0").await.unwrap().unwrap();
+    println!("{} blocks, revision of first handle {}", blocks.len(), rev.mod_revision);
+    // 800 addresses fill 12.5 blocks of 64.
+    assert_eq!(blocks.len(), 13, "{blocks:?}");
+}
