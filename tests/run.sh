@@ -48,5 +48,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "==> cargo build (every binary: the end-to-end tests run calyx, calyx-cni, calyx-ipam)"
 cargo build --workspace --bins --quiet
 
+echo "==> deploy/validate.sh (Kubernetes manifests against the schemas)"
+CALYX_BIN="${CARGO_TARGET_DIR:-target}/debug/calyx" deploy/validate.sh
+
 echo "==> cargo test"
 cargo test --workspace "$@"

@@ -78,6 +78,59 @@ pub enum Command {
     /// The node daemon and its status.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// IP address management: usage, consistency, release, settings.
+    #[command(subcommand)]
+    Ipam(IpamCommand),
+}
+
+/// `calyx ipam ...`.
+#[derive(Debug, Subcommand)]
+pub enum IpamCommand {
+    /// Pool usage (GROUPING, CIDR, IPS TOTAL, IPS IN USE, IPS FREE).
+    Show {
+        /// One row per block too.
+        #[arg(long)]
+        show_blocks: bool,
+        /// List addresses used by a node other than their block's.
+        #[arg(long)]
+        show_borrowed: bool,
+        /// Show what is known about one address.
+        #[arg(long)]
+        ip: Option<String>,
+        /// Output format.
+        #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
+    },
+    /// Look for leaked addresses and inconsistent blocks, handles and affinities.
+    Check {
+        /// Repair what is safe to repair.
+        #[arg(long)]
+        fix: bool,
+        /// Also write the report as JSON to this file.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Release an address, every address of a handle, or everything of a node that left.
+    Release {
+        /// One address.
+        #[arg(long)]
+        ip: Option<String>,
+        /// Every address of a handle (e.g. `k8s-pod-network.<container ID>`).
+        #[arg(long)]
+        handle: Option<String>,
+        /// Everything of a node (its addresses, blocks and affinities).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Change IPAM settings.
+    Configure {
+        /// Never borrow addresses from other nodes' blocks.
+        #[arg(long)]
+        strictaffinity: Option<bool>,
+        /// Most blocks one node may claim (0 = no limit).
+        #[arg(long)]
+        max_blocks_per_host: Option<u32>,
+    },
 }
 
 /// `calyx node ...`.

@@ -17,6 +17,7 @@ use clap::Parser;
 use crate::args::Cli;
 
 fn main() -> ExitCode {
+    forget_empty_settings();
     let cli = Cli::parse();
     let (level, json) = match &cli.command {
         args::Command::Node(args::NodeCommand::Run(run)) => (
@@ -47,6 +48,35 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Manifests often set a variable to "" to mean "not set" (a ConfigMap key left empty); clap
+/// would take that as a flag given without a value. Such variables are dropped before parsing.
+fn forget_empty_settings() {
+    const PLAIN: [&str; 7] = [
+        "NODENAME",
+        "IP",
+        "IP6",
+        "AS",
+        "IP_AUTODETECTION_METHOD",
+        "IP6_AUTODETECTION_METHOD",
+        "NO_DEFAULT_POOLS",
+    ];
+    let empty: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v)))
+        .filter(|(k, v)| {
+            v.is_empty()
+                && (k.starts_with("ETCD_")
+                    || k.starts_with("CALICO_")
+                    || k.starts_with("CALYX_")
+                    || PLAIN.contains(&k.as_str()))
+        })
+        .map(|(k, _)| k)
+        .collect();
+    for key in empty {
+        // Single-threaded here: nothing else reads the environment yet.
+        std::env::remove_var(key);
     }
 }
 

@@ -424,3 +424,105 @@ fn completion_scripts_are_generated() {
         );
     }
 }
+
+#[test]
+fn ipam_commands_show_check_release_and_configure() {
+    let Some(etcd) = Etcd::start("ipam_commands_show_check_release_and_configure") else {
+        return;
+    };
+    let pools = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.90.0.0/24, blockSize: 28}\n";
+    let out = calyx(&etcd, &["apply", "-f", "-"], Some(pools));
+    assert!(out.status.success());
+    let node = "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: node1}\nspec: {bgp: {ipv4Address: 10.0.0.1/24}}\n";
+    assert!(calyx(&etcd, &["apply", "-f", "-"], Some(node))
+        .status
+        .success());
+
+    // Allocate through the CNI IPAM plugin, as a runtime would.
+    let plugin = calyx_tests::workspace_binary("calyx-ipam");
+    if !plugin.is_file() {
+        eprintln!("SKIPPED ipam part: calyx-ipam is not built (tests/run.sh builds it)");
+        return;
+    }
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"k8s-pod-network","type":"calyx","nodename":"node1","etcd_endpoints":"{}","ipam":{{"type":"calyx-ipam"}}}}"#,
+        etcd.endpoint()
+    );
+    let mut child = Command::new(&plugin)
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "abc")
+        .env("CNI_NETNS", "/var/run/netns/none")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/nonexistent")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ip = result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let table = ok(&etcd, &["ipam", "show", "--show-blocks"]);
+    assert!(
+        table.contains("GROUPING") && table.contains("IPS IN USE"),
+        "{table}"
+    );
+    assert!(table.contains("10.90.0.0/24"), "{table}");
+    let json: Value = serde_json::from_str(&ok(&etcd, &["ipam", "show", "-o", "json"])).unwrap();
+    assert_eq!(
+        json["pools"][0]["in_use"]
+            .as_u64()
+            .or(json["pools"][0]["inUse"].as_u64()),
+        Some(1),
+        "{json}"
+    );
+    let info = ok(&etcd, &["ipam", "show", "--ip", &ip]);
+    assert!(
+        info.contains("in use") && info.contains("k8s-pod-network.abc"),
+        "{info}"
+    );
+
+    let check = ok(&etcd, &["ipam", "check"]);
+    assert!(!check.is_empty());
+
+    let line = fails(&etcd, &["ipam", "release", "--ip", "banana"], None);
+    assert!(line.contains("banana"), "{line}");
+    ok(
+        &etcd,
+        &["ipam", "release", "--handle", "k8s-pod-network.abc"],
+    );
+    let info = ok(&etcd, &["ipam", "show", "--ip", &ip]);
+    assert!(info.contains("not assigned"), "{info}");
+
+    let out = ok(
+        &etcd,
+        &[
+            "ipam",
+            "configure",
+            "--strictaffinity=true",
+            "--max-blocks-per-host",
+            "4",
+        ],
+    );
+    assert!(
+        out.contains("strictAffinity=true") && out.contains("maxBlocksPerHost=4"),
+        "{out}"
+    );
+}

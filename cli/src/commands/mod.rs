@@ -1,6 +1,7 @@
 //! One module per subcommand; [`run`] dispatches.
 
 mod get;
+mod ipam;
 mod label;
 mod node;
 mod write;
@@ -27,6 +28,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             crate::node::run(&datastore, *args).await
         }
         Command::Node(crate::args::NodeCommand::Status(args)) => node::status(args).await,
+        Command::Ipam(command) => ipam::run(&datastore, command).await,
         Command::Completion(args) => {
             let mut command = Cli::command();
             clap_complete::generate(args.shell, &mut command, "calyx", &mut std::io::stdout());
