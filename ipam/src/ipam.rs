@@ -576,6 +576,13 @@ impl<S: Store> Ipam<S> {
                     let Some(cached) = cache.blocks.get(&cidr) else {
                         continue;
                     };
+                    // Only blocks that give addresses go into the transaction.
+                    let free_here = scratch
+                        .get(&cidr)
+                        .map_or_else(|| block::free_count(&cached.block), block::free_count);
+                    if free_here == 0 {
+                        continue;
+                    }
                     let b = scratch
                         .entry(cidr)
                         .or_insert_with(|| cached.block.clone());

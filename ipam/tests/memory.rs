@@ -264,3 +264,21 @@ async fn concurrent_allocators_share_blocks_without_waste() {
     // 800 addresses fill 12.5 blocks of 64.
     assert_eq!(blocks.len(), 13, "{blocks:?}");
 }
+
+#[tokio::test]
+async fn an_assign_writes_only_the_block_it_takes_from() {
+    let ipam = setup("10.0.0.0/16", 30).await;
+    // Fill three /30 blocks, then watch what the next assign writes.
+    for i in 0..12 {
+        ipam.assign(args(&format!("f{i}"), "node1")).await.unwrap();
+    }
+    let before = ipam.store().list("/calico/ipam/v2/assignment/").await.unwrap();
+    ipam.assign(args("next", "node1")).await.unwrap();
+    let after = ipam.store().list("/calico/ipam/v2/assignment/").await.unwrap();
+    let changed = after
+        .kvs
+        .iter()
+        .filter(|kv| !before.kvs.iter().any(|b| b.key == kv.key && b.mod_revision == kv.mod_revision))
+        .count();
+    assert_eq!(changed, 1);
+}
