@@ -464,7 +464,12 @@ impl PeerTask {
                     if st == State::OpenConfirm {
                         if let (Some(c), Some(n)) = (s.conn.as_mut(), s.fsm.negotiated()) {
                             if let Some(tx) = c.ctx_tx.take() {
-                                let _ = tx.send(n.context());
+                                // Decoding from an external peer: confederation segments in
+                                // AS_PATH are treated as withdraw, LOCAL_PREF is discarded
+                                // (RFC 7606 §7.2, §7.5).
+                                let mut ctx = n.context();
+                                ctx.external_peer = self.ebgp();
+                                let _ = tx.send(ctx);
                             }
                         }
                         s.last_rx.store(self.now_ms(), AtOrd::Relaxed);
