@@ -248,6 +248,96 @@ fn ebgp_to_gobgp_tor_exports_only_own_blocks() {
     );
 }
 
+/// Scenario 3 with FRR as the top-of-rack router: eBGP; Calyx advertises its block with next
+/// hop self, accepts the default route FRR originates, and leaks nothing else (not the
+/// iBGP-learned block of B, not the default back into the mesh).
+#[test]
+fn ebgp_to_frr_tor_exports_only_own_blocks() {
+    if !ready("ebgp_to_frr_tor", &["vtysh"]) || !Path::new("/usr/lib/frr/bgpd").exists() {
+        return;
+    }
+    let lan = Lan::new("ftor", 3);
+    let tor = Daemon::frr(
+        lan.node(3),
+        &format!(
+            "frr defaults traditional\nhostname tor\nlog stdout critical\n!\nrouter bgp 65001\n bgp router-id {r}\n no bgp ebgp-requires-policy\n no bgp network import-check\n neighbor {a} remote-as 65000\n neighbor {a} timers 2 6\n neighbor {a} timers connect 1\n !\n address-family ipv4 unicast\n  neighbor {a} default-originate\n exit-address-family\n!\n",
+            r = Lan::ip4(3),
+            a = Lan::ip4(1)
+        ),
+    );
+    let a = Daemon::calyx(
+        lan.node(1),
+        Path::new(BIN),
+        &calyx_conf(
+            1,
+            65000,
+            vec![peer(2, 65000, |_| {}), peer(3, 65001, |_| {})],
+            &["10.1.0.0/26"],
+            |_| {},
+        ),
+    );
+    let b = Daemon::calyx(
+        lan.node(2),
+        Path::new(BIN),
+        &calyx_conf(
+            2,
+            65000,
+            vec![peer(1, 65000, |_| {})],
+            &["10.2.0.0/26"],
+            |_| {},
+        ),
+    );
+    let dump = || {
+        format!(
+            "A {}\n{}\nB {}\nTOR {}\n{}",
+            a.status(),
+            a.routes(),
+            b.routes(),
+            tor.vtysh("show bgp summary"),
+            tor.routes()
+        )
+    };
+    wait(
+        40,
+        "Calyx accepts the default route; ToR has the block",
+        || a.has_route("0.0.0.0/0") && tor.has_route("10.1.0.0/26"),
+        dump,
+    );
+    wait(10, "B has A's block", || b.has_route("10.1.0.0/26"), dump);
+    // Give a leak the time to show up before looking for it (not a timing assertion: the
+    // positive checks above are bounded waits, this only lets in-flight UPDATEs land).
+    std::thread::sleep(Duration::from_secs(2));
+    let rib = tor.vtysh("show bgp ipv4 unicast");
+    println!("ToR RIB:\n{rib}");
+    assert!(
+        !rib.contains("10.2.0.0/26"),
+        "iBGP-learned block leaked to the ToR"
+    );
+    let line = rib.lines().find(|l| l.contains("10.1.0.0/26")).unwrap();
+    assert!(line.contains(&Lan::ip4(1)), "next hop self: {line}");
+    assert!(line.trim_end().ends_with("65000 i"), "AS path: {line}");
+    let detail = tor.vtysh("show bgp ipv4 unicast 10.1.0.0/26");
+    println!("{detail}");
+    assert!(
+        !tor.vtysh("show bgp ipv4 unicast 0.0.0.0/0")
+            .contains(&Lan::ip4(1)),
+        "the default route went back to the ToR"
+    );
+    let prefixes = rib
+        .lines()
+        .filter(|l| l.trim_start().starts_with('*'))
+        .count();
+    assert_eq!(
+        prefixes, 1,
+        "the ToR should learn exactly one prefix: {rib}"
+    );
+    assert!(a.routes().contains(&format!("0.0.0.0/0 {}", Lan::ip4(3))));
+    assert!(
+        !b.has_route("0.0.0.0/0"),
+        "eBGP-learned default leaked into the mesh"
+    );
+}
+
 /// Scenario 5: TCP MD5 with FRR: the right password establishes, a wrong one never does and
 /// the status says why.
 #[test]
