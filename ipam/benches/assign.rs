@@ -59,9 +59,17 @@ async fn raw_read_cas_parallel(endpoint: &str, clients: u32, per_client: u32) ->
     f64::from(clients * per_client) / start.elapsed().as_secs_f64()
 }
 
-async fn assigns(ipam: &Ipam<EtcdStore>, node: &str, allocators: usize, total: usize, tag: &str) -> f64 {
+async fn assigns(
+    ipam: &Ipam<EtcdStore>,
+    node: &str,
+    allocators: usize,
+    total: usize,
+    tag: &str,
+) -> f64 {
     // Warm the node's block cache and claim its first block outside the measurement.
-    ipam.assign(AssignArgs::one(format!("warm-{tag}"), node, Family::V4)).await.unwrap();
+    ipam.assign(AssignArgs::one(format!("warm-{tag}"), node, Family::V4))
+        .await
+        .unwrap();
     let per = total / allocators;
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -93,9 +101,13 @@ async fn burst(ipam: &Ipam<EtcdStore>, node: &str, n: usize) -> (Duration, Durat
         let node = node.to_string();
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
-            ipam.assign(AssignArgs::one(format!("k8s-pod-network.burst-{node}-{i}"), &node, Family::V4))
-                .await
-                .unwrap();
+            ipam.assign(AssignArgs::one(
+                format!("k8s-pod-network.burst-{node}-{i}"),
+                &node,
+                Family::V4,
+            ))
+            .await
+            .unwrap();
             t.elapsed()
         }));
     }
@@ -110,7 +122,11 @@ async fn burst(ipam: &Ipam<EtcdStore>, node: &str, n: usize) -> (Duration, Durat
 /// it, thousands of 10 KB block writes exhaust the backend quota. Compact and defragment
 /// between phases, outside the measurements.
 async fn compact(etcd: &Etcd, store: &EtcdStore) {
-    let rev = store.list("/calico/ipam/v2/config-none").await.unwrap().revision;
+    let rev = store
+        .list("/calico/ipam/v2/config-none")
+        .await
+        .unwrap()
+        .revision;
     etcd.etcdctl(&["compact", &rev.to_string()]);
     etcd.etcdctl(&["defrag", "--command-timeout=120s"]);
 }

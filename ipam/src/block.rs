@@ -17,7 +17,11 @@ pub fn free_count(block: &AllocationBlock) -> usize {
 
 /// Allocates up to `count` free ordinals to `attr`; returns the ordinals taken (fewer than
 /// `count` when the block runs out). Identical attributes share one `attributes` entry.
-pub fn allocate(block: &mut AllocationBlock, count: usize, attr: &AllocationAttribute) -> Vec<usize> {
+pub fn allocate(
+    block: &mut AllocationBlock,
+    count: usize,
+    attr: &AllocationAttribute,
+) -> Vec<usize> {
     if count == 0 {
         return Vec::new();
     }
@@ -39,7 +43,11 @@ pub fn allocate(block: &mut AllocationBlock, count: usize, attr: &AllocationAttr
 }
 
 /// Allocates one specific ordinal; false when it is taken or out of range.
-pub fn allocate_ordinal(block: &mut AllocationBlock, ordinal: usize, attr: &AllocationAttribute) -> bool {
+pub fn allocate_ordinal(
+    block: &mut AllocationBlock,
+    ordinal: usize,
+    attr: &AllocationAttribute,
+) -> bool {
     match block.allocations.get(ordinal) {
         Some(None) => {}
         _ => return false,
@@ -66,7 +74,10 @@ pub fn release(block: &mut AllocationBlock, ordinals: &[usize]) -> Vec<(usize, O
         let Some(index) = slot.take() else {
             continue;
         };
-        let handle = block.attributes.get(index).and_then(|a| a.handle_id.clone());
+        let handle = block
+            .attributes
+            .get(index)
+            .and_then(|a| a.handle_id.clone());
         block.unallocated.push(o);
         block.sequence_number_for_allocation.remove(&o.to_string());
         out.push((o, handle));
@@ -214,7 +225,10 @@ fn compact_attributes(block: &mut AllocationBlock) {
     }
     let mut remap = vec![None; block.attributes.len()];
     let mut kept = Vec::new();
-    for (i, attr) in std::mem::take(&mut block.attributes).into_iter().enumerate() {
+    for (i, attr) in std::mem::take(&mut block.attributes)
+        .into_iter()
+        .enumerate()
+    {
         if used[i] {
             remap[i] = Some(kept.len());
             kept.push(attr);

@@ -173,12 +173,24 @@ impl CheckReport {
         let mut line = |n: usize, what: &str| {
             s.push_str(&format!("{n} {what}\n"));
         };
-        line(self.allocations_without_handle.len(), "allocations without a matching handle");
+        line(
+            self.allocations_without_handle.len(),
+            "allocations without a matching handle",
+        );
         if !self.not_live.is_empty() {
-            line(self.not_live.len(), "allocations whose handle is not live (leaked)");
+            line(
+                self.not_live.len(),
+                "allocations whose handle is not live (leaked)",
+            );
         }
-        line(self.handle_mismatches.len(), "handles that do not match the blocks");
-        line(self.blocks_of_missing_nodes.len(), "blocks affine to nodes that do not exist");
+        line(
+            self.handle_mismatches.len(),
+            "handles that do not match the blocks",
+        );
+        line(
+            self.blocks_of_missing_nodes.len(),
+            "blocks affine to nodes that do not exist",
+        );
         line(self.affinity_mismatches.len(), "block/affinity mismatches");
         line(self.broken_blocks.len(), "inconsistent blocks");
         line(self.borrowed.len(), "borrowed addresses");
@@ -283,7 +295,9 @@ impl<S: Store> Ipam<S> {
             }
             prev = Some(*cidr);
             for (o, attr) in block::allocated(b) {
-                let Some(ip) = b.ordinal_to_ip(o) else { continue };
+                let Some(ip) = b.ordinal_to_ip(o) else {
+                    continue;
+                };
                 r.allocations += 1;
                 if let Some(h) = &attr.handle_id {
                     *actual
@@ -392,7 +406,9 @@ impl<S: Store> Ipam<S> {
         let mut create_affinities: Vec<(String, IpNet)> = Vec::new();
         let mut delete_orphans: Vec<(String, IpNet)> = Vec::new();
         for (cidr, (b, _)) in &snap.blocks {
-            let Some(node) = b.affine_host() else { continue };
+            let Some(node) = b.affine_host() else {
+                continue;
+            };
             if !snap.nodes.contains(node) {
                 let in_use = b.num_allocated();
                 r.blocks_of_missing_nodes.push(OrphanBlock {
@@ -576,7 +592,10 @@ impl<S: Store> Ipam<S> {
             released: Vec::new(),
         };
         for h in due {
-            let cidrs: Vec<IpNet> = where_.get(&h).map(|s| s.iter().copied().collect()).unwrap_or_default();
+            let cidrs: Vec<IpNet> = where_
+                .get(&h)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default();
             let mut freed = self.release_handle_in_blocks(&h, &cidrs).await?;
             freed.extend(self.release_handle(&h).await?);
             tracing::info!(handle = %h, addresses = freed.len(), "gc released leaked handle");

@@ -89,9 +89,8 @@ impl From<IpamError> for CniError {
     fn from(e: IpamError) -> Self {
         let code = match &e {
             IpamError::Exhausted { .. } => codes::NO_ADDRESS,
-            IpamError::Store(StoreError::Unavailable { .. }) | IpamError::TooManyConflicts { .. } => {
-                codes::TRY_AGAIN_LATER
-            }
+            IpamError::Store(StoreError::Unavailable { .. })
+            | IpamError::TooManyConflicts { .. } => codes::TRY_AGAIN_LATER,
             IpamError::Store(StoreError::Config(_)) | IpamError::BadSelector { .. } => {
                 codes::INVALID_CONFIG
             }
@@ -252,7 +251,8 @@ pub fn parse_request(
             ))
         }
     };
-    let conf: NetConf = if command == Command::Version && stdin.iter().all(u8::is_ascii_whitespace) {
+    let conf: NetConf = if command == Command::Version && stdin.iter().all(u8::is_ascii_whitespace)
+    {
         NetConf::default()
     } else {
         serde_json::from_slice(stdin).map_err(|e| {
@@ -287,7 +287,10 @@ pub fn parse_request(
     if command == Command::Version {
         return Ok(req);
     }
-    req.container_id = env("CNI_CONTAINERID").unwrap_or_default().trim().to_string();
+    req.container_id = env("CNI_CONTAINERID")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     if req.container_id.is_empty() || req.container_id.contains('/') {
         return Err(CniError::new(
             codes::INVALID_ENV,
@@ -307,7 +310,8 @@ pub fn parse_request(
     req.node = nonempty(req.conf.nodename.clone())
         .or_else(|| nonempty(env("NODENAME")))
         .or_else(|| {
-            let path = nonempty(env("CALYX_NODENAME_FILE")).unwrap_or_else(|| NODENAME_FILE.to_string());
+            let path =
+                nonempty(env("CALYX_NODENAME_FILE")).unwrap_or_else(|| NODENAME_FILE.to_string());
             nonempty(std::fs::read_to_string(path).ok()).map(|s| s.trim().to_string())
         })
         .or_else(|| {
@@ -371,9 +375,11 @@ async fn add<S: Store>(ipam: &Ipam<S>, req: &Request) -> Result<Value, CniError>
             "assign_ipv4 and assign_ipv6 are both false",
         ));
     }
-    let mut attrs = AllocationAttrs::default();
-    attrs.pod = req.args.get("K8S_POD_NAME").cloned();
-    attrs.namespace = req.args.get("K8S_POD_NAMESPACE").cloned();
+    let attrs = AllocationAttrs {
+        pod: req.args.get("K8S_POD_NAME").cloned(),
+        namespace: req.args.get("K8S_POD_NAMESPACE").cloned(),
+        ..Default::default()
+    };
     let mut ips: Vec<IpAddr> = Vec::new();
     for (family, wanted, pools) in [
         (Family::V4, want_v4, &req.conf.ipam.ipv4_pools),
@@ -459,13 +465,18 @@ async fn check<S: Store>(ipam: &Ipam<S>, req: &Request) -> Result<(), CniError> 
             .unwrap_or_default();
         for entry in listed {
             let addr = entry.get("address").and_then(Value::as_str).unwrap_or("");
-            let ip = addr.split('/').next().unwrap_or("").parse::<IpAddr>().map_err(|_| {
-                CniError::new(
-                    codes::DECODE_FAILURE,
-                    "bad address in prevResult",
-                    addr.to_string(),
-                )
-            })?;
+            let ip = addr
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .parse::<IpAddr>()
+                .map_err(|_| {
+                    CniError::new(
+                        codes::DECODE_FAILURE,
+                        "bad address in prevResult",
+                        addr.to_string(),
+                    )
+                })?;
             if !held.contains(&ip) {
                 return Err(CniError::new(
                     codes::CHECK_MISMATCH,
@@ -484,7 +495,10 @@ mod tests {
     use super::*;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k: &str| m.get(k).cloned()
     }
 
@@ -496,7 +510,10 @@ mod tests {
             ("CNI_COMMAND", "ADD"),
             ("CNI_CONTAINERID", "abc123"),
             ("CNI_IFNAME", "eth0"),
-            ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web"),
+            (
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web",
+            ),
         ]);
         let req = parse_request(&env, CONF.as_bytes()).unwrap();
         assert_eq!(req.command, Command::Add);
@@ -504,7 +521,10 @@ mod tests {
         assert_eq!(req.node, "node1");
         assert_eq!(req.etcd_endpoints, "http://10.0.0.1:2379");
         assert_eq!(req.args["K8S_POD_NAME"], "web");
-        assert_eq!(req.conf.ipam.ipv4_pools.as_deref(), Some(&["default-ipv4-ippool".to_string()][..]));
+        assert_eq!(
+            req.conf.ipam.ipv4_pools.as_deref(),
+            Some(&["default-ipv4-ippool".to_string()][..])
+        );
         let r = add_result(&req, &["10.0.0.5".parse().unwrap()]);
         assert_eq!(r["ips"][0]["address"], "10.0.0.5/32");
         assert_eq!(r["routes"][0]["dst"], "0.0.0.0/0");
@@ -514,7 +534,11 @@ mod tests {
     fn errors_have_spec_codes() {
         let e = parse_request(&env_of(&[]), b"{}").unwrap_err();
         assert_eq!(e.code, codes::INVALID_ENV);
-        let e = parse_request(&env_of(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "x")]), b"{not json").unwrap_err();
+        let e = parse_request(
+            &env_of(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "x")]),
+            b"{not json",
+        )
+        .unwrap_err();
         assert_eq!(e.code, codes::DECODE_FAILURE);
         let e = parse_request(
             &env_of(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "x")]),
@@ -525,7 +549,11 @@ mod tests {
         let e = parse_request(&env_of(&[("CNI_COMMAND", "ADD")]), CONF.as_bytes()).unwrap_err();
         assert_eq!(e.code, codes::INVALID_ENV);
         let e = parse_request(
-            &env_of(&[("CNI_COMMAND", "ADD"), ("CNI_CONTAINERID", "x"), ("NODENAME", "n")]),
+            &env_of(&[
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "x"),
+                ("NODENAME", "n"),
+            ]),
             br#"{"cniVersion":"1.0.0","name":"n"}"#,
         )
         .unwrap_err();

@@ -52,16 +52,18 @@ pub async fn put_node<S: Store>(store: &S, name: &str, labels: &[(&str, &str)]) 
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect::<BTreeMap<_, _>>();
     let value = serde_json::to_vec(&node).map_err(|e| IpamError::Invalid(e.to_string()))?;
-    let txn = calyx_datastore::store::Transaction::new()
-        .then(calyx_datastore::store::Operation::put(Kind::Node.key(name), value));
+    let txn = calyx_datastore::store::Transaction::new().then(
+        calyx_datastore::store::Operation::put(Kind::Node.key(name), value),
+    );
     store.transaction(txn).await?;
     Ok(())
 }
 
 /// Deletes a node resource (not its IPAM data: see `Ipam::release_node`).
 pub async fn delete_node<S: Store>(store: &S, name: &str) -> Result<()> {
-    let txn = calyx_datastore::store::Transaction::new()
-        .then(calyx_datastore::store::Operation::delete(Kind::Node.key(name)));
+    let txn = calyx_datastore::store::Transaction::new().then(
+        calyx_datastore::store::Operation::delete(Kind::Node.key(name)),
+    );
     store.transaction(txn).await?;
     Ok(())
 }

@@ -35,9 +35,8 @@ use tokio::sync::oneshot;
 use crate::block;
 use crate::error::{IpamError, Result};
 use crate::model::{
-    affinity_key, block_key, handle_key, host_affinity_prefix, AffinityState,
-    AllocationAttribute, AllocationBlock, BlockAffinity, IPAMConfig, IPAMHandle, BLOCK_KEY_PREFIX,
-    IPAM_CONFIG_KEY,
+    affinity_key, block_key, handle_key, host_affinity_prefix, AffinityState, AllocationAttribute,
+    AllocationBlock, BlockAffinity, IPAMConfig, IPAMHandle, BLOCK_KEY_PREFIX, IPAM_CONFIG_KEY,
 };
 use crate::pools::{self, Pool};
 use crate::retry::RetryPolicy;
@@ -298,7 +297,10 @@ impl<S: Store> Ipam<S> {
         err: StoreError,
     ) -> Result<()> {
         let policy = self.policy();
-        let conflict = matches!(err, StoreError::TransactionFailed | StoreError::Conflict { .. });
+        let conflict = matches!(
+            err,
+            StoreError::TransactionFailed | StoreError::Conflict { .. }
+        );
         let unavailable = matches!(err, StoreError::Unavailable { .. });
         if !conflict && !unavailable {
             return Err(err.into());
@@ -396,16 +398,13 @@ impl<S: Store> Ipam<S> {
             .collect();
         for a in allocators {
             if let Ok(mut cache) = a.cache.try_lock() {
-                if cache.blocks.contains_key(&cidr) {
+                if let Some(entry) = cache.blocks.get_mut(&cidr) {
                     match block {
                         Some(b) => {
-                            cache.blocks.insert(
-                                cidr,
-                                Cached {
-                                    block: b.clone(),
-                                    rev,
-                                },
-                            );
+                            *entry = Cached {
+                                block: b.clone(),
+                                rev,
+                            };
                         }
                         None => {
                             cache.blocks.remove(&cidr);
@@ -583,9 +582,7 @@ impl<S: Store> Ipam<S> {
                     if free_here == 0 {
                         continue;
                     }
-                    let b = scratch
-                        .entry(cidr)
-                        .or_insert_with(|| cached.block.clone());
+                    let b = scratch.entry(cidr).or_insert_with(|| cached.block.clone());
                     let got = block::allocate(b, remaining, &w.attr);
                     remaining -= got.len();
                     if !got.is_empty() {
@@ -609,12 +606,10 @@ impl<S: Store> Ipam<S> {
                     .iter()
                     .map(|(c, o)| (*c, u32::try_from(o.len()).unwrap_or(u32::MAX)))
                     .collect();
-                txn = txn
-                    .when(w.handle_guard())
-                    .then(Operation::put(
-                        handle_key(&w.args.handle),
-                        encode(&w.handle_after(&added)),
-                    ));
+                txn = txn.when(w.handle_guard()).then(Operation::put(
+                    handle_key(&w.args.handle),
+                    encode(&w.handle_after(&added)),
+                ));
             }
             match self.store().transaction(txn).await {
                 Ok(rev) => {
@@ -691,7 +686,11 @@ impl<S: Store> Ipam<S> {
     }
 
     /// A handle's record and the addresses of `family` it holds.
-    async fn read_handle(&self, handle: &str, family: Family) -> Result<(HandleState, Vec<IpAddr>)> {
+    async fn read_handle(
+        &self,
+        handle: &str,
+        family: Family,
+    ) -> Result<(HandleState, Vec<IpAddr>)> {
         let Some(kv) = self.store().get(&handle_key(handle)).await? else {
             return Ok((HandleState::Absent, Vec::new()));
         };
@@ -961,9 +960,8 @@ impl<S: Store> Ipam<S> {
             reason = "every block of the usable pools is claimed".to_string();
             for pool in &usable {
                 if let Some(cidr) = find_unclaimed(pool, &existing) {
-                    let mut block = AllocationBlock::new_affine(cidr, node).ok_or_else(|| {
-                        IpamError::Invalid(format!("block {cidr} is too large"))
-                    })?;
+                    let mut block = AllocationBlock::new_affine(cidr, node)
+                        .ok_or_else(|| IpamError::Invalid(format!("block {cidr} is too large")))?;
                     block.strict_affinity = cfg.strict_affinity;
                     return Ok(SlowPlan {
                         cidr,
@@ -1024,7 +1022,10 @@ struct SlowPlan {
 
 /// A block of `pool` that does not exist yet, looking from a random place so that nodes racing
 /// for blocks rarely pick the same one.
-pub(crate) fn find_unclaimed(pool: &Pool, existing: &BTreeMap<IpNet, (AllocationBlock, Revision)>) -> Option<IpNet> {
+pub(crate) fn find_unclaimed(
+    pool: &Pool,
+    existing: &BTreeMap<IpNet, (AllocationBlock, Revision)>,
+) -> Option<IpNet> {
     let n = pool.block_count();
     if n == 0 {
         return None;

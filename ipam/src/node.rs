@@ -54,9 +54,10 @@ impl<S: Store> Ipam<S> {
                 state: aff.state,
                 exists: block.is_some(),
                 in_use: block.as_ref().map_or(0, AllocationBlock::num_allocated),
-                total: block
-                    .as_ref()
-                    .map_or_else(|| crate::model::AllocationBlock::new(cidr).map_or(0, |b| b.num_addresses()), AllocationBlock::num_addresses),
+                total: block.as_ref().map_or_else(
+                    || crate::model::AllocationBlock::new(cidr).map_or(0, |b| b.num_addresses()),
+                    AllocationBlock::num_addresses,
+                ),
             });
         }
         Ok(out)
@@ -79,7 +80,9 @@ impl<S: Store> Ipam<S> {
                 return Ok(Some(b.cidr));
             }
             let all = pools::list_pools(self.store()).await?;
-            let labels = pools::node_labels(self.store(), node).await?.unwrap_or_default();
+            let labels = pools::node_labels(self.store(), node)
+                .await?
+                .unwrap_or_default();
             let usable = pools::usable_pools(&all, family, &labels, false, None)?;
             let (cfg, _) = self.config_with_rev().await?;
             let listing = self
@@ -121,12 +124,11 @@ impl<S: Store> Ipam<S> {
 
     /// The node's tunnel address of `kind` (assigned once, then the same one every time).
     pub async fn assign_tunnel_address(&self, node: &str, kind: TunnelKind) -> Result<IpAddr> {
-        let args = AssignArgs::one(kind.handle(node), node, kind.family()).with_attrs(
-            AllocationAttrs {
+        let args =
+            AssignArgs::one(kind.handle(node), node, kind.family()).with_attrs(AllocationAttrs {
                 kind: Some(kind.attr_type().to_string()),
                 ..Default::default()
-            },
-        );
+            });
         self.assign(args)
             .await?
             .into_iter()
@@ -232,7 +234,9 @@ impl<S: Store> Ipam<S> {
         let record: IPAMHandle = decode(&kv)?;
         let mut out = Vec::new();
         for c in record.block.keys() {
-            let Ok(cidr) = c.parse::<IpNet>() else { continue };
+            let Ok(cidr) = c.parse::<IpNet>() else {
+                continue;
+            };
             if let Some(b) = self.store().get(&block_key(&cidr)).await? {
                 let b: AllocationBlock = decode(&b)?;
                 out.extend(block::addresses_of(&b, handle));

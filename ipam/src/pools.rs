@@ -79,15 +79,22 @@ impl Pool {
         match self.cidr {
             IpNet::V4(n) => {
                 let base = u32::from(n.network());
-                let off = u32::try_from(index).ok()?.checked_shl(host_bits).unwrap_or(0);
+                let off = u32::try_from(index)
+                    .ok()?
+                    .checked_shl(host_bits)
+                    .unwrap_or(0);
                 let addr = std::net::Ipv4Addr::from(base.checked_add(off)?);
-                ipnet::Ipv4Net::new(addr, self.block_size).ok().map(IpNet::V4)
+                ipnet::Ipv4Net::new(addr, self.block_size)
+                    .ok()
+                    .map(IpNet::V4)
             }
             IpNet::V6(n) => {
                 let base = u128::from(n.network());
                 let off = u128::from(index).checked_shl(host_bits).unwrap_or(0);
                 let addr = std::net::Ipv6Addr::from(base.checked_add(off)?);
-                ipnet::Ipv6Net::new(addr, self.block_size).ok().map(IpNet::V6)
+                ipnet::Ipv6Net::new(addr, self.block_size)
+                    .ok()
+                    .map(IpNet::V6)
             }
         }
     }
@@ -126,7 +133,10 @@ pub async fn list_pools<S: Store>(store: &S) -> Result<Vec<Pool>> {
 }
 
 /// A node's labels; `None` when the node does not exist.
-pub async fn node_labels<S: Store>(store: &S, node: &str) -> Result<Option<BTreeMap<String, String>>> {
+pub async fn node_labels<S: Store>(
+    store: &S,
+    node: &str,
+) -> Result<Option<BTreeMap<String, String>>> {
     let Some(kv) = store.get(&Kind::Node.key(node)).await? else {
         return Ok(None);
     };
@@ -195,7 +205,10 @@ mod tests {
         assert_eq!(p.block(0), Some("10.0.0.0/26".parse().unwrap()));
         assert_eq!(p.block(3), Some("10.0.0.192/26".parse().unwrap()));
         assert_eq!(p.block(4), None);
-        assert_eq!(p.block_of("10.0.0.77".parse().unwrap()), Some("10.0.0.64/26".parse().unwrap()));
+        assert_eq!(
+            p.block_of("10.0.0.77".parse().unwrap()),
+            Some("10.0.0.64/26".parse().unwrap())
+        );
         let p6 = pool("fd00::/120", 122, "all()");
         assert_eq!(p6.block(1), Some("fd00::40/122".parse().unwrap()));
     }
@@ -206,13 +219,23 @@ mod tests {
         let pools = vec![
             pool("10.0.0.0/24", 26, "rack == 'a'"),
             pool("10.1.0.0/24", 26, "rack == 'b'"),
-            Pool { disabled: true, ..pool("10.2.0.0/24", 26, "all()") },
+            Pool {
+                disabled: true,
+                ..pool("10.2.0.0/24", 26, "all()")
+            },
             pool("fd00::/120", 122, "all()"),
         ];
         let got = usable_pools(&pools, Family::V4, &labels, false, None).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].cidr.to_string(), "10.0.0.0/24");
-        let named = usable_pools(&pools, Family::V4, &labels, false, Some(&["10.1.0.0/24".to_string()])).unwrap();
+        let named = usable_pools(
+            &pools,
+            Family::V4,
+            &labels,
+            false,
+            Some(&["10.1.0.0/24".to_string()]),
+        )
+        .unwrap();
         assert_eq!(named.len(), 1);
         let bad = vec![pool("10.0.0.0/24", 26, "rack ==")];
         let err = usable_pools(&bad, Family::V4, &labels, false, None).unwrap_err();

@@ -15,8 +15,8 @@ use crate::block;
 use crate::error::Result;
 use crate::ipam::{decode, encode};
 use crate::model::{
-    affinity_from_key, affinity_key, block_key, handle_key, host_affinity_prefix,
-    AllocationBlock, IPAMHandle, BLOCK_KEY_PREFIX,
+    affinity_from_key, affinity_key, block_key, handle_key, host_affinity_prefix, AllocationBlock,
+    IPAMHandle, BLOCK_KEY_PREFIX,
 };
 use crate::pools;
 use crate::types::attr_keys;
@@ -76,11 +76,7 @@ impl<S: Store> Ipam<S> {
             return Ok(Vec::new());
         };
         let record: IPAMHandle = decode(&kv)?;
-        let cidrs: Vec<IpNet> = record
-            .block
-            .keys()
-            .filter_map(|c| c.parse().ok())
-            .collect();
+        let cidrs: Vec<IpNet> = record.block.keys().filter_map(|c| c.parse().ok()).collect();
         let mut released = self.release_handle_in_blocks(handle, &cidrs).await?;
         // A record that claimed more than the blocks held is left over: drop it, guarded.
         let mut attempt = 0;
@@ -90,11 +86,7 @@ impl<S: Store> Ipam<S> {
                 break;
             };
             let record: IPAMHandle = decode(&kv)?;
-            let cidrs: Vec<IpNet> = record
-                .block
-                .keys()
-                .filter_map(|c| c.parse().ok())
-                .collect();
+            let cidrs: Vec<IpNet> = record.block.keys().filter_map(|c| c.parse().ok()).collect();
             let mut holds = false;
             for c in &cidrs {
                 if let Some(b) = self.store().get(&block_key(c)).await? {
@@ -151,9 +143,9 @@ impl<S: Store> Ipam<S> {
                 continue;
             };
             let affine = b.affine_host() == Some(node);
-            let uses = block::allocated(&b).iter().any(|(_, a)| {
-                a.secondary.get(attr_keys::NODE).map(String::as_str) == Some(node)
-            });
+            let uses = block::allocated(&b)
+                .iter()
+                .any(|(_, a)| a.secondary.get(attr_keys::NODE).map(String::as_str) == Some(node));
             if !affine && !uses {
                 continue;
             }
@@ -268,8 +260,11 @@ impl<S: Store> Ipam<S> {
                 }
             }
             let handles: Vec<String> = per_handle.keys().cloned().collect();
-            let reads = self.get_many(handles.iter().map(|h| handle_key(h)).collect()).await;
-            let mut txn = Transaction::new().when(Precondition::ModRevision(key.clone(), kv.mod_revision));
+            let reads = self
+                .get_many(handles.iter().map(|h| handle_key(h)).collect())
+                .await;
+            let mut txn =
+                Transaction::new().when(Precondition::ModRevision(key.clone(), kv.mod_revision));
             for (h, r) in handles.iter().zip(reads) {
                 let hk = handle_key(h);
                 match r? {
@@ -369,4 +364,3 @@ impl<S: Store> Ipam<S> {
         Ok(out)
     }
 }
-

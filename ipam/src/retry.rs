@@ -42,7 +42,9 @@ impl RetryPolicy {
             .base_backoff
             .saturating_mul(1u32 << shift)
             .min(self.max_backoff);
-        let ceiling_us = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX).max(2);
+        let ceiling_us = u64::try_from(ceiling.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(2);
         let us = rand::rng().random_range(ceiling_us / 2..=ceiling_us);
         Duration::from_micros(us)
     }

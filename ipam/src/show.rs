@@ -95,13 +95,10 @@ impl ShowReport {
             "IPS IN USE".into(),
             "IPS FREE".into(),
         ]];
-        let pct = |n: u128, d: u128| {
-            if d == 0 {
-                "0%".to_string()
-            } else {
-                // Whole percent is all the table needs.
-                format!("{}%", n * 100 / d)
-            }
+        let pct = |n: u128, d: u128| match (n * 100).checked_div(d) {
+            // Whole percent is all the table needs.
+            Some(p) => format!("{p}%"),
+            None => "0%".to_string(),
         };
         for p in &self.pools {
             rows.push([
@@ -220,7 +217,8 @@ impl<S: Store> Ipam<S> {
             let in_use = b.num_allocated() as u128;
             let mut borrowed = 0;
             for (o, attr) in block::allocated(b) {
-                if let (Some(bn), Some(n)) = (b.affine_host(), attr.secondary.get(attr_keys::NODE)) {
+                if let (Some(bn), Some(n)) = (b.affine_host(), attr.secondary.get(attr_keys::NODE))
+                {
                     if bn != n {
                         borrowed += 1;
                         if let Some(ip) = b.ordinal_to_ip(o) {

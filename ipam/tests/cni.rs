@@ -25,13 +25,21 @@ fn plugin(command: &str, container: &str, stdin: &str) -> Run {
         .env("CNI_NETNS", format!("/var/run/netns/{container}"))
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", "/opt/cni/bin")
-        .env("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1")
+        .env(
+            "CNI_ARGS",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1",
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),
@@ -48,7 +56,9 @@ async fn cni_add_check_del() {
     let store = EtcdStore::connect(&EtcdConfig::from_endpoints(etcd.endpoint()).unwrap())
         .await
         .unwrap();
-    put_pool(&store, "default-ipv4-ippool", "10.20.0.0/16", 26, "all()").await.unwrap();
+    put_pool(&store, "default-ipv4-ippool", "10.20.0.0/16", 26, "all()")
+        .await
+        .unwrap();
     put_node(&store, "node1", &[]).await.unwrap();
     let conf = format!(
         r#"{{"cniVersion":"1.0.0","name":"k8s-pod-network","type":"calyx","nodename":"node1","etcd_endpoints":"{}","ipam":{{"type":"calyx-ipam"}}}}"#,
@@ -64,19 +74,28 @@ async fn cni_add_check_del() {
     assert!(store.list("/calico/ipam/").await.unwrap().kvs.is_empty());
     let no_cmd = plugin("", "c1", &conf);
     assert_ne!(no_cmd.code, 0);
-    assert_eq!(serde_json::from_str::<Value>(&no_cmd.stdout).unwrap()["code"], 4);
+    assert_eq!(
+        serde_json::from_str::<Value>(&no_cmd.stdout).unwrap()["code"],
+        4
+    );
 
     let version = plugin("VERSION", "", "");
     assert_eq!(version.code, 0, "{}", version.stderr);
     let v: Value = serde_json::from_str(&version.stdout).unwrap();
-    assert!(v["supportedVersions"].as_array().unwrap().contains(&Value::from("1.0.0")));
+    assert!(v["supportedVersions"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("1.0.0")));
 
     let add = plugin("ADD", "c1", &conf);
     assert_eq!(add.code, 0, "stdout {} stderr {}", add.stdout, add.stderr);
     let result: Value = serde_json::from_str(&add.stdout).unwrap();
     assert_eq!(result["cniVersion"], "1.0.0");
     let address = result["ips"][0]["address"].as_str().unwrap().to_string();
-    assert!(address.starts_with("10.20.") && address.ends_with("/32"), "{address}");
+    assert!(
+        address.starts_with("10.20.") && address.ends_with("/32"),
+        "{address}"
+    );
     assert_eq!(result["routes"][0]["dst"], "0.0.0.0/0");
     assert!(store
         .get("/calico/ipam/v2/handle/k8s-pod-network.c1")
@@ -108,13 +127,20 @@ async fn cni_add_check_del() {
         .unwrap()
         .is_none());
     let del2 = plugin("DEL", "c1", &conf);
-    assert_eq!(del2.code, 0, "DEL of something gone succeeds: {}", del2.stdout);
+    assert_eq!(
+        del2.code, 0,
+        "DEL of something gone succeeds: {}",
+        del2.stdout
+    );
     let never = plugin("DEL", "never-added", &conf);
     assert_eq!(never.code, 0);
 
     let check_gone = plugin("CHECK", "c1", &with_prev);
     assert_ne!(check_gone.code, 0);
-    assert_eq!(serde_json::from_str::<Value>(&check_gone.stdout).unwrap()["code"], 3);
+    assert_eq!(
+        serde_json::from_str::<Value>(&check_gone.stdout).unwrap()["code"],
+        3
+    );
 }
 
 #[test]

@@ -25,7 +25,9 @@ const NODES: usize = 3;
 
 async fn setup(endpoint: &str) -> Ipam<EtcdStore> {
     let store = connect(endpoint).await;
-    put_pool(&store, "default-ipv4-ippool", "10.10.0.0/16", 26, "all()").await.unwrap();
+    put_pool(&store, "default-ipv4-ippool", "10.10.0.0/16", 26, "all()")
+        .await
+        .unwrap();
     for n in 0..NODES {
         put_node(&store, &format!("node{n}"), &[]).await.unwrap();
     }
@@ -43,7 +45,11 @@ async fn assert_accounted(ipam: &Ipam<EtcdStore>, live: &HashMap<String, IpAddr>
     let show = ipam.show().await.unwrap();
     let in_use: u128 = show.pools.iter().map(|p| p.in_use).sum();
     for (h, ip) in live {
-        assert_eq!(ipam.handle_addresses(h).await.unwrap(), vec![*ip], "handle {h}");
+        assert_eq!(
+            ipam.handle_addresses(h).await.unwrap(),
+            vec![*ip],
+            "handle {h}"
+        );
     }
     println!("{} live handles, {} addresses in use", live.len(), in_use);
 }
@@ -131,7 +137,11 @@ async fn etcd_restart_in_the_middle() {
                     if i % 10 == 5 {
                         // An interrupted call: the caller gives up at once and never retries.
                         // Whether the write happened is unknown; check and gc find out.
-                        let _ = tokio::time::timeout(Duration::from_micros(300), mine.assign(args(&h, &node))).await;
+                        let _ = tokio::time::timeout(
+                            Duration::from_micros(300),
+                            mine.assign(args(&h, &node)),
+                        )
+                        .await;
                         abandoned.push(h);
                         continue;
                     }
@@ -175,7 +185,12 @@ async fn etcd_restart_in_the_middle() {
         abandoned.extend(ab);
         errors += e;
     }
-    println!("{} live, {} abandoned, {} errors seen by callers", live.len(), abandoned.len(), errors);
+    println!(
+        "{} live, {} abandoned, {} errors seen by callers",
+        live.len(),
+        abandoned.len(),
+        errors
+    );
     assert_accounted(&ipam, &live).await;
 
     let live_set: HashSet<String> = live.keys().cloned().collect();
@@ -196,11 +211,21 @@ async fn etcd_restart_in_the_middle() {
     }
     let leaked = report.not_live.len();
     // gc frees them only on the second sighting.
-    let first = ipam.gc(&live_set, Duration::from_millis(100)).await.unwrap();
+    let first = ipam
+        .gc(&live_set, Duration::from_millis(100))
+        .await
+        .unwrap();
     assert!(first.released.is_empty());
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let second = ipam.gc(&live_set, Duration::from_millis(100)).await.unwrap();
-    println!("gc: {} leaked addresses found by check, {} released by gc", leaked, second.released.len());
+    let second = ipam
+        .gc(&live_set, Duration::from_millis(100))
+        .await
+        .unwrap();
+    println!(
+        "gc: {} leaked addresses found by check, {} released by gc",
+        leaked,
+        second.released.len()
+    );
     assert_eq!(second.released.len(), leaked);
     let after = ipam.check(&opts).await.unwrap();
     assert!(after.is_clean(), "{after:#?}");

@@ -15,7 +15,9 @@ use calyx_ipam::{AllocationAttrs, AssignArgs, Family, Ipam, IpamError, TunnelKin
 
 async fn setup(pool: &str, block: u8) -> Ipam<MemoryStore> {
     let store = MemoryStore::new();
-    put_pool(&store, "pool", pool, block, "all()").await.unwrap();
+    put_pool(&store, "pool", pool, block, "all()")
+        .await
+        .unwrap();
     for n in ["node1", "node2"] {
         put_node(&store, n, &[]).await.unwrap();
     }
@@ -119,10 +121,14 @@ async fn max_blocks_per_host_then_borrow() {
     let ipam = setup("10.0.0.0/28", 30).await;
     ipam.configure(None, Some(1), None).await.unwrap();
     for i in 0..2 {
-        ipam.assign(args(&format!("n2-{i}"), "node2")).await.unwrap();
+        ipam.assign(args(&format!("n2-{i}"), "node2"))
+            .await
+            .unwrap();
     }
     for i in 0..5 {
-        ipam.assign(args(&format!("n1-{i}"), "node1")).await.unwrap();
+        ipam.assign(args(&format!("n1-{i}"), "node1"))
+            .await
+            .unwrap();
     }
     // node1 filled its one block, then borrowed from node2's instead of claiming another.
     assert_eq!(ipam.node_blocks("node1").await.unwrap().len(), 1);
@@ -144,7 +150,12 @@ async fn release_by_handle_and_ip() {
     assert!(ipam.release_ip(ips[0]).await.unwrap().is_none());
     let rest = ipam.release_handle("multi").await.unwrap();
     assert_eq!(rest.len(), 2);
-    assert!(ipam.store().get(&handle_key("multi")).await.unwrap().is_none());
+    assert!(ipam
+        .store()
+        .get(&handle_key("multi"))
+        .await
+        .unwrap()
+        .is_none());
     assert!(ipam.release_handle("multi").await.unwrap().is_empty());
     // node1 exists: its empty block stays.
     assert_eq!(ipam.node_blocks("node1").await.unwrap().len(), 1);
@@ -159,7 +170,12 @@ async fn empty_block_of_a_gone_node_is_deleted() {
     delete_node(ipam.store(), "node1").await.unwrap();
     ipam.release_ip(ip).await.unwrap().unwrap();
     assert!(ipam.store().get(&block_key(&cidr)).await.unwrap().is_none());
-    assert!(ipam.store().get(&affinity_key("node1", &cidr)).await.unwrap().is_none());
+    assert!(ipam
+        .store()
+        .get(&affinity_key("node1", &cidr))
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]
@@ -171,7 +187,10 @@ async fn release_node_frees_everything_of_the_node() {
     for i in 0..12 {
         n1.extend(ipam.assign(args(&format!("a{i}"), "node1")).await.unwrap());
     }
-    let t = ipam.assign_tunnel_address("node1", TunnelKind::Vxlan).await.unwrap();
+    let t = ipam
+        .assign_tunnel_address("node1", TunnelKind::Vxlan)
+        .await
+        .unwrap();
     let n2 = ipam.assign(args("b", "node2")).await.unwrap();
     delete_node(ipam.store(), "node1").await.unwrap();
     let out = ipam.release_node("node1").await.unwrap();
@@ -189,31 +208,64 @@ async fn specific_addresses() {
     let ipam = setup("10.0.0.0/24", 26).await;
     let ip: IpAddr = "10.0.0.200".parse().unwrap();
     let attrs = AllocationAttrs::default();
-    ipam.assign_ip(ip, "static-1", "node2", &attrs).await.unwrap();
+    ipam.assign_ip(ip, "static-1", "node2", &attrs)
+        .await
+        .unwrap();
     // Idempotent for the same handle, refused for another.
-    ipam.assign_ip(ip, "static-1", "node2", &attrs).await.unwrap();
-    let err = ipam.assign_ip(ip, "other", "node1", &attrs).await.unwrap_err();
+    ipam.assign_ip(ip, "static-1", "node2", &attrs)
+        .await
+        .unwrap();
+    let err = ipam
+        .assign_ip(ip, "other", "node1", &attrs)
+        .await
+        .unwrap_err();
     assert!(matches!(err, IpamError::AlreadyAllocated { .. }), "{err}");
-    let err = ipam.assign_ip("192.168.0.1".parse().unwrap(), "x", "node1", &attrs).await.unwrap_err();
+    let err = ipam
+        .assign_ip("192.168.0.1".parse().unwrap(), "x", "node1", &attrs)
+        .await
+        .unwrap_err();
     assert!(matches!(err, IpamError::NotInPool { .. }), "{err}");
     // The block was claimed for node2.
-    assert_eq!(ipam.node_blocks("node2").await.unwrap()[0].cidr.to_string(), "10.0.0.192/26");
+    assert_eq!(
+        ipam.node_blocks("node2").await.unwrap()[0].cidr.to_string(),
+        "10.0.0.192/26"
+    );
     assert_eq!(ipam.handle_addresses("static-1").await.unwrap(), vec![ip]);
     // Tunnel addresses are stable.
-    let t1 = ipam.assign_tunnel_address("node1", TunnelKind::Ipip).await.unwrap();
-    let t2 = ipam.assign_tunnel_address("node1", TunnelKind::Ipip).await.unwrap();
+    let t1 = ipam
+        .assign_tunnel_address("node1", TunnelKind::Ipip)
+        .await
+        .unwrap();
+    let t2 = ipam
+        .assign_tunnel_address("node1", TunnelKind::Ipip)
+        .await
+        .unwrap();
     assert_eq!(t1, t2);
 }
 
 #[tokio::test]
 async fn pools_selectors_disabled_and_dual_stack() {
     let store = MemoryStore::new();
-    put_pool(&store, "rack-a", "10.1.0.0/24", 26, "rack == 'a'").await.unwrap();
-    put_pool(&store, "rack-b", "10.2.0.0/24", 26, "rack in {'b','c'} && !has(edge)").await.unwrap();
-    put_pool(&store, "v6", "fd00::/120", 122, "all()").await.unwrap();
+    put_pool(&store, "rack-a", "10.1.0.0/24", 26, "rack == 'a'")
+        .await
+        .unwrap();
+    put_pool(
+        &store,
+        "rack-b",
+        "10.2.0.0/24",
+        26,
+        "rack in {'b','c'} && !has(edge)",
+    )
+    .await
+    .unwrap();
+    put_pool(&store, "v6", "fd00::/120", 122, "all()")
+        .await
+        .unwrap();
     put_node(&store, "na", &[("rack", "a")]).await.unwrap();
     put_node(&store, "nb", &[("rack", "b")]).await.unwrap();
-    put_node(&store, "ne", &[("rack", "b"), ("edge", "")]).await.unwrap();
+    put_node(&store, "ne", &[("rack", "b"), ("edge", "")])
+        .await
+        .unwrap();
     let ipam = Ipam::new(store);
     let a = ipam.assign(args("a", "na")).await.unwrap();
     assert!(a[0].to_string().starts_with("10.1.0."), "{a:?}");
@@ -223,21 +275,30 @@ async fn pools_selectors_disabled_and_dual_stack() {
     let err = ipam.assign(args("e", "ne")).await.unwrap_err();
     assert!(err.to_string().contains("selects"), "{err}");
     // Dual stack with one handle.
-    let v6 = ipam.assign(AssignArgs::one("a", "na", Family::V6)).await.unwrap();
+    let v6 = ipam
+        .assign(AssignArgs::one("a", "na", Family::V6))
+        .await
+        .unwrap();
     assert!(v6[0].is_ipv6());
     let mut all = ipam.handle_addresses("a").await.unwrap();
     all.sort();
     assert_eq!(all, vec![a[0], v6[0]]);
     // A disabled pool is not used for new blocks.
-    set_pool_disabled(ipam.store(), "rack-b", true).await.unwrap();
-    put_node(ipam.store(), "nc", &[("rack", "c")]).await.unwrap();
+    set_pool_disabled(ipam.store(), "rack-b", true)
+        .await
+        .unwrap();
+    put_node(ipam.store(), "nc", &[("rack", "c")])
+        .await
+        .unwrap();
     assert!(ipam.assign(args("c", "nc")).await.is_err());
     // Requested pools restrict.
     let mut r = args("r", "na");
     r.pools = Some(vec!["rack-b".to_string()]);
     assert!(ipam.assign(r).await.is_err());
     // A bad selector is a clear error.
-    put_pool(ipam.store(), "bad", "10.3.0.0/24", 26, "rack == ").await.unwrap();
+    put_pool(ipam.store(), "bad", "10.3.0.0/24", 26, "rack == ")
+        .await
+        .unwrap();
     put_node(ipam.store(), "nz", &[]).await.unwrap();
     let err = ipam.assign(args("z", "nz")).await.unwrap_err();
     assert!(err.to_string().contains("nodeSelector"), "{err}");
@@ -251,7 +312,9 @@ async fn concurrent_allocators_share_blocks_without_waste() {
         let ipam = ipam.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..100 {
-                ipam.assign(args(&format!("h{a}-{i}"), "node1")).await.unwrap();
+                ipam.assign(args(&format!("h{a}-{i}"), "node1"))
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -259,8 +322,17 @@ async fn concurrent_allocators_share_blocks_without_waste() {
         t.await.unwrap();
     }
     let blocks = ipam.node_blocks("node1").await.unwrap();
-    let rev = ipam.store().get("/calico/ipam/v2/handle/h0-0").await.unwrap().unwrap();
-    println!("{} blocks, revision of first handle {}", blocks.len(), rev.mod_revision);
+    let rev = ipam
+        .store()
+        .get("/calico/ipam/v2/handle/h0-0")
+        .await
+        .unwrap()
+        .unwrap();
+    println!(
+        "{} blocks, revision of first handle {}",
+        blocks.len(),
+        rev.mod_revision
+    );
     // 800 addresses fill 12.5 blocks of 64.
     assert_eq!(blocks.len(), 13, "{blocks:?}");
 }
@@ -272,13 +344,26 @@ async fn an_assign_writes_only_the_block_it_takes_from() {
     for i in 0..12 {
         ipam.assign(args(&format!("f{i}"), "node1")).await.unwrap();
     }
-    let before = ipam.store().list("/calico/ipam/v2/assignment/").await.unwrap();
+    let before = ipam
+        .store()
+        .list("/calico/ipam/v2/assignment/")
+        .await
+        .unwrap();
     ipam.assign(args("next", "node1")).await.unwrap();
-    let after = ipam.store().list("/calico/ipam/v2/assignment/").await.unwrap();
+    let after = ipam
+        .store()
+        .list("/calico/ipam/v2/assignment/")
+        .await
+        .unwrap();
     let changed = after
         .kvs
         .iter()
-        .filter(|kv| !before.kvs.iter().any(|b| b.key == kv.key && b.mod_revision == kv.mod_revision))
+        .filter(|kv| {
+            !before
+                .kvs
+                .iter()
+                .any(|b| b.key == kv.key && b.mod_revision == kv.mod_revision)
+        })
         .count();
     assert_eq!(changed, 1);
 }
