@@ -367,3 +367,84 @@ async fn an_assign_writes_only_the_block_it_takes_from() {
         .count();
     assert_eq!(changed, 1);
 }
+
+mod sequences {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Assign(u8, u8),
+        ReleaseHandle(u8),
+        ReleaseNth(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u8..24, 0u8..2).prop_map(|(h, n)| Op::Assign(h, n)),
+            1 => (0u8..24).prop_map(Op::ReleaseHandle),
+            1 => (0usize..32).prop_map(Op::ReleaseNth),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Any sequence of assigns (retries included) and releases on a small pool that runs
+        /// out: no address twice, each handle holds exactly what the model says, and check is
+        /// clean at the end.
+        #[test]
+        fn assign_release_sequences(ops in proptest::collection::vec(op(), 1..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                // 16 addresses in four /30 blocks: exhaustion and borrowing happen.
+                let ipam = setup("10.0.0.0/28", 30).await;
+                let mut model: BTreeMap<String, IpAddr> = BTreeMap::new();
+                for op in ops {
+                    match op {
+                        Op::Assign(h, n) => {
+                            let h = format!("h{h}");
+                            match ipam.assign(args(&h, &format!("node{}", n + 1))).await {
+                                Ok(ips) => {
+                                    assert_eq!(ips.len(), 1);
+                                    if let Some(prev) = model.get(&h) {
+                                        assert_eq!(*prev, ips[0], "retry of {h} got another address");
+                                    }
+                                    assert!(
+                                        !model.iter().any(|(k, v)| *v == ips[0] && *k != h),
+                                        "{} given twice", ips[0]
+                                    );
+                                    model.insert(h, ips[0]);
+                                }
+                                Err(IpamError::Exhausted { .. }) => {
+                                    assert!(!model.contains_key(&h));
+                                    assert_eq!(model.len(), 16, "exhausted with {} in use", model.len());
+                                }
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                        Op::ReleaseHandle(h) => {
+                            let h = format!("h{h}");
+                            let rel = ipam.release_handle(&h).await.unwrap();
+                            assert_eq!(rel.first().map(|r| r.ip), model.remove(&h));
+                        }
+                        Op::ReleaseNth(i) => {
+                            if model.is_empty() { continue; }
+                            let (h, ip) = model.iter().nth(i % model.len()).map(|(h, ip)| (h.clone(), *ip)).unwrap();
+                            let rel = ipam.release_ip(ip).await.unwrap().unwrap();
+                            assert_eq!(rel.handle.as_deref(), Some(h.as_str()));
+                            model.remove(&h);
+                        }
+                    }
+                }
+                for (h, ip) in &model {
+                    assert_eq!(ipam.handle_addresses(h).await.unwrap(), vec![*ip]);
+                }
+                let show = ipam.show().await.unwrap();
+                assert_eq!(show.pools[0].in_use, model.len() as u128);
+                let report = ipam.check(&Default::default()).await.unwrap();
+                assert!(report.is_clean(), "{report:#?}");
+            });
+        }
+    }
+}
