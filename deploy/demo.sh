@@ -1,70 +1,178 @@
 #!/usr/bin/env bash
-# The Calyx demo on one machine. Installs what it needs, builds, starts a private etcd, applies
-# the example resources from deploy/examples/ with `calyx apply` and shows them back with
-# `calyx get`, then waits. Ctrl-C, or `deploy/demo.sh down` from another shell, removes
-# everything it started.
+# The Calyx demo: a 3-node cluster on one machine, in network namespaces.
 #
-# It grows with the project: the node daemon, BGP and the 3-node cluster in network namespaces
-# join it as they land (see README "Status").
+#   deploy/demo.sh        install what is missing, build, start everything, show it, wait
+#   deploy/demo.sh down   remove everything the demo started (Ctrl-C does it too)
+#
+# What it builds (addresses exist only inside the demo's own namespaces):
+#
+#   cxdemo-u    underlay: bridge br0 10.80.0.1/24, etcd on 10.80.0.1:2379
+#   cxdemo-n1   node1 10.80.0.11  `calyx node run` (BGP full mesh)
+#   cxdemo-n2   node2 10.80.0.12  `calyx node run`
+#   cxdemo-n3   node3 10.80.0.13  `calyx node run`
+#   cxdemo-tor  BIRD 2 "top-of-rack" router 10.80.0.254, AS 64513, eBGP to every node
+#   cxdemo-pNK  two pods per node, wired by calyx-cni + calyx-ipam as a container runtime does
+#
+# Then it prints `calyx node status` of each node, `calyx ipam show --show-blocks`, each node's
+# Calyx routes, what the ToR learned, and a ping between pods on different nodes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
 STATE=/tmp/calyx-demo
+P=cxdemo
+NET=10.80.0
+POOL=10.81.0.0/16
+NODES=(1 2 3)
+
+log() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 down() {
-    if [ -f "$STATE/etcd.pid" ]; then
-        kill "$(cat "$STATE/etcd.pid")" 2>/dev/null || true
-    fi
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-" || true); do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true
+    done
     rm -rf "$STATE"
-    echo "demo: removed everything it started"
 }
 
 if [ "${1:-}" = "down" ]; then
     down
+    echo "demo: removed everything it started"
     exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "deploy/demo.sh: run as root (network namespaces)" >&2
+    exit 1
 fi
 
 need=()
-command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
-command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
-command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+for pair in etcd-server:etcd etcd-client:etcdctl bird2:bird protobuf-compiler:protoc \
+    iproute2:ip iputils-ping:ping util-linux:nsenter; do
+    command -v "${pair#*:}" >/dev/null 2>&1 || need+=("${pair%%:*}")
+done
 if [ ${#need[@]} -gt 0 ]; then
-    echo "==> installing ${need[*]}"
+    log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-echo "==> building calyx"
-cargo build --release -q -p calyx
-CALYX="$PWD/target/release/calyx"
+log "building calyx, calyx-cni, calyx-ipam (release)"
+cargo build --release -q -p calyx -p calyx-ipam
+BIN="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
+CALYX="$BIN/calyx"
 
-down >/dev/null 2>&1 || true
+down
 mkdir -p "$STATE"
-trap 'echo; down' EXIT INT TERM
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-peer=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-etcd --name demo --data-dir "$STATE/etcd" \
-    --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
-    --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-    --initial-cluster "demo=http://127.0.0.1:$peer" --log-level error >"$STATE/etcd.log" 2>&1 &
-echo $! >"$STATE/etcd.pid"
-export ETCD_ENDPOINTS="http://127.0.0.1:$port"
+trap 'echo; log "cleaning up"; down' EXIT
+trap 'exit 130' INT TERM
+
+in_ns() { local ns=$1; shift; ip netns exec "$P-$ns" "$@"; }
+
+log "underlay, etcd"
+ip netns add "$P-u"
+in_ns u ip link set lo up
+in_ns u ip link add br0 type bridge
+in_ns u ip addr add "$NET.1/24" dev br0
+in_ns u ip link set br0 up
+in_ns u etcd --name demo --data-dir "$STATE/etcd" \
+    --listen-client-urls "http://$NET.1:2379" --advertise-client-urls "http://$NET.1:2379" \
+    --listen-peer-urls "http://$NET.1:2380" --initial-advertise-peer-urls "http://$NET.1:2380" \
+    --initial-cluster "demo=http://$NET.1:2380" --log-level error >"$STATE/etcd.log" 2>&1 &
+export ETCD_ENDPOINTS="http://$NET.1:2379"
 for _ in $(seq 1 100); do
-    etcdctl --endpoints "$ETCD_ENDPOINTS" endpoint health >/dev/null 2>&1 && break
+    in_ns u etcdctl --endpoints "$ETCD_ENDPOINTS" endpoint health >/dev/null 2>&1 && break
     sleep 0.1
 done
 
-echo "==> etcd at $ETCD_ENDPOINTS"
-echo "\$ calyx apply -f deploy/examples/ippools.yaml"; "$CALYX" apply -f deploy/examples/ippools.yaml
-echo "\$ calyx apply -f deploy/examples/bgp.yaml"; "$CALYX" apply -f deploy/examples/bgp.yaml
-echo "\$ calyx get ippools -o wide"; "$CALYX" get ippools -o wide
-echo "\$ calyx get bgppeers"; "$CALYX" get bgppeers
-echo "\$ calyx get bgpconfigurations"; "$CALYX" get bgpconfigurations
-echo "\$ calyx patch ippool default-ipv4-ippool -p '{\"spec\":{\"vxlanMode\":\"Never\"}}'"
-"$CALYX" patch ippool default-ipv4-ippool -p '{"spec":{"vxlanMode":"Never"}}'
-"$CALYX" get ippools -o wide
+attach() { # attach NS-SUFFIX IFNAME ADDRESS
+    ip link add "$P-h$1" type veth peer name "$2" netns "$P-$1"
+    ip link set "$P-h$1" netns "$P-u"
+    in_ns u ip link set "$P-h$1" master br0 up
+    in_ns "$1" ip link set lo up
+    in_ns "$1" ip addr add "$3/24" dev "$2"
+    in_ns "$1" ip link set "$2" up
+    in_ns "$1" ip route add default via "$NET.1"
+}
+
+log "the top-of-rack router (BIRD 2, AS 64513) peers with every node"
+ip netns add "$P-tor"
+attach tor eth0 "$NET.254"
+{
+    echo "router id $NET.254;"
+    echo "protocol device {}"
+    for i in "${NODES[@]}"; do
+        echo "protocol bgp node$i { local $NET.254 as 64513; neighbor $NET.1$i as 64512;"
+        echo "  ipv4 { import all; export none; }; }"
+    done
+} >"$STATE/bird.conf"
+in_ns tor bird -c "$STATE/bird.conf" -s "$STATE/bird.ctl" -P "$STATE/bird.pid"
+in_ns u "$CALYX" apply -f - <<EOF
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata:
+  name: tor
+spec:
+  peerIP: $NET.254
+  asNumber: 64513
+EOF
+
+log "three nodes running calyx node run"
+for i in "${NODES[@]}"; do
+    ip netns add "$P-n$i"
+    attach "n$i" eth0 "$NET.1$i"
+    mkdir -p "$STATE/node$i"
+    in_ns "n$i" env -i PATH="$PATH" NODENAME="node$i" IP="$NET.1$i/24" \
+        ETCD_ENDPOINTS="$ETCD_ENDPOINTS" CALICO_IPV4POOL_CIDR="$POOL" \
+        CALICO_NETWORKING_BACKEND=bird CALYX_STATE_DIR="$STATE/node$i" \
+        "$CALYX" node run >"$STATE/node$i.log" 2>&1 &
+done
+for i in "${NODES[@]}"; do
+    for _ in $(seq 1 100); do
+        in_ns "n$i" "$CALYX" node status >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+done
+
+log "two pods per node, through calyx-cni"
+conf() {
+    printf '{"cniVersion":"1.0.0","name":"k8s-pod-network","type":"calyx","nodename":"node%s","etcd_endpoints":"%s","mtu":1500,"ipam":{"type":"calyx-ipam"}}' "$1" "$ETCD_ENDPOINTS"
+}
+declare -A POD_IP
+for i in "${NODES[@]}"; do
+    for k in 1 2; do
+        pod="$P-p$i$k"
+        ip netns add "$pod"
+        result=$(conf "$i" | in_ns "n$i" env CNI_COMMAND=ADD CNI_CONTAINERID="demo-$i$k" \
+            CNI_NETNS="/var/run/netns/$pod" CNI_IFNAME=eth0 CNI_PATH="$BIN" \
+            CNI_ARGS="K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-$i$k" "$BIN/calyx-cni")
+        POD_IP[$i$k]=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["address"].split("/")[0])' <<<"$result")
+        echo "pod-$i$k on node$i: ${POD_IP[$i$k]}"
+    done
+done
+
+sleep 2
+for i in "${NODES[@]}"; do
+    log "calyx node status (node$i)"
+    in_ns "n$i" "$CALYX" node status
+done
+log "calyx ipam show --show-blocks"
+in_ns u "$CALYX" ipam show --show-blocks
+for i in "${NODES[@]}"; do
+    log "Calyx routes of node$i (ip route show proto 80) and its pod routes"
+    in_ns "n$i" ip route show proto 80
+    in_ns "n$i" ip route show | grep cali || true
+done
+log "what the ToR learned (birdc show route)"
+birdc -s "$STATE/bird.ctl" show route
+log "ping pod-11 (node1) -> pod-31 (node3), by pod IP, no NAT"
+ip netns exec "$P-p11" ping -c 3 -i 0.3 "${POD_IP[31]}"
+
 echo
-echo "Try it: ETCD_ENDPOINTS=$ETCD_ENDPOINTS $CALYX get ippools -o yaml"
+echo "Everything runs in namespaces $P-*. Try:"
+echo "  ip netns exec $P-p12 ping ${POD_IP[21]}"
+echo "  ip netns exec $P-n1 $CALYX node status"
+echo "  ip netns exec $P-u $CALYX get nodes -o wide      (ETCD_ENDPOINTS=$ETCD_ENDPOINTS)"
+echo "Logs: $STATE/node*.log"
 if [ -t 0 ]; then
-    echo "Ctrl-C to stop and clean up."
+    echo "Ctrl-C (or deploy/demo.sh down from another shell) removes everything."
     while true; do sleep 3600; done
 fi
