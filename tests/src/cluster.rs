@@ -49,6 +49,30 @@ impl Underlay {
 
     /// Adds node namespace number `index` with address `<prefix>.<10+index>/24` on `eth0`.
     pub fn add_node(&self, index: u8) -> NodeNs {
+        let prefix = self.prefix.clone();
+        self.add_node_on(index, "br0", &prefix)
+    }
+
+    /// Adds a second subnet: bridge `bridge` in the underlay on `<prefix>.1/24`, the underlay
+    /// routing between its bridges (a router between two L2 segments; etcd stays on `br0`).
+    pub fn add_subnet(&self, bridge: &str, prefix: &str) {
+        self.ns
+            .exec(&["ip", "link", "add", bridge, "type", "bridge"]);
+        self.ns.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{prefix}.1/24"),
+            "dev",
+            bridge,
+        ]);
+        self.ns.exec(&["ip", "link", "set", bridge, "up"]);
+        self.ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    }
+
+    /// Like [`Underlay::add_node`] on the subnet of `bridge` (`<prefix>.<10+index>/24`, default
+    /// route via `<prefix>.1`); `index` is unique across subnets.
+    pub fn add_node_on(&self, index: u8, bridge: &str, prefix: &str) -> NodeNs {
         let name = format!("{}-n{index}", self.tag);
         let ns = Netns::new(&name);
         let host_end = format!("{}h{index}", self.tag);
@@ -60,9 +84,9 @@ impl Underlay {
         );
         crate::netns::run("ip", &["link", "set", &host_end, "netns", self.ns.name()]);
         self.ns
-            .exec(&["ip", "link", "set", &host_end, "master", "br0"]);
+            .exec(&["ip", "link", "set", &host_end, "master", bridge]);
         self.ns.exec(&["ip", "link", "set", &host_end, "up"]);
-        let ip = format!("{}.{}", self.prefix, 10 + u32::from(index));
+        let ip = format!("{prefix}.{}", 10 + u32::from(index));
         ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
         ns.exec(&["ip", "link", "set", "eth0", "up"]);
         // Real nodes have a default route; proxy ARP for the pods' 169.254.1.1 gateway relies
@@ -73,7 +97,7 @@ impl Underlay {
             "add",
             "default",
             "via",
-            &format!("{}.1", self.prefix),
+            &format!("{prefix}.1"),
         ]);
         NodeNs {
             ns,
@@ -91,6 +115,27 @@ impl Underlay {
             .env("ETCD_ENDPOINTS", self.etcd_endpoint())
             .output()
             .unwrap_or_else(|e| panic!("cannot run calyx: {e}"))
+    }
+
+    /// Like [`Underlay::calyx`] with `input` on standard input (`calyx apply -f -`).
+    pub fn calyx_stdin(&self, args: &[&str], input: &str) -> std::process::Output {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", self.ns.name()])
+            .arg(crate::workspace_binary("calyx"))
+            .args(args)
+            .env("ETCD_ENDPOINTS", self.etcd_endpoint())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run calyx: {e}"));
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(input.as_bytes());
+        }
+        child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("calyx: {e}"))
     }
 }
 
@@ -178,6 +223,11 @@ impl Daemon {
             }
             let _ = child.wait();
         }
+    }
+
+    /// The daemon's process id while it runs (`ip netns exec` execs `calyx` in place).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the daemon hard (SIGKILL), like a crash.

@@ -126,21 +126,36 @@ pub fn plan(state: &ClusterState, me: &str, router_id: RouterIdSetting) -> Optio
     }
     for peer in state.bgp_peers.values() {
         let spec = &peer.spec;
-        let applies = if !spec.node.is_empty() {
-            spec.node == me
-        } else if !spec.node_selector.is_empty() {
-            selects(&spec.node_selector, node)
-        } else {
-            true
+        let applies_to = |name: &str, n: &Node| {
+            if !spec.node.is_empty() {
+                spec.node == name
+            } else if !spec.node_selector.is_empty() {
+                selects(&spec.node_selector, n)
+            } else {
+                true
+            }
         };
-        if !applies {
-            continue;
-        }
         let label = if spec.node.is_empty() && spec.node_selector.is_empty() {
             PeerLabel::Global
         } else {
             PeerLabel::NodeSpecific
         };
+        // As in Calico, a peering between nodes is set up in both directions: a node chosen by
+        // `peerSelector` peers with every node the BGPPeer applies to (so one BGPPeer
+        // `nodeSelector: all()`, `peerSelector: route-reflector == 'true'` is enough).
+        if !spec.peer_selector.is_empty() && selects(&spec.peer_selector, node) {
+            for (name, other) in &state.nodes {
+                if name == me || !applies_to(name, other) {
+                    continue;
+                }
+                if let Some(p) = node_peer(other, label) {
+                    peers.entry(p.address).or_insert(p);
+                }
+            }
+        }
+        if !applies_to(me, node) {
+            continue;
+        }
         if let (Some(ip), Some(asn)) = (&spec.peer_ip, spec.as_number) {
             if Some(ip.addr) == my_ip.map(IpAddr::V4) {
                 continue;
@@ -209,12 +224,19 @@ pub struct Bgp {
     routes: Option<mpsc::Receiver<BestRouteChange>>,
     restarting: bool,
     graceful_restart: bool,
+    hold_time: u16,
 }
 
 impl Bgp {
     /// No speaker yet; `restarting` sets the graceful-restart R bit on the first start (we
     /// came back within the restart time and kept our routes).
-    pub fn new(stop: CancellationToken, restarting: bool, graceful_restart: bool) -> Bgp {
+    /// `hold_time` is offered to every peer.
+    pub fn new(
+        stop: CancellationToken,
+        restarting: bool,
+        graceful_restart: bool,
+        hold_time: u16,
+    ) -> Bgp {
         Bgp {
             speaker: None,
             stop,
@@ -223,6 +245,7 @@ impl Bgp {
             routes: None,
             restarting,
             graceful_restart,
+            hold_time,
         }
     }
 
@@ -261,6 +284,7 @@ impl Bgp {
         let mut peers: Vec<PeerConfig> = plan.peers.values().cloned().collect();
         for p in &mut peers {
             p.graceful_restart = self.graceful_restart;
+            p.hold_time = self.hold_time;
         }
         if previous.as_ref().map(|p| &p.peers) != Some(&plan.peers) {
             if let Err(e) = speaker.set_peers(peers).await {
@@ -353,6 +377,7 @@ pub fn apply_route(routes: &mut BgpRoutes, change: BestRouteChange) {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)] // Specs are built field by field, as users write them.
 mod tests {
     use super::*;
     use calyx_datastore::resources::ipam::AllocationBlock;
@@ -448,6 +473,28 @@ mod tests {
         assert_eq!(addrs(&rr), ["10.0.0.2", "10.0.0.3"]);
         assert!(rr.peers.values().all(|p| p.route_reflector_client));
         assert_eq!(rr.global.cluster_id, Some("224.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn one_selector_peer_makes_the_peering_in_both_directions() {
+        let mut s = cluster(vec![
+            node("rr", "10.0.0.1", Some("224.0.0.1"), &[("rr", "true")]),
+            node("b", "10.0.0.2", None, &[]),
+            node("c", "10.0.0.3", None, &[]),
+        ]);
+        let mut cfg = BGPConfiguration::new("default", Default::default());
+        cfg.spec.node_to_node_mesh_enabled = Some(false);
+        s.bgp_configs.insert("default".into(), cfg);
+        let mut spec = BGPPeerSpec::default();
+        spec.node_selector = "all()".into();
+        spec.peer_selector = "rr == 'true'".into();
+        s.bgp_peers
+            .insert("to-rr".into(), BGPPeer::new("to-rr", spec));
+        let rr = plan(&s, "rr", RouterIdSetting::NodeAddress).unwrap();
+        assert_eq!(addrs(&rr), ["10.0.0.2", "10.0.0.3"]);
+        assert!(rr.peers.values().all(|p| p.route_reflector_client));
+        let b = plan(&s, "b", RouterIdSetting::NodeAddress).unwrap();
+        assert_eq!(addrs(&b), ["10.0.0.1"]);
     }
 
     #[test]

@@ -86,6 +86,10 @@ pub struct NodeRunArgs {
     /// Keep kernel routes and let peers keep ours across a restart (BGP graceful restart).
     #[arg(long, env = "CALYX_GRACEFUL_RESTART", default_value = "true")]
     pub graceful_restart: String,
+    /// BGP hold time offered to every peer, in seconds (0, or 3-65535; the session uses the
+    /// smaller of both sides'). A dead peer's routes go after this long without graceful restart.
+    #[arg(long, env = "CALYX_BGP_HOLD_TIME", default_value = "90")]
+    pub bgp_hold_time: String,
     /// Where the node name is written for the CNI plugins.
     #[arg(long, env = "CALYX_STATE_DIR", default_value = "/var/lib/calyx")]
     pub state_dir: PathBuf,
@@ -207,6 +211,8 @@ pub struct NodeConfig {
     pub datastore_wait: Duration,
     /// BGP graceful restart on.
     pub graceful_restart: bool,
+    /// BGP hold time offered to peers (seconds).
+    pub bgp_hold_time: u16,
     /// State directory for the CNI plugins.
     pub state_dir: PathBuf,
     /// Route protocol number.
@@ -359,6 +365,7 @@ pub fn parse_method(variable: &'static str, value: &str) -> Result<AutodetectMet
     }
 }
 
+#[allow(clippy::too_many_arguments)] // One per pool setting, each named at the call.
 fn parse_pool(
     cidr_var: &'static str,
     cidr: &str,
@@ -527,6 +534,18 @@ impl NodeRunArgs {
             &self.route_protocol,
             "a route protocol number 1-255",
         )?;
+        let hold: u16 = parse_number(
+            "CALYX_BGP_HOLD_TIME",
+            &self.bgp_hold_time,
+            "seconds: 0 or 3-65535",
+        )?;
+        if hold == 1 || hold == 2 {
+            return Err(bad(
+                "CALYX_BGP_HOLD_TIME",
+                &self.bgp_hold_time,
+                "expected seconds: 0 or 3-65535",
+            ));
+        }
         if route_protocol == 0 {
             return Err(bad(
                 "CALYX_ROUTE_PROTOCOL",
@@ -546,6 +565,7 @@ impl NodeRunArgs {
             health_listen,
             datastore_wait: Duration::from_secs(wait),
             graceful_restart: parse_bool("CALYX_GRACEFUL_RESTART", &self.graceful_restart)?,
+            bgp_hold_time: hold,
             state_dir: self.state_dir.clone(),
             route_protocol,
             route_refresh_interval: Duration::from_secs(refresh.max(1)),

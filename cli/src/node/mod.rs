@@ -183,6 +183,7 @@ async fn main_loop<S: Store + Clone>(
             CancellationToken::new(),
             restarted_recently(config),
             config.graceful_restart,
+            config.bgp_hold_time,
         )
     });
     let mut dirty = true;
