@@ -814,25 +814,32 @@ fn scale_200_pods_on_3_nodes() {
     let created = started.elapsed();
     let ips: BTreeSet<&str> = pods.iter().map(|(_, p)| p.ip.as_str()).collect();
     assert_eq!(ips.len(), total, "every pod has its own address");
-    // A sample of cross-node pings: each pod k pings pod k+1 (on the next node), every 10th.
+    let addrs = allocated_addresses(&c.underlay);
+    let held: BTreeSet<_> = addrs.iter().collect();
+    assert_eq!(held.len(), addrs.len(), "an address is held twice in IPAM");
+    // Every pod pings one pod on the next node (all 200 pods, every node pair).
+    let mut by_node: Vec<Vec<&Pod>> = vec![Vec::new(); c.nodes.len()];
+    for (n, p) in &pods {
+        by_node[*n].push(p);
+    }
     let ping_start = Instant::now();
     let mut pinged = 0;
-    for k in (0..total - 1).step_by(10) {
-        let (a, b) = (&pods[k], &pods[k + 1]);
-        if a.0 == b.0 {
-            continue;
+    for (n, list) in by_node.iter().enumerate() {
+        let other = &by_node[(n + 1) % by_node.len()];
+        for (k, from) in list.iter().enumerate() {
+            let to = other[k % other.len()];
+            let ok = wait_until(Duration::from_secs(20), || from.ping(&to.ip));
+            assert!(
+                ok,
+                "{} (node{}) cannot reach {} (node{})\n{}",
+                from.ip,
+                n + 1,
+                to.ip,
+                (n + 1) % by_node.len() + 1,
+                c.routes()
+            );
+            pinged += 1;
         }
-        let ok = wait_until(Duration::from_secs(20), || a.1.ping(&b.1.ip));
-        assert!(
-            ok,
-            "{} (node{}) cannot reach {} (node{})\n{}",
-            a.1.ip,
-            a.0 + 1,
-            b.1.ip,
-            b.0 + 1,
-            c.routes()
-        );
-        pinged += 1;
     }
     let pinging = ping_start.elapsed();
     let teardown = Instant::now();
