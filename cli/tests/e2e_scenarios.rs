@@ -554,7 +554,14 @@ fn node_failure_withdraws_routes_within_hold_time() {
     });
     assert!(learned, "node1 never learned the blocks:\n{}", c.routes());
 
+    let p1 = Pod::add(&c.underlay, &c.nodes[0], &format!("{t}-p1"));
+    let p3 = Pod::add(&c.underlay, &c.nodes[2], &format!("{t}-p3"));
+    let reached = wait_until(Duration::from_secs(30), || p1.ping(&p3.ip));
+    assert!(reached, "no connectivity to start with:\n{}", c.routes());
+
     // A crash: the kernel closes the TCP session, the peers notice at once.
+    let pinger = Pinger::start(&p1, &p3.ip, 10);
+    std::thread::sleep(Duration::from_secs(1));
     c.daemons[2].kill();
     let started = Instant::now();
     let gone = wait_until(Duration::from_secs(hold + 5), || {
@@ -570,6 +577,22 @@ fn node_failure_withdraws_routes_within_hold_time() {
     println!(
         "SIGKILL, no graceful restart: node3's block withdrawn from node1 after {:.1} s",
         started.elapsed().as_secs_f64()
+    );
+    // The same restart as in graceful_restart_keeps_pod_traffic, for comparison.
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+    c.daemons[2] = Daemon::start(&c.underlay, &c.nodes[2], &env);
+    c.wait_up();
+    let (sent, received) = pinger.finish();
+    let back = wait_until(Duration::from_secs(30), || p1.ping(&p3.ip));
+    assert!(
+        back,
+        "node3's pods unreachable after its restart:\n{}",
+        c.routes()
+    );
+    println!(
+        "no graceful restart, SIGKILL + start of node3's daemon: {received}/{sent} replies \
+         across it ({} lost)",
+        sent - received
     );
 
     // A hang (or a cut link): the session stays open and only the hold timer notices.
