@@ -232,7 +232,7 @@ async fn main_loop<S: Store + Clone>(
                     }
                     dirty = false;
                 }
-                refresh_status(status, &state, &config.nodename, reconciler);
+                refresh_status(status, &state, &config.nodename, reconciler, bgp_routes.len());
                 if let Some(bgp) = &bgp {
                     let peers = bgp.peer_status();
                     update_status(status, |s| {
@@ -301,6 +301,7 @@ fn refresh_status(
     state: &ClusterState,
     me: &str,
     reconciler: Option<&ReconcilerHandle>,
+    rib_routes: usize,
 ) {
     let mine: Vec<_> = state
         .blocks
@@ -322,12 +323,20 @@ fn refresh_status(
             resyncs: s.resyncs,
             last_resync_seconds: s.last_resync_duration.map_or(0.0, |d| d.as_secs_f64()),
             drift_repairs: s.drift_repairs,
+            resync_histogram: Default::default(),
         }
     });
     update_status(status, |s| {
         s.datastore_revision = state.revision;
         s.ipam = ipam;
-        if let Some(d) = dataplane {
+        s.bgp_rib_routes = rib_routes as u64;
+        if let Some(mut d) = dataplane {
+            // The histogram lives here, not in the reconciler: a resync finished since the
+            // last refresh (every 100 ms) is observed once.
+            d.resync_histogram = std::mem::take(&mut s.dataplane.resync_histogram);
+            if d.resyncs > s.dataplane.resyncs {
+                d.resync_histogram.observe(d.last_resync_seconds);
+            }
             s.dataplane = d;
         }
         // Ready by calico-node's rule; without BGP peers that is the datastore alone.

@@ -39,6 +39,39 @@ pub struct DataplaneStatus {
     pub last_resync_seconds: f64,
     /// Routes repaired after someone else changed them.
     pub drift_repairs: u64,
+    /// Durations of the full resyncs seen so far.
+    #[serde(default)]
+    pub resync_histogram: Histogram,
+}
+
+/// Upper bounds (seconds) of the resync duration histogram's buckets.
+pub const RESYNC_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// A Prometheus-style cumulative histogram.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Observations at or below each bound of [`RESYNC_BUCKETS`].
+    pub buckets: Vec<u64>,
+    /// Sum of the observations.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&mut self, value: f64) {
+        if self.buckets.len() != RESYNC_BUCKETS.len() {
+            self.buckets = vec![0; RESYNC_BUCKETS.len()];
+        }
+        for (bound, n) in RESYNC_BUCKETS.iter().zip(self.buckets.iter_mut()) {
+            if value <= *bound {
+                *n += 1;
+            }
+        }
+        self.sum += value;
+        self.count += 1;
+    }
 }
 
 /// IPAM figures for this node.
@@ -77,6 +110,9 @@ pub struct NodeStatus {
     pub peers: Vec<PeerStatus>,
     /// Reconciler figures.
     pub dataplane: DataplaneStatus,
+    /// Best routes learned over BGP (the RIB as the dataplane sees it).
+    #[serde(default)]
+    pub bgp_rib_routes: u64,
     /// IPAM figures.
     pub ipam: IpamStatus,
 }
@@ -169,6 +205,32 @@ pub fn metrics(status: &NodeStatus) -> String {
         "Full dataplane resyncs.",
         "counter",
         &[(String::new(), d.resyncs as f64)],
+    );
+    let h = &d.resync_histogram;
+    let mut samples: Vec<(String, f64)> = RESYNC_BUCKETS
+        .iter()
+        .enumerate()
+        .map(|(i, le)| {
+            (
+                format!("_bucket{{le=\"{le}\"}}"),
+                h.buckets.get(i).copied().unwrap_or(0) as f64,
+            )
+        })
+        .collect();
+    samples.push(("_bucket{le=\"+Inf\"}".into(), h.count as f64));
+    samples.push(("_sum".into(), h.sum));
+    samples.push(("_count".into(), h.count as f64));
+    metric(
+        "calyx_dataplane_resync_duration_seconds",
+        "Durations of full dataplane resyncs.",
+        "histogram",
+        &samples,
+    );
+    metric(
+        "calyx_bgp_rib_routes",
+        "Best routes learned over BGP.",
+        "gauge",
+        &[(String::new(), status.bgp_rib_routes as f64)],
     );
     metric(
         "calyx_dataplane_last_resync_seconds",
@@ -318,5 +380,19 @@ mod tests {
             );
         }
         assert!(text.contains("calyx_build_info{version=\"0.1.0\"} 1"));
+    }
+
+    #[test]
+    fn resync_histogram_is_cumulative() {
+        let mut status = NodeStatus::default();
+        status.dataplane.resync_histogram.observe(0.002);
+        status.dataplane.resync_histogram.observe(3.0);
+        let text = metrics(&status);
+        assert!(text.contains("calyx_dataplane_resync_duration_seconds_bucket{le=\"0.001\"} 0"));
+        assert!(text.contains("calyx_dataplane_resync_duration_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(text.contains("calyx_dataplane_resync_duration_seconds_bucket{le=\"10\"} 2"));
+        assert!(text.contains("calyx_dataplane_resync_duration_seconds_bucket{le=\"+Inf\"} 2"));
+        assert!(text.contains("calyx_dataplane_resync_duration_seconds_count 2"));
+        assert!(text.contains("# TYPE calyx_dataplane_resync_duration_seconds histogram"));
     }
 }
