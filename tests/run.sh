@@ -52,4 +52,4 @@ echo "==> deploy/validate.sh (Kubernetes manifests against the schemas)"
 CALYX_BIN="${CARGO_TARGET_DIR:-target}/debug/calyx" deploy/validate.sh
 
 echo "==> cargo test"
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"

@@ -140,10 +140,29 @@ fn one_daemon_writes_its_node_and_pool_and_serves_health() {
         kernel_routes(&node),
         daemon.log()
     );
-    let link = node.ns.exec(&["ip", "-d", "addr", "show", "vxlan.calico"]);
+    // The device follows once the tunnel address is in the Node: a bounded wait.
+    let vxlan_ready = || {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                node.ns.name(),
+                "ip",
+                "-d",
+                "addr",
+                "show",
+                "vxlan.calico",
+            ])
+            .output()
+            .unwrap();
+        let link = stdout(&out);
+        link.contains("vxlan id 4096") && link.contains(&tunnel)
+    };
     assert!(
-        link.contains("vxlan id 4096") && link.contains(&tunnel),
-        "{link}"
+        wait_until(Duration::from_secs(10), vxlan_ready),
+        "vxlan.calico with {tunnel}:\n{}\n{}",
+        node.ns.exec(&["ip", "-d", "link"]),
+        daemon.log()
     );
 
     // calyx node status talks to the daemon.
