@@ -366,10 +366,21 @@ impl Fsm {
         }
     }
 
+    /// How long to wait for the peer's OPEN: the hold time we propose, capped at the
+    /// "large" value RFC 4271 §8.2.2 suggests. A connection stuck in OpenSent (a collision
+    /// both sides resolved differently, say) is then given up and retried within one hold
+    /// time instead of four minutes.
+    fn open_sent_hold(&self) -> Duration {
+        match self.cfg.hold_time {
+            0 => LARGE_HOLD,
+            h => Duration::from_secs(u64::from(h)).min(LARGE_HOLD),
+        }
+    }
+
     fn tcp_up(&mut self, out: &mut Vec<Output>) {
         out.push(Output::StopTimer(Timer::ConnectRetry));
         out.push(Output::Send(Message::Open(self.open_message())));
-        out.push(Output::ArmTimer(Timer::Hold, LARGE_HOLD));
+        out.push(Output::ArmTimer(Timer::Hold, self.open_sent_hold()));
         self.set_state(State::OpenSent, out);
     }
 
@@ -761,7 +772,10 @@ mod tests {
         assert_eq!(f.state(), State::Connect);
         let out = f.handle(Input::TcpConnected);
         assert!(matches!(sent(&out)[..], [Message::Open(_)]));
-        assert!(out.contains(&Output::ArmTimer(Timer::Hold, LARGE_HOLD)));
+        assert!(out.contains(&Output::ArmTimer(
+            Timer::Hold,
+            Duration::from_secs(u64::from(f.cfg.hold_time))
+        )));
         assert_eq!(f.state(), State::OpenSent);
         let out = f.handle(Input::Message(peer_open(
             30,

@@ -330,8 +330,28 @@ impl PeerTask {
                 queue.push(Input::TcpAccepted);
             }
             State::OpenSent => {
-                if s.secondary.is_none() {
-                    s.secondary = Some(stream);
+                // Both sides connected at once and each waits for an OPEN on the connection
+                // the other holds back: decide now. Before the peer's OPEN its BGP identifier
+                // is unknown, so compare the addresses as §6.8 compares identifiers (they are
+                // the same with Calyx's and Calico's default router ID); both ends see the
+                // same two addresses and so keep the same connection.
+                let ours_outgoing = s.conn.as_ref().is_some_and(|c| c.outgoing);
+                let local = s.conn.as_ref().and_then(|c| c.local).map(|a| a.ip());
+                let remote = stream.peer_addr().ok().map(|a| a.ip());
+                match (ours_outgoing, local, remote) {
+                    (true, Some(IpAddr::V4(l)), Some(IpAddr::V4(r))) => {
+                        if fsm::resolve_collision(l, r) {
+                            reject(stream).await;
+                        } else {
+                            s.secondary = Some(stream);
+                            queue.push(Input::DecodeError(fsm::collision_notification()));
+                        }
+                    }
+                    _ => {
+                        if s.secondary.is_none() {
+                            s.secondary = Some(stream);
+                        }
+                    }
                 }
             }
             State::OpenConfirm => {

@@ -230,7 +230,7 @@ fn ebgp_to_gobgp_tor_exports_only_own_blocks() {
         || a.has_route("0.0.0.0/0") && tor.has_route("10.1.0.0/26"),
         dump,
     );
-    wait(10, "B has A's block", || b.has_route("10.1.0.0/26"), dump);
+    wait(30, "B has A's block", || b.has_route("10.1.0.0/26"), dump);
     std::thread::sleep(Duration::from_secs(2));
     let rib = tor.routes();
     println!("ToR RIB:\n{rib}");
@@ -303,7 +303,7 @@ fn ebgp_to_frr_tor_exports_only_own_blocks() {
         || a.has_route("0.0.0.0/0") && tor.has_route("10.1.0.0/26"),
         dump,
     );
-    wait(10, "B has A's block", || b.has_route("10.1.0.0/26"), dump);
+    wait(30, "B has A's block", || b.has_route("10.1.0.0/26"), dump);
     // Give a leak the time to show up before looking for it (not a timing assertion: the
     // positive checks above are bounded waits, this only lets in-flight UPDATEs land).
     std::thread::sleep(Duration::from_secs(2));

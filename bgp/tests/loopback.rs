@@ -124,7 +124,7 @@ async fn ibgp_pair_exchanges_and_withdraws_routes() {
         .await
         .unwrap();
     assert!(
-        wait_state(&a, "127.0.0.12", State::Established, 15).await,
+        wait_state(&a, "127.0.0.12", State::Established, 30).await,
         "{:?}",
         a.status()
     );
@@ -220,7 +220,7 @@ async fn ebgp_export_policy_and_max_prefixes() {
     let mut to_c = peer("127.0.0.23", 65000, pc, "127.0.0.22");
     to_c.passive = true;
     b.set_peers(vec![limited, to_c]).await.unwrap();
-    assert!(wait_state(&b, "127.0.0.21", State::Established, 15).await);
+    assert!(wait_state(&b, "127.0.0.21", State::Established, 30).await);
     a.originate("8.8.8.0/24".parse().unwrap(), None)
         .await
         .unwrap();
