@@ -174,6 +174,47 @@ fn cni_del_is_idempotent_and_bad_input_leaves_nothing() {
     // The host answers for the gateway: the pod reaches its node.
     assert!(pod.ping(&node.ip), "pod cannot reach its node");
 
+    // CHECK with the ADD result as prevResult passes; after the host end is gone it fails.
+    let mut conf: serde_json::Value = serde_json::from_str(&cni_conf(&underlay, &node)).unwrap();
+    conf["prevResult"] = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "ips": [{"address": format!("{}/32", pod.ip), "interface": 1}],
+    });
+    let conf = conf.to_string();
+    let pod_ns = format!("{t}-p");
+    let check = |what: &str| {
+        let out = run_cni(
+            node.ns.name(),
+            "CHECK",
+            &format!("ctr-{pod_ns}"),
+            &pod_ns,
+            &conf,
+        );
+        (
+            out.status.success(),
+            format!("{what}: {}", String::from_utf8_lossy(&out.stdout)),
+        )
+    };
+    let (ok, detail) = check("CHECK of a wired pod");
+    assert!(ok, "{detail}");
+
+    let host_if = node.ns.exec(&["ip", "-o", "link", "show"]);
+    let cali = host_if
+        .split_whitespace()
+        .find(|w| w.starts_with("cali"))
+        .map(|w| {
+            w.trim_end_matches(':')
+                .split('@')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap();
+    node.ns.exec(&["ip", "link", "set", &cali, "down"]);
+    let (ok, detail) = check("CHECK with the host end down");
+    assert!(!ok, "{detail}");
+    node.ns.exec(&["ip", "link", "set", &cali, "up"]);
+
     for _ in 0..2 {
         let out = pod.del();
         assert!(
