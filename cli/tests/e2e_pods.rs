@@ -7,97 +7,25 @@
 
 use std::time::Duration;
 
-use calyx_tests::cluster::{cni_conf, run_cni, Daemon, NodeNs, Pod, Underlay};
-use calyx_tests::{wait_until, workspace_binary};
+use calyx_tests::cluster::{cni_conf, run_cni, Cluster, Pod};
 
 fn tag(test: &str) -> String {
     format!("cxe{}{}", test, std::process::id() % 10_000)
 }
 
-/// `calyx node status -o json` of a node, for failure messages.
-fn node_status(node: &NodeNs) -> String {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", node.ns.name()])
-        .arg(workspace_binary("calyx"))
-        .args(["node", "status", "-o", "json"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn have_plugins(test: &str) -> bool {
-    for bin in ["calyx-cni", "calyx-ipam"] {
-        if !workspace_binary(bin).is_file() {
-            eprintln!(
-                "SKIPPED {test}: {bin} is not built (tests/run.sh builds every binary first)"
-            );
-            return false;
-        }
-    }
-    true
-}
-
-/// Starts one daemon per node with `env`, creates `per_node` pods on each, and checks that
-/// every pod reaches every pod on another node.
+/// Starts 3 nodes with `env`, creates `per_node` pods on each, and checks that every pod has
+/// its own address and reaches every pod on another node.
 fn cluster_connectivity(test: &str, t: &str, prefix: &str, env: &[(&str, &str)], per_node: usize) {
-    let Some(underlay) = Underlay::new(test, t, prefix) else {
+    let Some(c) = Cluster::start(test, t, prefix, 3, env, |_| {}) else {
         return;
     };
-    if !have_plugins(test) {
-        return;
-    }
-    let nodes: Vec<NodeNs> = (1..=3).map(|i| underlay.add_node(i)).collect();
-    let daemons: Vec<Daemon> = nodes
-        .iter()
-        .map(|n| Daemon::start(&underlay, n, env))
-        .collect();
-    let logs = || {
-        daemons
-            .iter()
-            .map(Daemon::log)
-            .collect::<Vec<_>>()
-            .join("\n----\n")
-    };
-    // Pods can be wired as soon as the node has written its Node and claimed a block.
-    let ready = wait_until(Duration::from_secs(30), || {
-        nodes.iter().all(|n| {
-            n.ns.try_exec(&["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9099"])
-        })
-    });
-    assert!(ready, "daemons not up:\n{}", logs());
-
-    let mut pods: Vec<(usize, Pod)> = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        for j in 0..per_node {
-            pods.push((i, Pod::add(&underlay, node, &format!("{t}-p{i}{j}"))));
-        }
-    }
+    let pods = c.pods(t, per_node);
     let mut ips: Vec<&str> = pods.iter().map(|(_, p)| p.ip.as_str()).collect();
     ips.sort_unstable();
     ips.dedup();
     assert_eq!(ips.len(), pods.len(), "every pod has its own address");
-
-    for (from_node, from) in &pods {
-        for (to_node, to) in &pods {
-            if from_node == to_node {
-                continue;
-            }
-            // Routes converge within seconds of the pods' blocks being known: bounded retry.
-            let reached = wait_until(Duration::from_secs(20), || from.ping(&to.ip));
-            assert!(
-                reached,
-                "{} (node{}) cannot reach {} (node{}):\nroutes node{}:\n{}\nstatus:\n{}\nlogs:\n{}",
-                from.ip,
-                from_node + 1,
-                to.ip,
-                to_node + 1,
-                from_node + 1,
-                nodes[*from_node].ns.exec(&["ip", "route"]),
-                node_status(&nodes[*from_node]),
-                logs()
-            );
-        }
-    }
+    // Routes converge within seconds of the pods' blocks being known: bounded per pair.
+    c.all_pairs_ping(&pods, Duration::from_secs(20), "pod connectivity");
 }
 
 #[test]
@@ -133,33 +61,21 @@ fn pods_reach_each_other_in_vxlan_mode() {
 fn cni_del_is_idempotent_and_bad_input_leaves_nothing() {
     let test = "cni_del_is_idempotent_and_bad_input_leaves_nothing";
     let t = tag("c");
-    let Some(underlay) = Underlay::new(test, &t, "10.72.3") else {
+    let env = [
+        ("CALICO_NETWORKING_BACKEND", "vxlan"),
+        ("CALICO_IPV4POOL_CIDR", "10.252.0.0/16"),
+    ];
+    let Some(c) = Cluster::start(test, &t, "10.72.3", 1, &env, |_| {}) else {
         return;
     };
-    if !have_plugins(test) {
-        return;
-    }
-    let node = underlay.add_node(1);
-    let _daemon = Daemon::start(
-        &underlay,
-        &node,
-        &[
-            ("CALICO_NETWORKING_BACKEND", "vxlan"),
-            ("CALICO_IPV4POOL_CIDR", "10.252.0.0/16"),
-        ],
-    );
-    let up = wait_until(Duration::from_secs(30), || {
-        node.ns
-            .try_exec(&["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9099"])
-    });
-    assert!(up);
+    let (underlay, node) = (&c.underlay, &c.nodes[0]);
     let handles = || {
         underlay
             .etcd
             .etcdctl(&["get", "--prefix", "--keys-only", "/calico/ipam/v2/handle/"])
     };
 
-    let pod = Pod::add(&underlay, &node, &format!("{t}-p"));
+    let pod = Pod::add(underlay, node, &format!("{t}-p"));
     let host_routes = node.ns.exec(&["ip", "route"]);
     assert!(
         host_routes.contains(&format!("{} dev cali", pod.ip)),
@@ -175,7 +91,7 @@ fn cni_del_is_idempotent_and_bad_input_leaves_nothing() {
     assert!(pod.ping(&node.ip), "pod cannot reach its node");
 
     // CHECK with the ADD result as prevResult passes; after the host end is gone it fails.
-    let mut conf: serde_json::Value = serde_json::from_str(&cni_conf(&underlay, &node)).unwrap();
+    let mut conf: serde_json::Value = serde_json::from_str(&cni_conf(underlay, node)).unwrap();
     conf["prevResult"] = serde_json::json!({
         "cniVersion": "1.0.0",
         "ips": [{"address": format!("{}/32", pod.ip), "interface": 1}],
@@ -266,7 +182,7 @@ fn cni_del_is_idempotent_and_bad_input_leaves_nothing() {
             "{err}"
         );
     }
-    let conf = cni_conf(&underlay, &node);
+    let conf = cni_conf(underlay, node);
     let out = run_cni(
         node.ns.name(),
         "ADD",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::etcd::Etcd;
 use crate::netns::Netns;
-use crate::wait_until;
+use crate::{wait_until, workspace_binary};
 
 /// The underlay: a namespace with bridge `br0` on `<prefix>.1/24`, and etcd on that address.
 pub struct Underlay {
@@ -355,4 +355,154 @@ impl Drop for Pod {
     fn drop(&mut self) {
         let _ = self.del();
     }
+}
+
+/// Checks that the CNI plugins are built; prints why the test is skipped otherwise.
+pub fn require_plugins(test: &str) -> bool {
+    for bin in ["calyx-cni", "calyx-ipam"] {
+        if !workspace_binary(bin).is_file() {
+            eprintln!("SKIPPED {test}: {bin} is not built (cargo build --workspace --bins)");
+            return false;
+        }
+    }
+    true
+}
+
+/// `calyx node status -o json` of a node, for failure messages.
+pub fn node_status(node: &NodeNs) -> String {
+    Command::new("ip")
+        .args(["netns", "exec", node.ns.name()])
+        .arg(workspace_binary("calyx"))
+        .args(["node", "status", "-o", "json"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default()
+}
+
+/// An underlay, its nodes and their daemons. Fields drop in order: daemons first.
+pub struct Cluster {
+    /// One daemon per node, in node order.
+    pub daemons: Vec<Daemon>,
+    /// The node namespaces.
+    pub nodes: Vec<NodeNs>,
+    /// The underlay with etcd.
+    pub underlay: Underlay,
+}
+
+impl Cluster {
+    /// `n` nodes on one subnet, each running a daemon with `env`; `before` runs once etcd is
+    /// up and before any daemon starts (to apply resources). `None` when the test skips.
+    pub fn start(
+        test: &str,
+        t: &str,
+        prefix: &str,
+        n: u8,
+        env: &[(&str, &str)],
+        before: impl FnOnce(&Underlay),
+    ) -> Option<Cluster> {
+        let underlay = Underlay::new(test, t, prefix)?;
+        if !require_plugins(test) {
+            return None;
+        }
+        before(&underlay);
+        let nodes: Vec<NodeNs> = (1..=n).map(|i| underlay.add_node(i)).collect();
+        let daemons = nodes
+            .iter()
+            .map(|node| Daemon::start(&underlay, node, env))
+            .collect();
+        let c = Cluster {
+            daemons,
+            nodes,
+            underlay,
+        };
+        c.wait_up();
+        Some(c)
+    }
+
+    /// Waits (bounded) until every daemon's health endpoint accepts connections.
+    pub fn wait_up(&self) {
+        let up = wait_until(Duration::from_secs(30), || {
+            self.nodes.iter().all(|n| {
+                n.ns.try_exec(&["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9099"])
+            })
+        });
+        assert!(up, "daemons not up:\n{}", self.logs());
+    }
+
+    /// The last lines of every daemon's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.daemons
+            .iter()
+            .enumerate()
+            .map(|(i, d)| format!("---- node{} ----\n{}", i + 1, tail(&d.log(), 60)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Routes and BGP status of every node, for failure messages.
+    pub fn routes(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "---- {} routes ----\n{}status: {}",
+                    n.name,
+                    n.ns.exec(&["ip", "route"]),
+                    node_status(n)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Runs the `calyx` client in the underlay and returns its output; panics on failure.
+    pub fn calyx_ok(&self, args: &[&str]) -> String {
+        let out = self.underlay.calyx(args);
+        assert!(
+            out.status.success(),
+            "calyx {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// One pod per node (`per_node` each), in node order.
+    pub fn pods(&self, t: &str, per_node: usize) -> Vec<(usize, Pod)> {
+        let mut pods = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            for j in 0..per_node {
+                pods.push((i, Pod::add(&self.underlay, node, &format!("{t}-p{i}{j}"))));
+            }
+        }
+        pods
+    }
+
+    /// Every pod reaches every pod on another node within `limit` (per pair).
+    pub fn all_pairs_ping(&self, pods: &[(usize, Pod)], limit: Duration, what: &str) {
+        for (from_node, from) in pods {
+            for (to_node, to) in pods {
+                if from_node == to_node {
+                    continue;
+                }
+                let reached = wait_until(limit, || from.ping(&to.ip));
+                assert!(
+                    reached,
+                    "{what}: {} (node{}) cannot reach {} (node{}):\n{}\nlogs:\n{}",
+                    from.ip,
+                    from_node + 1,
+                    to.ip,
+                    to_node + 1,
+                    self.routes(),
+                    self.logs()
+                );
+            }
+        }
+    }
+}
+
+/// The last `lines` lines of `s`.
+pub fn tail(s: &str, lines: usize) -> String {
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
