@@ -384,7 +384,7 @@ impl<S: Store> ResourceClient<S> {
                     .into(),
             ));
         }
-        self.read_modify_write(kind, name, |current| {
+        self.modify(kind, name, None, |current| {
             let mut value: Value = serde_json::from_slice(&current.to_json())
                 .map_err(|e| ClientError::BadPatch(e.to_string()))?;
             merge_patch(&mut value, patch);
@@ -402,7 +402,7 @@ impl<S: Store> ResourceClient<S> {
         name: &str,
         changes: &BTreeMap<String, Option<String>>,
     ) -> Result<Resource, ClientError> {
-        self.read_modify_write(kind, name, |current| {
+        self.modify(kind, name, None, |current| {
             let mut next = current.clone();
             let labels = &mut next.metadata_mut().labels;
             for (key, value) in changes {
@@ -420,49 +420,70 @@ impl<S: Store> ResourceClient<S> {
         .await
     }
 
-    async fn read_modify_write(
+    /// Read-modify-write of one resource, guarded by the revision read and retried when
+    /// another writer got there first. `change` gets the stored resource — or `missing`, when
+    /// given and nothing is stored (the result is then created) — and returns the new one,
+    /// which gets every check of `replace`. An unchanged result writes nothing.
+    pub async fn modify(
         &self,
         kind: Kind,
         name: &str,
+        missing: Option<&Resource>,
         change: impl Fn(&Resource) -> Result<Resource, ClientError>,
     ) -> Result<Resource, ClientError> {
         for _ in 0..MAX_RMW_ATTEMPTS {
-            let stored = self
-                .read(kind, name)
-                .await?
-                .ok_or_else(|| ClientError::NotFound {
-                    document: None,
-                    kind,
-                    name: name.to_string(),
-                })?;
-            let mut next = change(&stored.resource)?;
+            let stored = self.read(kind, name).await?;
+            let current = match (&stored, missing) {
+                (Some(s), _) => &s.resource,
+                (None, Some(base)) => base,
+                (None, None) => {
+                    return Err(ClientError::NotFound {
+                        document: None,
+                        kind,
+                        name: name.to_string(),
+                    })
+                }
+            };
+            let mut next = change(current)?;
             if next.name() != name || next.kind() != kind {
                 return Err(ClientError::BadPatch(
                     "a patch cannot change the kind or the name".into(),
                 ));
             }
+            if stored.as_ref().is_some_and(|s| s.resource == next) {
+                return Ok(next);
+            }
             next.validate().map_err(|error| ClientError::Invalid {
                 document: None,
                 error,
             })?;
-            check_immutable(None, &stored.resource, &next)?;
+            if let Some(s) = &stored {
+                check_immutable(None, &s.resource, &next)?;
+            }
             if kind == Kind::IPPool {
                 self.check_overlaps(std::slice::from_ref(&next)).await?;
             }
             let meta = next.metadata_mut();
             meta.resource_version = None;
-            meta.uid = stored.resource.metadata().uid.clone();
-            meta.creation_timestamp = stored.resource.metadata().creation_timestamp.clone();
-            match self
-                .store
-                .update(&kind.key(name), next.to_json(), stored.revision)
-                .await
-            {
+            let key = kind.key(name);
+            let written = match &stored {
+                Some(s) => {
+                    meta.uid = s.resource.metadata().uid.clone();
+                    meta.creation_timestamp = s.resource.metadata().creation_timestamp.clone();
+                    self.store.update(&key, next.to_json(), s.revision).await
+                }
+                None => {
+                    meta.uid = Some(new_uid());
+                    meta.creation_timestamp = Some(rfc3339_now());
+                    self.store.create(&key, next.to_json()).await
+                }
+            };
+            match written {
                 Ok(revision) => {
                     next.metadata_mut().resource_version = Some(revision.to_string());
                     return Ok(next);
                 }
-                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::Conflict { .. } | StoreError::AlreadyExists { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }

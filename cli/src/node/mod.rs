@@ -206,9 +206,10 @@ async fn main_loop<S: Store + Clone>(
                 let Some(event) = event else {
                     break Err(anyhow::anyhow!("the datastore watch ended"));
                 };
-                let pools_before = state.pools.clone();
+                // Only a pool change can ask for new tunnel addresses; IPAM block writes are
+                // the bulk of the events and need no copy of the pools to tell them apart.
+                pools_changed |= touches_pools(&event);
                 state.apply(&event);
-                pools_changed |= state.pools != pools_before;
                 dirty = true;
             }
             _ = tick.tick() => {
@@ -250,6 +251,17 @@ async fn main_loop<S: Store + Clone>(
         bgp.shutdown().await;
     }
     result
+}
+
+fn touches_pools(event: &calyx_datastore::store::WatchEvent) -> bool {
+    use calyx_datastore::resources::Kind;
+    use calyx_datastore::store::WatchEvent;
+    let prefix = Kind::IPPool.key_prefix();
+    match event {
+        WatchEvent::Put(kv) => kv.key.starts_with(prefix),
+        WatchEvent::Delete { key, .. } => key.starts_with(prefix),
+        WatchEvent::Resync(_) => true,
+    }
 }
 
 /// The next BGP best-route change; never resolves without BGP.

@@ -17,7 +17,7 @@ use tracing::info;
 use super::cluster::ClusterState;
 use super::config::{DefaultPool, NodeConfig};
 
-/// How often a read-modify-write of the Node is retried when someone else wrote it between.
+/// How often creating the default pool is retried when another node races us.
 const MAX_ATTEMPTS: usize = 10;
 
 /// Creates `default-ipv4-ippool` (and `default-ipv6-ippool`) when no pool of that family
@@ -67,36 +67,34 @@ fn pool_spec(pool: &DefaultPool) -> IPPoolSpec {
 }
 
 /// Reads this node's `Node` (a new one when absent), lets `change` edit it, and writes it back
-/// guarded by the revision read; retried when another writer got there first.
+/// guarded by the revision read (see [`ResourceClient::modify`]).
+// `ClientError` is large, but this is the cold error path of a start-up write.
+#[allow(clippy::result_large_err)]
 pub async fn update_node<S: Store>(
     client: &ResourceClient<S>,
     name: &str,
     change: impl Fn(&mut Node),
 ) -> Result<Node> {
-    for _ in 0..MAX_ATTEMPTS {
-        let mut node = match client.get(Kind::Node, name).await? {
-            Some(Resource::Node(n)) => n,
-            _ => Node {
-                metadata: ObjectMeta::named(name),
-                spec: Default::default(),
-                status: None,
-            },
-        };
-        let before = node.clone();
-        change(&mut node);
-        if node == before {
-            return Ok(node);
-        }
-        match client
-            .write_all(WriteMode::Apply, vec![Resource::Node(node.clone())])
-            .await
-        {
-            Ok(_) => return Ok(node),
-            Err(ClientError::Conflict { .. }) | Err(ClientError::AlreadyExists { .. }) => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot write Node {name:?}")),
-        }
+    let fresh = Resource::Node(Node {
+        metadata: ObjectMeta::named(name),
+        spec: Default::default(),
+        status: None,
+    });
+    let written = client
+        .modify(Kind::Node, name, Some(&fresh), |current| {
+            let mut node = current
+                .as_node()
+                .cloned()
+                .ok_or_else(|| ClientError::BadPatch("not a Node".into()))?;
+            change(&mut node);
+            Ok(Resource::Node(node))
+        })
+        .await
+        .with_context(|| format!("cannot write Node {name:?}"))?;
+    match written {
+        Resource::Node(node) => Ok(node),
+        other => anyhow::bail!("{} {name:?} is not a Node", other.kind()),
     }
-    anyhow::bail!("Node {name:?} keeps changing under us; gave up after {MAX_ATTEMPTS} attempts")
 }
 
 /// Writes the node's addresses and AS into its `Node` resource.
