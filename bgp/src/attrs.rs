@@ -100,9 +100,10 @@ impl Interner {
     }
 }
 
-/// FxHash-style multiplicative hasher: the RIB keys are small integers, hashing them with
-/// SipHash costs more than the table operation itself. Not DoS-resistant; keys come from
-/// configured peers.
+/// FxHash-style multiplicative hasher with a final folded multiply: the RIB keys are small
+/// integers, hashing them with SipHash costs more than the table operation itself. Not
+/// DoS-resistant: prefixes come from peers, but a peer that wants to slow the table down
+/// can simply send more of them, and max-prefix limits bound that.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FastHasher(u64);
 
@@ -118,7 +119,11 @@ impl FastHasher {
 impl Hasher for FastHasher {
     #[inline]
     fn finish(&self) -> u64 {
-        self.0
+        // Fold the high half of a 128-bit product into the low half: the multiply-rotate
+        // rounds above leave the low bits depending only on the low bits of the input, and
+        // prefixes have their low bits zero; hashbrown picks buckets by the low bits.
+        let m = u128::from(self.0) * u128::from(0x9e37_79b9_7f4a_7c15_u64);
+        (m as u64) ^ ((m >> 64) as u64)
     }
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
@@ -164,8 +169,8 @@ pub type FastBuild = BuildHasherDefault<FastHasher>;
 /// A `HashMap` with [`FastHasher`].
 pub type FastMap<K, V> = HashMap<K, V, FastBuild>;
 
-/// Zero, one (inline) or many values: most prefixes have one path and one or two Adj-RIB-Out
-/// entries, so they cost no extra allocation.
+/// Zero, one (inline) or many values: most prefixes have one path, which then costs no extra
+/// allocation.
 #[derive(Debug, Clone, Default)]
 pub enum Small<T> {
     /// None.
@@ -173,8 +178,8 @@ pub enum Small<T> {
     Empty,
     /// One, inline.
     One(T),
-    /// Several.
-    Many(Vec<T>),
+    /// Several (boxed so that the enum is no bigger than one value plus a niche).
+    Many(Box<Vec<T>>),
 }
 
 impl<T> Small<T> {
@@ -183,7 +188,7 @@ impl<T> Small<T> {
         match self {
             Small::Empty => &[],
             Small::One(t) => std::slice::from_ref(t),
-            Small::Many(v) => v,
+            Small::Many(v) => v.as_slice(),
         }
     }
 
@@ -192,7 +197,7 @@ impl<T> Small<T> {
         match self {
             Small::Empty => &mut [],
             Small::One(t) => std::slice::from_mut(t),
-            Small::Many(v) => v,
+            Small::Many(v) => v.as_mut_slice(),
         }
     }
 
@@ -208,9 +213,13 @@ impl<T> Small<T> {
 
     /// Append.
     pub fn push(&mut self, t: T) {
+        if let Small::Empty = self {
+            *self = Small::One(t);
+            return;
+        }
         match std::mem::take(self) {
             Small::Empty => *self = Small::One(t),
-            Small::One(a) => *self = Small::Many(vec![a, t]),
+            Small::One(a) => *self = Small::Many(Box::new(vec![a, t])),
             Small::Many(mut v) => {
                 v.push(t);
                 *self = Small::Many(v);
@@ -292,8 +301,21 @@ mod tests {
     }
 
     #[test]
+    fn prefixes_spread_over_the_low_bits() {
+        // /24s have their low 8 bits zero; hashbrown indexes buckets with the low bits.
+        let mut low: HashSet<u64> = HashSet::new();
+        for i in 0..4096u32 {
+            let p = calyx_proto::Ipv4Prefix::new((i << 8).into(), 24);
+            let mut h = FastHasher::default();
+            std::hash::Hash::hash(&p, &mut h);
+            low.insert(h.finish() & 0xfff);
+        }
+        assert!(low.len() > 2000, "{} distinct bucket indexes", low.len());
+    }
+
+    #[test]
     fn sizes_stay_small() {
-        // One path or one Adj-RIB-Out entry fits without allocation.
-        assert!(std::mem::size_of::<Small<(u32, Attrs)>>() <= 32);
+        // The Many variant fits around the niche of the inline value.
+        assert_eq!(std::mem::size_of::<Small<(Attrs, u32, bool)>>(), 16);
     }
 }
