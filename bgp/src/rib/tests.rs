@@ -568,3 +568,185 @@ fn interned_sets_are_shared_and_collected() {
     rib.collect_garbage();
     assert_eq!(rib.attribute_sets(), 0);
 }
+
+mod model {
+    //! Model-based check of the tables, the change log and the Adj-RIB-Out marks: after any
+    //! sequence of announcements, withdrawals, flushes and session resets, what each peer has
+    //! received (applying every batch in order) is exactly the export of the current best
+    //! paths, and nothing is left behind in the tables.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    const SENDERS: [(PeerId, [u8; 4], u32); 3] = [
+        (1, [10, 0, 1, 2], 65001),
+        (2, [10, 0, 2, 2], 65002),
+        (3, [10, 0, 3, 2], AS),
+    ];
+    /// eBGP, exports everything.
+    const MON: PeerId = 4;
+    /// iBGP, Calico default export: only our own routes.
+    const IBGP: PeerId = 5;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Announce { peer: usize, prefix: u8, len: u8 },
+        Withdraw { peer: usize, prefix: u8 },
+        Originate { prefix: u8 },
+        WithdrawLocal { prefix: u8 },
+        SenderDown { peer: usize },
+        MonitorReset,
+        Flush,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..3usize, 0..40u8, 0..4u8).prop_map(|(peer, prefix, len)| Op::Announce { peer, prefix, len }),
+            3 => (0..3usize, 0..40u8).prop_map(|(peer, prefix)| Op::Withdraw { peer, prefix }),
+            1 => (0..40u8).prop_map(|prefix| Op::Originate { prefix }),
+            1 => (0..40u8).prop_map(|prefix| Op::WithdrawLocal { prefix }),
+            1 => (0..3usize).prop_map(|peer| Op::SenderDown { peer }),
+            1 => Just(Op::MonitorReset),
+            2 => Just(Op::Flush),
+        ]
+    }
+
+    fn prefix(i: u8) -> Ipv4Prefix {
+        v4(&format!("20.0.{i}.0/24"))
+    }
+
+    fn up(rib: &mut Rib, id: PeerId, addr: [u8; 4]) -> mpsc::Receiver<OutMsg> {
+        let (tx, rx) = mpsc::channel(1 << 16);
+        rib.peer_up(
+            id,
+            UpInfo {
+                router_id: Ipv4Addr::from(addr),
+                local_addr: IpAddr::from([10, 0, 0, 1]),
+                families: vec![AfiSafi::IPV4_UNICAST],
+                tx,
+                peer_restarting: false,
+                send_eor: false,
+            },
+        );
+        rx
+    }
+
+    /// Apply what the RIB sent to a peer's view of its Adj-RIB-In.
+    fn receive(rx: &mut mpsc::Receiver<OutMsg>, view: &mut BTreeMap<Ipv4Prefix, Attrs>) {
+        while let Ok(m) = rx.try_recv() {
+            if let OutMsg::Routes(b) = m {
+                for w in b.withdraw_v4 {
+                    view.remove(&w);
+                }
+                for (a, ps) in b.v4 {
+                    for p in ps {
+                        view.insert(p, a.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn peers_receive_exactly_the_export_of_the_best_paths(ops in proptest::collection::vec(op(), 1..120)) {
+            let mut rib = Rib::new(global());
+            for (id, addr, asn) in SENDERS {
+                rib.add_peer(id, PeerConfig::new(IpAddr::from(addr), asn), Asn(AS));
+                let _ = up(&mut rib, id, addr);
+            }
+            let mut mon_cfg = PeerConfig::new(IpAddr::from([10, 0, 4, 2]), 65004);
+            mon_cfg.export = Some(Policy::accept_all());
+            rib.add_peer(MON, mon_cfg, Asn(AS));
+            rib.add_peer(IBGP, PeerConfig::new(IpAddr::from([10, 0, 5, 2]), AS), Asn(AS));
+            let mut mon_rx = up(&mut rib, MON, [10, 0, 4, 2]);
+            let mut ibgp_rx = up(&mut rib, IBGP, [10, 0, 5, 2]);
+            let mut mon: BTreeMap<Ipv4Prefix, Attrs> = BTreeMap::new();
+            let mut ibgp: BTreeMap<Ipv4Prefix, Attrs> = BTreeMap::new();
+            // What each sender currently announces, and what we originate.
+            let mut announced: BTreeMap<(PeerId, u8), u8> = BTreeMap::new();
+            let mut local: BTreeSet<u8> = BTreeSet::new();
+            for o in ops {
+                match o {
+                    Op::Announce { peer, prefix: p, len } => {
+                        let (id, addr, asn) = SENDERS[peer];
+                        let path: Vec<u32> = if asn == AS { vec![65100; len as usize] } else { vec![asn; 1 + len as usize] };
+                        announce(&mut rib, id, &[&prefix(p).to_string()], attrs(&path, addr));
+                        announced.insert((id, p), len);
+                    }
+                    Op::Withdraw { peer, prefix: p } => {
+                        let id = SENDERS[peer].0;
+                        withdraw(&mut rib, id, &[&prefix(p).to_string()]);
+                        announced.remove(&(id, p));
+                    }
+                    Op::Originate { prefix: p } => {
+                        rib.originate(Prefix::V4(prefix(p)), PathAttributes::default());
+                        local.insert(p);
+                    }
+                    Op::WithdrawLocal { prefix: p } => {
+                        rib.withdraw_local(Prefix::V4(prefix(p)));
+                        local.remove(&p);
+                    }
+                    Op::SenderDown { peer } => {
+                        let (id, addr, _) = SENDERS[peer];
+                        rib.peer_down(id, false);
+                        announced.retain(|(x, _), _| *x != id);
+                        let _ = up(&mut rib, id, addr);
+                    }
+                    Op::MonitorReset => {
+                        receive(&mut mon_rx, &mut mon);
+                        rib.peer_down(MON, false);
+                        mon.clear();
+                        mon_rx = up(&mut rib, MON, [10, 0, 4, 2]);
+                    }
+                    Op::Flush => {
+                        rib.flush();
+                        receive(&mut mon_rx, &mut mon);
+                        receive(&mut ibgp_rx, &mut ibgp);
+                    }
+                }
+            }
+            while rib.flush() {}
+            receive(&mut mon_rx, &mut mon);
+            receive(&mut ibgp_rx, &mut ibgp);
+
+            // The Loc-RIB holds exactly the prefixes someone announces.
+            let mut expected: BTreeSet<u8> = announced.keys().map(|(_, p)| *p).collect();
+            expected.extend(local.iter().copied());
+            let held: BTreeSet<Ipv4Prefix> = rib.best_routes().into_iter().map(|(p, _, _)| match p {
+                Prefix::V4(p) => p,
+                Prefix::V6(_) => unreachable!(),
+            }).collect();
+            let want: BTreeSet<Ipv4Prefix> = expected.iter().map(|p| prefix(*p)).collect();
+            prop_assert_eq!(&held, &want);
+            prop_assert_eq!(rib.len().0, want.len(), "no destination left behind");
+
+            // The eBGP monitor has every best path, with our AS prepended to the best path's.
+            let best: BTreeMap<Ipv4Prefix, PeerId> = rib.best_routes().into_iter().map(|(p, _, id)| match p {
+                Prefix::V4(p) => (p, id),
+                Prefix::V6(_) => unreachable!(),
+            }).collect();
+            prop_assert_eq!(mon.keys().copied().collect::<BTreeSet<_>>(), want.clone());
+            for (p, a) in &mon {
+                let id = best[p];
+                let want_len = if id == LOCAL {
+                    1
+                } else {
+                    let i = p.addr().octets()[2];
+                    let len = usize::from(announced[&(id, i)]);
+                    if id == 3 { 1 + len } else { 2 + len }
+                };
+                prop_assert_eq!(a.attrs.as_path.as_ref().map(|x| x.path_len()), Some(want_len), "{}", p);
+                prop_assert_eq!(a.next_hop, IpAddr::from([10, 0, 0, 1]));
+            }
+            // The iBGP peer has exactly our own routes (Calico default export), and nothing
+            // learned from the iBGP sender.
+            let own: BTreeSet<Ipv4Prefix> = best.iter().filter(|(_, id)| **id == LOCAL).map(|(p, _)| *p).collect();
+            prop_assert_eq!(ibgp.keys().copied().collect::<BTreeSet<_>>(), own);
+            let adv = |id: PeerId| rib.peers.get(&id).unwrap().counters.advertised.load(AtOrd::Relaxed);
+            prop_assert_eq!(adv(MON), mon.len() as u64);
+            prop_assert_eq!(adv(IBGP), ibgp.len() as u64);
+        }
+    }
+}
