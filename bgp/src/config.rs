@@ -147,6 +147,54 @@ impl Default for PeerConfig {
     }
 }
 
+/// How a peer's configuration changed, and so what applying it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigChange {
+    /// Nothing changed.
+    None,
+    /// Only what the RIB applies changed: no new session is needed. `import`: what we accept
+    /// changed (the peer must send its routes again); `export`: what we send changed.
+    Soft {
+        /// Import-side settings changed.
+        import: bool,
+        /// Export-side settings changed.
+        export: bool,
+    },
+    /// A session setting changed (address, AS, transport, timers, capabilities).
+    Reset,
+}
+
+impl ConfigChange {
+    /// Classify the change from `old` to `new`.
+    pub fn between(old: &PeerConfig, new: &PeerConfig) -> ConfigChange {
+        if old == new {
+            return ConfigChange::None;
+        }
+        let import = old.import != new.import || old.allowed_local_as != new.allowed_local_as;
+        let export = old.export != new.export
+            || old.route_reflector_client != new.route_reflector_client
+            || old.next_hop_self != new.next_hop_self
+            || old.keep_original_next_hop != new.keep_original_next_hop;
+        // Everything else equal (limits and the label need nothing but the new values)?
+        let soft_fields = |c: &PeerConfig| PeerConfig {
+            import: None,
+            export: None,
+            allowed_local_as: 0,
+            route_reflector_client: false,
+            next_hop_self: false,
+            keep_original_next_hop: false,
+            max_prefixes: None,
+            max_prefixes_restart: 0,
+            label: PeerLabel::Mesh,
+            ..c.clone()
+        };
+        if soft_fields(old) != soft_fields(new) {
+            return ConfigChange::Reset;
+        }
+        ConfigChange::Soft { import, export }
+    }
+}
+
 impl PeerConfig {
     /// A peer with defaults for everything else.
     pub fn new(address: IpAddr, remote_as: u32) -> Self {
@@ -160,5 +208,54 @@ impl PeerConfig {
     /// The connect-retry interval.
     pub fn connect_retry_time(&self) -> Duration {
         Duration::from_secs(u64::from(self.connect_retry.max(1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    #[test]
+    fn policy_changes_are_soft_session_changes_reset() {
+        let old = PeerConfig::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 65001);
+        assert_eq!(ConfigChange::between(&old, &old), ConfigChange::None);
+        let mut new = old.clone();
+        new.export = Some(Policy::accept_all());
+        assert_eq!(
+            ConfigChange::between(&old, &new),
+            ConfigChange::Soft {
+                import: false,
+                export: true
+            }
+        );
+        new.import = Some(Policy::accept_all());
+        assert_eq!(
+            ConfigChange::between(&old, &new),
+            ConfigChange::Soft {
+                import: true,
+                export: true
+            }
+        );
+        let mut lim = old.clone();
+        lim.max_prefixes = Some(10);
+        lim.label = PeerLabel::Global;
+        assert_eq!(
+            ConfigChange::between(&old, &lim),
+            ConfigChange::Soft {
+                import: false,
+                export: false
+            }
+        );
+        for change in [
+            |c: &mut PeerConfig| c.remote_as = 65002,
+            |c: &mut PeerConfig| c.hold_time = 30,
+            |c: &mut PeerConfig| c.password = Some("x".into()),
+            |c: &mut PeerConfig| c.ipv6 = false,
+        ] {
+            let mut n = new.clone();
+            change(&mut n);
+            assert_eq!(ConfigChange::between(&old, &n), ConfigChange::Reset);
+        }
     }
 }

@@ -15,7 +15,8 @@ use bytes::BytesMut;
 use calyx_proto::message::decode_stream;
 use calyx_proto::pack::UpdatePacker;
 use calyx_proto::{
-    AfiSafi, Asn, Message, MpNextHop, Nlri, NotificationMessage, ParseContext, UpdateMessage,
+    AfiSafi, Asn, Message, MpNextHop, Nlri, NotificationMessage, ParseContext, RouteRefreshMessage,
+    RouteRefreshSubtype, UpdateMessage,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -86,6 +87,9 @@ pub(crate) enum PeerCtl {
         notification: Option<NotificationMessage>,
         done: oneshot::Sender<()>,
     },
+    /// Our import rules changed: ask the peer to send these families again (ROUTE-REFRESH),
+    /// or reset the session if it cannot refresh.
+    RequestRefresh(Vec<AfiSafi>),
 }
 
 /// From a reader task to its peer task.
@@ -250,6 +254,7 @@ impl PeerTask {
                         exit = Some(done);
                     }
                     Some(PeerCtl::Incoming(stream)) => self.incoming(&mut s, stream, &mut queue).await,
+                    Some(PeerCtl::RequestRefresh(families)) => self.request_refresh(&mut s, families, &mut queue).await,
                 },
                 r = async { match s.connecting.as_mut() { Some((_, rx)) => rx.await, None => std::future::pending().await } }, if s.connecting.is_some() => {
                     s.connecting = None;
@@ -515,6 +520,43 @@ impl PeerTask {
         }
     }
 
+    /// Send ROUTE-REFRESH requests for `families`; without the capability, reset the session
+    /// (soft reconfiguration needs the peer's routes again).
+    async fn request_refresh(
+        &self,
+        s: &mut Session,
+        families: Vec<AfiSafi>,
+        queue: &mut Vec<Input>,
+    ) {
+        let Some(neg) = s.negotiated.as_ref() else {
+            return;
+        };
+        if !neg.route_refresh {
+            tracing::info!(peer = %self.cfg.address, "peer cannot refresh routes: resetting the session");
+            queue.push(Input::Stop {
+                notification: Some(NotificationMessage::new(
+                    calyx_proto::ErrorCode::Cease(
+                        calyx_proto::notification::CeaseSubcode::OtherConfigurationChange,
+                    ),
+                    Vec::new(),
+                )),
+                restart_after: Some(Duration::from_secs(1)),
+            });
+            return;
+        }
+        let ctx = neg.context();
+        let mut b = BytesMut::new();
+        for f in families {
+            let _ = Message::RouteRefresh(RouteRefreshMessage::request(f)).encode(&ctx, &mut b);
+        }
+        if let Some(c) = s.conn.as_mut() {
+            if let Err(e) = c.writer.write_all(&b).await {
+                tracing::debug!(peer = %self.cfg.address, "write failed: {e}");
+                queue.push(Input::TcpClosed);
+            }
+        }
+    }
+
     async fn established(&self, s: &mut Session, neg: Negotiated) {
         s.generation += 1;
         let generation = s.generation;
@@ -537,6 +579,7 @@ impl PeerTask {
             tx,
             peer_restarting: neg.peer_graceful_restart.is_some(),
             send_eor: true,
+            enhanced_refresh: neg.enhanced_route_refresh,
         };
         self.shared.update(|x| {
             x.established_at = Some(Instant::now());
@@ -593,6 +636,19 @@ impl PeerTask {
         match msg {
             OutMsg::EndOfRib(f) => {
                 let _ = UpdateMessage::end_of_rib(f).encode(packer.context(), &mut b);
+            }
+            OutMsg::BeginRefresh(f) | OutMsg::EndRefresh(f) => {
+                let subtype = if matches!(msg, OutMsg::BeginRefresh(_)) {
+                    RouteRefreshSubtype::BeginningOfRefresh
+                } else {
+                    RouteRefreshSubtype::EndOfRefresh
+                };
+                let m = RouteRefreshMessage {
+                    family: f,
+                    subtype,
+                    trailing: Vec::new(),
+                };
+                let _ = Message::RouteRefresh(m).encode(packer.context(), &mut b);
             }
             OutMsg::Routes(batch) => encode_batch(packer, batch, &mut b),
         }
@@ -727,6 +783,7 @@ async fn reader(
                                     id,
                                     generation: g,
                                     family: r.family,
+                                    subtype: r.subtype,
                                 })
                                 .await;
                         }

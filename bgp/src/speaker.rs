@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use calyx_proto::notification::CeaseSubcode;
-use calyx_proto::{AfiSafi, Asn, ErrorCode, NotificationMessage, PathAttributes, UpdateMessage};
+use calyx_proto::{
+    AfiSafi, Asn, ErrorCode, NotificationMessage, PathAttributes, RouteRefreshSubtype,
+    UpdateMessage,
+};
 use ipnet::IpNet;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -17,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::attrs::Prefix;
-use crate::config::{GlobalConfig, PeerConfig, PeerLabel};
+use crate::config::{ConfigChange, GlobalConfig, PeerConfig, PeerLabel};
 use crate::fsm::State;
 use crate::rib::{BestRouteChange, PeerId, Rib, RibAction, RibGlobal, UpInfo};
 use crate::session::{PeerCtl, PeerShared, PeerTask};
@@ -59,6 +62,7 @@ pub(crate) enum RibMsg {
         id: PeerId,
         generation: u64,
         family: AfiSafi,
+        subtype: RouteRefreshSubtype,
     },
     SetPeers(Vec<PeerConfig>, oneshot::Sender<()>),
     Originate(Prefix, PathAttributes),
@@ -463,9 +467,18 @@ impl Actor {
                 id,
                 generation,
                 family,
+                subtype,
             } => {
                 if self.generations.get(&id) == Some(&generation) {
-                    self.rib.refresh(id, family);
+                    match subtype {
+                        RouteRefreshSubtype::Request => self.rib.refresh(id, family),
+                        RouteRefreshSubtype::BeginningOfRefresh => {
+                            self.rib.begin_refresh(id, family)
+                        }
+                        RouteRefreshSubtype::EndOfRefresh => self.rib.end_refresh(id, family),
+                        // RFC 7313 §5: ignore unknown subtypes.
+                        RouteRefreshSubtype::Other(_) => {}
+                    }
                 }
             }
             RibMsg::SetPeers(peers, done) => {
@@ -547,6 +560,34 @@ impl Actor {
         }
     }
 
+    /// Apply a policy-only change without resetting the session: what we send is re-evaluated
+    /// (a refresh towards the peer, withdrawing what is no longer exported), and for import
+    /// changes the peer is asked to send its routes again (ROUTE-REFRESH; the session resets
+    /// instead if the peer cannot refresh).
+    fn soft_reconfigure(&mut self, addr: IpAddr, cfg: PeerConfig, import: bool, export: bool) {
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        tracing::info!(peer = %addr, import, export, "peer policy changed: soft reconfiguration");
+        p.cfg = cfg.clone();
+        let (id, ctl) = (p.id, p.ctl.clone());
+        self.rib.update_peer_config(id, cfg.clone());
+        if let Ok(mut r) = self.registry.lock() {
+            if let Some(entry) = r.get_mut(&addr) {
+                entry.1 = cfg;
+            }
+        }
+        let families = self.rib.families(id);
+        if export {
+            for f in &families {
+                self.rib.refresh(id, *f);
+            }
+        }
+        if import && !families.is_empty() {
+            let _ = ctl.try_send(PeerCtl::RequestRefresh(families));
+        }
+    }
+
     fn set_peers(&mut self, peers: Vec<PeerConfig>) {
         let mut wanted: HashMap<IpAddr, PeerConfig> = HashMap::new();
         for mut p in peers {
@@ -555,12 +596,20 @@ impl Actor {
         }
         let existing: Vec<IpAddr> = self.peers.keys().copied().collect();
         for a in existing {
+            let Some(old) = self.peers.get(&a).map(|p| p.cfg.clone()) else {
+                continue;
+            };
             match wanted.get(&a) {
                 None => self.stop_peer(a, CeaseSubcode::PeerDeconfigured),
-                Some(c) if self.peers.get(&a).is_some_and(|p| &p.cfg != c) => {
-                    self.stop_peer(a, CeaseSubcode::OtherConfigurationChange)
-                }
-                _ => {}
+                Some(c) => match ConfigChange::between(&old, c) {
+                    ConfigChange::None => {}
+                    ConfigChange::Reset => {
+                        self.stop_peer(a, CeaseSubcode::OtherConfigurationChange)
+                    }
+                    ConfigChange::Soft { import, export } => {
+                        self.soft_reconfigure(a, c.clone(), import, export)
+                    }
+                },
             }
         }
         for (a, cfg) in wanted {

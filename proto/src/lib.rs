@@ -50,6 +50,6 @@ pub use message::{decode_message, decode_stream, decode_update_into, Message};
 pub use nlri::{Ipv4Prefix, Ipv6Prefix, Nlri, PathId};
 pub use notification::{ErrorCode, NotificationMessage};
 pub use open::OpenMessage;
-pub use route_refresh::RouteRefreshMessage;
+pub use route_refresh::{RouteRefreshMessage, RouteRefreshSubtype};
 pub use types::{Afi, AfiSafi, Asn, Safi};
 pub use update::{MpNextHop, MpNlri, MpReach, MpUnreach, UpdateMessage};

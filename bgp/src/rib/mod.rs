@@ -83,6 +83,12 @@ pub enum OutMsg {
     Routes(OutBatch),
     /// The initial table has been sent: send End-of-RIB for this family.
     EndOfRib(AfiSafi),
+    /// Enhanced route refresh (RFC 7313): Beginning of Route Refresh for this family (the
+    /// re-advertisement follows).
+    BeginRefresh(AfiSafi),
+    /// Enhanced route refresh: End of Route Refresh for this family (the re-advertisement is
+    /// complete).
+    EndRefresh(AfiSafi),
 }
 
 /// Counters of one peer, shared with status readers.
@@ -111,6 +117,8 @@ pub struct UpInfo {
     pub peer_restarting: bool,
     /// Whether we send End-of-RIB after the initial table.
     pub send_eor: bool,
+    /// Enhanced route refresh was negotiated: a refresh we send is framed by BoRR and EoRR.
+    pub enhanced_refresh: bool,
 }
 
 /// Something the RIB asks the speaker to do.
@@ -152,7 +160,14 @@ struct RibPeer {
     dump6: Range<u32>,
     eor_pending: bool,
     pending: Option<OutMsg>,
+    /// Enhanced route refresh: BoRR to send before the re-advertisement of these families,
+    /// EoRR after it.
+    borr: Vec<AfiSafi>,
+    eorr: Vec<AfiSafi>,
     stale_families: Vec<AfiSafi>,
+    /// Families the peer is re-advertising after its BoRR (RFC 7313 §4): its routes there
+    /// are stale until its EoRR.
+    refreshing: Vec<AfiSafi>,
     accepted: u64,
     filtered: HashSet<Prefix, FastBuild>,
     advertised: u64,
@@ -451,7 +466,10 @@ impl Rib {
                 dump6: 0..0,
                 eor_pending: false,
                 pending: None,
+                borr: Vec::new(),
+                eorr: Vec::new(),
                 stale_families: Vec::new(),
+                refreshing: Vec::new(),
                 accepted: 0,
                 filtered: HashSet::default(),
                 advertised: 0,
@@ -511,6 +529,9 @@ impl Rib {
         p.up = Some(up);
         p.cursor = log_len;
         p.pending = None;
+        p.borr.clear();
+        p.eorr.clear();
+        p.refreshing.clear();
     }
 
     /// Drop the Adj-RIB-Out of a peer whose session ended, and free its mark slot.
@@ -719,6 +740,11 @@ impl Rib {
             return;
         }
         p.stale_families.retain(|x| *x != f);
+        self.sweep_stale(id, f);
+    }
+
+    /// Remove the stale paths of `id` in family `f`.
+    fn sweep_stale(&mut self, id: PeerId, f: AfiSafi) {
         let stale = |p: &Path| p.stale;
         let (tables, mut rec) = self.recorder();
         let removed = if f == AfiSafi::IPV4_UNICAST {
@@ -850,21 +876,83 @@ impl Rib {
         }
     }
 
-    /// The peer asked for a route refresh: send everything again.
+    /// The peer asked for a route refresh (or its export rules changed): send everything of
+    /// `family` again, framed by BoRR and EoRR with enhanced route refresh (RFC 7313 §4).
+    /// Prefixes no longer exported are withdrawn on the way.
     pub fn refresh(&mut self, id: PeerId, family: AfiSafi) {
         let (end4, end6) = (self.tables.v4.end(), self.tables.v6.end());
-        if let Some(p) = self.peers.get_mut(&id) {
-            match &p.up {
-                Some(up) if up.families.contains(&family) => {
-                    if family == AfiSafi::IPV4_UNICAST {
-                        p.dump4 = 0..end4;
-                    } else if family == AfiSafi::IPV6_UNICAST {
-                        p.dump6 = 0..end6;
-                    }
-                }
-                _ => {}
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(up) = &p.up else { return };
+        if !up.families.contains(&family) {
+            return;
+        }
+        if family == AfiSafi::IPV4_UNICAST {
+            p.dump4 = 0..end4;
+        } else if family == AfiSafi::IPV6_UNICAST {
+            p.dump6 = 0..end6;
+        } else {
+            return;
+        }
+        if up.enhanced_refresh {
+            if !p.borr.contains(&family) {
+                p.borr.push(family);
+            }
+            if !p.eorr.contains(&family) {
+                p.eorr.push(family);
             }
         }
+    }
+
+    /// The peer sent BoRR (RFC 7313 §4): its routes of `family` are stale until its EoRR.
+    pub fn begin_refresh(&mut self, id: PeerId, family: AfiSafi) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if p.stale_families.contains(&family) {
+            // Graceful restart already keeps them stale until End-of-RIB.
+            return;
+        }
+        if !p.refreshing.contains(&family) {
+            p.refreshing.push(family);
+        }
+        if family == AfiSafi::IPV4_UNICAST {
+            mark_stale(&mut self.tables.v4, id);
+        } else if family == AfiSafi::IPV6_UNICAST {
+            mark_stale(&mut self.tables.v6, id);
+        }
+    }
+
+    /// The peer sent EoRR: what it did not re-advertise since its BoRR is gone.
+    pub fn end_refresh(&mut self, id: PeerId, family: AfiSafi) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if !p.refreshing.contains(&family) {
+            // EoRR without BoRR: ignored (RFC 7313 §4).
+            return;
+        }
+        p.refreshing.retain(|f| *f != family);
+        self.sweep_stale(id, family);
+    }
+
+    /// Replace the parts of a peer's configuration that do not need a new session (policy,
+    /// reflection, next hop, limits). The caller decides whether a refresh is needed.
+    pub fn update_peer_config(&mut self, id: PeerId, cfg: PeerConfig) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.cfg = cfg;
+        }
+        self.check_max(id);
+    }
+
+    /// The families negotiated with an established peer.
+    pub fn families(&self, id: PeerId) -> Vec<AfiSafi> {
+        self.peers
+            .get(&id)
+            .and_then(|p| p.up.as_ref())
+            .map(|u| u.families.clone())
+            .unwrap_or_default()
     }
 
     /// Whether some peer still has routes to be sent (call [`Rib::flush`] again later).
@@ -872,6 +960,8 @@ impl Rib {
         self.peers.values().any(|p| {
             p.up.is_some()
                 && (p.pending.is_some()
+                    || !p.borr.is_empty()
+                    || !p.eorr.is_empty()
                     || p.dumping()
                     || p.cursor < self.log.len()
                     || p.eor_pending)
@@ -936,6 +1026,26 @@ impl Rib {
                         return true;
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            while let Some(f) = p.borr.first().copied() {
+                match up.tx.try_send(OutMsg::BeginRefresh(f)) {
+                    Ok(()) => {
+                        p.borr.remove(0);
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => return true,
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            if !p.dumping() {
+                while let Some(f) = p.eorr.first().copied() {
+                    match up.tx.try_send(OutMsg::EndRefresh(f)) {
+                        Ok(()) => {
+                            p.eorr.remove(0);
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => return true,
+                        Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                    }
                 }
             }
             let work = p.dumping() || p.cursor < self.log.len();

@@ -50,6 +50,7 @@ fn add(
             tx,
             peer_restarting: false,
             send_eor: true,
+            enhanced_refresh: false,
         },
     );
     Peer { rx }
@@ -88,6 +89,8 @@ struct Sent {
     wd: Vec<Ipv4Prefix>,
     eor: usize,
     groups: usize,
+    /// BoRR, EoRR and where the first routes came, in order.
+    markers: Vec<&'static str>,
 }
 
 fn drain(rib: &mut Rib, p: &mut Peer) -> Sent {
@@ -105,6 +108,11 @@ fn drain(rib: &mut Rib, p: &mut Peer) -> Sent {
                 s.wd.extend(b.withdraw_v4);
             }
             OutMsg::EndOfRib(_) => s.eor += 1,
+            OutMsg::BeginRefresh(_) => s.markers.push("BoRR"),
+            OutMsg::EndRefresh(_) => s.markers.push("EoRR"),
+        }
+        if !s.ann.is_empty() && !s.markers.contains(&"routes") {
+            s.markers.push("routes");
         }
     }
     s
@@ -136,6 +144,108 @@ fn initial_dump_then_end_of_rib() {
             .advertised
             .load(AtOrd::Relaxed),
         1
+    );
+}
+
+#[test]
+fn enhanced_refresh_frames_the_readvertisement() {
+    let mut rib = Rib::new(global());
+    rib.originate(p4("10.1.0.0/26"), PathAttributes::default());
+    rib.originate(p4("10.1.0.64/26"), PathAttributes::default());
+    let mut cfg = PeerConfig::new(IpAddr::from([10, 0, 0, 2]), AS);
+    cfg.ipv6 = false;
+    rib.add_peer(1, cfg, Asn(AS));
+    let (tx, rx) = mpsc::channel(1024);
+    rib.peer_up(
+        1,
+        UpInfo {
+            router_id: Ipv4Addr::new(10, 0, 0, 2),
+            local_addr: IpAddr::from([10, 0, 0, 1]),
+            families: vec![AfiSafi::IPV4_UNICAST],
+            tx,
+            peer_restarting: false,
+            send_eor: true,
+            enhanced_refresh: true,
+        },
+    );
+    let mut a = Peer { rx };
+    assert_eq!(drain(&mut rib, &mut a).ann.len(), 2);
+    rib.refresh(1, AfiSafi::IPV4_UNICAST);
+    let s = drain(&mut rib, &mut a);
+    assert_eq!(s.ann.len(), 2, "everything again");
+    assert_eq!(s.markers, vec!["BoRR", "routes", "EoRR"]);
+    assert_eq!(s.eor, 0, "End-of-RIB only once per session");
+}
+
+#[test]
+fn peer_refresh_sweeps_what_it_did_not_readvertise() {
+    let mut rib = Rib::new(global());
+    let mut rr = add(&mut rib, 2, [10, 0, 0, 3], AS, |c| {
+        c.route_reflector_client = true
+    });
+    add(&mut rib, 1, [10, 0, 0, 2], AS, |_| {});
+    drain(&mut rib, &mut rr);
+    announce(
+        &mut rib,
+        1,
+        &["10.2.0.0/26", "10.2.0.64/26"],
+        attrs(&[], [10, 0, 0, 2]),
+    );
+    assert_eq!(drain(&mut rib, &mut rr).ann.len(), 2);
+    // EoRR without BoRR is ignored.
+    rib.end_refresh(1, AfiSafi::IPV4_UNICAST);
+    assert_eq!(best(&rib, "10.2.0.64/26"), Some(1));
+    rib.begin_refresh(1, AfiSafi::IPV4_UNICAST);
+    announce(&mut rib, 1, &["10.2.0.0/26"], attrs(&[], [10, 0, 0, 2]));
+    assert!(
+        drain(&mut rib, &mut rr).ann.is_empty(),
+        "re-advertising the same route changes nothing downstream"
+    );
+    assert_eq!(best(&rib, "10.2.0.64/26"), Some(1), "stale, still used");
+    rib.end_refresh(1, AfiSafi::IPV4_UNICAST);
+    assert_eq!(best(&rib, "10.2.0.64/26"), None);
+    assert_eq!(best(&rib, "10.2.0.0/26"), Some(1));
+    assert_eq!(drain(&mut rib, &mut rr).wd, vec![v4("10.2.0.64/26")]);
+    let c = &rib.peers.get(&1).unwrap().counters;
+    assert_eq!(c.accepted.load(AtOrd::Relaxed), 1);
+}
+
+#[test]
+fn export_policy_change_withdraws_what_is_no_longer_exported() {
+    let mut rib = Rib::new(global());
+    let _inj = add(&mut rib, 1, [10, 99, 1, 2], 65001, |_| {});
+    let mut mon = add(&mut rib, 2, [10, 99, 2, 2], 65002, |c| {
+        c.export = Some(Policy::accept_all())
+    });
+    drain(&mut rib, &mut mon);
+    announce(
+        &mut rib,
+        1,
+        &["20.0.0.0/24", "20.0.1.0/24"],
+        attrs(&[65001], [10, 99, 1, 2]),
+    );
+    assert_eq!(drain(&mut rib, &mut mon).ann.len(), 2);
+    // Back to Calico's default export: learned eBGP routes are not passed on.
+    let cfg = rib.peers.get(&2).unwrap().cfg.clone();
+    rib.update_peer_config(
+        2,
+        PeerConfig {
+            export: None,
+            ..cfg
+        },
+    );
+    rib.refresh(2, AfiSafi::IPV4_UNICAST);
+    let s = drain(&mut rib, &mut mon);
+    assert!(s.ann.is_empty());
+    assert_eq!(s.wd.len(), 2);
+    assert_eq!(
+        rib.peers
+            .get(&2)
+            .unwrap()
+            .counters
+            .advertised
+            .load(AtOrd::Relaxed),
+        0
     );
 }
 
@@ -403,6 +513,7 @@ fn graceful_restart_helper_keeps_stale_until_end_of_rib() {
             tx,
             peer_restarting: true,
             send_eor: true,
+            enhanced_refresh: false,
         },
     );
     announce(&mut rib, 1, &["10.2.0.0/26"], attrs(&[], [10, 0, 0, 2]));
@@ -626,6 +737,7 @@ mod model {
                 tx,
                 peer_restarting: false,
                 send_eor: false,
+                enhanced_refresh: false,
             },
         );
         rx
