@@ -6,7 +6,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use calyx_bgp::{GlobalConfig, PeerConfig};
+use calyx_bgp::{
+    DefaultAction, GlobalConfig, MatchOperator, PeerConfig, Policy, PolicyRule, PrefixMatch,
+    RuleAction,
+};
 use calyx_tests::bgp_daemons::{Daemon, Lan};
 use calyx_tests::wait_until;
 
@@ -350,6 +353,152 @@ fn ebgp_to_frr_tor_exports_only_own_blocks() {
         !b.has_route("0.0.0.0/0"),
         "eBGP-learned default leaked into the mesh"
     );
+}
+
+/// Route refresh and soft reconfiguration with FRR: changing Calyx's import rules asks FRR
+/// for its routes again (ROUTE-REFRESH, answered inside BoRR/EoRR since enhanced route refresh
+/// is negotiated) and changing its export rules re-sends (BoRR, withdrawals, EoRR), both
+/// without a new session.
+#[test]
+fn soft_reconfiguration_and_enhanced_refresh_with_frr() {
+    if !ready("soft_reconfiguration_with_frr", &["vtysh"])
+        || !Path::new("/usr/lib/frr/bgpd").exists()
+    {
+        return;
+    }
+    let lan = Lan::new("rr", 3);
+    let tor = Daemon::frr(
+        lan.node(3),
+        &format!(
+            "frr defaults traditional\nhostname tor\nlog stdout critical\n!\nrouter bgp 65001\n bgp router-id {r}\n no bgp ebgp-requires-policy\n no bgp network import-check\n neighbor {a} remote-as 65000\n neighbor {a} timers 2 6\n neighbor {a} timers connect 1\n !\n address-family ipv4 unicast\n  network 10.20.0.0/24\n  network 10.21.0.0/24\n exit-address-family\n!\n",
+            r = Lan::ip4(3),
+            a = Lan::ip4(1)
+        ),
+    );
+    let reject = |cidr: &str| Policy {
+        rules: vec![PolicyRule {
+            prefix: Some(PrefixMatch {
+                cidr: cidr.parse().unwrap(),
+                operator: MatchOperator::Equal,
+                min_len: None,
+                max_len: None,
+            }),
+            action: RuleAction::Reject,
+            ..Default::default()
+        }],
+        default: DefaultAction::Accept,
+    };
+    let tor_peer = |import: Option<Policy>, export: Option<Policy>| {
+        peer(3, 65001, |p| {
+            p.import = import;
+            p.export = export;
+        })
+    };
+    let a = Daemon::calyx(
+        lan.node(1),
+        Path::new(BIN),
+        &calyx_conf(
+            1,
+            65000,
+            vec![tor_peer(Some(reject("10.21.0.0/24")), None)],
+            &["10.1.0.0/26"],
+            |_| {},
+        ),
+    );
+    let set_peer = |p: PeerConfig| a.command(&format!("peers {}", serde_json::json!([p])));
+    // FRR's view of the session: how often it was established, ROUTE-REFRESH received.
+    let frr_counts = || {
+        let j: serde_json::Value =
+            serde_json::from_str(&tor.vtysh(&format!("show bgp neighbors {} json", Lan::ip4(1))))
+                .unwrap_or_default();
+        let n = &j[Lan::ip4(1).as_str()];
+        (
+            n["connectionsEstablished"].as_u64().unwrap_or(0),
+            n["messageStats"]["routeRefreshRecv"].as_u64().unwrap_or(0),
+        )
+    };
+    let dump = || {
+        format!(
+            "A {}\n{}\nTOR {}\n{}",
+            a.status(),
+            a.routes(),
+            tor.vtysh(&format!("show bgp neighbors {}", Lan::ip4(1))),
+            tor.routes()
+        )
+    };
+    wait(
+        40,
+        "session up; the import rule keeps 10.21.0.0/24 out",
+        || a.has_route("10.20.0.0/24") && tor.has_route("10.1.0.0/26"),
+        dump,
+    );
+    assert!(!a.has_route("10.21.0.0/24"), "{}", dump());
+    assert!(
+        a.status().contains("enhanced-route-refresh"),
+        "enhanced route refresh negotiated: {}",
+        a.status()
+    );
+    let (established, refresh0) = frr_counts();
+    assert_eq!(established, 1, "{}", dump());
+
+    // Import: accept everything now. Calyx asks FRR to send its routes again.
+    set_peer(tor_peer(None, None));
+    wait(
+        20,
+        "after the import change, the refreshed routes include 10.21.0.0/24",
+        || a.has_route("10.21.0.0/24"),
+        dump,
+    );
+    let (established, refresh1) = frr_counts();
+    assert_eq!(established, 1, "no new session: {}", dump());
+    assert!(
+        refresh1 > refresh0,
+        "FRR received a ROUTE-REFRESH ({refresh0} -> {refresh1})"
+    );
+    assert!(
+        a.has_route("10.20.0.0/24"),
+        "re-advertised inside BoRR/EoRR, so not swept: {}",
+        dump()
+    );
+
+    // Import: reject 10.20.0.0/24; it goes, 10.21.0.0/24 stays.
+    set_peer(tor_peer(Some(reject("10.20.0.0/24")), None));
+    wait(
+        20,
+        "after the second import change, 10.20.0.0/24 is gone",
+        || !a.has_route("10.20.0.0/24") && a.has_route("10.21.0.0/24"),
+        dump,
+    );
+
+    // Export: reject everything; FRR loses our block, inside BoRR/EoRR.
+    let (_, before) = frr_counts();
+    let nothing = Policy {
+        rules: Vec::new(),
+        default: DefaultAction::Reject,
+    };
+    set_peer(tor_peer(Some(reject("10.20.0.0/24")), Some(nothing)));
+    wait(
+        20,
+        "after the export change, FRR no longer has 10.1.0.0/26",
+        || !tor.has_route("10.1.0.0/26"),
+        dump,
+    );
+    wait(
+        10,
+        "FRR received BoRR and EoRR",
+        || frr_counts().1 >= before + 2,
+        dump,
+    );
+    // And back to the default export: the block returns.
+    set_peer(tor_peer(Some(reject("10.20.0.0/24")), None));
+    wait(
+        20,
+        "after restoring the export, FRR has 10.1.0.0/26 again",
+        || tor.has_route("10.1.0.0/26"),
+        dump,
+    );
+    let (established, _) = frr_counts();
+    assert_eq!(established, 1, "still the first session: {}", dump());
 }
 
 /// Scenario 5: TCP MD5 with FRR: the right password establishes, a wrong one never does and
