@@ -73,6 +73,10 @@ pub(crate) enum RibMsg {
         done: oneshot::Sender<()>,
     },
     Finished,
+    /// A peer task ended without being told to (it panicked): start the peer afresh.
+    PeerTaskFailed {
+        id: PeerId,
+    },
 }
 
 /// A snapshot of one peer for `calyx node status` and metrics.
@@ -523,6 +527,18 @@ impl Actor {
                 *shutdown_done = Some(done);
             }
             RibMsg::Finished => return true,
+            RibMsg::PeerTaskFailed { id } => {
+                let found = self
+                    .peers
+                    .iter()
+                    .find(|(_, p)| p.id == id)
+                    .map(|(a, p)| (*a, p.cfg.clone()));
+                if let Some((addr, cfg)) = found {
+                    tracing::error!(peer = %addr, "peer task failed; starting the peer afresh");
+                    self.stop_peer(addr, CeaseSubcode::OutOfResources);
+                    self.start_peer(addr, cfg);
+                }
+            }
         }
         false
     }
@@ -613,32 +629,51 @@ impl Actor {
             }
         }
         for (a, cfg) in wanted {
-            if self.peers.contains_key(&a) {
-                continue;
+            if !self.peers.contains_key(&a) {
+                self.start_peer(a, cfg);
             }
-            let id = self.next_id;
-            self.next_id += 1;
-            if let Some(pw) = &cfg.password {
-                self.listener_md5(a, Some(pw));
-            }
-            let counters = self
-                .rib
-                .add_peer(id, cfg.clone(), Asn(self.global.local_as));
-            let shared = Arc::new(PeerShared::new(counters));
-            let (ctl, ctl_rx) = mpsc::channel(16);
-            let task = PeerTask {
-                id,
-                cfg: cfg.clone(),
-                global: self.global.clone(),
-                rib: self.tx.clone(),
-                shared: shared.clone(),
-                epoch: self.epoch,
-            };
-            tokio::spawn(task.run(ctl_rx));
-            if let Ok(mut r) = self.registry.lock() {
-                r.insert(a, (ctl.clone(), cfg.clone(), shared));
-            }
-            self.peers.insert(a, PeerEntry { id, cfg, ctl });
+        }
+    }
+
+    /// Start the task of a newly configured peer.
+    fn start_peer(&mut self, a: IpAddr, cfg: PeerConfig) {
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Some(pw) = &cfg.password {
+            self.listener_md5(a, Some(pw));
+        }
+        let counters = self
+            .rib
+            .add_peer(id, cfg.clone(), Asn(self.global.local_as));
+        let shared = Arc::new(PeerShared::new(counters));
+        let (ctl, ctl_rx) = mpsc::channel(16);
+        let task = PeerTask {
+            id,
+            cfg: cfg.clone(),
+            global: self.global.clone(),
+            rib: self.tx.clone(),
+            shared: shared.clone(),
+            epoch: self.epoch,
+        };
+        tokio::spawn(supervise(id, task.run(ctl_rx), self.tx.clone()));
+        if let Ok(mut r) = self.registry.lock() {
+            r.insert(a, (ctl.clone(), cfg.clone(), shared));
+        }
+        self.peers.insert(a, PeerEntry { id, cfg, ctl });
+    }
+}
+
+/// Run a peer task; if it panics, tell the RIB task so that the peer does not stay registered
+/// with nobody serving it.
+async fn supervise(
+    id: PeerId,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+    rib: mpsc::Sender<RibMsg>,
+) {
+    if let Err(e) = tokio::spawn(task).await {
+        if e.is_panic() {
+            tracing::error!(peer = id, "peer task panicked");
+            let _ = rib.send(RibMsg::PeerTaskFailed { id }).await;
         }
     }
 }
@@ -646,5 +681,25 @@ impl Actor {
 async fn futures_join(waits: Vec<oneshot::Receiver<()>>) {
     for w in waits {
         let _ = w.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_peer_task_is_reported() {
+        let (tx, mut rx) = mpsc::channel(4);
+        supervise(7, async { panic!("boom") }, tx.clone()).await;
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(RibMsg::PeerTaskFailed { id: 7 })
+        ));
+        supervise(8, async {}, tx).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "a task that returns is not a failure"
+        );
     }
 }
