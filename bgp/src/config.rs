@@ -27,8 +27,12 @@ pub struct GlobalConfig {
     /// 4095); 0 disables graceful restart on all peers.
     pub graceful_restart_time: u16,
     /// This process is a restart of a speaker whose routes peers still hold (sets the R bit
-    /// and the forwarding-state bits, RFC 4724 §3).
+    /// and the forwarding-state bits, RFC 4724 §3), and route selection is deferred until the
+    /// peers' End-of-RIB (RFC 4724 §4.1).
     pub restarting: bool,
+    /// When restarting, the longest route selection waits for End-of-RIB from every peer
+    /// (seconds; the Selection_Deferral_Timer of RFC 4724 §4.1).
+    pub selection_deferral_time: u16,
     /// IPv4 next hop to announce for IPv4 routes on IPv6 sessions (default: the router ID).
     pub next_hop_v4: Option<Ipv4Addr>,
     /// IPv6 next hop to announce for IPv6 routes on IPv4 sessions (default: the IPv4-mapped
@@ -46,6 +50,7 @@ impl Default for GlobalConfig {
             multipath: false,
             graceful_restart_time: 120,
             restarting: false,
+            selection_deferral_time: 60,
             next_hop_v4: None,
             next_hop_v6: None,
         }

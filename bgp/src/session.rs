@@ -580,6 +580,10 @@ impl PeerTask {
             peer_restarting: neg.peer_graceful_restart.is_some(),
             send_eor: true,
             enhanced_refresh: neg.enhanced_route_refresh,
+            wait_eor: neg
+                .peer_graceful_restart
+                .as_ref()
+                .is_some_and(|g| !g.restart_state),
         };
         self.shared.update(|x| {
             x.established_at = Some(Instant::now());

@@ -150,6 +150,8 @@ impl Speaker {
         let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
         let registry: Registry = Arc::new(Mutex::new(HashMap::new()));
         let (tx, rx) = mpsc::channel(1024);
+        let deferral = cfg.restarting && cfg.graceful_restart_time > 0;
+        let deferral_time = Duration::from_secs(u64::from(cfg.selection_deferral_time));
         let cfg = Arc::new(cfg);
         let listen_task = listener
             .clone()
@@ -173,7 +175,17 @@ impl Speaker {
             subscribers: Vec::new(),
             listener,
             epoch: Instant::now(),
+            deferral: deferral.then(|| Deferral {
+                deadline: Instant::now() + deferral_time,
+                peers_known: false,
+                owed: HashMap::new(),
+            }),
         };
+        let mut actor = actor;
+        if actor.deferral.is_some() {
+            tracing::info!("restarting: route selection deferred until the peers' End-of-RIB");
+            actor.rib.defer_selection(true);
+        }
         let task = tokio::spawn(async move {
             actor.run(rx, shutdown).await;
             if let Some(l) = listen_task {
@@ -334,6 +346,19 @@ struct Actor {
     subscribers: Vec<mpsc::Sender<BestRouteChange>>,
     listener: Option<Arc<TcpListener>>,
     epoch: Instant,
+    deferral: Option<Deferral>,
+}
+
+/// Route selection deferral of a restarting speaker (RFC 4724 §4.1): it ends when every
+/// configured peer is up and has sent End-of-RIB for each family (peers without graceful
+/// restart, or restarting themselves, count once up), or at the deadline.
+#[derive(Debug)]
+struct Deferral {
+    deadline: Instant,
+    /// The peer set has been given at least once (before that, "every peer" means nothing).
+    peers_known: bool,
+    /// Established peers: families still owing an End-of-RIB.
+    owed: HashMap<PeerId, Vec<AfiSafi>>,
 }
 
 impl Actor {
@@ -384,6 +409,7 @@ impl Actor {
                     self.handle(RibMsg::Shutdown { graceful: false, done }, &mut shutdown_done).await;
                 }
             }
+            self.check_deferral();
             self.rib.flush();
             self.publish().await;
             for a in self.rib.take_actions() {
@@ -399,6 +425,29 @@ impl Actor {
         }
         if let Some(d) = shutdown_done {
             let _ = d.send(());
+        }
+    }
+
+    /// End the route selection deferral when every peer has sent its End-of-RIB, or at the
+    /// deadline.
+    fn check_deferral(&mut self) {
+        let Some(d) = &self.deferral else {
+            return;
+        };
+        let all_in = d.peers_known
+            && self
+                .peers
+                .values()
+                .all(|p| d.owed.get(&p.id).is_some_and(|f| f.is_empty()));
+        let late = Instant::now() >= d.deadline;
+        if all_in || late {
+            if late && !all_in {
+                tracing::warn!("route selection deferral timer expired before every End-of-RIB");
+            } else {
+                tracing::info!("End-of-RIB from every peer: route selection done");
+            }
+            self.deferral = None;
+            self.rib.defer_selection(false);
         }
     }
 
@@ -429,7 +478,12 @@ impl Actor {
                 update,
             } => {
                 if self.generations.get(&id) == Some(&generation) {
-                    self.rib.apply_update(id, update);
+                    let eor = self.rib.apply_update(id, update);
+                    if let (Some(f), Some(d)) = (eor, self.deferral.as_mut()) {
+                        if let Some(owed) = d.owed.get_mut(&id) {
+                            owed.retain(|x| *x != f);
+                        }
+                    }
                     if self.stale.contains_key(&id) && !self.rib.has_stale(id) {
                         self.stale.remove(&id);
                     }
@@ -441,6 +495,14 @@ impl Actor {
                 info,
             } => {
                 if self.peers.values().any(|p| p.id == id) {
+                    if let Some(d) = self.deferral.as_mut() {
+                        let owed = if info.wait_eor {
+                            info.families.clone()
+                        } else {
+                            Vec::new()
+                        };
+                        d.owed.insert(id, owed);
+                    }
                     self.generations.insert(id, generation);
                     self.rib.peer_up(id, info);
                     if self.rib.has_stale(id) {
@@ -460,6 +522,9 @@ impl Actor {
                 keep_stale,
             } => {
                 if self.generations.get(&id) == Some(&generation) {
+                    if let Some(d) = self.deferral.as_mut() {
+                        d.owed.remove(&id);
+                    }
                     self.generations.remove(&id);
                     self.rib.peer_down(id, keep_stale.is_some());
                     if let Some(d) = keep_stale {
@@ -487,6 +552,9 @@ impl Actor {
             }
             RibMsg::SetPeers(peers, done) => {
                 self.set_peers(peers);
+                if let Some(d) = self.deferral.as_mut() {
+                    d.peers_known = true;
+                }
                 let _ = done.send(());
             }
             RibMsg::Originate(p, a) => self.rib.originate(p, a),

@@ -13,25 +13,20 @@
 //! routes and Calyx still accepts routes from it. Every read is bounded by a timeout.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{Ev, RawPeer, WAIT};
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use calyx_bgp::{
     BestRouteChange, CancellationToken, GlobalConfig, PeerConfig, Policy, Speaker, State,
 };
-use calyx_proto::message::decode_stream;
-use calyx_proto::{
-    AfiSafi, Asn, Capability, Message, MpNlri, NotificationMessage, OpenMessage, ParseContext,
-    PathAttributes,
-};
+use calyx_proto::{Message, MpNlri, PathAttributes};
 use ipnet::IpNet;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 const CALYX: &str = "127.0.0.40";
 const BAD: &str = "127.0.0.41";
@@ -39,10 +34,13 @@ const GOOD: &str = "127.0.0.42";
 const CALYX_AS: u32 = 65000;
 const BAD_AS: u32 = 65100;
 const GOOD_AS: u32 = 65200;
-const WAIT: Duration = Duration::from_secs(10);
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
+}
+
+fn calyx_addr(port: u16) -> SocketAddr {
+    SocketAddr::new(ip(CALYX), port)
 }
 
 // ---- wire building (by hand, so that anything can be malformed) ----
@@ -143,173 +141,6 @@ fn mp_reach_v6(nh_len: usize, p: &str) -> Vec<u8> {
 }
 
 // ---- the raw peer ----
-
-/// What the reader of a raw connection saw (printed in failure messages).
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant, dead_code)]
-enum Ev {
-    Msg(Message),
-    Garbage(String),
-    Closed,
-}
-
-struct RawPeer {
-    name: &'static str,
-    wr: OwnedWriteHalf,
-    rx: mpsc::Receiver<Ev>,
-    reader: JoinHandle<()>,
-}
-
-impl Drop for RawPeer {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
-}
-
-fn ctx() -> ParseContext {
-    let mut c = ParseContext::new();
-    c.four_octet_as = true;
-    c
-}
-
-async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, tx: mpsc::Sender<Ev>) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let c = ctx();
-    loop {
-        loop {
-            match decode_stream(&buf, &c) {
-                Ok(None) => break,
-                Ok(Some((m, len))) => {
-                    let _ = buf.split_to(len);
-                    if tx.send(Ev::Msg(m)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Ev::Garbage(e.to_string())).await;
-                    return;
-                }
-            }
-        }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => {
-                let _ = tx.send(Ev::Closed).await;
-                return;
-            }
-            Ok(_) => {}
-        }
-    }
-}
-
-impl RawPeer {
-    /// Connect from `local` to Calyx and complete the handshake (OPEN, KEEPALIVE both ways).
-    /// Calyx may still be in its idle-hold time after a reset: retried, bounded.
-    async fn connect(name: &'static str, local: &str, asn: u32, hold: u16, port: u16) -> RawPeer {
-        for attempt in 0..20 {
-            if let Some(p) = Self::try_connect(name, local, asn, hold, port).await {
-                return p;
-            }
-            println!("{name}: handshake attempt {attempt} failed, retrying");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        panic!("{name}: no session with Calyx");
-    }
-
-    async fn try_connect(
-        name: &'static str,
-        local: &str,
-        asn: u32,
-        hold: u16,
-        port: u16,
-    ) -> Option<RawPeer> {
-        let sock = TcpSocket::new_v4().ok()?;
-        sock.set_reuseaddr(true).ok()?;
-        sock.bind(SocketAddr::new(ip(local), 0)).ok()?;
-        let stream: TcpStream =
-            tokio::time::timeout(WAIT, sock.connect(SocketAddr::new(ip(CALYX), port)))
-                .await
-                .ok()?
-                .ok()?;
-        stream.set_nodelay(true).ok()?;
-        let (rd, wr) = stream.into_split();
-        let (tx, rx) = mpsc::channel(4096);
-        let reader = tokio::spawn(read_loop(rd, tx));
-        let mut p = RawPeer {
-            name,
-            wr,
-            rx,
-            reader,
-        };
-        let open = OpenMessage::new(
-            Asn(asn),
-            hold,
-            local.parse().unwrap(),
-            vec![
-                Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
-                Capability::Multiprotocol(AfiSafi::IPV6_UNICAST),
-                Capability::FourOctetAs(Asn(asn)),
-            ],
-        );
-        let mut b = BytesMut::new();
-        Message::Open(open).encode(&ctx(), &mut b).unwrap();
-        b.extend_from_slice(&message(4, &[]));
-        p.wr.write_all(&b).await.ok()?;
-        let (mut got_open, mut got_ka) = (false, false);
-        while !(got_open && got_ka) {
-            match p.next(Duration::from_secs(5)).await? {
-                Ev::Msg(Message::Open(_)) => got_open = true,
-                Ev::Msg(Message::Keepalive) if got_open => got_ka = true,
-                Ev::Msg(Message::Notification(n)) => {
-                    println!("{name}: NOTIFICATION during handshake: {n}");
-                    return None;
-                }
-                Ev::Msg(_) => {}
-                Ev::Garbage(_) | Ev::Closed => return None,
-            }
-        }
-        Some(p)
-    }
-
-    async fn next(&mut self, limit: Duration) -> Option<Ev> {
-        tokio::time::timeout(limit, self.rx.recv()).await.ok()?
-    }
-
-    async fn send(&mut self, b: &[u8]) {
-        tokio::time::timeout(WAIT, self.wr.write_all(b))
-            .await
-            .expect("write timed out")
-            .unwrap_or_else(|e| panic!("{}: write: {e}", self.name));
-    }
-
-    /// Nothing but KEEPALIVE/UPDATE has come from Calyx so far (the session was not reset).
-    fn assert_no_notification(&mut self, case: &str) {
-        while let Ok(ev) = self.rx.try_recv() {
-            match ev {
-                Ev::Msg(Message::Update(_) | Message::Keepalive) => {}
-                other => panic!("{case}: session disturbed: {other:?}"),
-            }
-        }
-    }
-
-    /// Read until a NOTIFICATION arrives (bounded), then expect the connection to close.
-    async fn expect_notification(&mut self, case: &str) -> NotificationMessage {
-        let n = loop {
-            match self.next(WAIT).await {
-                Some(Ev::Msg(Message::Notification(n))) => break n,
-                Some(Ev::Msg(_)) => {}
-                other => panic!("{case}: expected a NOTIFICATION, got {other:?}"),
-            }
-        };
-        loop {
-            match self.next(WAIT).await {
-                Some(Ev::Closed) => break,
-                Some(Ev::Msg(_)) => {}
-                other => panic!("{case}: expected the connection to close, got {other:?}"),
-            }
-        }
-        n
-    }
-}
 
 /// The routes a well-behaved raw peer has received, with their attributes.
 struct Table {
@@ -849,7 +680,7 @@ async fn rfc7606_malformed_updates_get_the_rfc_outcome_and_other_peers_keep_goin
         .unwrap();
 
     // The well-behaved peer (hold time 0: no keepalives needed from this test).
-    let mut good = RawPeer::connect("good", GOOD, GOOD_AS, 0, port).await;
+    let mut good = RawPeer::connect("good", GOOD, GOOD_AS, 0, calyx_addr(port)).await;
     let mut table = Table {
         routes: HashMap::new(),
     };
@@ -867,7 +698,7 @@ async fn rfc7606_malformed_updates_get_the_rfc_outcome_and_other_peers_keep_goin
     feed.wait("10.42.0.0/24", true, "good peer before").await;
     table.wait(&mut good, "10.40.0.0/26").await;
 
-    let mut bad = RawPeer::connect("bad", BAD, BAD_AS, 0, port).await;
+    let mut bad = RawPeer::connect("bad", BAD, BAD_AS, 0, calyx_addr(port)).await;
     wait_established(&calyx, BAD).await;
     let mut resets = 0;
     for (i, c) in cases().into_iter().enumerate() {
@@ -909,7 +740,7 @@ async fn rfc7606_malformed_updates_get_the_rfc_outcome_and_other_peers_keep_goin
                 println!("  NOTIFICATION {code}/{subcode} data {:02x?}", n.data);
                 feed.wait(&c.prefix, false, c.name).await;
                 resets += 1;
-                bad = RawPeer::connect("bad", BAD, BAD_AS, 0, port).await;
+                bad = RawPeer::connect("bad", BAD, BAD_AS, 0, calyx_addr(port)).await;
                 wait_established(&calyx, BAD).await;
             }
         }

@@ -119,6 +119,9 @@ pub struct UpInfo {
     pub send_eor: bool,
     /// Enhanced route refresh was negotiated: a refresh we send is framed by BoRR and EoRR.
     pub enhanced_refresh: bool,
+    /// The peer does graceful restart and is not restarting itself: when we restart, route
+    /// selection waits for its End-of-RIB (RFC 4724 §4.1).
+    pub wait_eor: bool,
 }
 
 /// Something the RIB asks the speaker to do.
@@ -202,6 +205,8 @@ pub struct Rib {
     track: bool,
     changes: Vec<BestRouteChange>,
     actions: Vec<RibAction>,
+    /// Restarting: nothing is sent to peers or subscribers until the peers' End-of-RIB.
+    deferring: bool,
 }
 
 /// Where best-path changes are recorded: the log for the peers, the change list for
@@ -399,7 +404,21 @@ impl Rib {
             track: false,
             changes: Vec::new(),
             actions: Vec::new(),
+            deferring: false,
         }
+    }
+
+    /// Defer route selection (RFC 4724 §4.1, restarting speaker): routes are received and
+    /// ranked, but nothing is advertised and no best-route change is handed out until this is
+    /// turned off; then peers get their initial table and End-of-RIB, and subscribers every
+    /// change at once.
+    pub fn defer_selection(&mut self, on: bool) {
+        self.deferring = on;
+    }
+
+    /// Whether route selection is deferred.
+    pub fn deferring(&self) -> bool {
+        self.deferring
     }
 
     fn recorder(&mut self) -> (&mut Tables, Recorder<'_>) {
@@ -429,8 +448,11 @@ impl Rib {
         self.track = on;
     }
 
-    /// Take the best-route changes recorded since the last call.
+    /// Take the best-route changes recorded since the last call (none while deferring).
     pub fn take_changes(&mut self) -> Vec<BestRouteChange> {
+        if self.deferring {
+            return Vec::new();
+        }
         std::mem::take(&mut self.changes)
     }
 
@@ -957,20 +979,24 @@ impl Rib {
 
     /// Whether some peer still has routes to be sent (call [`Rib::flush`] again later).
     pub fn has_pending(&self) -> bool {
-        self.peers.values().any(|p| {
-            p.up.is_some()
-                && (p.pending.is_some()
-                    || !p.borr.is_empty()
-                    || !p.eorr.is_empty()
-                    || p.dumping()
-                    || p.cursor < self.log.len()
-                    || p.eor_pending)
-        })
+        !self.deferring
+            && self.peers.values().any(|p| {
+                p.up.is_some()
+                    && (p.pending.is_some()
+                        || !p.borr.is_empty()
+                        || !p.eorr.is_empty()
+                        || p.dumping()
+                        || p.cursor < self.log.len()
+                        || p.eor_pending)
+            })
     }
 
     /// Bring every Adj-RIB-Out up to date as far as the sessions accept batches. Returns true
     /// if work is left (a session's queue was full).
     pub fn flush(&mut self) -> bool {
+        if self.deferring {
+            return false;
+        }
         let ids: Vec<PeerId> = self
             .peers
             .iter()

@@ -51,6 +51,7 @@ fn add(
             peer_restarting: false,
             send_eor: true,
             enhanced_refresh: false,
+            wait_eor: false,
         },
     );
     Peer { rx }
@@ -166,6 +167,7 @@ fn enhanced_refresh_frames_the_readvertisement() {
             peer_restarting: false,
             send_eor: true,
             enhanced_refresh: true,
+            wait_eor: false,
         },
     );
     let mut a = Peer { rx };
@@ -514,6 +516,7 @@ fn graceful_restart_helper_keeps_stale_until_end_of_rib() {
             peer_restarting: true,
             send_eor: true,
             enhanced_refresh: false,
+            wait_eor: false,
         },
     );
     announce(&mut rib, 1, &["10.2.0.0/26"], attrs(&[], [10, 0, 0, 2]));
@@ -738,6 +741,7 @@ mod model {
                 peer_restarting: false,
                 send_eor: false,
                 enhanced_refresh: false,
+                wait_eor: false,
             },
         );
         rx
