@@ -26,6 +26,20 @@ fn v4(s: &str) -> Ipv4Prefix {
     }
 }
 
+/// The session details of a peer at `addr` that came up with these families.
+fn up_info(addr: [u8; 4], tx: mpsc::Sender<OutMsg>, families: &[AfiSafi]) -> UpInfo {
+    UpInfo {
+        router_id: Ipv4Addr::from(addr),
+        local_addr: IpAddr::from([10, 0, 0, 1]),
+        families: families.to_vec(),
+        tx,
+        peer_restarting: false,
+        send_eor: true,
+        enhanced_refresh: false,
+        wait_eor: false,
+    }
+}
+
 struct Peer {
     rx: mpsc::Receiver<OutMsg>,
 }
@@ -43,16 +57,7 @@ fn add(
     let (tx, rx) = mpsc::channel(1024);
     rib.peer_up(
         id,
-        UpInfo {
-            router_id: Ipv4Addr::from(addr),
-            local_addr: IpAddr::from([10, 0, 0, 1]),
-            families: vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
-            tx,
-            peer_restarting: false,
-            send_eor: true,
-            enhanced_refresh: false,
-            wait_eor: false,
-        },
+        up_info(addr, tx, &[AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST]),
     );
     Peer { rx }
 }
@@ -160,14 +165,8 @@ fn enhanced_refresh_frames_the_readvertisement() {
     rib.peer_up(
         1,
         UpInfo {
-            router_id: Ipv4Addr::new(10, 0, 0, 2),
-            local_addr: IpAddr::from([10, 0, 0, 1]),
-            families: vec![AfiSafi::IPV4_UNICAST],
-            tx,
-            peer_restarting: false,
-            send_eor: true,
             enhanced_refresh: true,
-            wait_eor: false,
+            ..up_info([10, 0, 0, 2], tx, &[AfiSafi::IPV4_UNICAST])
         },
     );
     let mut a = Peer { rx };
@@ -509,14 +508,8 @@ fn graceful_restart_helper_keeps_stale_until_end_of_rib() {
     rib.peer_up(
         1,
         UpInfo {
-            router_id: Ipv4Addr::new(10, 0, 0, 2),
-            local_addr: IpAddr::from([10, 0, 0, 1]),
-            families: vec![AfiSafi::IPV4_UNICAST],
-            tx,
             peer_restarting: true,
-            send_eor: true,
-            enhanced_refresh: false,
-            wait_eor: false,
+            ..up_info([10, 0, 0, 2], tx, &[AfiSafi::IPV4_UNICAST])
         },
     );
     announce(&mut rib, 1, &["10.2.0.0/26"], attrs(&[], [10, 0, 0, 2]));
@@ -734,14 +727,8 @@ mod model {
         rib.peer_up(
             id,
             UpInfo {
-                router_id: Ipv4Addr::from(addr),
-                local_addr: IpAddr::from([10, 0, 0, 1]),
-                families: vec![AfiSafi::IPV4_UNICAST],
-                tx,
-                peer_restarting: false,
                 send_eor: false,
-                enhanced_refresh: false,
-                wait_eor: false,
+                ..up_info(addr, tx, &[AfiSafi::IPV4_UNICAST])
             },
         );
         rx
