@@ -7,9 +7,12 @@
 //! transition is tested with plain values.
 //!
 //! Simplifications, all allowed by RFC 4271 §8.1.1 (optional attributes): no DelayOpen, no
-//! damping of peer oscillations (the idle-hold time is constant), no passive TCP establishment
-//! in the Connect state beyond what the I/O layer does for collision handling
-//! ([`resolve_collision`]).
+//! damping of peer oscillations (the idle-hold time is constant).
+//!
+//! Connection collisions (§6.8) are detected by the I/O layer, which owns the connections: it
+//! keeps a second connection beside the current one until the peer's BGP identifier is known
+//! and then tells the FSM the outcome ([`Input::CollisionLost`], [`Input::CollisionTakeover`]).
+//! The rule itself is [`resolve_collision`].
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -87,9 +90,22 @@ pub enum Input {
     Message(Message),
     /// An UPDATE was received (its content goes to the RIB, not to the FSM).
     UpdateReceived,
-    /// A received message could not be decoded, or the connection lost a collision: send this
-    /// NOTIFICATION and close (RFC 4271 §6, RFC 7606 session reset, §6.8).
+    /// A received message could not be decoded: send this NOTIFICATION and close (RFC 4271 §6,
+    /// RFC 7606 session reset).
     DecodeError(NotificationMessage),
+    /// The current connection lost a collision (RFC 4271 §6.8) to a second connection to the
+    /// same peer, on which the I/O layer already sent our OPEN: send Cease / Connection
+    /// Collision Resolution on the current connection, continue on the second one
+    /// ([`Output::SwitchConnection`]) and wait there in OpenSent for the peer's OPEN (which the
+    /// I/O layer feeds next if that connection already delivered it). Used in OpenSent and
+    /// OpenConfirm; ignored elsewhere: an Established session always wins, and before OpenSent
+    /// there is no connection to lose.
+    CollisionLost,
+    /// The current connection closed while a second connection of a collision was waiting, our
+    /// OPEN already sent on it: the I/O layer made that one current, so continue there in
+    /// OpenSent without sending a second OPEN. Accepted where [`Input::TcpAccepted`] is (Idle
+    /// unless administratively stopped, Connect, Active); elsewhere the connection is closed.
+    CollisionTakeover,
 }
 
 /// Something the I/O layer must do.
@@ -106,6 +122,9 @@ pub enum Output {
     StopTimer(Timer),
     /// Close the TCP connection (after the queued messages are written).
     Close,
+    /// Close the current connection (after the queued messages are written) and continue on the
+    /// second connection of the collision reported with [`Input::CollisionLost`].
+    SwitchConnection,
     /// The session reached Established with this negotiated state.
     Established(Box<Negotiated>),
     /// An Established session ended.
@@ -261,7 +280,9 @@ pub struct FsmConfig {
     pub capabilities: Vec<Capability>,
 }
 
-/// Hold time used in OpenSent before negotiation (RFC 4271 §8.2.2 suggests 4 minutes).
+/// Hold time used in OpenSent before negotiation (RFC 4271 §8.2.2 suggests 4 minutes). A peer
+/// that is slow to send its OPEN is given that long; collisions no longer need a short wait,
+/// they are resolved as soon as either connection delivers an OPEN.
 pub const LARGE_HOLD: Duration = Duration::from_secs(240);
 
 /// One BGP session's state machine.
@@ -366,21 +387,15 @@ impl Fsm {
         }
     }
 
-    /// How long to wait for the peer's OPEN: the hold time we propose, capped at the
-    /// "large" value RFC 4271 §8.2.2 suggests. A connection stuck in OpenSent (a collision
-    /// both sides resolved differently, say) is then given up and retried within one hold
-    /// time instead of four minutes.
-    fn open_sent_hold(&self) -> Duration {
-        match self.cfg.hold_time {
-            0 => LARGE_HOLD,
-            h => Duration::from_secs(u64::from(h)).min(LARGE_HOLD),
-        }
+    fn tcp_up(&mut self, out: &mut Vec<Output>) {
+        out.push(Output::Send(Message::Open(self.open_message())));
+        self.wait_for_open(out);
     }
 
-    fn tcp_up(&mut self, out: &mut Vec<Output>) {
+    /// OpenSent: our OPEN is out, the peer's is awaited for at most [`LARGE_HOLD`].
+    fn wait_for_open(&mut self, out: &mut Vec<Output>) {
         out.push(Output::StopTimer(Timer::ConnectRetry));
-        out.push(Output::Send(Message::Open(self.open_message())));
-        out.push(Output::ArmTimer(Timer::Hold, self.open_sent_hold()));
+        out.push(Output::ArmTimer(Timer::Hold, LARGE_HOLD));
         self.set_state(State::OpenSent, out);
     }
 
@@ -501,6 +516,28 @@ impl Fsm {
                     self.notify_and_idle(n, &mut out);
                 }
             }
+            Input::CollisionLost => {
+                if matches!(self.state, State::OpenSent | State::OpenConfirm) {
+                    // The Cease goes out before the switch, on the losing connection.
+                    out.push(Output::Send(
+                        Message::Notification(collision_notification()),
+                    ));
+                    out.push(Output::SwitchConnection);
+                    // Whatever the losing connection negotiated is void; the winner starts
+                    // over in OpenSent (our OPEN is already on it).
+                    out.push(Output::StopTimer(Timer::Keepalive));
+                    self.negotiated = None;
+                    self.wait_for_open(&mut out);
+                }
+            }
+            Input::CollisionTakeover => match self.state {
+                State::Idle if self.auto_restart => {
+                    out.push(Output::StopTimer(Timer::IdleHold));
+                    self.wait_for_open(&mut out);
+                }
+                State::Connect | State::Active => self.wait_for_open(&mut out),
+                _ => out.push(Output::Close),
+            },
             Input::UpdateReceived => self.on_message(None, &mut out),
             Input::Message(m) => self.on_message(Some(m), &mut out),
         }
@@ -772,10 +809,9 @@ mod tests {
         assert_eq!(f.state(), State::Connect);
         let out = f.handle(Input::TcpConnected);
         assert!(matches!(sent(&out)[..], [Message::Open(_)]));
-        assert!(out.contains(&Output::ArmTimer(
-            Timer::Hold,
-            Duration::from_secs(u64::from(f.cfg.hold_time))
-        )));
+        // RFC 4271 §8.2.2: the large hold time in OpenSent, not the configured one.
+        assert!(out.contains(&Output::ArmTimer(Timer::Hold, LARGE_HOLD)));
+        assert_eq!(LARGE_HOLD, Duration::from_secs(240));
         assert_eq!(f.state(), State::OpenSent);
         let out = f.handle(Input::Message(peer_open(
             30,
@@ -1088,6 +1124,114 @@ mod tests {
         assert_eq!(collision_notification().subcode, 7);
     }
 
+    fn position(out: &[Output], want: &Output) -> usize {
+        out.iter()
+            .position(|o| o == want)
+            .unwrap_or_else(|| panic!("{want:?} not in {out:?}"))
+    }
+
+    #[test]
+    fn collision_lost_in_open_sent_ceases_then_switches_and_keeps_waiting() {
+        let mut f = Fsm::new(cfg(false));
+        f.handle(Input::Start);
+        f.handle(Input::TcpConnected);
+        let out = f.handle(Input::CollisionLost);
+        let cease = Output::Send(Message::Notification(collision_notification()));
+        // The Cease is written on the losing connection, i.e. before the switch.
+        assert!(position(&out, &cease) < position(&out, &Output::SwitchConnection));
+        assert_eq!(sent(&out).len(), 1, "no second OPEN: {out:?}");
+        assert!(!out.contains(&Output::Close));
+        assert!(out.contains(&Output::ArmTimer(Timer::Hold, LARGE_HOLD)));
+        assert_eq!(f.state(), State::OpenSent);
+        assert!(f.last_error().is_none());
+        // The winner's OPEN then completes the handshake as usual.
+        let out = f.handle(Input::Message(peer_open(
+            90,
+            [10, 0, 0, 2],
+            65000,
+            modern_caps(),
+        )));
+        assert_eq!(sent(&out), vec![&Message::Keepalive]);
+        assert_eq!(f.state(), State::OpenConfirm);
+    }
+
+    #[test]
+    fn collision_lost_in_open_confirm_forgets_the_negotiation() {
+        let mut f = Fsm::new(cfg(false));
+        f.handle(Input::Start);
+        f.handle(Input::TcpConnected);
+        f.handle(Input::Message(peer_open(
+            90,
+            [10, 0, 0, 2],
+            65000,
+            modern_caps(),
+        )));
+        assert!(f.negotiated().is_some());
+        let out = f.handle(Input::CollisionLost);
+        assert!(out.contains(&Output::SwitchConnection));
+        assert!(out.contains(&Output::StopTimer(Timer::Keepalive)));
+        assert!(out.contains(&Output::ArmTimer(Timer::Hold, LARGE_HOLD)));
+        assert!(out.contains(&Output::StateChanged(State::OpenSent)));
+        assert!(f.negotiated().is_none());
+        assert_eq!(f.state(), State::OpenSent);
+        // A KEEPALIVE before the new connection's OPEN is an FSM error, as in any OpenSent.
+        let out = f.handle(Input::Message(Message::Keepalive));
+        assert!(
+            matches!(sent(&out)[..], [Message::Notification(m)] if m.code == 5 && m.subcode == 1)
+        );
+    }
+
+    #[test]
+    fn collision_lost_does_nothing_outside_open_sent_and_open_confirm() {
+        // Established always wins; Idle/Connect/Active have no connection to lose.
+        let mut f = Fsm::new(cfg(false));
+        established(&mut f, 90);
+        assert!(f.handle(Input::CollisionLost).is_empty());
+        assert_eq!(f.state(), State::Established);
+        let mut f = Fsm::new(cfg(false));
+        assert!(f.handle(Input::CollisionLost).is_empty());
+        f.handle(Input::Start);
+        assert!(f.handle(Input::CollisionLost).is_empty());
+        assert_eq!(f.state(), State::Connect);
+    }
+
+    #[test]
+    fn collision_takeover_continues_in_open_sent_without_a_second_open() {
+        let mut f = Fsm::new(cfg(false));
+        f.handle(Input::Start);
+        f.handle(Input::TcpConnected);
+        // The current connection fails while the second one waits.
+        let out = f.handle(Input::TcpClosed);
+        assert!(out.contains(&Output::Close));
+        assert_eq!(f.state(), State::Idle);
+        let out = f.handle(Input::CollisionTakeover);
+        assert!(sent(&out).is_empty(), "OPEN sent twice: {out:?}");
+        assert!(out.contains(&Output::StopTimer(Timer::IdleHold)));
+        assert!(out.contains(&Output::ArmTimer(Timer::Hold, LARGE_HOLD)));
+        assert!(!out.contains(&Output::Close));
+        assert_eq!(f.state(), State::OpenSent);
+        f.handle(Input::Message(peer_open(
+            90,
+            [10, 0, 0, 2],
+            65000,
+            modern_caps(),
+        )));
+        f.handle(Input::Message(Message::Keepalive));
+        assert_eq!(f.state(), State::Established);
+        // Administratively stopped, or already on a connection: the takeover is refused.
+        let mut f = Fsm::new(cfg(false));
+        f.handle(Input::Stop {
+            notification: None,
+            restart_after: None,
+        });
+        assert_eq!(f.handle(Input::CollisionTakeover), vec![Output::Close]);
+        assert_eq!(f.state(), State::Idle);
+        let mut f = Fsm::new(cfg(false));
+        established(&mut f, 90);
+        assert_eq!(f.handle(Input::CollisionTakeover), vec![Output::Close]);
+        assert_eq!(f.state(), State::Established);
+    }
+
     #[test]
     fn every_input_in_every_state_is_handled_without_panic() {
         let inputs = vec![
@@ -1111,6 +1255,8 @@ mod tests {
                 ErrorCode::HoldTimerExpired,
                 vec![],
             )),
+            Input::CollisionLost,
+            Input::CollisionTakeover,
         ];
         // Drive to each state by a prefix of the happy path, then apply every input.
         for depth in 0..5 {

@@ -6,9 +6,11 @@
 //!   groups), synchronous and single-owner.
 //! * [`policy`]: import/export rules in the shape of Calico's BGPFilter.
 //! * `session` (private): the tokio task around one peer's FSM and its TCP connection.
+//! * `collision` (private): connection collision detection (RFC 4271 §6.8) for the session.
 //! * [`Speaker`]: the embeddable API: peers, originate/withdraw, best-route feed, status.
 
 pub mod attrs;
+mod collision;
 pub mod config;
 pub mod fsm;
 pub mod policy;

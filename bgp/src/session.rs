@@ -2,6 +2,11 @@
 //! runs the timers, writes what the FSM and the RIB hand it, and spawns a reader task per
 //! connection. Once Established, the reader hands decoded UPDATEs straight to the RIB task
 //! (bounded channel: a busy RIB slows the reading, TCP pushes back on the peer).
+//!
+//! Connection collisions (RFC 4271 §6.8): a second connection to the peer while the first is
+//! in OpenSent is kept as a [`Candidate`] with our OPEN sent on it; the first OPEN the peer
+//! sends, on either connection, names its BGP identifier and decides which connection
+//! survives ([`collision`]). The loser gets Cease / Connection Collision Resolution.
 
 use std::collections::HashMap;
 use std::io;
@@ -13,10 +18,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use calyx_proto::message::decode_stream;
+use calyx_proto::notification::FsmSubcode;
 use calyx_proto::pack::UpdatePacker;
 use calyx_proto::{
-    AfiSafi, Asn, Message, MpNextHop, Nlri, NotificationMessage, ParseContext, RouteRefreshMessage,
-    RouteRefreshSubtype, UpdateMessage,
+    AfiSafi, Asn, ErrorCode, Message, MpNextHop, Nlri, NotificationMessage, OpenMessage,
+    ParseContext, RouteRefreshMessage, RouteRefreshSubtype, UpdateMessage,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -24,6 +30,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::collision::{self, Arrival, Identity, Situation, Survivor};
 use crate::config::{GlobalConfig, PeerConfig};
 use crate::fsm::{self, DownReason, Fsm, FsmConfig, Input, Negotiated, Output, State, Timer};
 use crate::rib::{OutBatch, OutMsg, PeerCounters, PeerId, UpInfo};
@@ -115,6 +122,50 @@ impl Drop for Conn {
     fn drop(&mut self) {
         self.reader.abort();
     }
+}
+
+impl Conn {
+    /// Write encoded messages, bounded in time: a peer that stops reading must not stall the
+    /// task.
+    async fn write(&mut self, b: &[u8]) -> io::Result<()> {
+        match tokio::time::timeout(Duration::from_secs(10), self.writer.write_all(b)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+        }
+    }
+
+    /// Send the NOTIFICATION, if any, then FIN. Dropping the value ends the reader task.
+    async fn close(mut self, notification: Option<NotificationMessage>) {
+        if let Some(n) = notification {
+            let mut b = BytesMut::new();
+            n.encode(&mut b);
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.writer.write_all(&b)).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.writer.shutdown()).await;
+    }
+}
+
+/// Encode a message the FSM produced; `None` (logged) if it cannot be, which would be a bug in
+/// what we build rather than something the peer did.
+fn encode(m: &Message, ctx: &ParseContext) -> Option<BytesMut> {
+    let mut b = BytesMut::new();
+    match m.encode(ctx, &mut b) {
+        Ok(()) => Some(b),
+        Err(e) => {
+            tracing::error!("cannot encode {m:?}: {e}");
+            None
+        }
+    }
+}
+
+/// The second connection of a collision (RFC 4271 §6.8), kept beside the session's current
+/// one, with our OPEN sent on it, until the peer's BGP identifier says which one survives.
+/// The session only has one while the FSM is in OpenSent: the first OPEN received, on either
+/// connection, resolves the collision.
+struct Candidate {
+    conn: Conn,
+    /// The peer's OPEN read on this connection, for the FSM once this one is current.
+    open: Option<OpenMessage>,
 }
 
 pub(crate) struct PeerTask {
@@ -212,7 +263,8 @@ impl PeerTask {
             fsm: Fsm::new(self.fsm_config()),
             timers: HashMap::new(),
             conn: None,
-            secondary: None,
+            candidate: None,
+            restarted: None,
             connecting: None,
             out_rx: None,
             packer: None,
@@ -247,32 +299,52 @@ impl PeerTask {
                     }
                     Some(PeerCtl::Stop { notification, restart_after }) => {
                         s.admin_down = restart_after.is_none();
+                        // The stop concerns the peer, not one connection: a waiting second
+                        // connection hears it too instead of taking over.
+                        if let Some(c) = s.candidate.take() {
+                            c.conn.close(notification.clone()).await;
+                        }
                         queue.push(Input::Stop { notification, restart_after });
                     }
                     Some(PeerCtl::Exit { notification, done }) => {
+                        if let Some(c) = s.candidate.take() {
+                            c.conn.close(notification.clone()).await;
+                        }
                         queue.push(Input::Stop { notification, restart_after: None });
                         exit = Some(done);
                     }
-                    Some(PeerCtl::Incoming(stream)) => self.incoming(&mut s, stream, &mut queue).await,
+                    Some(PeerCtl::Incoming(stream)) => {
+                        if let Err(e) = apply_socket_options(stream.as_raw_fd(), &self.cfg, self.ebgp()) {
+                            tracing::debug!("socket options: {e}");
+                        }
+                        self.arrival(&mut s, stream, false, &mut queue).await;
+                    }
                     Some(PeerCtl::RequestRefresh(families)) => self.request_refresh(&mut s, families, &mut queue).await,
                 },
                 r = async { match s.connecting.as_mut() { Some((_, rx)) => rx.await, None => std::future::pending().await } }, if s.connecting.is_some() => {
                     s.connecting = None;
+                    // An attempt that outlived Connect (an accepted connection moved the FSM
+                    // on) is a second connection when it succeeds, and nothing when it fails.
+                    let ours = matches!(s.fsm.state(), State::Connect | State::Active);
                     match r {
                         Ok(Ok(stream)) => {
                             s.connect_error = None;
-                            s.conn = Some(self.new_conn(stream, true, &s));
-                            queue.push(Input::TcpConnected);
+                            self.arrival(&mut s, stream, true, &mut queue).await;
                         }
-                        Ok(Err(e)) => {
+                        Ok(Err(e)) if ours => {
                             s.connect_error = Some(format!("connect: {e}"));
                             queue.push(Input::TcpFailed);
                         }
-                        Err(_) => queue.push(Input::TcpFailed),
+                        Ok(Err(e)) => tracing::debug!(peer = %self.cfg.address, "late connect attempt: {e}"),
+                        Err(_) if ours => queue.push(Input::TcpFailed),
+                        Err(_) => {}
                     }
                 }
                 ev = async { match s.conn.as_mut() { Some(c) => c.events.recv().await, None => std::future::pending().await } }, if s.conn.is_some() => {
                     match ev {
+                        Some(Event::Msg(Message::Open(open))) if s.candidate.is_some() => {
+                            self.open_on_current(&mut s, open, &mut queue).await;
+                        }
                         Some(Event::Msg(m)) => queue.push(Input::Message(m)),
                         Some(Event::Decode(n)) => queue.push(Input::DecodeError(n)),
                         Some(Event::Closed(why)) => {
@@ -281,6 +353,9 @@ impl PeerTask {
                         }
                         None => queue.push(Input::TcpClosed),
                     }
+                }
+                ev = async { match s.candidate.as_mut() { Some(c) => c.conn.events.recv().await, None => std::future::pending().await } }, if s.candidate.is_some() => {
+                    self.candidate_event(&mut s, ev, &mut queue).await;
                 }
                 o = async { match s.out_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } }, if s.out_rx.is_some() => {
                     match o {
@@ -323,82 +398,153 @@ impl PeerTask {
         }
     }
 
-    async fn incoming(&self, s: &mut Session, stream: TcpStream, queue: &mut Vec<Input>) {
-        if let Err(e) = apply_socket_options(stream.as_raw_fd(), &self.cfg, self.ebgp()) {
-            tracing::debug!("socket options: {e}");
+    fn identity(&self) -> Identity {
+        Identity {
+            id: self.global.router_id,
+            asn: Asn(self.global.local_as),
         }
-        match s.fsm.state() {
-            State::Idle if s.admin_down => {}
-            State::Idle | State::Connect | State::Active => {
-                s.connecting = None;
-                s.conn = Some(self.new_conn(stream, false, s));
-                queue.push(Input::TcpAccepted);
-            }
-            State::OpenSent => {
-                // Both sides connected at once and each waits for an OPEN on the connection
-                // the other holds back: decide now. Before the peer's OPEN its BGP identifier
-                // is unknown, so compare the addresses as §6.8 compares identifiers (they are
-                // the same with Calyx's and Calico's default router ID); both ends see the
-                // same two addresses and so keep the same connection.
-                let ours_outgoing = s.conn.as_ref().is_some_and(|c| c.outgoing);
-                let local = s.conn.as_ref().and_then(|c| c.local).map(|a| a.ip());
-                let remote = stream.peer_addr().ok().map(|a| a.ip());
-                match (ours_outgoing, local, remote) {
-                    (true, Some(IpAddr::V4(l)), Some(IpAddr::V4(r))) => {
-                        if fsm::resolve_collision(l, r) {
-                            reject(stream).await;
-                        } else {
-                            s.secondary = Some(stream);
-                            queue.push(Input::DecodeError(fsm::collision_notification()));
-                        }
-                    }
-                    _ => {
-                        if s.secondary.is_none() {
-                            s.secondary = Some(stream);
-                        }
-                    }
-                }
-            }
-            State::OpenConfirm => {
-                s.secondary = Some(stream);
-                self.resolve(s, queue).await;
-            }
-            State::Established => {
-                if s.negotiated
-                    .as_ref()
-                    .is_some_and(|n| n.peer_graceful_restart.is_some())
-                {
-                    // RFC 4724 §4.2: a new connection while Established means the peer
-                    // restarted; its routes are kept as stale.
-                    s.secondary = Some(stream);
-                    queue.push(Input::TcpClosed);
+    }
+
+    /// A TCP connection to (`outgoing`) or from the peer appeared: the first one, or a second
+    /// one that collides with it.
+    async fn arrival(
+        &self,
+        s: &mut Session,
+        stream: TcpStream,
+        outgoing: bool,
+        queue: &mut Vec<Input>,
+    ) {
+        let situation = Situation {
+            state: s.fsm.state(),
+            admin_down: s.admin_down,
+            current_outgoing: s.conn.as_ref().map(|c| c.outgoing),
+            waiting: s.candidate.is_some(),
+            local: self.identity(),
+            peer: s.fsm.negotiated().map(|n| Identity {
+                id: n.peer_id,
+                asn: n.peer_as,
+            }),
+            peer_graceful_restart: s
+                .negotiated
+                .as_ref()
+                .is_some_and(|n| n.peer_graceful_restart.is_some()),
+        };
+        let decision = collision::arrival(&situation, outgoing);
+        tracing::debug!(peer = %self.cfg.address, outgoing, state = %situation.state, ?decision, "connection");
+        match decision {
+            Arrival::Refuse => drop(stream),
+            Arrival::First => {
+                s.conn = Some(self.new_conn(stream, outgoing, s));
+                queue.push(if outgoing {
+                    Input::TcpConnected
                 } else {
-                    reject(stream).await;
+                    Input::TcpAccepted
+                });
+            }
+            Arrival::Reject => reject(stream).await,
+            Arrival::Wait => s.candidate = self.candidate(stream, outgoing, s).await,
+            Arrival::TakeOver => {
+                s.candidate = self.candidate(stream, outgoing, s).await;
+                if s.candidate.is_some() {
+                    tracing::info!(peer = %self.cfg.address, "collision: current connection closed");
+                    queue.push(Input::CollisionLost);
                 }
+            }
+            Arrival::PeerRestarted => {
+                // RFC 4724 §4.2: a new connection while Established means the peer
+                // restarted; its routes are kept as stale.
+                s.restarted = Some(stream);
+                queue.push(Input::TcpClosed);
             }
         }
     }
 
-    /// Collision resolution once the peer's BGP identifier is known (RFC 4271 §6.8).
-    async fn resolve(&self, s: &mut Session, queue: &mut Vec<Input>) {
-        let Some(second) = s.secondary.take() else {
+    /// Keep a second connection: its reader runs, and our OPEN goes out on it so that the
+    /// peer, whichever connection it favours, gets an OPEN on each.
+    async fn candidate(&self, stream: TcpStream, outgoing: bool, s: &Session) -> Option<Candidate> {
+        let mut conn = self.new_conn(stream, outgoing, s);
+        let open = encode(
+            &Message::Open(s.fsm.open_message()),
+            &ParseContext::default(),
+        )?;
+        if let Err(e) = conn.write(&open).await {
+            tracing::debug!(peer = %self.cfg.address, "second connection: {e}");
+            return None;
+        }
+        Some(Candidate { conn, open: None })
+    }
+
+    /// Which connection survives, now that `open` names the peer.
+    fn survivor(&self, s: &Session, open: &OpenMessage, second_outgoing: bool) -> Survivor {
+        let peer = Identity {
+            id: open.bgp_id,
+            asn: open.asn(),
+        };
+        let current_outgoing = s.conn.as_ref().is_some_and(|c| c.outgoing);
+        collision::survivor(self.identity(), peer, current_outgoing, second_outgoing)
+    }
+
+    /// The peer's OPEN arrived on the current connection while a second one waits.
+    async fn open_on_current(&self, s: &mut Session, open: OpenMessage, queue: &mut Vec<Input>) {
+        let Some(second_outgoing) = s.candidate.as_ref().map(|c| c.conn.outgoing) else {
+            queue.push(Input::Message(Message::Open(open)));
             return;
         };
-        let Some(peer_id) = s.fsm.negotiated().map(|n| n.peer_id) else {
-            s.secondary = Some(second);
-            return;
+        match self.survivor(s, &open, second_outgoing) {
+            Survivor::Current => {
+                tracing::info!(peer = %self.cfg.address, peer_id = %open.bgp_id, "collision: second connection closed");
+                if let Some(c) = s.candidate.take() {
+                    c.conn.close(Some(fsm::collision_notification())).await;
+                }
+                queue.push(Input::Message(Message::Open(open)));
+            }
+            Survivor::Second => {
+                // The OPEN goes with its connection; the second one waits for its own.
+                tracing::info!(peer = %self.cfg.address, peer_id = %open.bgp_id, "collision: current connection closed");
+                queue.push(Input::CollisionLost);
+            }
+        }
+    }
+
+    /// Something happened on the waiting second connection.
+    async fn candidate_event(&self, s: &mut Session, ev: Option<Event>, queue: &mut Vec<Input>) {
+        let close_with = match ev {
+            Some(Event::Msg(Message::Open(open))) => {
+                let second_outgoing = s.candidate.as_ref().is_some_and(|c| c.conn.outgoing);
+                match self.survivor(s, &open, second_outgoing) {
+                    Survivor::Second => {
+                        tracing::info!(peer = %self.cfg.address, peer_id = %open.bgp_id, "collision: current connection closed");
+                        if let Some(c) = s.candidate.as_mut() {
+                            c.open = Some(open);
+                        }
+                        queue.push(Input::CollisionLost);
+                        return;
+                    }
+                    Survivor::Current => {
+                        tracing::info!(peer = %self.cfg.address, peer_id = %open.bgp_id, "collision: second connection closed");
+                        Some(fsm::collision_notification())
+                    }
+                }
+            }
+            Some(Event::Msg(Message::Notification(n))) => {
+                // The peer resolved the collision (or failed) on this connection.
+                tracing::debug!(peer = %self.cfg.address, "second connection: received {n}");
+                None
+            }
+            // Anything but an OPEN first is what an FSM in OpenSent calls unexpected.
+            Some(Event::Msg(_)) => Some(NotificationMessage::new(
+                ErrorCode::Fsm(FsmSubcode::UnexpectedMessageInOpenSent),
+                Vec::new(),
+            )),
+            Some(Event::Decode(n)) => Some(n),
+            Some(Event::Closed(why)) => {
+                tracing::debug!(peer = %self.cfg.address, "second connection closed: {why}");
+                None
+            }
+            None => None,
         };
-        let ours_outgoing = s.conn.as_ref().is_some_and(|c| c.outgoing);
-        let keep_current = if ours_outgoing {
-            fsm::resolve_collision(self.global.router_id, peer_id)
-        } else {
-            true
-        };
-        if keep_current {
-            reject(second).await;
-        } else {
-            s.secondary = Some(second);
-            queue.push(Input::DecodeError(fsm::collision_notification()));
+        if let Some(c) = s.candidate.take() {
+            c.conn.close(close_with).await;
         }
     }
 
@@ -445,17 +591,9 @@ impl PeerTask {
                 }
                 Output::Send(m) => {
                     let ctx = s.fsm.negotiated().map(|n| n.context()).unwrap_or_default();
-                    if let Some(c) = s.conn.as_mut() {
-                        let mut b = BytesMut::new();
-                        if m.encode(&ctx, &mut b).is_ok() {
-                            let r = tokio::time::timeout(
-                                Duration::from_secs(10),
-                                c.writer.write_all(&b),
-                            )
-                            .await;
-                            if !matches!(r, Ok(Ok(()))) && !matches!(m, Message::Notification(_)) {
-                                queue.push(Input::TcpClosed);
-                            }
+                    if let (Some(c), Some(b)) = (s.conn.as_mut(), encode(&m, &ctx)) {
+                        if c.write(&b).await.is_err() && !matches!(m, Message::Notification(_)) {
+                            queue.push(Input::TcpClosed);
                         }
                     }
                 }
@@ -473,11 +611,42 @@ impl PeerTask {
                     s.connecting = None;
                     s.out_rx = None;
                     s.packer = None;
-                    // A connection waiting on a collision takes over.
-                    if let Some(second) = s.secondary.take() {
+                    if let Some(stream) = s.restarted.take() {
+                        // The restarted peer's connection replaces the session.
                         if !s.admin_down {
-                            s.conn = Some(self.new_conn(second, false, s));
+                            s.conn = Some(self.new_conn(stream, false, s));
                             queue.push(Input::TcpAccepted);
+                        }
+                    } else if let Some(c) = s.candidate.take() {
+                        // The current connection failed while a second one waited: that one
+                        // is what is left of the session (§6.8 would have run its own FSM).
+                        if !s.admin_down {
+                            s.conn = Some(c.conn);
+                            queue.push(Input::CollisionTakeover);
+                            if let Some(open) = c.open {
+                                queue.push(Input::Message(Message::Open(open)));
+                            }
+                        }
+                    }
+                }
+                Output::SwitchConnection => {
+                    if let Some(old) = s.conn.take() {
+                        // The Cease was written just before, by Output::Send.
+                        old.close(None).await;
+                    }
+                    match s.candidate.take() {
+                        Some(c) => {
+                            s.conn = Some(c.conn);
+                            if let Some(open) = c.open {
+                                queue.push(Input::Message(Message::Open(open)));
+                            }
+                        }
+                        // Not reached: the session only reports a collision with a candidate.
+                        // Without a connection the attempt is over; say so at once rather
+                        // than at the expiry of the OpenSent hold timer.
+                        None => {
+                            tracing::warn!(peer = %self.cfg.address, "collision lost without a second connection");
+                            queue.push(Input::TcpClosed);
                         }
                     }
                 }
@@ -498,9 +667,6 @@ impl PeerTask {
                             }
                         }
                         s.last_rx.store(self.now_ms(), AtOrd::Relaxed);
-                        if s.secondary.is_some() {
-                            self.resolve(s, queue).await;
-                        }
                     }
                 }
                 Output::Established(neg) => self.established(s, *neg).await,
@@ -558,6 +724,9 @@ impl PeerTask {
     }
 
     async fn established(&self, s: &mut Session, neg: Negotiated) {
+        // A connect attempt still in flight could only collide with the Established session,
+        // which always wins.
+        s.connecting = None;
         s.generation += 1;
         let generation = s.generation;
         let (tx, rx) = mpsc::channel(8);
@@ -703,10 +872,13 @@ pub(crate) fn encode_batch(packer: &mut UpdatePacker, batch: OutBatch, b: &mut B
     }
 }
 
+/// Close a connection that lost a collision before it was used: Cease / Connection Collision
+/// Resolution, then FIN.
 async fn reject(mut stream: TcpStream) {
     let mut b = BytesMut::new();
     fsm::collision_notification().encode(&mut b);
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&b)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
 }
 
 struct AbortOnDrop(JoinHandle<()>);
@@ -720,8 +892,13 @@ impl Drop for AbortOnDrop {
 struct Session {
     fsm: Fsm,
     timers: HashMap<Timer, Instant>,
+    /// The connection the FSM runs on.
     conn: Option<Conn>,
-    secondary: Option<TcpStream>,
+    /// A second connection waiting on a collision (only while the FSM is in OpenSent).
+    candidate: Option<Candidate>,
+    /// A connection from a peer that restarted while Established (RFC 4724 §4.2), taking over
+    /// once the old session is down.
+    restarted: Option<TcpStream>,
     connecting: Option<(AbortOnDrop, oneshot::Receiver<io::Result<TcpStream>>)>,
     out_rx: Option<mpsc::Receiver<OutMsg>>,
     packer: Option<UpdatePacker>,
