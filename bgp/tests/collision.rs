@@ -426,9 +426,14 @@ async fn simultaneous_connections_keep_the_one_of_the_higher_router_id() {
     assert_eq!(count(&a_out), 1, "{}", dump());
     assert_eq!(count(&b_side_of_a_out), 1, "{}", dump());
 
-    // Routes flow both ways over it.
+    // Routes flow both ways, over it.
     wait_route(&mut feed_b, "10.51.0.0/26", a_ip).await;
     wait_route(&mut feed_a, "10.52.0.0/26", b_ip).await;
+    let updates = ab.with(|p| {
+        let has = |v: &[Message]| v.iter().any(|m| matches!(m, Message::Update(_)));
+        (has(&p[0].forward), has(&p[0].backward))
+    });
+    assert_eq!(updates, (true, true), "{}", dump());
 
     // And it stays: same session (same `since`), same single connection, for a few seconds
     // (more than one keepalive interval of the 9 s hold time).
