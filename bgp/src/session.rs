@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use calyx_proto::message::decode_stream;
-use calyx_proto::notification::FsmSubcode;
+use calyx_proto::notification::{CeaseSubcode, FsmSubcode};
 use calyx_proto::pack::UpdatePacker;
 use calyx_proto::{
     AfiSafi, Asn, ErrorCode, Message, MpNextHop, Nlri, NotificationMessage, OpenMessage,
@@ -701,9 +701,7 @@ impl PeerTask {
             tracing::info!(peer = %self.cfg.address, "peer cannot refresh routes: resetting the session");
             queue.push(Input::Stop {
                 notification: Some(NotificationMessage::new(
-                    calyx_proto::ErrorCode::Cease(
-                        calyx_proto::notification::CeaseSubcode::OtherConfigurationChange,
-                    ),
+                    ErrorCode::Cease(CeaseSubcode::OtherConfigurationChange),
                     Vec::new(),
                 )),
                 restart_after: Some(Duration::from_secs(1)),

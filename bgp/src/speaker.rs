@@ -156,7 +156,7 @@ impl Speaker {
         let listen_task = listener
             .clone()
             .map(|l| tokio::spawn(accept_loop(l, registry.clone())));
-        let actor = Actor {
+        let mut actor = Actor {
             rib: Rib::new(RibGlobal {
                 local_as: Asn(cfg.local_as),
                 router_id: cfg.router_id,
@@ -181,7 +181,6 @@ impl Speaker {
                 owed: HashMap::new(),
             }),
         };
-        let mut actor = actor;
         if actor.deferral.is_some() {
             tracing::info!("restarting: route selection deferred until the peers' End-of-RIB");
             actor.rib.defer_selection(true);

@@ -58,10 +58,6 @@ impl ExportCache {
     }
 }
 
-fn unspecified(a: &IpAddr) -> bool {
-    a.is_unspecified()
-}
-
 /// What to advertise to peer `qid` for `prefix` whose best path is `best` (None: nothing, or
 /// withdraw what was advertised).
 pub(crate) fn export(
@@ -174,7 +170,7 @@ fn transform(
     if q.cfg.keep_original_next_hop && !local {
         self_nh = false;
     }
-    if self_nh || unspecified(&ra.next_hop) {
+    if self_nh || ra.next_hop.is_unspecified() {
         ra.link_local = None;
         ra.next_hop = match (prefix, up.local_addr) {
             (Prefix::V4(_), IpAddr::V4(a)) => IpAddr::V4(a),

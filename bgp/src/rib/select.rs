@@ -34,10 +34,6 @@ pub(crate) fn sort_paths<K>(d: &mut Dest<K>, peers: &Peers) {
     }
 }
 
-fn unspecified(a: &IpAddr) -> bool {
-    a.is_unspecified()
-}
-
 /// The configured address of a peer.
 pub(crate) fn peer_addr(peers: &Peers, id: PeerId) -> IpAddr {
     peers
@@ -119,7 +115,7 @@ pub(crate) fn next_hops<K>(d: &Dest<K>, peers: &Peers, g: &RibGlobal) -> Vec<IpA
         return Vec::new();
     }
     let nh = |p: &Path| {
-        if unspecified(&p.attrs.next_hop) {
+        if p.attrs.next_hop.is_unspecified() {
             peer_addr(peers, p.peer)
         } else {
             p.attrs.next_hop
