@@ -44,19 +44,12 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-need=()
-for pair in etcd-server:etcd etcd-client:etcdctl bird2:bird protobuf-compiler:protoc \
-    iproute2:ip iputils-ping:ping util-linux:nsenter; do
-    command -v "${pair#*:}" >/dev/null 2>&1 || need+=("${pair%%:*}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+# shellcheck source=deploy/packages.sh
+source deploy/packages.sh
+calyx_install_packages "${CALYX_DEMO_PACKAGES[@]}"
 
 log "building calyx, calyx-cni, calyx-ipam (release)"
-cargo build --release -q -p calyx -p calyx-ipam
+cargo build --release -q -p calyx -p calyx-cni
 BIN="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
 CALYX="$BIN/calyx"
 

@@ -7,30 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests drive for real. The package -> command map lets a machine that
-# already has them skip apt entirely.
-need_pkgs=()
-check() { command -v "$2" >/dev/null 2>&1 || need_pkgs+=("$1"); }
-check protobuf-compiler protoc
-check etcd-server etcd
-check etcd-client etcdctl
-check bird2 bird
-check frr /usr/lib/frr/bgpd
-check gobgpd gobgpd
-check iproute2 ip
-check iputils-ping ping
-check tcpdump tcpdump
-check python3 python3
-check util-linux nsenter
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-    echo "==> installing ${need_pkgs[*]}"
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "tests/run.sh: needs root to install ${need_pkgs[*]} (and for network namespaces)" >&2
-        exit 1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+# Debian packages the build and the tests need (one list with the demo's, deploy/packages.sh);
+# a machine that already has them skips apt entirely.
+# shellcheck source=deploy/packages.sh
+source deploy/packages.sh
+if ! calyx_install_packages "${CALYX_TEST_PACKAGES[@]}"; then
+    echo "tests/run.sh: run as root (installs packages, creates network namespaces)" >&2
+    exit 1
 fi
 # The Debian packages start system-wide daemons; the tests start their own instances.
 for svc in etcd bird frr; do

@@ -137,7 +137,7 @@ pub enum IpamCommand {
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     /// Run the node daemon (what the DaemonSet runs, in place of calico-node).
-    Run(Box<crate::node::config::NodeRunArgs>),
+    Run(Box<calyx_node::config::NodeRunArgs>),
     /// Show the daemon's BGP peers, as `calicoctl node status` does.
     Status(NodeStatusArgs),
 }

@@ -1,5 +1,5 @@
-//! `calyx`: the calicoctl-like client for Calico-v3 resources in etcd (and, as the project grows,
-//! the node daemon `calyx node run`).
+//! `calyx`: the calicoctl-like client for Calico-v3 resources in etcd, and the thin
+//! `calyx node run` / `calyx node status` wrappers around the node daemon (`calyx-node`).
 //!
 //! Errors end the process with one line on standard error and exit code 1; nothing is written
 //! to the datastore unless every check passed.
@@ -7,7 +7,6 @@
 mod args;
 mod commands;
 mod connect;
-mod node;
 mod table;
 
 use std::process::ExitCode;

@@ -12,7 +12,6 @@
 
 pub mod block;
 pub mod check;
-pub mod cni;
 pub mod error;
 pub mod fixtures;
 mod ipam;

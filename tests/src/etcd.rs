@@ -58,7 +58,7 @@ impl Etcd {
             child: None,
             data_dir: tempfile::Builder::new()
                 .prefix("calyx-etcd-")
-                .tempdir()
+                .tempdir_in(data_parent())
                 .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}")),
             client_url,
             peer_url,
@@ -210,5 +210,18 @@ impl Etcd {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Where test etcds keep their data: in memory (`/dev/shm`) when the machine has it. etcd
+/// fsyncs its WAL on every write; on a disk shared with parallel builds and tests one fsync can
+/// take seconds, and a CNI plugin that waits on such a write under load is what made the suite
+/// fail at random. tmpfs makes the fsync free; nothing here needs the data to survive a crash.
+fn data_parent() -> std::path::PathBuf {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
     }
 }

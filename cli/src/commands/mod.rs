@@ -25,7 +25,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Patch(args) => label::patch(&datastore, args).await,
         Command::Label(args) => label::label(&datastore, args).await,
         Command::Node(crate::args::NodeCommand::Run(args)) => {
-            crate::node::run(&datastore, *args).await
+            calyx_node::run(&crate::connect::etcd_config(&datastore)?, *args).await
         }
         Command::Node(crate::args::NodeCommand::Status(args)) => node::status(args).await,
         Command::Ipam(command) => ipam::run(&datastore, command).await,

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::args::NodeStatusArgs;
-use crate::node::status::{render, NodeStatus};
+use calyx_node::status::{render, NodeStatus};
 
 /// Prints the daemon's peers; a daemon that does not answer is one clear line and exit 1.
 pub async fn status(args: NodeStatusArgs) -> Result<()> {

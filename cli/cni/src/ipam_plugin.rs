@@ -15,9 +15,7 @@ use calyx_datastore::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::error::IpamError;
-use crate::types::{AllocationAttrs, AssignArgs, Family};
-use crate::Ipam;
+use calyx_ipam::{AllocationAttrs, AssignArgs, Family, Ipam, IpamError};
 
 /// The versions this plugin speaks.
 pub const SUPPORTED_VERSIONS: [&str; 4] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
@@ -97,6 +95,45 @@ impl From<IpamError> for CniError {
             _ => codes::IPAM_FAILURE,
         };
         CniError::new(code, "IPAM failed", e.to_string())
+    }
+}
+
+/// How long one CNI command keeps retrying a datastore that does not answer or keeps losing
+/// compare-and-swap races. Calico's IPAM plugin gives a command 90 s; kubelet's runtime waits
+/// 2 minutes for the whole sandbox, so giving up after one 5 s request timeout (as Calyx once
+/// did) fails pods that a moment later would have been fine. `CALYX_CNI_TIMEOUT` (seconds)
+/// overrides it.
+pub const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Runs `attempt` until it succeeds, fails with an error that retrying cannot mend, or
+/// `deadline` passes; the last error is returned then. Only [`codes::TRY_AGAIN_LATER`] errors
+/// (datastore unavailable, too many conflicts) are retried. Safe for every CNI command: ADD
+/// is idempotent per handle (a retried ADD whose first try did write gets the same
+/// addresses back), DEL and CHECK change nothing twice.
+pub async fn retry_until<T, F, Fut>(
+    deadline: tokio::time::Instant,
+    mut attempt: F,
+) -> Result<T, CniError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CniError>>,
+{
+    let mut pause = std::time::Duration::from_millis(100);
+    let mut tries = 0u32;
+    loop {
+        tries = tries.saturating_add(1);
+        match attempt().await {
+            Err(e) if e.code == codes::TRY_AGAIN_LATER => {
+                let now = tokio::time::Instant::now();
+                if now + pause >= deadline {
+                    return Err(e);
+                }
+                tracing::warn!(tries, error = %e, "retrying within the CNI deadline");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -579,5 +616,63 @@ mod tests {
         assert_eq!(req.etcd_tls.0.as_deref(), Some("/ca.pem"));
         let r = add_result(&req, &["fd00::1".parse().unwrap()]);
         assert_eq!(r["ips"][0]["version"], "6");
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn retries_what_may_pass_later_until_it_passes() {
+        let tries = std::cell::Cell::new(0);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let got = run(retry_until(deadline, || async {
+            tries.set(tries.get() + 1);
+            if tries.get() < 3 {
+                Err(CniError::new(
+                    codes::TRY_AGAIN_LATER,
+                    "IPAM failed",
+                    "etcd busy",
+                ))
+            } else {
+                Ok(7)
+            }
+        }));
+        assert_eq!(got, Ok(7));
+        assert_eq!(tries.get(), 3);
+    }
+
+    #[test]
+    fn does_not_retry_what_cannot_pass() {
+        let tries = std::cell::Cell::new(0);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let got: Result<(), _> = run(retry_until(deadline, || async {
+            tries.set(tries.get() + 1);
+            Err(CniError::new(codes::NO_ADDRESS, "IPAM failed", "pool full"))
+        }));
+        assert_eq!(got.unwrap_err().code, codes::NO_ADDRESS);
+        assert_eq!(tries.get(), 1);
+    }
+
+    #[test]
+    fn gives_up_with_the_last_error_at_the_deadline() {
+        let tries = std::cell::Cell::new(0);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+        let got: Result<(), _> = run(retry_until(deadline, || async {
+            tries.set(tries.get() + 1);
+            Err(CniError::new(
+                codes::TRY_AGAIN_LATER,
+                "IPAM failed",
+                format!("try {}", tries.get()),
+            ))
+        }));
+        let e = got.unwrap_err();
+        assert!(tries.get() >= 2, "retried within the deadline");
+        assert_eq!(e.details, format!("try {}", tries.get()));
+        assert!(tokio::time::Instant::now() < deadline + std::time::Duration::from_secs(5));
     }
 }

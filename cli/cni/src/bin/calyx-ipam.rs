@@ -4,13 +4,14 @@
 //! `CNI_*` variables in the environment and the network configuration on stdin; the result (or
 //! a CNI error) is JSON on stdout. Logs go to stderr (`CALYX_IPAM_LOG`, default `warn`).
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use calyx_cni::ipam_plugin::{self as cni, codes, CniError, Command, Request};
 use calyx_datastore::store::etcd::{EtcdConfig, EtcdStore};
-use calyx_ipam::cni::{self, codes, CniError, Command, Request};
 use calyx_ipam::Ipam;
 
 fn main() -> ExitCode {
@@ -65,16 +66,52 @@ fn run(req: &Request) -> Result<Option<serde_json::Value>, CniError> {
         .enable_all()
         .build()
         .map_err(|e| CniError::new(codes::IO_FAILURE, "cannot start the runtime", e.to_string()))?;
+    let config = etcd_config(req)
+        .map_err(|e| CniError::new(codes::INVALID_CONFIG, "bad etcd settings", format!("{e:#}")))?;
+    let budget = deadline()?;
     rt.block_on(async {
-        let config = etcd_config(req).map_err(|e| {
-            CniError::new(codes::INVALID_CONFIG, "bad etcd settings", format!("{e:#}"))
-        })?;
-        let store = EtcdStore::connect(&config)
-            .await
-            .map_err(|e| CniError::from(calyx_ipam::IpamError::from(e)))?;
-        let ipam = Ipam::new(store);
-        cni::execute(&ipam, req).await
+        let deadline = tokio::time::Instant::now() + budget;
+        // One connection for all attempts once it is made; a datastore that does not answer
+        // (etcd busy, a member down) is retried until the deadline, not failed at once.
+        let connected: RefCell<Option<Ipam<EtcdStore>>> = RefCell::new(None);
+        cni::retry_until(deadline, || async {
+            let cached = connected.borrow().clone();
+            let ipam = match cached {
+                Some(ipam) => ipam,
+                None => {
+                    let store = EtcdStore::connect(&config)
+                        .await
+                        .map_err(|e| CniError::from(calyx_ipam::IpamError::from(e)))?;
+                    let ipam = Ipam::new(store);
+                    *connected.borrow_mut() = Some(ipam.clone());
+                    ipam
+                }
+            };
+            cni::execute(&ipam, req).await
+        })
+        .await
     })
+}
+
+/// The time one command may take, from `CALYX_CNI_TIMEOUT` (seconds) or
+/// [`cni::DEFAULT_DEADLINE`].
+fn deadline() -> Result<std::time::Duration, CniError> {
+    match std::env::var("CALYX_CNI_TIMEOUT") {
+        Err(_) => Ok(cni::DEFAULT_DEADLINE),
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s > 0)
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| {
+                CniError::new(
+                    codes::INVALID_ENV,
+                    "bad CALYX_CNI_TIMEOUT",
+                    format!("{v:?}: expected a number of seconds above 0"),
+                )
+            }),
+    }
 }
 
 fn etcd_config(req: &Request) -> anyhow::Result<EtcdConfig> {

@@ -12,17 +12,14 @@
 //! Interfaces, addresses and routes are set with iproute2's `ip` (present on every node and in
 //! the calyx image); the plugin holds no long-lived state of its own.
 
-mod conf;
-mod delegate;
-mod wiring;
-
 use std::io::Read;
 use std::process::ExitCode;
 
-use calyx_ipam::cni::{codes, CniError};
+use calyx_cni::ipam_plugin::{codes, CniError};
 use serde_json::{json, Value};
 
-use crate::conf::{Env, NetConf};
+use calyx_cni::conf::{Env, NetConf};
+use calyx_cni::{delegate, wiring};
 
 fn main() -> ExitCode {
     let mut stdin = Vec::new();

@@ -1,5 +1,5 @@
-//! `calyx node run`: the daemon a DaemonSet runs on every node, in place of calico-node, and
-//! `calyx node status`.
+//! The node daemon as a library: what `calyx node run` (the DaemonSet's process, in place of
+//! calico-node) runs, and the status types `calyx node status` reads.
 //!
 //! Start-up: check the configuration (nothing is written when it is bad), wait for the
 //! datastore, find this node's addresses, create the default pools, write the `Node`, claim a
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use calyx_datastore::client::ResourceClient;
-use calyx_datastore::store::etcd::EtcdStore;
+use calyx_datastore::store::etcd::{EtcdConfig, EtcdStore};
 use calyx_datastore::store::{Store, StoreError};
 use calyx_felix::{Reconciler, ReconcilerHandle};
 use calyx_ipam::{Family, Ipam};
@@ -33,16 +33,14 @@ use self::config::{Backend, NodeConfig, NodeRunArgs};
 use self::dataplane::BgpRoutes;
 use self::http::SharedStatus;
 use self::status::{DataplaneStatus, IpamStatus, NodeStatus};
-use crate::args::DatastoreArgs;
-use crate::connect;
 
 /// How long changes are gathered before the dataplane is recomputed.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
-/// Runs the node daemon until SIGTERM or SIGINT.
-pub async fn run(datastore: &DatastoreArgs, args: NodeRunArgs) -> Result<()> {
+/// Runs the node daemon until SIGTERM or SIGINT, with the datastore at `etcd`.
+pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
     let config = args.resolve()?;
-    let store = wait_for_datastore(datastore, config.datastore_wait).await?;
+    let store = wait_for_datastore(etcd, config.datastore_wait).await?;
     let client = ResourceClient::new(store.clone());
     let ipam = Ipam::new(store.clone());
 
@@ -138,12 +136,11 @@ fn enable_forwarding(v6: bool) {
 }
 
 /// Connects to etcd, retrying until `wait` has passed; then one clear error.
-async fn wait_for_datastore(datastore: &DatastoreArgs, wait: Duration) -> Result<EtcdStore> {
-    let config = connect::etcd_config(datastore)?;
+async fn wait_for_datastore(config: &EtcdConfig, wait: Duration) -> Result<EtcdStore> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(200);
     loop {
-        match EtcdStore::connect(&config).await {
+        match EtcdStore::connect(config).await {
             Ok(store) => return Ok(store),
             Err(e @ StoreError::Unavailable { .. }) if started.elapsed() < wait => {
                 warn!(error = %e, "waiting for the datastore");

@@ -18,8 +18,13 @@ struct Run {
 }
 
 fn plugin(command: &str, container: &str, stdin: &str) -> Run {
+    plugin_with(command, container, stdin, &[])
+}
+
+fn plugin_with(command: &str, container: &str, stdin: &str, env: &[(&str, &str)]) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_calyx-ipam"))
         .env_clear()
+        .envs(env.iter().copied())
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", container)
         .env("CNI_NETNS", format!("/var/run/netns/{container}"))
@@ -149,8 +154,71 @@ fn unreachable_etcd_is_try_again_later() {
     let conf = format!(
         r#"{{"cniVersion":"1.0.0","name":"net","nodename":"n","etcd_endpoints":"http://127.0.0.1:{port}","ipam":{{"type":"calyx-ipam"}}}}"#
     );
-    let r = plugin("ADD", "c9", &conf);
+    // The deadline cut short, so that the test does not wait Calico's 90 s.
+    let r = plugin_with("ADD", "c9", &conf, &[("CALYX_CNI_TIMEOUT", "2")]);
     assert_ne!(r.code, 0);
     let e: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(e["code"], 11, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("retrying within the CNI deadline"),
+        "retried before giving up: {}",
+        r.stderr
+    );
+    let bad = plugin_with("ADD", "c9", &conf, &[("CALYX_CNI_TIMEOUT", "soon")]);
+    let e: Value = serde_json::from_str(&bad.stdout).unwrap();
+    assert_eq!(e["code"], 4, "{}", bad.stdout);
+    assert!(e["msg"].as_str().unwrap().contains("CALYX_CNI_TIMEOUT"));
+}
+
+/// An ADD that meets a datastore that is away (restarting, overloaded) waits for it within
+/// its deadline instead of failing the pod: etcd is down when the ADD starts and comes back
+/// two seconds later; the ADD succeeds with an address that etcd holds.
+#[tokio::test]
+async fn add_rides_out_an_etcd_outage() {
+    let Some(mut etcd) = Etcd::start("add_rides_out_an_etcd_outage") else {
+        return;
+    };
+    let store = EtcdStore::connect(&EtcdConfig::from_endpoints(etcd.endpoint()).unwrap())
+        .await
+        .unwrap();
+    put_pool(&store, "default-ipv4-ippool", "10.21.0.0/16", 26, "all()")
+        .await
+        .unwrap();
+    put_node(&store, "node1", &[]).await.unwrap();
+    drop(store);
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"k8s-pod-network","type":"calyx","nodename":"node1","etcd_endpoints":"{}","ipam":{{"type":"calyx-ipam"}}}}"#,
+        etcd.endpoint()
+    );
+    etcd.kill();
+    let add = std::thread::spawn(move || {
+        plugin_with(
+            "ADD",
+            "outage",
+            &conf,
+            &[("CALYX_CNI_TIMEOUT", "60"), ("CALYX_IPAM_LOG", "warn")],
+        )
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    etcd.restart();
+    let r = add.join().unwrap();
+    assert_eq!(r.code, 0, "stdout {} stderr {}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("retrying within the CNI deadline"),
+        "{}",
+        r.stderr
+    );
+    let result: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .starts_with("10.21."));
+    let store = EtcdStore::connect(&EtcdConfig::from_endpoints(etcd.endpoint()).unwrap())
+        .await
+        .unwrap();
+    assert!(store
+        .get("/calico/ipam/v2/handle/k8s-pod-network.outage")
+        .await
+        .unwrap()
+        .is_some());
 }

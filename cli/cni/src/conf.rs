@@ -1,6 +1,6 @@
 //! The CNI environment and network configuration.
 
-use calyx_ipam::cni::{codes, CniError};
+use crate::ipam_plugin::{codes, CniError};
 use serde::Deserialize;
 use serde_json::Value;
 

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use calyx_ipam::cni::{codes, parse_cni_args, CniError};
+use crate::ipam_plugin::{codes, parse_cni_args, CniError};
 use ipnet::IpNet;
 use serde_json::Value;
 

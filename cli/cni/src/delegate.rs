@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use calyx_ipam::cni::{codes, CniError};
+use crate::ipam_plugin::{codes, CniError};
 use ipnet::IpNet;
 use serde_json::Value;
 
