@@ -19,8 +19,8 @@ use tracing::{info, warn};
 
 use super::cluster::ClusterState;
 use super::config::RouterIdSetting;
-use super::dataplane::BgpRoutes;
 use super::status::PeerStatus;
+use super::tasks::BEST_ROUTE_FEED;
 
 /// The BGP setup this node should have.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,15 +189,12 @@ pub fn plan(state: &ClusterState, me: &str, router_id: RouterIdSetting) -> Optio
     }
 
     let mut originate: BTreeSet<IpNet> = state
-        .blocks
-        .iter()
-        .filter(|(_, b)| b.affine_host() == Some(me))
-        .filter(|(cidr, _)| {
+        .blocks_of(me)
+        .filter(|cidr| {
             state
                 .pool_of(cidr)
                 .is_none_or(|p| !p.spec.disable_bgp_export)
         })
-        .map(|(cidr, _)| *cidr)
         .collect();
     for service in config
         .spec
@@ -221,7 +218,8 @@ pub struct Bgp {
     applied: Option<Plan>,
     /// The global settings the running speaker was started with.
     running_global: Option<GlobalConfig>,
-    routes: Option<mpsc::Receiver<BestRouteChange>>,
+    /// The best-route feed of a speaker started since the last [`Bgp::take_feed`].
+    new_feed: Option<mpsc::Receiver<BestRouteChange>>,
     restarting: bool,
     graceful_restart: bool,
     hold_time: u16,
@@ -242,7 +240,7 @@ impl Bgp {
             stop,
             applied: None,
             running_global: None,
-            routes: None,
+            new_feed: None,
             restarting,
             graceful_restart,
             hold_time,
@@ -268,7 +266,10 @@ impl Bgp {
             global.restarting = std::mem::take(&mut self.restarting);
             match Speaker::start(global, self.stop.child_token()).await {
                 Ok(speaker) => {
-                    self.routes = speaker.subscribe(4096).await.ok();
+                    match speaker.subscribe(BEST_ROUTE_FEED).await {
+                        Ok(feed) => self.new_feed = Some(feed),
+                        Err(e) => warn!(error = %e, "cannot subscribe to best routes"),
+                    }
                     self.speaker = Some(speaker);
                     self.running_global = Some(plan.global.clone());
                     self.applied = None;
@@ -306,12 +307,9 @@ impl Bgp {
         self.applied = Some(plan);
     }
 
-    /// The next best-route change (pending forever when there is no speaker).
-    pub async fn next_route(&mut self) -> Option<BestRouteChange> {
-        match self.routes.as_mut() {
-            Some(rx) => rx.recv().await,
-            None => std::future::pending().await,
-        }
+    /// The best-route feed of a newly started speaker, once: the resolver drains it.
+    pub fn take_feed(&mut self) -> Option<mpsc::Receiver<BestRouteChange>> {
+        self.new_feed.take()
     }
 
     /// Peers for `calyx node status`.
@@ -367,20 +365,10 @@ impl Bgp {
     }
 }
 
-/// Applies a best-route change to the routes the dataplane uses.
-pub fn apply_route(routes: &mut BgpRoutes, change: BestRouteChange) {
-    if change.withdrawn || change.next_hops.is_empty() {
-        routes.remove(&change.prefix);
-    } else {
-        routes.insert(change.prefix, change.next_hops);
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::field_reassign_with_default)] // Specs are built field by field, as users write them.
 mod tests {
     use super::*;
-    use calyx_datastore::resources::ipam::AllocationBlock;
     use calyx_datastore::resources::{
         BGPPeer, BGPPeerSpec, NodeBGPSpec, NodeSpec, ObjectMeta, PeerIp,
     };
@@ -424,10 +412,7 @@ mod tests {
             node("c", "10.0.0.3", None, &[]),
         ]);
         for (cidr, host) in [("10.65.0.0/26", "a"), ("10.65.1.0/26", "b")] {
-            s.blocks.insert(
-                cidr.parse().unwrap(),
-                AllocationBlock::new_affine(cidr.parse().unwrap(), host).unwrap(),
-            );
+            s.affinities.insert(cidr.parse().unwrap(), host.to_string());
         }
         let p = plan(&s, "a", RouterIdSetting::NodeAddress).unwrap();
         assert_eq!(addrs(&p), ["10.0.0.2", "10.0.0.3"]);

@@ -1,18 +1,33 @@
-//! The node daemon's view of the datastore: pools, nodes, BGP settings and IPAM blocks, kept
-//! current from one watch on `/calico/`.
+//! The node daemon's view of the datastore, sized to what a node acts on: pools, nodes, BGP
+//! settings and peers, and block affinities (which node owns which block). It is kept current
+//! by one watch per prefix ([`ClusterWatch`]).
+//!
+//! What a node does *not* watch: IPAM blocks' allocations and handles. Those are rewritten on
+//! every pod start anywhere in the cluster (a block is ~10 KB of JSON); watching them would make
+//! pod churn on one node work for every node and etcd traffic grow with nodes x pods. Which
+//! node owns a block is in the affinity keys (`/calico/ipam/v2/host/<node>/ipv4/block/<cidr>`),
+//! small values that change only when a block is claimed or released.
 
 use std::collections::BTreeMap;
 
-use calyx_datastore::resources::ipam::{block_cidr_from_key, AllocationBlock};
+use calyx_datastore::resources::ipam::{affinity_from_key, AffinityState, BlockAffinity};
+use calyx_datastore::resources::ipam::AFFINITY_KEY_PREFIX;
 use calyx_datastore::resources::{BGPConfiguration, BGPPeer, IPPool, Kind, Node, Resource};
-use calyx_datastore::store::{KeyValue, Revision, WatchEvent};
+use calyx_datastore::store::{Listing, Revision, Store, StoreError, Watch, WatchEvent};
+use futures::stream::{SelectAll, StreamExt};
 use ipnet::IpNet;
 use tracing::warn;
 
-/// Everything under `/calico/` that the node daemon acts on.
-pub const WATCH_PREFIX: &str = "/calico/";
+/// The prefixes a node watches: every resource kind Calyx models, and the block affinities.
+pub fn watch_prefixes() -> Vec<&'static str> {
+    Kind::all()
+        .into_iter()
+        .map(Kind::key_prefix)
+        .chain(std::iter::once(AFFINITY_KEY_PREFIX))
+        .collect()
+}
 
-/// The datastore objects the daemon acts on, at one revision.
+/// The datastore objects the daemon acts on.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterState {
     /// IP pools by name.
@@ -23,33 +38,84 @@ pub struct ClusterState {
     pub bgp_configs: BTreeMap<String, BGPConfiguration>,
     /// BGP peers by name.
     pub bgp_peers: BTreeMap<String, BGPPeer>,
-    /// IPAM blocks by CIDR.
-    pub blocks: BTreeMap<IpNet, AllocationBlock>,
-    /// The revision this state reflects.
+    /// Block CIDR -> the node it is affine to (confirmed affinities only).
+    pub affinities: BTreeMap<IpNet, String>,
+    /// The highest revision applied.
     pub revision: Revision,
 }
 
-impl ClusterState {
-    /// A state built from a listing of [`WATCH_PREFIX`].
-    pub fn from_kvs(kvs: &[KeyValue], revision: Revision) -> Self {
-        let mut state = ClusterState::default();
-        for kv in kvs {
-            state.put(&kv.key, &kv.value);
+/// What a change touched, so that the main loop redoes only the work that depends on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// IP pools.
+    pub pools: bool,
+    /// Nodes, BGP configurations or peers, or affinities: the BGP plan and the routes.
+    pub topology: bool,
+}
+
+impl Touched {
+    fn of_key(key: &str) -> Touched {
+        Touched {
+            pools: key.starts_with(Kind::IPPool.key_prefix()),
+            topology: true,
         }
-        state.revision = revision;
-        state
     }
 
-    /// Applies one watch event.
-    pub fn apply(&mut self, event: &WatchEvent) {
-        match event {
-            WatchEvent::Put(kv) => self.put(&kv.key, &kv.value),
-            WatchEvent::Delete { key, .. } => self.delete(key),
-            WatchEvent::Resync(listing) => {
-                *self = ClusterState::from_kvs(&listing.kvs, listing.revision);
-            }
+    /// Both of two.
+    pub fn union(self, other: Touched) -> Touched {
+        Touched {
+            pools: self.pools || other.pools,
+            topology: self.topology || other.topology,
         }
+    }
+}
+
+impl ClusterState {
+    /// The blocks affine to `node`.
+    pub fn blocks_of<'a>(&'a self, node: &'a str) -> impl Iterator<Item = IpNet> + 'a {
+        self.affinities
+            .iter()
+            .filter(move |(_, n)| n.as_str() == node)
+            .map(|(cidr, _)| *cidr)
+    }
+
+    /// Applies one event of the watch on `prefix`.
+    pub fn apply(&mut self, prefix: &str, event: &WatchEvent) -> Touched {
+        let touched = match event {
+            WatchEvent::Put(kv) => {
+                self.put(&kv.key, &kv.value);
+                Touched::of_key(&kv.key)
+            }
+            WatchEvent::Delete { key, .. } => {
+                self.delete(key);
+                Touched::of_key(key)
+            }
+            WatchEvent::Resync(listing) => {
+                self.replace_prefix(prefix, listing);
+                Touched::of_key(prefix)
+            }
+        };
         self.revision = self.revision.max(event.revision());
+        touched
+    }
+
+    /// Replaces everything under `prefix` with `listing` (a fresh listing, or a watch that
+    /// could not resume).
+    pub fn replace_prefix(&mut self, prefix: &str, listing: &Listing) {
+        if prefix == AFFINITY_KEY_PREFIX {
+            self.affinities.clear();
+        }
+        match Kind::all().into_iter().find(|k| k.key_prefix() == prefix) {
+            Some(Kind::IPPool) => self.pools.clear(),
+            Some(Kind::Node) => self.nodes.clear(),
+            Some(Kind::BGPConfiguration) => self.bgp_configs.clear(),
+            Some(Kind::BGPPeer) => self.bgp_peers.clear(),
+            None => {}
+        }
+        for kv in &listing.kvs {
+            self.put(&kv.key, &kv.value);
+        }
+        self.revision = self.revision.max(listing.revision);
     }
 
     fn put(&mut self, key: &str, value: &[u8]) {
@@ -79,12 +145,19 @@ impl ClusterState {
                     self.bgp_peers.insert(name, p);
                 }
             }
-        } else if let Some(cidr) = block_cidr_from_key(key) {
-            match serde_json::from_slice::<AllocationBlock>(value) {
-                Ok(block) => {
-                    self.blocks.insert(cidr, block);
+        } else if let Some((host, cidr)) = affinity_from_key(key) {
+            match serde_json::from_slice::<BlockAffinity>(value) {
+                // A pending claim may still fail and a pending deletion is on its way out:
+                // only a confirmed affinity says where the block's addresses live.
+                Ok(a) if a.state == AffinityState::Confirmed && !a.deleted => {
+                    self.affinities.insert(cidr, host.to_string());
                 }
-                Err(e) => warn!(%key, error = %e, "ignoring an IPAM block that does not decode"),
+                Ok(_) => {
+                    if self.affinities.get(&cidr).is_some_and(|h| h == host) {
+                        self.affinities.remove(&cidr);
+                    }
+                }
+                Err(e) => warn!(%key, error = %e, "ignoring a block affinity that does not decode"),
             }
         }
     }
@@ -105,8 +178,10 @@ impl ClusterState {
                     self.bgp_peers.remove(name);
                 }
             }
-        } else if let Some(cidr) = block_cidr_from_key(key) {
-            self.blocks.remove(&cidr);
+        } else if let Some((host, cidr)) = affinity_from_key(key) {
+            if self.affinities.get(&cidr).is_some_and(|h| h == host) {
+                self.affinities.remove(&cidr);
+            }
         }
     }
 
@@ -114,4 +189,40 @@ impl ClusterState {
     pub fn pool_of(&self, net: &IpNet) -> Option<&IPPool> {
         self.pools.values().find(|p| p.spec.cidr.contains(net))
     }
+}
+
+/// The watches of [`watch_prefixes`], merged into one stream of `(prefix, event)`.
+pub struct ClusterWatch {
+    events: SelectAll<futures::stream::BoxStream<'static, (&'static str, WatchEvent)>>,
+}
+
+impl ClusterWatch {
+    /// Lists every prefix and starts a watch on each from the revision after its listing.
+    pub async fn start<S: Store>(store: &S) -> Result<(ClusterState, ClusterWatch), StoreError> {
+        let mut state = ClusterState::default();
+        let mut events = SelectAll::new();
+        for prefix in watch_prefixes() {
+            let listing = store.list(prefix).await?;
+            state.replace_prefix(prefix, &listing);
+            let watch = store.watch(prefix, listing.revision + 1).await?;
+            events.push(stream_of(prefix, watch));
+        }
+        Ok((state, ClusterWatch { events }))
+    }
+
+    /// The next event of any of the watches; `None` once they have all ended.
+    pub async fn next(&mut self) -> Option<(&'static str, WatchEvent)> {
+        self.events.next().await
+    }
+}
+
+fn stream_of(
+    prefix: &'static str,
+    watch: Watch,
+) -> futures::stream::BoxStream<'static, (&'static str, WatchEvent)> {
+    futures::stream::unfold(watch, move |mut w| async move {
+        let event = w.next().await?;
+        Some(((prefix, event), w))
+    })
+    .boxed()
 }

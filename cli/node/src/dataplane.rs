@@ -1,61 +1,42 @@
-//! From the datastore snapshot and the BGP best routes to the reconciler's desired state, as
-//! Calico's calculation graph does: blackholes for local blocks, VXLAN routes computed from the
-//! datastore (block affinities plus each node's VTEP), and BGP-learned routes with the
-//! encapsulation of the pool they fall in.
+//! From the datastore view to what the dataplane needs, as Calico's calculation graph does:
+//! the host state (node addresses, tunnel devices, blackholes for local blocks), the routes
+//! the datastore decides (VXLAN: block affinities plus each node's VTEP), and the
+//! encapsulation BGP-learned routes get from the pool they fall in (used by [`crate::routes`]).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use calyx_datastore::resources::{EncapMode, IPPool};
 use calyx_felix::{
-    DesiredState, Encap, IpipTunnel, MacAddr, RemoteHop, RemoteRoute, Vtep, VxlanTunnel,
+    Encap, HostState, IpipTunnel, MacAddr, RemoteHop, RemoteRoute, Vtep, VxlanTunnel,
 };
 use ipnet::IpNet;
 
 use super::cluster::ClusterState;
 use super::config::Backend;
 
-/// BGP best routes: prefix → next hops (several when multipath).
-pub type BgpRoutes = BTreeMap<IpNet, Vec<IpAddr>>;
-
-fn ipip_encap(mode: EncapMode) -> Encap {
-    match mode {
-        EncapMode::Always => Encap::Ipip,
-        EncapMode::CrossSubnet => Encap::IpipCrossSubnet,
-        EncapMode::Never => Encap::None,
+/// The encapsulation BGP-learned routes get in a pool: IPIP by the pool's `ipipMode`; `None`
+/// for a VXLAN pool, whose blocks are routed from the datastore instead (BGP's copy is ignored).
+pub fn bgp_encap(pool: &IPPool) -> Option<Encap> {
+    if is_vxlan(pool) {
+        None
+    } else {
+        Some(ipip_encap(pool.spec.ipip_mode))
     }
 }
 
-fn vxlan_encap(mode: EncapMode) -> Option<Encap> {
-    match mode {
-        EncapMode::Always => Some(Encap::Vxlan),
-        EncapMode::CrossSubnet => Some(Encap::VxlanCrossSubnet),
-        EncapMode::Never => None,
-    }
-}
-
-fn is_vxlan(pool: &IPPool) -> bool {
-    pool.spec.vxlan_mode != EncapMode::Never
-}
-
-/// The dataplane this node should have.
-pub fn desired_state(
-    state: &ClusterState,
-    me: &str,
-    backend: Backend,
-    bgp: &BgpRoutes,
-) -> DesiredState {
-    let mut desired = DesiredState::default();
+/// The host part of the dataplane this node should have: addresses, tunnels, local blocks.
+pub fn host_state(state: &ClusterState, me: &str, backend: Backend) -> HostState {
+    let mut host = HostState::default();
     let Some(node) = state.nodes.get(me) else {
-        return desired;
+        return host;
     };
     let bgp_spec = node.spec.bgp.as_ref();
-    desired.node_ipv4 = bgp_spec.and_then(|b| b.ipv4_address);
-    desired.node_ipv6 = bgp_spec.and_then(|b| b.ipv6_address);
+    host.node_ipv4 = bgp_spec.and_then(|b| b.ipv4_address);
+    host.node_ipv6 = bgp_spec.and_then(|b| b.ipv6_address);
     if backend == Backend::None {
-        return desired;
+        return host;
     }
-
     // Tunnel devices, when some pool asks for them.
     let v4_pools = || {
         state
@@ -65,33 +46,45 @@ pub fn desired_state(
     };
     if v4_pools().any(is_vxlan) {
         if let Some(mac) = node.spec.vxlan_tunnel_mac_addr {
-            desired.vxlan_v4 = Some(VxlanTunnel::calico(
+            host.vxlan_v4 = Some(VxlanTunnel::calico(
                 MacAddr(mac.0),
                 node.spec.ipv4_vxlan_tunnel_addr.map(IpAddr::V4),
             ));
         }
     }
     if v4_pools().any(|p| p.spec.ipip_mode != EncapMode::Never) {
-        desired.ipip = Some(IpipTunnel {
+        host.ipip = Some(IpipTunnel {
             address: bgp_spec.and_then(|b| b.ipv4_ipip_tunnel_addr),
         });
     }
+    host.local_blocks = state.blocks_of(me).collect();
+    host
+}
 
-    let mut remote: BTreeMap<IpNet, RemoteRoute> = BTreeMap::new();
-    for (cidr, block) in &state.blocks {
-        let owner = block.affine_host();
-        if owner == Some(me) {
-            desired.local_blocks.push(*cidr);
+/// Routes the datastore decides, without BGP: every other node's block in a VXLAN pool, via
+/// that node's VTEP (block affinity + the node's tunnel address and MAC), as Felix's
+/// `l3_route_resolver` derives them. Cost grows with the blocks of the cluster, not with the
+/// routes BGP carries.
+pub fn datastore_routes(
+    state: &ClusterState,
+    me: &str,
+    backend: Backend,
+) -> BTreeMap<IpNet, RemoteRoute> {
+    let mut routes = BTreeMap::new();
+    if backend == Backend::None {
+        return routes;
+    }
+    for (cidr, owner) in &state.affinities {
+        if owner == me || cidr.addr().is_ipv6() {
             continue;
         }
-        // VXLAN routes come from the datastore: no BGP needed.
         let Some(pool) = state.pool_of(cidr) else {
             continue;
         };
         let Some(encap) = vxlan_encap(pool.spec.vxlan_mode) else {
             continue;
         };
-        let Some(peer) = owner.and_then(|o| state.nodes.get(o)) else {
+        let Some(peer) = state.nodes.get(owner) else {
             continue;
         };
         let (Some(node_ip), Some(tunnel_ip), Some(mac)) = (
@@ -101,10 +94,7 @@ pub fn desired_state(
         ) else {
             continue;
         };
-        if cidr.addr().is_ipv6() {
-            continue;
-        }
-        remote.insert(
+        routes.insert(
             *cidr,
             RemoteRoute {
                 dst: *cidr,
@@ -119,39 +109,30 @@ pub fn desired_state(
             },
         );
     }
+    routes
+}
 
-    if backend == Backend::Bgp {
-        for (prefix, hops) in bgp {
-            if hops.is_empty()
-                || remote.contains_key(prefix)
-                || desired.local_blocks.contains(prefix)
-            {
-                continue;
-            }
-            let pool = state.pool_of(prefix);
-            // Blocks of VXLAN pools are routed from the datastore above.
-            if pool.is_some_and(is_vxlan) {
-                continue;
-            }
-            let encap = pool.map_or(Encap::None, |p| ipip_encap(p.spec.ipip_mode));
-            remote.insert(
-                *prefix,
-                RemoteRoute {
-                    dst: *prefix,
-                    encap,
-                    hops: hops.iter().map(|ip| RemoteHop::node(*ip)).collect(),
-                },
-            );
-        }
-    }
-    desired.remote_routes = remote.into_values().collect();
-    desired
+/// The changes that take `old` to `new`, one update per destination that differs.
+pub fn route_changes(
+    old: &BTreeMap<IpNet, RemoteRoute>,
+    new: &BTreeMap<IpNet, RemoteRoute>,
+) -> Vec<(IpNet, Option<RemoteRoute>)> {
+    let mut changes: Vec<(IpNet, Option<RemoteRoute>)> = old
+        .keys()
+        .filter(|dst| !new.contains_key(dst))
+        .map(|dst| (*dst, None))
+        .collect();
+    changes.extend(
+        new.iter()
+            .filter(|(dst, r)| old.get(dst) != Some(r))
+            .map(|(dst, r)| (*dst, Some(r.clone()))),
+    );
+    changes
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use calyx_datastore::resources::ipam::AllocationBlock;
     use calyx_datastore::resources::{
         IPPoolSpec, MacAddr as DsMac, Node, NodeBGPSpec, NodeSpec, ObjectMeta,
     };
@@ -186,78 +167,86 @@ mod tests {
             node("b", "192.168.1.2/24", "10.65.1.0", [0x66, 0, 0, 0, 0, 2]),
         );
         for (cidr, host) in [("10.65.0.0/26", "a"), ("10.65.1.0/26", "b")] {
-            let block = AllocationBlock::new_affine(cidr.parse().unwrap(), host).unwrap();
-            s.blocks.insert(cidr.parse().unwrap(), block);
+            s.affinities.insert(cidr.parse().unwrap(), host.to_string());
         }
         s
     }
 
     #[test]
     fn vxlan_routes_come_from_the_datastore() {
-        let d = desired_state(
-            &state(EncapMode::Always),
-            "a",
-            Backend::Vxlan,
-            &BgpRoutes::new(),
-        );
+        let s = state(EncapMode::Always);
+        let host = host_state(&s, "a", Backend::Vxlan);
         assert_eq!(
-            d.local_blocks,
+            host.local_blocks,
             vec!["10.65.0.0/26".parse::<IpNet>().unwrap()]
         );
-        assert_eq!(d.remote_routes.len(), 1);
-        let r = &d.remote_routes[0];
-        assert_eq!(r.dst.to_string(), "10.65.1.0/26");
+        let tunnel = host.vxlan_v4.unwrap();
+        assert_eq!(tunnel.address.unwrap().to_string(), "10.65.0.0");
+        assert!(host.ipip.is_none());
+        let routes = datastore_routes(&s, "a", Backend::Vxlan);
+        assert_eq!(routes.len(), 1);
+        let r = &routes[&"10.65.1.0/26".parse().unwrap()];
         assert_eq!(r.encap, Encap::Vxlan);
         assert_eq!(r.hops[0].node_ip.to_string(), "192.168.1.2");
         assert_eq!(
             r.hops[0].vtep.as_ref().unwrap().tunnel_ip.to_string(),
             "10.65.1.0"
         );
-        let tunnel = d.vxlan_v4.unwrap();
-        assert_eq!(tunnel.address.unwrap().to_string(), "10.65.0.0");
-        assert!(d.ipip.is_none());
     }
 
     #[test]
-    fn bgp_routes_are_used_for_pools_without_vxlan() {
-        let mut bgp = BgpRoutes::new();
-        bgp.insert(
-            "10.65.1.0/26".parse().unwrap(),
-            vec!["192.168.1.2".parse().unwrap()],
+    fn bgp_routes_take_the_pools_encapsulation_unless_the_pool_is_vxlan() {
+        let never = state(EncapMode::Never);
+        assert!(datastore_routes(&never, "a", Backend::Bgp).is_empty());
+        assert_eq!(bgp_encap(&never.pools["p"]), Some(Encap::None));
+        let mut ipip = state(EncapMode::Never);
+        if let Some(p) = ipip.pools.get_mut("p") {
+            p.spec.ipip_mode = EncapMode::CrossSubnet;
+        }
+        assert_eq!(bgp_encap(&ipip.pools["p"]), Some(Encap::IpipCrossSubnet));
+        assert!(host_state(&ipip, "a", Backend::Bgp).ipip.is_some());
+        // A VXLAN pool: BGP's copy is ignored, the datastore route is used.
+        let vxlan = state(EncapMode::CrossSubnet);
+        assert_eq!(bgp_encap(&vxlan.pools["p"]), None);
+        let routes = datastore_routes(&vxlan, "a", Backend::Bgp);
+        assert_eq!(
+            routes[&"10.65.1.0/26".parse().unwrap()].encap,
+            Encap::VxlanCrossSubnet
         );
-        bgp.insert(
-            "0.0.0.0/0".parse().unwrap(),
-            vec!["192.168.1.254".parse().unwrap()],
-        );
-        // Our own block echoed back by a reflector must not become a remote route.
-        bgp.insert(
-            "10.65.0.0/26".parse().unwrap(),
-            vec!["192.168.1.3".parse().unwrap()],
-        );
-        let d = desired_state(&state(EncapMode::Never), "a", Backend::Bgp, &bgp);
-        let dsts: Vec<String> = d.remote_routes.iter().map(|r| r.dst.to_string()).collect();
-        assert_eq!(dsts, ["0.0.0.0/0", "10.65.1.0/26"]);
-        assert!(d.remote_routes.iter().all(|r| r.encap == Encap::None));
-        assert!(d.vxlan_v4.is_none());
+    }
 
-        // The same pool switched to VXLAN: the datastore route wins, BGP's is ignored.
-        let d = desired_state(&state(EncapMode::CrossSubnet), "a", Backend::Bgp, &bgp);
-        let block = d
-            .remote_routes
+    #[test]
+    fn changes_name_only_what_differs() {
+        let before = datastore_routes(&state(EncapMode::Always), "a", Backend::Vxlan);
+        let mut s = state(EncapMode::Always);
+        s.nodes.insert(
+            "c".into(),
+            node("c", "192.168.1.3/24", "10.65.2.0", [0x66, 0, 0, 0, 0, 3]),
+        );
+        s.affinities
+            .insert("10.65.2.0/26".parse().unwrap(), "c".to_string());
+        s.affinities.remove(&"10.65.1.0/26".parse().unwrap());
+        let after = datastore_routes(&s, "a", Backend::Vxlan);
+        let changes = route_changes(&before, &after);
+        let summary: Vec<(String, bool)> = changes
             .iter()
-            .find(|r| r.dst.to_string() == "10.65.1.0/26")
-            .unwrap();
-        assert_eq!(block.encap, Encap::VxlanCrossSubnet);
+            .map(|(d, r)| (d.to_string(), r.is_some()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("10.65.1.0/26".to_string(), false),
+                ("10.65.2.0/26".to_string(), true)
+            ]
+        );
+        assert!(route_changes(&after, &after).is_empty());
     }
 
     #[test]
     fn backend_none_programs_nothing() {
-        let d = desired_state(
-            &state(EncapMode::Always),
-            "a",
-            Backend::None,
-            &BgpRoutes::new(),
-        );
-        assert!(d.local_blocks.is_empty() && d.remote_routes.is_empty() && d.vxlan_v4.is_none());
+        let s = state(EncapMode::Always);
+        let host = host_state(&s, "a", Backend::None);
+        assert!(host.local_blocks.is_empty() && host.vxlan_v4.is_none());
+        assert!(datastore_routes(&s, "a", Backend::None).is_empty());
     }
 }

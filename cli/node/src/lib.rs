@@ -3,9 +3,11 @@
 //!
 //! Start-up: check the configuration (nothing is written when it is bad), wait for the
 //! datastore, find this node's addresses, create the default pools, write the `Node`, claim a
-//! block and the tunnel addresses the pools need, then run: one watch on `/calico/` keeps a
-//! snapshot of the cluster, from which the desired dataplane is recomputed (debounced) and
-//! handed to the reconciler; the health endpoint serves the status.
+//! block and the tunnel addresses the pools need, then run the tasks drawn in [`tasks`]: the
+//! main loop keeps a view of what this node acts on from sized watches ([`cluster`]) and feeds
+//! the BGP speaker, felix's host state and the route resolver ([`routes`]), which turns best
+//! routes and datastore routes into per-route updates for felix. The health endpoint serves
+//! the status.
 
 mod autodetect;
 mod bgp;
@@ -13,9 +15,13 @@ mod cluster;
 pub mod config;
 mod dataplane;
 mod http;
+pub mod routes;
 mod startup;
 pub mod status;
+pub mod tasks;
 
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,16 +29,20 @@ use anyhow::{Context, Result};
 use calyx_datastore::client::ResourceClient;
 use calyx_datastore::store::etcd::{EtcdConfig, EtcdStore};
 use calyx_datastore::store::{Store, StoreError};
-use calyx_felix::{Reconciler, ReconcilerHandle};
+use calyx_datastore::resources::ipam::{block_key, AllocationBlock};
+use calyx_felix::{Reconciler, ReconcilerHandle, RemoteRoute};
+use ipnet::IpNet;
+use tokio::sync::mpsc;
 use calyx_ipam::{Family, Ipam};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use self::cluster::{ClusterState, WATCH_PREFIX};
+use self::cluster::{ClusterState, ClusterWatch, Touched};
 use self::config::{Backend, NodeConfig, NodeRunArgs};
-use self::dataplane::BgpRoutes;
 use self::http::SharedStatus;
+use self::routes::ResolverStats;
 use self::status::{DataplaneStatus, IpamStatus, NodeStatus};
+use self::tasks::{PoolEncap, ResolverInput, RESOLVER_INPUT_QUEUE};
 
 /// How long changes are gathered before the dataplane is recomputed.
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -162,7 +172,18 @@ fn write_nodename_file(config: &NodeConfig) {
     }
 }
 
-/// The watch → snapshot → desired-state loop, until a signal.
+/// How often this node's own blocks are read for the IPAM status (they are not watched: see
+/// [`cluster`]).
+const IPAM_STATUS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The route resolver task and the queue into it.
+struct ResolverTask {
+    inputs: mpsc::Sender<ResolverInput>,
+    stats: Arc<ResolverStats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The watch → view → plans loop, until a signal.
 async fn main_loop<S: Store + Clone>(
     config: &NodeConfig,
     store: &S,
@@ -171,21 +192,35 @@ async fn main_loop<S: Store + Clone>(
     reconciler: Option<&ReconcilerHandle>,
     status: &SharedStatus,
 ) -> Result<()> {
-    let listing = store.list(WATCH_PREFIX).await?;
-    let mut state = ClusterState::from_kvs(&listing.kvs, listing.revision);
-    let mut watch = store.watch(WATCH_PREFIX, listing.revision + 1).await?;
-    let mut bgp_routes = BgpRoutes::new();
+    let (mut state, mut watch) = ClusterWatch::start(store).await?;
+    let stop = CancellationToken::new();
+    let resolver = reconciler.map(|felix| {
+        let (tx, rx) = mpsc::channel(RESOLVER_INPUT_QUEUE);
+        let stats = Arc::new(ResolverStats::default());
+        let task = tokio::spawn(routes::run(rx, felix.clone(), stats.clone(), stop.clone()));
+        ResolverTask {
+            inputs: tx,
+            stats,
+            task,
+        }
+    });
     let mut bgp = (config.backend == Backend::Bgp).then(|| {
         bgp::Bgp::new(
-            CancellationToken::new(),
+            stop.child_token(),
             restarted_recently(config),
             config.graceful_restart,
             config.bgp_hold_time,
         )
     });
-    let mut dirty = true;
-    let mut pools_changed = true;
+    let mut sent_routes: BTreeMap<IpNet, RemoteRoute> = BTreeMap::new();
+    let mut sent_pools: Option<Vec<PoolEncap>> = None;
+    let mut pending = Touched {
+        pools: true,
+        topology: true,
+    };
+    let mut tunnels_pending = true;
     let mut tick = tokio::time::interval(DEBOUNCE);
+    let mut ipam_tick = tokio::time::interval(IPAM_STATUS_INTERVAL);
     let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
     update_status(status, |s| s.datastore_synced = true);
@@ -193,44 +228,68 @@ async fn main_loop<S: Store + Clone>(
         tokio::select! {
             _ = terminate.recv() => break Ok(()),
             _ = interrupt.recv() => break Ok(()),
-            change = next_route(&mut bgp) => {
-                if let Some(change) = change {
-                    bgp::apply_route(&mut bgp_routes, change);
-                    dirty = true;
-                }
-            }
             event = watch.next() => {
-                let Some(event) = event else {
+                let Some((prefix, event)) = event else {
                     break Err(anyhow::anyhow!("the datastore watch ended"));
                 };
-                // Only a pool change can ask for new tunnel addresses; IPAM block writes are
-                // the bulk of the events and need no copy of the pools to tell them apart.
-                pools_changed |= touches_pools(&event);
-                state.apply(&event);
-                dirty = true;
+                pending = pending.union(state.apply(prefix, &event));
+            }
+            _ = ipam_tick.tick() => {
+                let ipam_status = own_blocks_status(store, &state, &config.nodename).await;
+                update_status(status, |s| s.ipam = ipam_status);
             }
             _ = tick.tick() => {
-                if pools_changed {
-                    // Retried on the next change or tick when it fails (etcd away, say).
+                tunnels_pending |= pending.pools;
+                if tunnels_pending {
+                    // Retried on the next tick when it fails (etcd away, say).
                     match startup::ensure_tunnels(client, ipam, &config.nodename, &state).await {
-                        Ok(()) => pools_changed = false,
+                        Ok(()) => tunnels_pending = false,
                         Err(e) => warn!(error = %format!("{e:#}"), "tunnel addresses"),
                     }
                 }
-                if dirty {
+                if pending.topology {
                     if let Some(bgp) = bgp.as_mut() {
                         if let Some(plan) = bgp::plan(&state, &config.nodename, config.router_id) {
                             bgp.apply(plan).await;
                         }
                     }
-                    if let Some(rec) = reconciler {
-                        rec.set_desired(dataplane::desired_state(
-                            &state, &config.nodename, config.backend, &bgp_routes,
+                    if let (Some(felix), Some(resolver)) = (reconciler, &resolver) {
+                        felix.set_host(dataplane::host_state(
+                            &state, &config.nodename, config.backend,
                         ));
+                        let routes = dataplane::datastore_routes(
+                            &state, &config.nodename, config.backend,
+                        );
+                        let pools = pool_encaps(&state);
+                        let mut inputs = Vec::new();
+                        if sent_pools.as_ref() != Some(&pools) {
+                            inputs.push(ResolverInput::Pools(pools.clone()));
+                        }
+                        let changes = dataplane::route_changes(&sent_routes, &routes);
+                        if !changes.is_empty() {
+                            inputs.push(ResolverInput::Datastore(changes));
+                        }
+                        if let Some(feed) = bgp.as_mut().and_then(bgp::Bgp::take_feed) {
+                            inputs.push(ResolverInput::BgpFeed(feed));
+                        }
+                        for input in inputs {
+                            // The resolver never waits on this loop, so this wait is bounded
+                            // by felix's progress.
+                            if resolver.inputs.send(input).await.is_err() {
+                                warn!("the route resolver has stopped");
+                            }
+                        }
+                        sent_pools = Some(pools);
+                        sent_routes = routes;
                     }
-                    dirty = false;
                 }
-                refresh_status(status, &state, &config.nodename, reconciler, bgp_routes.len());
+                pending = Touched::default();
+                refresh_status(
+                    status,
+                    &state,
+                    reconciler,
+                    resolver.as_ref().map_or(0, |r| r.stats.bgp_routes.load(Ordering::Relaxed)),
+                );
                 if let Some(bgp) = &bgp {
                     let peers = bgp.peer_status();
                     update_status(status, |s| {
@@ -247,26 +306,51 @@ async fn main_loop<S: Store + Clone>(
         }
         bgp.shutdown().await;
     }
+    stop.cancel();
+    if let Some(resolver) = resolver {
+        drop(resolver.inputs);
+        if let Err(e) = resolver.task.await {
+            warn!(error = %e, "the route resolver task failed");
+        }
+    }
     result
 }
 
-fn touches_pools(event: &calyx_datastore::store::WatchEvent) -> bool {
-    use calyx_datastore::resources::Kind;
-    use calyx_datastore::store::WatchEvent;
-    let prefix = Kind::IPPool.key_prefix();
-    match event {
-        WatchEvent::Put(kv) => kv.key.starts_with(prefix),
-        WatchEvent::Delete { key, .. } => key.starts_with(prefix),
-        WatchEvent::Resync(_) => true,
-    }
+/// The encapsulation of BGP routes per pool, for the resolver.
+fn pool_encaps(state: &ClusterState) -> Vec<PoolEncap> {
+    state
+        .pools
+        .values()
+        .map(|p| PoolEncap {
+            cidr: p.spec.cidr,
+            bgp_encap: dataplane::bgp_encap(p),
+        })
+        .collect()
 }
 
-/// The next BGP best-route change; never resolves without BGP.
-async fn next_route(bgp: &mut Option<bgp::Bgp>) -> Option<calyx_bgp::BestRouteChange> {
-    match bgp {
-        Some(b) => b.next_route().await,
-        None => std::future::pending().await,
+/// This node's blocks, read (not watched) for the status: how many, and how full.
+async fn own_blocks_status<S: Store>(store: &S, state: &ClusterState, me: &str) -> IpamStatus {
+    let mut ipam = IpamStatus::default();
+    for cidr in state.blocks_of(me) {
+        let block = match store.get(&block_key(&cidr)).await {
+            Ok(Some(kv)) => match serde_json::from_slice::<AllocationBlock>(&kv.value) {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(%cidr, error = %e, "an IPAM block of this node does not decode");
+                    continue;
+                }
+            },
+            Ok(None) => continue,
+            Err(e) => {
+                warn!(%cidr, error = %e, "cannot read an IPAM block of this node");
+                continue;
+            }
+        };
+        ipam.blocks += 1;
+        ipam.addresses_in_use += block.num_allocated() as u64;
+        ipam.addresses_total += block.num_addresses() as u64;
     }
+    ipam
 }
 
 /// How long after a graceful stop a start counts as a graceful restart (the restart time
@@ -308,20 +392,9 @@ fn update_status(status: &SharedStatus, change: impl FnOnce(&mut NodeStatus)) {
 fn refresh_status(
     status: &SharedStatus,
     state: &ClusterState,
-    me: &str,
     reconciler: Option<&ReconcilerHandle>,
-    rib_routes: usize,
+    rib_routes: u64,
 ) {
-    let mine: Vec<_> = state
-        .blocks
-        .values()
-        .filter(|b| b.affine_host() == Some(me))
-        .collect();
-    let ipam = IpamStatus {
-        blocks: mine.len() as u64,
-        addresses_in_use: mine.iter().map(|b| b.num_allocated() as u64).sum(),
-        addresses_total: mine.iter().map(|b| b.num_addresses() as u64).sum(),
-    };
     let dataplane = reconciler.map(|r| {
         let s = r.status();
         DataplaneStatus {
@@ -337,8 +410,7 @@ fn refresh_status(
     });
     update_status(status, |s| {
         s.datastore_revision = state.revision;
-        s.ipam = ipam;
-        s.bgp_rib_routes = rib_routes as u64;
+        s.bgp_rib_routes = rib_routes;
         if let Some(mut d) = dataplane {
             // The histogram lives here, not in the reconciler: a resync finished since the
             // last refresh (every 100 ms) is observed once.
