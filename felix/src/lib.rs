@@ -47,8 +47,10 @@
 //! ```
 
 pub mod config;
+mod devices;
 mod engine;
 mod fasthash;
+mod inbox;
 pub mod incremental;
 pub mod link;
 pub mod model;
