@@ -204,10 +204,15 @@ pub(crate) fn reconcile_l2(
     }
     for (&(dev, mac), _) in have_f.iter() {
         if !fdb.contains_key(&(dev, mac)) {
-            let _ = nl.request(
+            if let Err(f) = nl.request(
                 RouteNetlinkMessage::DelNeighbour(link::fdb_msg(dev, mac, None)),
                 0,
-            );
+            ) {
+                // Gone already is fine.
+                if f.errno != libc::ENOENT {
+                    errors.push(format!("fdb {mac} removal: {}", f.describe()));
+                }
+            }
         }
     }
     for (&(dev, ip), &mac) in neighbours {
@@ -222,14 +227,18 @@ pub(crate) fn reconcile_l2(
     }
     for (&(dev, ip), &(mac, perm)) in have_n.iter() {
         if perm && !neighbours.contains_key(&(dev, ip)) {
-            let _ = nl.request(
+            if let Err(f) = nl.request(
                 RouteNetlinkMessage::DelNeighbour(link::neigh_msg(
                     dev,
                     ip,
                     mac.unwrap_or_default(),
                 )),
                 0,
-            );
+            ) {
+                if f.errno != libc::ENOENT {
+                    errors.push(format!("neighbour {ip} removal: {}", f.describe()));
+                }
+            }
         }
     }
     if errors.is_empty() {
