@@ -32,6 +32,13 @@ pub struct Config {
     pub retry_initial: Duration,
     /// Upper bound of the retry delay.
     pub retry_max: Duration,
+    /// Route updates that may wait in the queue between the producer and the reconciler;
+    /// [`crate::ReconcilerHandle::update_routes`] waits while it is full.
+    pub update_queue_limit: usize,
+    /// Route writes per pass at most; the rest follow in the next pass, after the
+    /// notifications of these writes were read (so that the kernel's buffer for them does not
+    /// overflow, which would cost a full resync).
+    pub max_writes_per_pass: usize,
 }
 
 impl Default for Config {
@@ -47,6 +54,8 @@ impl Default for Config {
             route_refresh_interval: Duration::from_secs(90),
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(30),
+            update_queue_limit: 262_144,
+            max_writes_per_pass: 32_768,
         }
     }
 }

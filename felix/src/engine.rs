@@ -1,25 +1,28 @@
-//! The synchronous core: holds the compiled plan and a cache of the routes of ours that the
-//! kernel holds, and brings the kernel in line (devices, L2 entries, routes).
+//! The synchronous core: holds the incremental plan and a cache of the routes of ours that the
+//! kernel holds, and brings the kernel in line (devices and L2 entries through [`devices`],
+//! routes here).
+//!
+//! Route work is per key: a plan change or a notification marks its key dirty, and a pass
+//! diffs and writes the dirty keys only. A full pass (start, periodic resync, overrun, device
+//! change) dumps the kernel and walks everything instead.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ipnet::IpNet;
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::config::{Config, IPIP_DEVICE, VXLAN_V4_DEVICE, VXLAN_V6_DEVICE};
+use crate::devices;
 use crate::fasthash::{FastMap, FastSet};
-use crate::link::{self, VxlanParams, VxlanWant};
-use crate::model::DesiredState;
-use crate::mtu;
+use crate::incremental::IncrementalPlan;
+use crate::model::{HostState, RouteUpdate};
 use crate::nl::{decode, NlSocket};
-use crate::plan::{Env, Plan};
+use crate::plan::Env;
 use crate::route::{self, RouteKey, RouteSpec, WriteMode};
 use crate::status::{ApplyStats, ReconcilerStatus, RouteFailure};
-use crate::wire::{self, NLM_F_CREATE, NLM_F_REPLACE};
+use crate::wire;
 
 #[derive(Debug, Clone)]
 struct Failure {
@@ -33,32 +36,62 @@ enum Op {
     Delete,
 }
 
-/// Underlay facts for one family.
-#[derive(Debug, Clone, Copy, Default)]
-struct Underlay {
-    index: u32,
-    mtu: u32,
-    subnet: Option<IpNet>,
-    local: Option<IpAddr>,
+/// The kernel side of the routes and what is derived from comparing it with the plan, kept
+/// apart from the plan so that the plan's change reports can update it while the plan changes.
+#[derive(Default)]
+struct Track {
+    /// Our routes as the kernel holds them (dump, then our writes and notifications).
+    kernel: FastMap<RouteKey, RouteSpec>,
+    /// Keys to diff and write in the next pass.
+    dirty: FastSet<RouteKey>,
+    /// Keys that notifications showed changed under us (for the drift-repair counter).
+    drifted: FastSet<RouteKey>,
+    failures: FastMap<RouteKey, Failure>,
+    /// Desired routes the kernel holds exactly as desired; kept exact per change.
+    programmed: usize,
+    /// The plan changed and the resulting writes are not all done yet.
+    plan_changed: bool,
+}
+
+impl Track {
+    /// The plan's report that `key` goes from `old` to `new`.
+    fn on_plan_change(&mut self, key: RouteKey, old: Option<&RouteSpec>, new: Option<&RouteSpec>) {
+        let have = self.kernel.get(&key);
+        let before = old.is_some() && old == have;
+        let after = new.is_some() && new == have;
+        self.programmed =
+            (self.programmed + usize::from(after)).saturating_sub(usize::from(before));
+        // A new spec deserves a fresh attempt, not the old one's back-off.
+        self.failures.remove(&key);
+        self.dirty.insert(key);
+        self.plan_changed = true;
+    }
+
+    /// Records that the kernel now holds `have` under `key`, keeping `programmed` exact.
+    fn set_kernel(&mut self, want: Option<&RouteSpec>, key: RouteKey, have: Option<RouteSpec>) {
+        let before = want.is_some() && want == self.kernel.get(&key);
+        let after = want.is_some() && want == have.as_ref();
+        match have {
+            Some(s) => self.kernel.insert(key, s),
+            None => self.kernel.remove(&key),
+        };
+        self.programmed =
+            (self.programmed + usize::from(after)).saturating_sub(usize::from(before));
+    }
 }
 
 /// The reconciliation state machine over one request socket.
 pub(crate) struct Engine {
     cfg: Config,
     nl: NlSocket,
-    desired: Arc<DesiredState>,
-    desired_changed: bool,
-    env: Env,
-    plan: Plan,
-    kernel: FastMap<RouteKey, RouteSpec>,
+    host: HostState,
+    plan: IncrementalPlan,
+    track: Track,
     need_links: bool,
     need_dump: bool,
     need_l2: bool,
     check_all: bool,
-    dirty: FastSet<RouteKey>,
-    failures: FastMap<RouteKey, Failure>,
     device_errors: Vec<String>,
-    programmed: usize,
     last_full: Option<Instant>,
     synced_once: bool,
     pub(crate) status: ReconcilerStatus,
@@ -67,43 +100,54 @@ pub(crate) struct Engine {
 impl Engine {
     pub(crate) fn new(cfg: Config, nl: NlSocket) -> Engine {
         Engine {
-            env: Env {
+            plan: IncrementalPlan::new(Env {
                 table: cfg.table,
                 metric: cfg.metric,
                 ..Default::default()
-            },
+            }),
             cfg,
             nl,
-            desired: Arc::new(DesiredState::default()),
-            desired_changed: true,
-            plan: Plan::default(),
-            kernel: FastMap::default(),
+            host: HostState::default(),
+            track: Track::default(),
             need_links: true,
             need_dump: true,
             need_l2: true,
             check_all: true,
-            dirty: FastSet::default(),
-            failures: FastMap::default(),
             device_errors: Vec::new(),
-            programmed: 0,
             last_full: None,
             synced_once: false,
             status: ReconcilerStatus::default(),
         }
     }
 
-    pub(crate) fn set_desired(&mut self, d: Arc<DesiredState>) {
-        if *d != *self.desired || !self.synced_once {
-            // Node address or tunnel settings may have changed: devices too.
-            let devices_changed = d.node_ipv4 != self.desired.node_ipv4
-                || d.node_ipv6 != self.desired.node_ipv6
-                || d.ipip != self.desired.ipip
-                || d.vxlan_v4 != self.desired.vxlan_v4
-                || d.vxlan_v6 != self.desired.vxlan_v6;
-            self.desired = d;
-            self.desired_changed = true;
-            self.need_links |= devices_changed;
+    /// Replaces the host part of the desired state: local blocks change per block; a change
+    /// of node addresses or tunnel settings schedules a device pass.
+    pub(crate) fn set_host(&mut self, host: HostState) {
+        if host == self.host {
+            return;
         }
+        self.need_links |= host.devices_differ(&self.host);
+        if host.local_blocks != self.host.local_blocks {
+            let track = &mut self.track;
+            self.plan
+                .set_local_blocks(&host.local_blocks, &mut |k, o, n| {
+                    track.on_plan_change(k, o, n)
+                });
+        }
+        self.host = host;
+    }
+
+    /// Applies route updates to the plan; only the keys they change are diffed and written in
+    /// the next passes.
+    pub(crate) fn update_routes(&mut self, updates: impl IntoIterator<Item = RouteUpdate>) {
+        let track = &mut self.track;
+        let mut n = 0u64;
+        for u in updates {
+            n += 1;
+            self.plan
+                .apply(u, &mut |k, o, new| track.on_plan_change(k, o, new));
+        }
+        self.status.route_updates += n;
     }
 
     /// Schedules a full resync (links, L2, route dump).
@@ -124,14 +168,13 @@ impl Engine {
     }
 
     pub(crate) fn has_work(&self, now: Instant) -> bool {
-        self.desired_changed
-            || self.need_links
+        self.need_links
             || self.need_dump
             || self.need_l2
             || self.check_all
-            || !self.dirty.is_empty()
+            || !self.track.dirty.is_empty()
             || self.periodic_due(now)
-            || self.failures.values().any(|f| f.next_retry <= now)
+            || self.track.failures.values().any(|f| f.next_retry <= now)
     }
 
     /// When the engine next has timed work (a retry or the periodic resync).
@@ -139,7 +182,8 @@ impl Engine {
         let periodic = self
             .last_full
             .map_or_else(Instant::now, |t| t + self.cfg.route_refresh_interval);
-        self.failures
+        self.track
+            .failures
             .values()
             .map(|f| f.next_retry)
             .min()
@@ -147,12 +191,13 @@ impl Engine {
     }
 
     fn tracked_index(&self, idx: u32) -> bool {
+        let env = self.plan.env();
         [
-            self.env.underlay_v4,
-            self.env.underlay_v6,
-            self.env.tunl0,
-            self.env.vxlan_v4,
-            self.env.vxlan_v6,
+            env.underlay_v4,
+            env.underlay_v6,
+            env.tunl0,
+            env.vxlan_v4,
+            env.vxlan_v6,
         ]
         .contains(&Some(idx))
     }
@@ -165,8 +210,8 @@ impl Engine {
     }
 
     fn node_ip(&self, ip: IpAddr) -> bool {
-        self.desired.node_ipv4.map(|n| IpAddr::V4(n.addr())) == Some(ip)
-            || self.desired.node_ipv6.map(|n| IpAddr::V6(n.addr())) == Some(ip)
+        self.host.node_ipv4.map(|n| IpAddr::V4(n.addr())) == Some(ip)
+            || self.host.node_ipv6.map(|n| IpAddr::V6(n.addr())) == Some(ip)
     }
 
     /// Digests one datagram from the notification socket.
@@ -229,7 +274,9 @@ impl Engine {
                         .get(4..8)
                         .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
                         .unwrap_or(0);
-                    if Some(idx) == self.env.vxlan_v4 || Some(idx) == self.env.vxlan_v6 {
+                    if Some(idx) == self.plan.env().vxlan_v4
+                        || Some(idx) == self.plan.env().vxlan_v6
+                    {
                         self.need_l2 = true;
                     }
                 }
@@ -246,243 +293,45 @@ impl Engine {
             return;
         }
         let new = m.ty == wire::RTM_NEWROUTE;
+        let want = self.plan.routes().get(&p.key);
         if p.protocol == self.cfg.route_protocol {
-            if new {
-                let spec = p.spec.unwrap_or(RouteSpec::Unsupported);
-                if self.kernel.get(&p.key) != Some(&spec) {
-                    self.kernel.insert(p.key, spec);
-                    self.dirty.insert(p.key);
+            let have = if new {
+                Some(p.spec.unwrap_or(RouteSpec::Unsupported))
+            } else {
+                None
+            };
+            if self.track.kernel.get(&p.key) != have.as_ref() {
+                // Echoes of our own writes match the cache and end here; anything else is a
+                // change under us (or an echo overtaken by a newer write: the diff sorts it).
+                if want != have.as_ref() {
+                    self.track.drifted.insert(p.key);
                 }
-            } else if self.kernel.remove(&p.key).is_some() {
-                self.dirty.insert(p.key);
+                self.track.set_kernel(want, p.key, have);
+                self.track.dirty.insert(p.key);
             }
-        } else if self.plan.routes.contains_key(&p.key) {
+        } else if want.is_some() {
             if new {
                 // A foreign route took this key; it may have replaced ours: look again.
                 self.need_dump = true;
             } else {
                 // A foreign route left: ours may now be writable.
-                if let Some(f) = self.failures.get_mut(&p.key) {
+                if let Some(f) = self.track.failures.get_mut(&p.key) {
                     f.next_retry = Instant::now();
                 }
-                self.dirty.insert(p.key);
+                self.track.dirty.insert(p.key);
             }
-        }
-    }
-
-    fn underlay(&mut self, v6: bool) -> Result<Option<Underlay>, String> {
-        let node: Option<IpNet> = if v6 {
-            self.desired.node_ipv6.map(IpNet::V6)
-        } else {
-            self.desired.node_ipv4.map(IpNet::V4)
-        };
-        let (index, mtu) = if let Some(name) = self.cfg.underlay_interface.clone() {
-            match link::get_link(&mut self.nl, &name).map_err(|e| e.to_string())? {
-                Some(l) => (l.index, l.mtu),
-                None => return Err(format!("underlay interface {name} not found")),
-            }
-        } else {
-            let Some(node) = node else {
-                return Ok(None);
-            };
-            let addrs = link::addresses(&mut self.nl, None, v6).map_err(|e| e.to_string())?;
-            let Some((idx, _)) = addrs.iter().find(|(_, n)| n.addr() == node.addr()) else {
-                return Err(format!(
-                    "no interface holds the node address {}",
-                    node.addr()
-                ));
-            };
-            match link::get_link_by_index(&mut self.nl, *idx).map_err(|e| e.to_string())? {
-                Some(l) => (l.index, l.mtu),
-                None => return Err(format!("underlay interface {idx} vanished")),
-            }
-        };
-        // The local subnet: from the node address if it carries a prefix, else the kernel's.
-        let mut subnet = node
-            .filter(|n| n.prefix_len() < n.max_prefix_len())
-            .map(|n| n.trunc());
-        let mut local = node.map(|n| n.addr());
-        if subnet.is_none() || local.is_none() {
-            let addrs =
-                link::addresses(&mut self.nl, Some(index), v6).map_err(|e| e.to_string())?;
-            let found = addrs.iter().map(|(_, n)| *n).find(|n| match local {
-                Some(ip) => n.addr() == ip,
-                None => !matches!(n, IpNet::V6(a) if a.addr().segments()[0] & 0xffc0 == 0xfe80),
-            });
-            if let Some(n) = found {
-                local = local.or(Some(n.addr()));
-                if subnet.is_none() && n.prefix_len() < n.max_prefix_len() {
-                    subnet = Some(n.trunc());
-                }
-            }
-        }
-        Ok(Some(Underlay {
-            index,
-            mtu,
-            subnet,
-            local,
-        }))
-    }
-
-    /// Brings devices in line and returns the resulting environment.
-    fn reconcile_links(&mut self) -> Env {
-        let mut env = Env {
-            table: self.cfg.table,
-            metric: self.cfg.metric,
-            ..Default::default()
-        };
-        let mut errors = Vec::new();
-        let mut under = [None, None];
-        for (i, v6) in [false, true].into_iter().enumerate() {
-            match self.underlay(v6) {
-                Ok(u) => under[i] = u,
-                Err(e) => errors.push(e),
-            }
-        }
-        let [u4, u6] = under;
-        env.underlay_v4 = u4.map(|u| u.index);
-        env.underlay_v6 = u6.map(|u| u.index);
-        env.subnet_v4 = u4.and_then(|u| match u.subnet {
-            Some(IpNet::V4(n)) => Some(n),
-            _ => None,
-        });
-        env.subnet_v6 = u6.and_then(|u| match u.subnet {
-            Some(IpNet::V6(n)) => Some(n),
-            _ => None,
-        });
-        let desired = self.desired.clone();
-        // IPIP
-        if let Some(ipip) = &desired.ipip {
-            let m = mtu::tunnel_mtu(self.cfg.ipip_mtu, u4.map(|u| u.mtu), mtu::IPIP_OVERHEAD);
-            match link::ensure_ipip(&mut self.nl, m, ipip.address.map(IpAddr::V4)) {
-                Ok(i) => env.tunl0 = Some(i),
-                Err(e) => errors.push(e),
-            }
-        } else if let Err(e) = link::disable_ipip(&mut self.nl) {
-            errors.push(e);
-        }
-        // VXLAN
-        let vx = [
-            (
-                &desired.vxlan_v4,
-                u4,
-                VXLAN_V4_DEVICE,
-                self.cfg.vxlan_mtu,
-                mtu::VXLAN_V4_OVERHEAD,
-            ),
-            (
-                &desired.vxlan_v6,
-                u6,
-                VXLAN_V6_DEVICE,
-                self.cfg.vxlan_v6_mtu,
-                mtu::VXLAN_V6_OVERHEAD,
-            ),
-        ];
-        let mut idx = [None, None];
-        for (i, (want, under, name, mtu_cfg, overhead)) in vx.into_iter().enumerate() {
-            match (want, under) {
-                (Some(t), Some(u)) => {
-                    let w = VxlanWant {
-                        name: name.to_string(),
-                        params: VxlanParams {
-                            vni: t.vni,
-                            port: t.port,
-                            parent: u.index,
-                            local: u.local,
-                        },
-                        mac: t.mac,
-                        mtu: mtu::tunnel_mtu(mtu_cfg, Some(u.mtu), overhead),
-                        address: t.address,
-                    };
-                    match link::ensure_vxlan(&mut self.nl, &w) {
-                        Ok(ix) => idx[i] = Some(ix),
-                        Err(e) => errors.push(e),
-                    }
-                }
-                (Some(_), None) => errors.push(format!("{name}: underlay interface unknown")),
-                (None, _) => {
-                    if let Err(e) = link::remove_link_named(&mut self.nl, name) {
-                        errors.push(e);
-                    }
-                }
-            }
-        }
-        env.vxlan_v4 = idx[0];
-        env.vxlan_v6 = idx[1];
-        for e in &errors {
-            tracing::warn!(error = %e, "dataplane device problem");
-        }
-        self.device_errors = errors;
-        env
-    }
-
-    fn reconcile_l2(&mut self) -> Result<(), String> {
-        let devices: Vec<u32> = [self.env.vxlan_v4, self.env.vxlan_v6]
-            .into_iter()
-            .flatten()
-            .collect();
-        let have_n = link::dump_neighbours(&mut self.nl, &devices).map_err(|e| e.to_string())?;
-        let have_f = link::dump_fdb(&mut self.nl, &devices).map_err(|e| e.to_string())?;
-        let mut errors = Vec::new();
-        // FDB first, so that a neighbour's MAC already leads somewhere.
-        for (&(dev, mac), &ip) in &self.plan.fdb {
-            if have_f.get(&(dev, mac)) != Some(&ip) {
-                if let Err(f) = self.nl.request(
-                    RouteNetlinkMessage::NewNeighbour(link::fdb_msg(dev, mac, Some(ip))),
-                    NLM_F_CREATE | NLM_F_REPLACE,
-                ) {
-                    errors.push(format!("fdb {mac} -> {ip}: {}", f.describe()));
-                }
-            }
-        }
-        for (&(dev, mac), _) in have_f.iter() {
-            if !self.plan.fdb.contains_key(&(dev, mac)) {
-                let _ = self.nl.request(
-                    RouteNetlinkMessage::DelNeighbour(link::fdb_msg(dev, mac, None)),
-                    0,
-                );
-            }
-        }
-        for (&(dev, ip), &mac) in &self.plan.neighbours {
-            if have_n.get(&(dev, ip)) != Some(&(Some(mac), true)) {
-                if let Err(f) = self.nl.request(
-                    RouteNetlinkMessage::NewNeighbour(link::neigh_msg(dev, ip, mac)),
-                    NLM_F_CREATE | NLM_F_REPLACE,
-                ) {
-                    errors.push(format!("neighbour {ip} -> {mac}: {}", f.describe()));
-                }
-            }
-        }
-        for (&(dev, ip), &(mac, perm)) in have_n.iter() {
-            if perm && !self.plan.neighbours.contains_key(&(dev, ip)) {
-                let _ = self.nl.request(
-                    RouteNetlinkMessage::DelNeighbour(link::neigh_msg(
-                        dev,
-                        ip,
-                        mac.unwrap_or_default(),
-                    )),
-                    0,
-                );
-            }
-        }
-        self.status.neighbours = self.plan.neighbours.len();
-        self.status.fdb_entries = self.plan.fdb.len();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
         }
     }
 
     /// Refreshes the cache of our routes from a kernel dump. Fast path: the dump is compared
     /// with the cache in place (lookups only, no allocation); only when they differ is the
-    /// cache rebuilt from a second dump.
-    fn dump_routes(&mut self) -> std::io::Result<()> {
+    /// cache rebuilt from a second dump. Returns whether it was rebuilt.
+    fn dump_routes(&mut self) -> std::io::Result<bool> {
         let (table, proto) = (self.cfg.table, self.cfg.route_protocol);
         let mut matched = 0usize;
         let mut differs = false;
         {
-            let kernel = &self.kernel;
+            let kernel = &self.track.kernel;
             for v6 in [false, true] {
                 self.nl.dump(
                     |buf, seq| route::encode_dump(buf, seq, v6, table, proto),
@@ -504,11 +353,11 @@ impl Engine {
                 )?;
             }
         }
-        if !differs && matched == self.kernel.len() {
-            return Ok(());
+        if !differs && matched == self.track.kernel.len() {
+            return Ok(false);
         }
         let mut kernel = FastMap::with_capacity_and_hasher(
-            self.kernel.len().max(self.plan.routes.len()),
+            self.track.kernel.len().max(self.plan.routes().len()),
             Default::default(),
         );
         for v6 in [false, true] {
@@ -526,12 +375,27 @@ impl Engine {
                 },
             )?;
         }
-        self.kernel = kernel;
-        Ok(())
+        self.track.kernel = kernel;
+        Ok(true)
+    }
+    /// Counts the desired routes the kernel holds as desired (after the cache or the plan was
+    /// rebuilt wholesale; otherwise the count is kept per change).
+    fn recount(&mut self) {
+        let kernel = &self.track.kernel;
+        self.track.programmed = self
+            .plan
+            .routes()
+            .iter()
+            .filter(|(k, want)| kernel.get(k) == Some(want))
+            .count();
+        let routes = self.plan.routes();
+        self.track
+            .failures
+            .retain(|k, _| routes.contains_key(k) || kernel.contains_key(k));
     }
 
     fn op_for(&self, k: &RouteKey) -> Option<Op> {
-        match (self.plan.routes.get(k), self.kernel.get(k)) {
+        match (self.plan.routes().get(k), self.track.kernel.get(k)) {
             (Some(want), Some(have)) if want == have => None,
             (Some(want), Some(_)) => Some(Op::Write(WriteMode::Replace, want.clone())),
             (Some(want), None) => Some(Op::Write(WriteMode::Create, want.clone())),
@@ -540,59 +404,61 @@ impl Engine {
         }
     }
 
-    fn matches(&self, k: &RouteKey) -> bool {
-        matches!((self.plan.routes.get(k), self.kernel.get(k)), (Some(a), Some(b)) if a == b)
-    }
-
-    /// One pass: devices, L2, routes. Returns the route apply statistics.
-    pub(crate) fn step(&mut self, now: Instant) -> ApplyStats {
+    /// One pass: devices and L2 entries when needed, then at most `max_ops` route writes
+    /// (the rest stay dirty for the next pass, so that the caller can read the notifications
+    /// these writes cause before the kernel's buffer for them overflows). Returns the route
+    /// apply statistics.
+    pub(crate) fn step(&mut self, now: Instant, max_ops: usize) -> ApplyStats {
         let started = Instant::now();
-        let periodic = self.periodic_due(now);
-        if periodic {
+        if self.periodic_due(now) {
             self.request_full();
         }
         let full = self.need_dump;
-        let driven_by_drift = !self.desired_changed && self.synced_once;
         // Retries that are due.
         let due: Vec<RouteKey> = self
+            .track
             .failures
             .iter()
             .filter(|(_, f)| f.next_retry <= now)
             .map(|(k, _)| *k)
             .collect();
-        self.dirty.extend(due);
+        self.track.dirty.extend(due);
 
+        let mut recount = false;
         if self.need_links {
             self.need_links = false;
-            let env = self.reconcile_links();
-            if env != self.env {
-                self.env = env;
-                self.desired_changed = true;
-                self.need_l2 = true;
+            let (env, errors) = devices::reconcile_links(&mut self.nl, &self.cfg, &self.host);
+            for e in &errors {
+                tracing::warn!(error = %e, "dataplane device problem");
+            }
+            self.device_errors = errors;
+            if self.plan.set_env(env) {
+                // Every route may compile differently: walk them all (rare).
+                self.check_all = true;
+                self.track.plan_changed = true;
+                recount = true;
             }
         }
-        if self.desired_changed {
-            self.desired_changed = false;
-            self.plan = Plan::compile(&self.desired, &self.env);
-            self.failures
-                .retain(|k, _| self.plan.routes.contains_key(k));
-            self.check_all = true;
-            self.need_l2 = true;
-        }
+        self.need_l2 |= self.plan.take_l2_changed();
         if self.need_l2 {
             self.need_l2 = false;
-            if let Err(e) = self.reconcile_l2() {
+            let (neighbours, fdb) = (self.plan.neighbours(), self.plan.fdb());
+            if let Err(e) = devices::reconcile_l2(&mut self.nl, self.plan.env(), &neighbours, &fdb)
+            {
                 tracing::warn!(error = %e, "neighbour/FDB reconcile");
                 if !self.device_errors.contains(&e) {
                     self.device_errors.push(e);
                 }
             }
+            self.status.neighbours = neighbours.len();
+            self.status.fdb_entries = fdb.len();
         }
         if self.need_dump {
             match self.dump_routes() {
-                Ok(()) => {
+                Ok(rebuilt) => {
                     self.need_dump = false;
                     self.check_all = true;
+                    recount |= rebuilt;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "route dump failed");
@@ -603,55 +469,66 @@ impl Engine {
                 }
             }
         }
+        if recount {
+            self.recount();
+        }
 
-        // Collect the operations.
-        let mut ops: Vec<(RouteKey, Op)> = Vec::new();
+        // Collect the operations: all differences after a dump or an environment change,
+        // else those of the dirty keys.
         let check_all = std::mem::take(&mut self.check_all);
-        let dirty = std::mem::take(&mut self.dirty);
-        let mut before = 0usize;
+        let mut ops: Vec<(RouteKey, Op)> = Vec::new();
         if check_all {
-            for (k, want) in &self.plan.routes {
-                match self.kernel.get(k) {
+            let kernel = &self.track.kernel;
+            for (k, want) in self.plan.routes() {
+                match kernel.get(k) {
                     Some(have) if have == want => {}
                     Some(_) => ops.push((*k, Op::Write(WriteMode::Replace, want.clone()))),
                     None => ops.push((*k, Op::Write(WriteMode::Create, want.clone()))),
                 }
             }
-            for k in self.kernel.keys() {
-                if !self.plan.routes.contains_key(k) {
+            for k in kernel.keys() {
+                if !self.plan.routes().contains_key(k) {
                     ops.push((*k, Op::Delete));
                 }
             }
+            self.track.dirty.clear();
         } else {
-            for k in &dirty {
-                before += usize::from(self.matches(k));
-                if let Some(op) = self.op_for(k) {
-                    ops.push((*k, op));
+            let keys: Vec<RouteKey> = if self.track.dirty.len() <= max_ops {
+                self.track.dirty.drain().collect()
+            } else {
+                let keys: Vec<RouteKey> = self.track.dirty.iter().take(max_ops).copied().collect();
+                for k in &keys {
+                    self.track.dirty.remove(k);
+                }
+                keys
+            };
+            for k in keys {
+                match self.op_for(&k) {
+                    Some(op) => ops.push((k, op)),
+                    None => {
+                        self.track.drifted.remove(&k);
+                    }
                 }
             }
         }
-        let unmatched_before = if check_all {
-            ops.iter()
-                .filter(|(_, op)| matches!(op, Op::Write(..)))
-                .count()
-        } else {
-            0
-        };
-        // Respect back-off of failed routes.
-        ops.retain(|(k, _)| self.failures.get(k).is_none_or(|f| f.next_retry <= now));
-
-        let mut stats = self.apply(&ops);
-        if check_all {
-            // Every desired route without an operation already matched; writes that
-            // succeeded now match (a route whose write was postponed by back-off does not).
-            let ok_writes = stats.added + stats.replaced;
-            self.programmed = (self.plan.routes.len() + ok_writes).saturating_sub(unmatched_before);
-        } else {
-            let after = dirty.iter().filter(|k| self.matches(k)).count();
-            self.programmed = (self.programmed + after).saturating_sub(before);
+        // Respect back-off of failed routes (they are retried when due).
+        let failures = &self.track.failures;
+        ops.retain(|(k, _)| failures.get(k).is_none_or(|f| f.next_retry <= now));
+        if ops.len() > max_ops {
+            for (k, _) in ops.drain(max_ops..) {
+                self.track.dirty.insert(k);
+            }
         }
-        if driven_by_drift {
-            self.status.drift_repairs += (stats.added + stats.replaced + stats.deleted) as u64;
+
+        // A full pass with no plan change behind it repairs what changed under us (a flushed
+        // underlay, say): its writes count as drift repairs, as do writes of drifted keys.
+        let full_repair = check_all && !self.track.plan_changed && self.synced_once;
+        let mut stats = self.apply(&ops, full_repair);
+        if check_all {
+            self.track.drifted.clear();
+        }
+        if self.track.dirty.is_empty() {
+            self.track.plan_changed = false;
         }
         self.synced_once = true;
         stats.duration = started.elapsed();
@@ -662,16 +539,12 @@ impl Engine {
             self.status.last_resync_duration = Some(stats.duration);
         }
         self.status.last_apply = stats;
+        self.status.route_writes += (stats.added + stats.replaced + stats.deleted) as u64;
         self.refresh_status(now);
         stats
     }
 
-    fn backoff(&self, attempts: u32) -> Duration {
-        let shift = attempts.saturating_sub(1).min(16);
-        (self.cfg.retry_initial * (1u32 << shift)).min(self.cfg.retry_max)
-    }
-
-    fn apply(&mut self, ops: &[(RouteKey, Op)]) -> ApplyStats {
+    fn apply(&mut self, ops: &[(RouteKey, Op)], full_repair: bool) -> ApplyStats {
         let mut stats = ApplyStats::default();
         if ops.is_empty() {
             return stats;
@@ -698,24 +571,31 @@ impl Engine {
         }
         let mut failed: HashMap<usize, crate::nl::NlFailure> = res.failed.into_iter().collect();
         let now = Instant::now();
+        let plan = &self.plan;
+        let track = &mut self.track;
+        let mut repaired = 0u64;
         for (i, (k, op)) in ops.iter().enumerate() {
+            let want = plan.routes().get(k);
             match (op, failed.remove(&i)) {
                 (Op::Write(mode, spec), None) => {
-                    self.kernel.insert(*k, spec.clone());
-                    self.failures.remove(k);
+                    track.set_kernel(want, *k, Some(spec.clone()));
+                    track.failures.remove(k);
                     match mode {
                         WriteMode::Create => stats.added += 1,
                         WriteMode::Replace => stats.replaced += 1,
                     }
+                    repaired += u64::from(track.drifted.remove(k) || full_repair);
                 }
                 (Op::Delete, None) => {
-                    self.kernel.remove(k);
-                    self.failures.remove(k);
+                    track.set_kernel(want, *k, None);
+                    track.failures.remove(k);
                     stats.deleted += 1;
+                    repaired += u64::from(track.drifted.remove(k) || full_repair);
                 }
                 (Op::Delete, Some(f)) if f.errno == libc::ESRCH => {
-                    self.kernel.remove(k);
-                    self.failures.remove(k);
+                    track.set_kernel(want, *k, None);
+                    track.failures.remove(k);
+                    track.drifted.remove(k);
                 }
                 (op, Some(f)) => {
                     stats.failed += 1;
@@ -725,34 +605,38 @@ impl Engine {
                     }
                     if matches!(op, Op::Write(WriteMode::Replace, _)) && f.errno == libc::ENOENT {
                         // Ours vanished meanwhile: create next time.
-                        self.kernel.remove(k);
+                        track.set_kernel(want, *k, None);
                     }
-                    let attempts = self.failures.get(k).map_or(0, |f| f.attempts) + 1;
-                    let next_retry = now + self.backoff(attempts);
+                    let attempts = track.failures.get(k).map_or(0, |f| f.attempts) + 1;
+                    let delay = backoff(&self.cfg, attempts);
                     tracing::debug!(dst = %k.dst, %error, attempts, "route write failed");
-                    self.failures.insert(
+                    track.failures.insert(
                         *k,
                         Failure {
                             error,
                             attempts,
-                            next_retry,
+                            next_retry: now + delay,
                         },
                     );
                 }
             }
         }
+        self.status.drift_repairs += repaired;
         stats
     }
 
     fn refresh_status(&mut self, now: Instant) {
+        let (routes, blocked) = (self.plan.routes(), self.plan.blocked());
+        let t = &self.track;
         let s = &mut self.status;
-        s.routes_desired = self.plan.routes.len();
-        s.routes_programmed = self.programmed;
-        s.routes_failed = self.failures.len();
-        s.routes_pending = (self.plan.routes.len() + self.plan.blocked.len())
-            .saturating_sub(self.programmed)
-            .saturating_sub(self.failures.len());
-        s.failures = self
+        s.routes_desired = routes.len();
+        s.routes_programmed = t.programmed;
+        s.routes_failed = t.failures.len();
+        s.routes_pending = (routes.len() + blocked.len())
+            .saturating_sub(t.programmed)
+            .saturating_sub(t.failures.len());
+        s.routes_remote = self.plan.remote_len();
+        s.failures = t
             .failures
             .iter()
             .take(64)
@@ -763,22 +647,27 @@ impl Engine {
                 retry_in: f.next_retry.saturating_duration_since(now),
             })
             .collect();
-        s.blocked = self
-            .plan
-            .blocked
+        s.blocked = blocked
             .iter()
             .take(64)
             .map(|(d, w)| (*d, w.clone()))
             .collect();
         s.device_errors = self.device_errors.clone();
-        s.underlay = (self.env.underlay_v4, self.env.underlay_v6);
+        let env = self.plan.env();
+        s.underlay = (env.underlay_v4, env.underlay_v6);
         s.tunnel_devices = [
-            (IPIP_DEVICE, self.env.tunl0),
-            (VXLAN_V4_DEVICE, self.env.vxlan_v4),
-            (VXLAN_V6_DEVICE, self.env.vxlan_v6),
+            (IPIP_DEVICE, env.tunl0),
+            (VXLAN_V4_DEVICE, env.vxlan_v4),
+            (VXLAN_V6_DEVICE, env.vxlan_v6),
         ]
         .into_iter()
         .filter_map(|(n, i)| i.map(|i| (n.to_string(), i)))
         .collect();
     }
+}
+
+/// Exponential back-off of a route's `attempts`-th failed write.
+fn backoff(cfg: &Config, attempts: u32) -> Duration {
+    let shift = attempts.saturating_sub(1).min(16);
+    (cfg.retry_initial * (1u32 << shift)).min(cfg.retry_max)
 }

@@ -47,8 +47,11 @@
 //! ```
 
 pub mod config;
+mod devices;
 mod engine;
 mod fasthash;
+mod inbox;
+pub mod incremental;
 pub mod link;
 pub mod model;
 pub mod mtu;
@@ -62,7 +65,8 @@ pub mod wire;
 
 pub use config::Config;
 pub use model::{
-    DesiredState, Encap, IpipTunnel, MacAddr, RemoteHop, RemoteRoute, Vtep, VxlanTunnel,
+    DesiredState, Encap, HostState, IpipTunnel, MacAddr, RemoteHop, RemoteRoute, RouteUpdate, Vtep,
+    VxlanTunnel,
 };
 pub use reconciler::{Error, Reconciler, ReconcilerHandle};
 pub use status::{ApplyStats, ReconcilerStatus, RouteFailure};

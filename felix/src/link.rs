@@ -475,7 +475,9 @@ pub fn dump_neighbours(nl: &mut NlSocket, devices: &[u32]) -> io::Result<Neighbo
         for &dev in devices {
             let mut req = NeighbourMessage::default();
             req.header.family = fam;
-            req.header.ifindex = dev;
+            // A strict-checked neighbour dump takes the device as NDA_IFINDEX: with it in the
+            // header instead the kernel returns nothing at all.
+            req.attributes.push(NeighbourAttribute::IfIndex(dev));
             nl.dump_msg(RouteNetlinkMessage::GetNeighbour(req), |raw| {
                 let Some(RouteNetlinkMessage::NewNeighbour(n)) = decode(&raw) else {
                     return;

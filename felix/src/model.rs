@@ -143,6 +143,63 @@ impl VxlanTunnel {
     }
 }
 
+/// Everything of the desired state except the remote routes: node addresses, local blocks
+/// (blackholes) and tunnel devices. Small, so it is replaced whole
+/// ([`crate::ReconcilerHandle::set_host`]); the remote routes, which may number a million, move
+/// as [`RouteUpdate`]s instead.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostState {
+    /// This node's IPv4 underlay address with its subnet prefix length (see
+    /// [`DesiredState::node_ipv4`]).
+    pub node_ipv4: Option<Ipv4Net>,
+    /// This node's IPv6 underlay address with its prefix length.
+    pub node_ipv6: Option<Ipv6Net>,
+    /// Blocks affine to this node: each becomes a `blackhole` route.
+    pub local_blocks: Vec<IpNet>,
+    /// `tunl0`; `None` when no pool uses IPIP.
+    pub ipip: Option<IpipTunnel>,
+    /// `vxlan.calico`; `None` when no IPv4 pool uses VXLAN.
+    pub vxlan_v4: Option<VxlanTunnel>,
+    /// `vxlan-v6.calico`; `None` when no IPv6 pool uses VXLAN.
+    pub vxlan_v6: Option<VxlanTunnel>,
+}
+
+impl HostState {
+    /// Whether `other` differs in anything the devices depend on (node addresses, tunnels);
+    /// local blocks are routes only.
+    pub fn devices_differ(&self, other: &HostState) -> bool {
+        self.node_ipv4 != other.node_ipv4
+            || self.node_ipv6 != other.node_ipv6
+            || self.ipip != other.ipip
+            || self.vxlan_v4 != other.vxlan_v4
+            || self.vxlan_v6 != other.vxlan_v6
+    }
+}
+
+/// One change to the remote routes the reconciler programs
+/// ([`crate::ReconcilerHandle::update_routes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteUpdate {
+    /// Adds or replaces the route to `route.dst` (all its hops, its encapsulation).
+    Upsert(RemoteRoute),
+    /// Removes the route to this destination (no-op if absent).
+    Remove(IpNet),
+    /// Replaces the whole set of remote routes with these (a full resync from the producer);
+    /// only the differences cost kernel work. Several entries for one destination are merged
+    /// into one multipath route, as in [`DesiredState::remote_routes`].
+    ReplaceAll(Vec<RemoteRoute>),
+}
+
+impl RouteUpdate {
+    /// How many routes this update carries (its weight in the bounded update queue).
+    pub fn weight(&self) -> usize {
+        match self {
+            RouteUpdate::Upsert(_) | RouteUpdate::Remove(_) => 1,
+            RouteUpdate::ReplaceAll(v) => v.len().max(1),
+        }
+    }
+}
+
 /// Everything the dataplane of this node should hold. Built by the node daemon from IPAM
 /// blocks, BGP best routes and the datastore's Node resources, and handed over whole: the
 /// reconciler makes the kernel match it (level-triggered).
@@ -164,4 +221,74 @@ pub struct DesiredState {
     pub vxlan_v4: Option<VxlanTunnel>,
     /// `vxlan-v6.calico`; `None` when no IPv6 pool uses VXLAN (the device is then removed).
     pub vxlan_v6: Option<VxlanTunnel>,
+}
+
+impl DesiredState {
+    /// Splits into the host part and the remote routes.
+    pub fn into_parts(self) -> (HostState, Vec<RemoteRoute>) {
+        let DesiredState {
+            node_ipv4,
+            node_ipv6,
+            local_blocks,
+            remote_routes,
+            ipip,
+            vxlan_v4,
+            vxlan_v6,
+        } = self;
+        (
+            HostState {
+                node_ipv4,
+                node_ipv6,
+                local_blocks,
+                ipip,
+                vxlan_v4,
+                vxlan_v6,
+            },
+            remote_routes,
+        )
+    }
+
+    /// Joins a host part and remote routes.
+    pub fn from_parts(host: HostState, remote_routes: Vec<RemoteRoute>) -> DesiredState {
+        let HostState {
+            node_ipv4,
+            node_ipv6,
+            local_blocks,
+            ipip,
+            vxlan_v4,
+            vxlan_v6,
+        } = host;
+        DesiredState {
+            node_ipv4,
+            node_ipv6,
+            local_blocks,
+            remote_routes,
+            ipip,
+            vxlan_v4,
+            vxlan_v6,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_round_trip() {
+        let d = DesiredState {
+            node_ipv4: Some("192.168.1.10/24".parse().unwrap()),
+            local_blocks: vec!["10.65.0.0/26".parse().unwrap()],
+            remote_routes: vec![RemoteRoute {
+                dst: "10.65.1.0/26".parse().unwrap(),
+                encap: Encap::Ipip,
+                hops: vec![RemoteHop::node("192.168.1.11".parse().unwrap())],
+            }],
+            ipip: Some(IpipTunnel::default()),
+            ..Default::default()
+        };
+        let (h, r) = d.clone().into_parts();
+        assert_eq!(h.local_blocks, d.local_blocks);
+        assert_eq!(DesiredState::from_parts(h, r), d);
+    }
 }

@@ -127,9 +127,21 @@ impl Plan {
     }
 }
 
-type L2 = Option<(u32, crate::model::Vtep, IpAddr)>;
+/// The L2 entries a VXLAN hop needs: `(device, VTEP, remote node IP)`.
+pub(crate) type L2 = Option<(u32, crate::model::Vtep, IpAddr)>;
 
-fn resolve_hop(
+/// The kernel key of destination `dst` (truncated) under `env`.
+pub(crate) fn route_key(dst: IpNet, env: &Env) -> RouteKey {
+    RouteKey {
+        table: env.table,
+        dst: dst.trunc(),
+        metric: effective_metric(&dst, env.metric),
+    }
+}
+
+/// One hop of a remote route under `env`: the kernel next hop and the L2 entries it needs, or
+/// why it cannot be programmed now.
+pub(crate) fn resolve_hop(
     encap: Encap,
     dst: IpNet,
     hop: &RemoteHop,

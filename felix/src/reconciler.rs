@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use netlink_sys::Socket;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::model::DesiredState;
+use crate::inbox::{Inbox, Taken};
+use crate::model::{DesiredState, HostState, RouteUpdate};
 use crate::nl::{self, NlSocket};
 use crate::status::{ApplyStats, ReconcilerStatus};
 
@@ -24,25 +25,61 @@ pub enum Error {
     /// The blocking worker died.
     #[error("reconciler worker failed: {0}")]
     Worker(String),
+    /// The reconciler has stopped (its run loop ended or it was dropped): nothing takes
+    /// updates any more.
+    #[error("the reconciler has stopped")]
+    Stopped,
 }
 
 struct Shared {
-    desired: watch::Sender<Arc<DesiredState>>,
+    inbox: Inbox,
     status: Mutex<ReconcilerStatus>,
     resync: Notify,
 }
 
+/// Closes the inbox when the reconciler (or its run loop) is gone, so that producers waiting
+/// for room fail instead of waiting forever.
+struct CloseOnDrop(Arc<Shared>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.inbox.close();
+    }
+}
+
 /// A cheap, cloneable handle through which the node daemon feeds the desired state and reads
-/// the status while [`Reconciler::run`] is running.
+/// the status while [`Reconciler::run`] is running. Everything fed through it is applied in
+/// the order it was fed.
 #[derive(Clone)]
 pub struct ReconcilerHandle {
     shared: Arc<Shared>,
 }
 
 impl ReconcilerHandle {
-    /// Replaces the desired state; the reconciler converges to it promptly.
+    /// Replaces the desired state (host part and all remote routes, like [`Self::set_host`]
+    /// plus [`RouteUpdate::ReplaceAll`]); the reconciler converges to it promptly. Never
+    /// waits: route updates still queued are superseded. Only the differences to the current
+    /// state cost kernel work, but every call costs a comparison of all routes: a producer
+    /// with many routes should send [`Self::update_routes`] instead.
     pub fn set_desired(&self, desired: DesiredState) {
-        self.shared.desired.send_replace(Arc::new(desired));
+        self.shared.inbox.set_desired(desired);
+    }
+
+    /// Replaces the host part of the desired state only (node addresses, local blocks,
+    /// tunnel devices); remote routes are untouched. Never waits.
+    pub fn set_host(&self, host: HostState) {
+        self.shared.inbox.set_host(host);
+    }
+
+    /// Queues a batch of route changes. Bounded ([`Config::update_queue_limit`] routes):
+    /// waits while the reconciler is behind (back-pressure), so memory never grows without
+    /// limit. Fails only when the reconciler has stopped ([`Error::Stopped`]).
+    pub async fn update_routes(&self, batch: Vec<RouteUpdate>) -> Result<(), Error> {
+        self.shared
+            .inbox
+            .push(batch)
+            .await
+            .map_err(|_| Error::Stopped)
     }
 
     /// Current status snapshot.
@@ -64,7 +101,8 @@ pub struct Reconciler {
     engine: Engine,
     notifications: Socket,
     shared: Arc<Shared>,
-    desired_rx: watch::Receiver<Arc<DesiredState>>,
+    max_writes: usize,
+    _close: CloseOnDrop,
 }
 
 impl Reconciler {
@@ -73,16 +111,17 @@ impl Reconciler {
     pub fn new(config: Config) -> Result<Reconciler, Error> {
         let notifications = nl::open_notifications().map_err(Error::Socket)?;
         let sock = NlSocket::open().map_err(Error::Socket)?;
-        let (tx, rx) = watch::channel(Arc::new(DesiredState::default()));
+        let shared = Arc::new(Shared {
+            inbox: Inbox::new(config.update_queue_limit),
+            status: Mutex::new(ReconcilerStatus::default()),
+            resync: Notify::new(),
+        });
         Ok(Reconciler {
+            max_writes: config.max_writes_per_pass.max(1),
             engine: Engine::new(config, sock),
             notifications,
-            shared: Arc::new(Shared {
-                desired: tx,
-                status: Mutex::new(ReconcilerStatus::default()),
-                resync: Notify::new(),
-            }),
-            desired_rx: rx,
+            _close: CloseOnDrop(shared.clone()),
+            shared,
         })
     }
 
@@ -111,25 +150,25 @@ impl Reconciler {
         }
     }
 
-    /// Blocking: takes the latest desired state and runs one full pass (devices, L2 entries,
-    /// route dump, diff, apply). Notifications that arrived meanwhile are drained (they can
-    /// only describe what this pass has just reconciled). For one-shot use, tests and
-    /// benchmarks; a daemon uses [`Reconciler::run`].
+    /// Blocking: takes everything fed so far and runs one full pass (devices, L2 entries,
+    /// route dump, diff, apply). Notifications are not read (this pass reconciles what they
+    /// could report). For one-shot use, tests and benchmarks; a daemon uses
+    /// [`Reconciler::run`].
     pub fn reconcile_once(&mut self) -> ApplyStats {
-        let d = self.desired_rx.borrow_and_update().clone();
-        self.engine.set_desired(d);
+        absorb(&mut self.engine, self.shared.inbox.take());
         self.engine.request_full();
-        let stats = self.engine.step(Instant::now());
+        let stats = self.engine.step(Instant::now(), usize::MAX);
         self.publish();
         stats
     }
 
-    /// Blocking: applies only what changed since the last pass (no kernel dump unless
-    /// something asked for one). Used by benchmarks to time incremental updates.
-    pub fn reconcile_incremental(&mut self) -> ApplyStats {
-        let d = self.desired_rx.borrow_and_update().clone();
-        self.engine.set_desired(d);
-        let stats = self.engine.step(Instant::now());
+    /// Blocking: takes everything fed so far plus `updates` and writes only what they change
+    /// (no kernel dump unless a periodic resync is due). The incremental path of
+    /// [`Reconciler::run`] without the task around it: for tests and benchmarks.
+    pub fn reconcile_updates(&mut self, updates: Vec<RouteUpdate>) -> ApplyStats {
+        absorb(&mut self.engine, self.shared.inbox.take());
+        self.engine.update_routes(updates);
+        let stats = self.engine.step(Instant::now(), usize::MAX);
         self.publish();
         stats
     }
@@ -138,12 +177,18 @@ impl Reconciler {
     /// a change to routes, neighbours, links or addresses that concern it, when a failed
     /// route's back-off expires, and every `route_refresh_interval`. Must run inside a tokio
     /// runtime; blocking netlink work runs on the blocking pool.
+    ///
+    /// Updates are batched in time: each round takes everything queued (without waiting on
+    /// the producer), applies it to the plan and writes the changed routes in pipelined
+    /// netlink batches of up to [`Config::max_writes_per_pass`], reading the notifications
+    /// those writes cause between batches.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let Reconciler {
             engine,
             notifications,
             shared,
-            mut desired_rx,
+            max_writes,
+            _close,
         } = self;
         // `AsyncFd::new` is deprecated for types that might close their fd while registered;
         // `Socket` owns its fd and closes it only on drop, after the `AsyncFd` is gone.
@@ -162,12 +207,13 @@ impl Reconciler {
             let Some(mut eng) = engine.take() else {
                 return Err(Error::Worker("engine lost".into()));
             };
-            if desired_rx.has_changed().unwrap_or(false) {
-                eng.set_desired(desired_rx.borrow_and_update().clone());
-            }
-            if eng.has_work(Instant::now()) {
+            let taken = shared.inbox.take();
+            if !taken.is_empty() || eng.has_work(Instant::now()) {
                 let joined = tokio::task::spawn_blocking(move || {
-                    eng.step(Instant::now());
+                    absorb(&mut eng, taken);
+                    if eng.has_work(Instant::now()) {
+                        eng.step(Instant::now(), max_writes);
+                    }
                     eng
                 })
                 .await;
@@ -194,11 +240,7 @@ impl Reconciler {
                 .max(Instant::now() + Duration::from_millis(1));
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                r = desired_rx.changed() => {
-                    if r.is_ok() {
-                        eng.set_desired(desired_rx.borrow_and_update().clone());
-                    }
-                }
+                _ = shared.inbox.queued() => {}
                 _ = shared.resync.notified() => eng.request_full(),
                 g = afd.readable() => {
                     match g {
@@ -213,6 +255,16 @@ impl Reconciler {
             }
             engine = Some(eng);
         }
+    }
+}
+
+/// Hands what was taken from the inbox to the engine, in order.
+fn absorb(eng: &mut Engine, taken: Taken) {
+    if let Some(host) = taken.host {
+        eng.set_host(host);
+    }
+    for batch in taken.batches {
+        eng.update_routes(batch);
     }
 }
 

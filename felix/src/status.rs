@@ -35,8 +35,10 @@ pub struct ApplyStats {
 /// A snapshot of the reconciler's state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReconcilerStatus {
-    /// Routes in the desired state (after compilation).
+    /// Routes in the desired state (after compilation: remote routes and local blocks).
     pub routes_desired: usize,
+    /// Remote destinations received (through updates or a full desired state).
+    pub routes_remote: usize,
     /// Desired routes the kernel holds exactly as desired.
     pub routes_programmed: usize,
     /// Desired routes not programmed yet and not failed (blocked on a device, VTEP, ...).
@@ -67,6 +69,10 @@ pub struct ReconcilerStatus {
     pub drift_repairs: u64,
     /// The last apply pass.
     pub last_apply: ApplyStats,
+    /// Route updates taken from the queue so far.
+    pub route_updates: u64,
+    /// Route writes (creates, replaces, deletes) that succeeded so far.
+    pub route_writes: u64,
     /// Notification overruns (the kernel dropped events; a full resync follows).
     pub notification_overruns: u64,
 }

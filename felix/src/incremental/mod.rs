@@ -1,0 +1,440 @@
+//! The compiled plan kept up to date one destination at a time.
+//!
+//! [`crate::plan::Plan::compile`] turns a whole desired state into kernel objects; with a
+//! million remote routes that costs a pass over all of them for every change. An
+//! [`IncrementalPlan`] keeps the desired remote routes by destination next to their compiled
+//! kernel routes, so an update recompiles only its own destination and reports exactly the
+//! route keys whose compiled form changed. Neighbour and FDB entries of VXLAN hops are
+//! reference-counted per route, so that they stay right when routes come and go one by one.
+//!
+//! Invariant (checked by a property test): after any sequence of updates the plan equals
+//! `Plan::compile` of the final full state under the same [`Env`].
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::fasthash::{FastMap, FastSet};
+use crate::model::{Encap, MacAddr, RemoteHop, RemoteRoute, RouteUpdate};
+use crate::plan::{resolve_hop, route_key, Env, Plan};
+use crate::route::{RouteKey, RouteSpec};
+
+#[cfg(test)]
+mod tests;
+
+/// The hops wanted for one destination, each with the encapsulation of the route it came from
+/// (a full resync may name one destination several times, with different pools' modes).
+type Hops = Vec<(Encap, RemoteHop)>;
+
+/// Reference counts of the values wanted for one L2 key, in order of first appearance. Almost
+/// always one value; two while a node's VTEP changes and its routes move over one by one.
+/// The newest value is the one programmed, as the last one wins in `Plan::compile`.
+#[derive(Debug, Clone)]
+struct Refs<V>(Vec<(V, u32)>);
+
+// Not derived: that would ask `V: Default`, which `IpAddr` is not.
+impl<V> Default for Refs<V> {
+    fn default() -> Self {
+        Refs(Vec::new())
+    }
+}
+
+impl<V: Copy + PartialEq> Refs<V> {
+    fn effective(&self) -> Option<V> {
+        self.0.last().map(|e| e.0)
+    }
+
+    /// Counts one more user of `v`; true when the programmed value changed.
+    fn add(&mut self, v: V) -> bool {
+        let before = self.effective();
+        match self.0.iter_mut().find(|e| e.0 == v) {
+            Some(e) => e.1 += 1,
+            None => self.0.push((v, 1)),
+        }
+        self.effective() != before
+    }
+
+    /// Counts one user of `v` less; true when the programmed value changed.
+    fn sub(&mut self, v: V) -> bool {
+        let before = self.effective();
+        if let Some(i) = self.0.iter().position(|e| e.0 == v) {
+            self.0[i].1 -= 1;
+            if self.0[i].1 == 0 {
+                self.0.remove(i);
+            }
+        }
+        self.effective() != before
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum L2Op {
+    Add,
+    Sub,
+    Keep,
+}
+
+/// Everything derived from the desired routes; kept apart from the desired remote routes so
+/// that a destination's old and new hops can be read while this part changes.
+#[derive(Debug, Clone, Default)]
+struct Compiled {
+    env: Env,
+    local: FastSet<IpNet>,
+    routes: FastMap<RouteKey, RouteSpec>,
+    blocked: FastMap<IpNet, String>,
+    neighbours: FastMap<(u32, IpAddr), Refs<MacAddr>>,
+    fdb: FastMap<(u32, MacAddr), Refs<IpAddr>>,
+    l2_changed: bool,
+}
+
+impl Compiled {
+    /// Resolves the hops of `dst` into a route spec (or the last reason why none can be
+    /// programmed), counting their L2 entries in or out as `l2` says.
+    fn resolve(
+        &mut self,
+        dst: IpNet,
+        hops: &[(Encap, RemoteHop)],
+        l2: L2Op,
+    ) -> (Option<RouteSpec>, Option<String>) {
+        let mut next_hops = Vec::with_capacity(hops.len());
+        let mut why = None;
+        for (encap, hop) in hops {
+            match resolve_hop(*encap, dst, hop, &self.env) {
+                Ok((nh, entry)) => {
+                    if let Some((ifi, vtep, node)) = entry {
+                        self.count_l2(ifi, vtep.tunnel_ip, vtep.mac, node, l2);
+                    }
+                    next_hops.push(nh);
+                }
+                Err(e) => why = Some(e),
+            }
+        }
+        (RouteSpec::unicast(next_hops), why)
+    }
+
+    fn count_l2(&mut self, ifi: u32, tunnel_ip: IpAddr, mac: MacAddr, node: IpAddr, op: L2Op) {
+        let changed = match op {
+            L2Op::Keep => return,
+            L2Op::Add => {
+                let n = self
+                    .neighbours
+                    .entry((ifi, tunnel_ip))
+                    .or_default()
+                    .add(mac);
+                let f = self.fdb.entry((ifi, mac)).or_default().add(node);
+                n | f
+            }
+            L2Op::Sub => {
+                let n = sub_entry(&mut self.neighbours, (ifi, tunnel_ip), mac);
+                let f = sub_entry(&mut self.fdb, (ifi, mac), node);
+                n | f
+            }
+        };
+        self.l2_changed |= changed;
+    }
+
+    /// Sets the compiled route of a non-local destination, reporting a change of its spec.
+    fn set_route(
+        &mut self,
+        dst: IpNet,
+        spec: Option<RouteSpec>,
+        why: Option<String>,
+        on_change: &mut impl FnMut(RouteKey, Option<&RouteSpec>, Option<&RouteSpec>),
+    ) {
+        let key = route_key(dst, &self.env);
+        match spec {
+            Some(spec) => {
+                self.blocked.remove(&dst);
+                set_spec(&mut self.routes, key, spec, on_change);
+            }
+            None => {
+                if let Some(old) = self.routes.remove(&key) {
+                    on_change(key, Some(&old), None);
+                }
+                match why {
+                    Some(why) => {
+                        self.blocked.insert(dst, why);
+                    }
+                    None => {
+                        self.blocked.remove(&dst);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Destination `dst` goes from `old` hops to `new` hops.
+    fn update(
+        &mut self,
+        dst: IpNet,
+        old: Option<&[(Encap, RemoteHop)]>,
+        new: Option<&[(Encap, RemoteHop)]>,
+        on_change: &mut impl FnMut(RouteKey, Option<&RouteSpec>, Option<&RouteSpec>),
+    ) {
+        if let Some(old) = old {
+            self.resolve(dst, old, L2Op::Sub);
+        }
+        let (spec, why) = match new {
+            Some(new) => self.resolve(dst, new, L2Op::Add),
+            None => (None, None),
+        };
+        // A local block wins over a remote route of the same destination (the remote route's
+        // L2 entries are still wanted, as in `Plan::compile`).
+        if !self.local.contains(&dst) {
+            self.set_route(dst, spec, why, on_change);
+        }
+    }
+}
+
+fn sub_entry<K: std::hash::Hash + Eq, V: Copy + PartialEq>(
+    map: &mut FastMap<K, Refs<V>>,
+    key: K,
+    v: V,
+) -> bool {
+    let Entry::Occupied(mut o) = map.entry(key) else {
+        return false;
+    };
+    let changed = o.get_mut().sub(v);
+    if o.get().0.is_empty() {
+        o.remove();
+    }
+    changed
+}
+
+fn set_spec(
+    routes: &mut FastMap<RouteKey, RouteSpec>,
+    key: RouteKey,
+    spec: RouteSpec,
+    on_change: &mut impl FnMut(RouteKey, Option<&RouteSpec>, Option<&RouteSpec>),
+) {
+    match routes.entry(key) {
+        Entry::Occupied(o) if *o.get() == spec => {}
+        Entry::Occupied(mut o) => {
+            let old = std::mem::replace(o.get_mut(), spec);
+            on_change(key, Some(&old), Some(o.get()));
+        }
+        Entry::Vacant(v) => {
+            let new = v.insert(spec);
+            on_change(key, None, Some(new));
+        }
+    }
+}
+
+fn hops_of(r: RemoteRoute, into: &mut Hops) {
+    let encap = r.encap;
+    into.extend(r.hops.into_iter().map(|h| (encap, h)));
+}
+
+/// Desired remote routes by destination plus their compiled kernel routes, updated per
+/// destination. Every method that changes routes calls `on_change(key, old, new)` once for
+/// each route key whose compiled spec changed (`None` = absent), and for no other key.
+#[derive(Debug, Clone, Default)]
+pub struct IncrementalPlan {
+    remote: FastMap<IpNet, Hops>,
+    out: Compiled,
+}
+
+impl IncrementalPlan {
+    /// An empty plan under `env`.
+    pub fn new(env: Env) -> IncrementalPlan {
+        IncrementalPlan {
+            remote: FastMap::default(),
+            out: Compiled {
+                env,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The environment the routes are compiled under.
+    pub fn env(&self) -> &Env {
+        &self.out.env
+    }
+
+    /// Compiled routes by key.
+    pub fn routes(&self) -> &FastMap<RouteKey, RouteSpec> {
+        &self.out.routes
+    }
+
+    /// Desired destinations that cannot be programmed now, with the reason.
+    pub fn blocked(&self) -> &FastMap<IpNet, String> {
+        &self.out.blocked
+    }
+
+    /// Number of desired remote destinations.
+    pub fn remote_len(&self) -> usize {
+        self.remote.len()
+    }
+
+    /// Permanent neighbour entries wanted: `(ifindex, tunnel IP) -> VTEP MAC`.
+    pub fn neighbours(&self) -> HashMap<(u32, IpAddr), MacAddr> {
+        effective(&self.out.neighbours)
+    }
+
+    /// Permanent FDB entries wanted: `(ifindex, VTEP MAC) -> remote node IP`.
+    pub fn fdb(&self) -> HashMap<(u32, MacAddr), IpAddr> {
+        effective(&self.out.fdb)
+    }
+
+    /// Whether the wanted neighbour/FDB set changed since the last call (then it is reset).
+    pub fn take_l2_changed(&mut self) -> bool {
+        std::mem::take(&mut self.out.l2_changed)
+    }
+
+    /// Recompiles everything under a new environment (devices, underlay, subnets: rare).
+    /// Returns false and does nothing when `env` is the current one. No `on_change` is
+    /// reported: after `true` the caller must treat every key as changed.
+    pub fn set_env(&mut self, env: Env) -> bool {
+        if env == self.out.env {
+            return false;
+        }
+        let local = std::mem::take(&mut self.out.local);
+        self.out = Compiled {
+            env,
+            local,
+            ..Default::default()
+        };
+        self.out.routes.reserve(self.remote.len());
+        let mut silent = |_: RouteKey, _: Option<&RouteSpec>, _: Option<&RouteSpec>| {};
+        for (dst, hops) in &self.remote {
+            self.out.update(*dst, None, Some(hops), &mut silent);
+        }
+        let blocks: Vec<IpNet> = self.out.local.iter().copied().collect();
+        for dst in blocks {
+            self.out.blocked.remove(&dst);
+            let key = route_key(dst, &self.out.env);
+            self.out.routes.insert(key, RouteSpec::Blackhole);
+        }
+        self.out.l2_changed = true;
+        true
+    }
+
+    /// Applies one update.
+    pub fn apply(
+        &mut self,
+        update: RouteUpdate,
+        on_change: &mut impl FnMut(RouteKey, Option<&RouteSpec>, Option<&RouteSpec>),
+    ) {
+        match update {
+            RouteUpdate::Upsert(r) => self.upsert(r, on_change),
+            RouteUpdate::Remove(dst) => self.remove(dst, on_change),
+            RouteUpdate::ReplaceAll(v) => self.replace_all(v, on_change),
+        }
+    }
+
+    /// Adds or replaces the route to `r.dst`.
+    pub fn upsert(
+        &mut self,
+        r: RemoteRoute,
+        on_change: &mut impl FnMut(RouteKey, Option<&RouteSpec>, Option<&RouteSpec>),
+    ) {
+        let dst = r.dst.trunc();
+        let mut new = Hops::with_capacity(r.hops.len());
+        hops_of(r, &mut new);
+        match self.remote.entry(dst) {
+            Entry::Occupied(mut o) => {
+                if *o.get() == new {
+                    return;
+                }
+                let old = std::mem::replace(o.get_mut(), new);
+                self.out.update(dst, Some(&old), Some(o.get()), on_change);
+            }
+            Entry::Vacant(v) => {
+                let new = v.insert(new);
+                self.out.update(dst, None, Some(new), on_change);
+            }
+        }
+    }
+
+    /// Removes the route to `dst` (no-op if absent).
+    pub fn remove(
+        &mut self,
+        dst: IpNet,
+        on_change: &mut impl FnMut(RouteKey, Option<&RouteSpec>, Option<&RouteSpec>),
+    ) {
+        let dst = dst.trunc();
+        if let Some(old) = self.remote.remove(&dst) {
+            self.out.update(dst, Some(&old), None, on_change);
+        }
+    }
+
+    /// Replaces all remote routes; only destinations whose hops differ are recompiled.
+    pub fn replace_all(
+        &mut self,
+        routes: Vec<RemoteRoute>,
+        on_change: &mut impl FnMut(RouteKey, Option<&RouteSpec>, Option<&RouteSpec>),
+    ) {
+        let mut new: FastMap<IpNet, Hops> =
+            FastMap::with_capacity_and_hasher(routes.len(), Default::default());
+        for r in routes {
+            let dst = r.dst.trunc();
+            hops_of(r, new.entry(dst).or_default());
+        }
+        let old = std::mem::replace(&mut self.remote, new);
+        for (dst, old_hops) in &old {
+            match self.remote.get(dst) {
+                None => self.out.update(*dst, Some(old_hops), None, on_change),
+                Some(n) if n != old_hops => {
+                    self.out.update(*dst, Some(old_hops), Some(n), on_change)
+                }
+                Some(_) => {}
+            }
+        }
+        for (dst, n) in &self.remote {
+            if !old.contains_key(dst) {
+                self.out.update(*dst, None, Some(n), on_change);
+            }
+        }
+    }
+
+    /// Sets the local blocks (blackholes); a block wins over a remote route of the same
+    /// destination, which comes back when the block goes.
+    pub fn set_local_blocks(
+        &mut self,
+        blocks: &[IpNet],
+        on_change: &mut impl FnMut(RouteKey, Option<&RouteSpec>, Option<&RouteSpec>),
+    ) {
+        let new: FastSet<IpNet> = blocks.iter().map(|b| b.trunc()).collect();
+        let gone: Vec<IpNet> = self.out.local.difference(&new).copied().collect();
+        for dst in gone {
+            self.out.local.remove(&dst);
+            let (spec, why) = match self.remote.get(&dst) {
+                Some(hops) => self.out.resolve(dst, hops, L2Op::Keep),
+                None => (None, None),
+            };
+            self.out.set_route(dst, spec, why, on_change);
+        }
+        for dst in new {
+            if self.out.local.insert(dst) {
+                self.out.blocked.remove(&dst);
+                let key = route_key(dst, &self.out.env);
+                set_spec(&mut self.out.routes, key, RouteSpec::Blackhole, on_change);
+            }
+        }
+    }
+
+    /// The whole plan as [`Plan::compile`] returns it (tests, diagnostics; walks everything).
+    pub fn to_plan(&self) -> Plan {
+        Plan {
+            routes: self.out.routes.clone(),
+            blocked: self
+                .out
+                .blocked
+                .iter()
+                .map(|(d, w)| (*d, w.clone()))
+                .collect(),
+            neighbours: self.neighbours(),
+            fdb: self.fdb(),
+        }
+    }
+}
+
+fn effective<K: Copy + Eq + std::hash::Hash, V: Copy + PartialEq>(
+    m: &FastMap<K, Refs<V>>,
+) -> HashMap<K, V> {
+    m.iter()
+        .filter_map(|(k, r)| r.effective().map(|v| (*k, v)))
+        .collect()
+}
