@@ -398,7 +398,8 @@ fn three_daemons_in_bgp_mode_form_a_full_mesh_and_route_blocks() {
             .unwrap_or_default();
         assert!(
             row.contains("node-to-node mesh") && row.contains("up") && row.contains("Established"),
-            "{text}"
+            "{text}\nlogs:\n{}",
+            logs()
         );
     }
     let (code, metrics) = http_get(&nodes[0], "/metrics");

@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use calyx_datastore::resources::ipam::{affinity_from_key, AffinityState, BlockAffinity};
 use calyx_datastore::resources::ipam::AFFINITY_KEY_PREFIX;
+use calyx_datastore::resources::ipam::{affinity_from_key, AffinityState, BlockAffinity};
 use calyx_datastore::resources::{BGPConfiguration, BGPPeer, IPPool, Kind, Node, Resource};
 use calyx_datastore::store::{Listing, Revision, Store, StoreError, Watch, WatchEvent};
 use futures::stream::{SelectAll, StreamExt};

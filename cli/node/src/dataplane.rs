@@ -15,6 +15,26 @@ use ipnet::IpNet;
 use super::cluster::ClusterState;
 use super::config::Backend;
 
+fn ipip_encap(mode: EncapMode) -> Encap {
+    match mode {
+        EncapMode::Always => Encap::Ipip,
+        EncapMode::CrossSubnet => Encap::IpipCrossSubnet,
+        EncapMode::Never => Encap::None,
+    }
+}
+
+fn vxlan_encap(mode: EncapMode) -> Option<Encap> {
+    match mode {
+        EncapMode::Always => Some(Encap::Vxlan),
+        EncapMode::CrossSubnet => Some(Encap::VxlanCrossSubnet),
+        EncapMode::Never => None,
+    }
+}
+
+fn is_vxlan(pool: &IPPool) -> bool {
+    pool.spec.vxlan_mode != EncapMode::Never
+}
+
 /// The encapsulation BGP-learned routes get in a pool: IPIP by the pool's `ipipMode`; `None`
 /// for a VXLAN pool, whose blocks are routed from the datastore instead (BGP's copy is ignored).
 pub fn bgp_encap(pool: &IPPool) -> Option<Encap> {

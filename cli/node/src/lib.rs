@@ -11,7 +11,7 @@
 
 mod autodetect;
 mod bgp;
-mod cluster;
+pub mod cluster;
 pub mod config;
 mod dataplane;
 mod http;
@@ -27,13 +27,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use calyx_datastore::client::ResourceClient;
+use calyx_datastore::resources::ipam::{block_key, AllocationBlock};
 use calyx_datastore::store::etcd::{EtcdConfig, EtcdStore};
 use calyx_datastore::store::{Store, StoreError};
-use calyx_datastore::resources::ipam::{block_key, AllocationBlock};
 use calyx_felix::{Reconciler, ReconcilerHandle, RemoteRoute};
+use calyx_ipam::{Family, Ipam};
 use ipnet::IpNet;
 use tokio::sync::mpsc;
-use calyx_ipam::{Family, Ipam};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -113,6 +113,8 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         Some((handle, task))
     };
 
+    let signalled = CancellationToken::new();
+    let signals = tokio::spawn(cancel_on_signal(signalled.clone()));
     let result = main_loop(
         &config,
         &store,
@@ -120,8 +122,10 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         &ipam,
         reconciler.as_ref().map(|(h, _)| h),
         &status,
+        signalled,
     )
     .await;
+    signals.abort();
 
     info!("shutting down");
     stop.cancel();
@@ -183,7 +187,25 @@ struct ResolverTask {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// The watch → view → plans loop, until a signal.
+/// Cancels `token` on SIGTERM or SIGINT (or at once when the handlers cannot be installed).
+async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::SignalKind;
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut terminate), Ok(mut interrupt)) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => warn!(error = %format!("{e:#}"), "stopping"),
+    }
+    token.cancel();
+}
+
+/// The watch → view → plans loop, until `shutdown` is cancelled (a signal, or a test).
 async fn main_loop<S: Store + Clone>(
     config: &NodeConfig,
     store: &S,
@@ -191,6 +213,7 @@ async fn main_loop<S: Store + Clone>(
     ipam: &Ipam<S>,
     reconciler: Option<&ReconcilerHandle>,
     status: &SharedStatus,
+    shutdown: CancellationToken,
 ) -> Result<()> {
     let (mut state, mut watch) = ClusterWatch::start(store).await?;
     let stop = CancellationToken::new();
@@ -221,13 +244,10 @@ async fn main_loop<S: Store + Clone>(
     let mut tunnels_pending = true;
     let mut tick = tokio::time::interval(DEBOUNCE);
     let mut ipam_tick = tokio::time::interval(IPAM_STATUS_INTERVAL);
-    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
     update_status(status, |s| s.datastore_synced = true);
     let result = loop {
         tokio::select! {
-            _ = terminate.recv() => break Ok(()),
-            _ = interrupt.recv() => break Ok(()),
+            _ = shutdown.cancelled() => break Ok(()),
             event = watch.next() => {
                 let Some((prefix, event)) = event else {
                     break Err(anyhow::anyhow!("the datastore watch ended"));

@@ -218,7 +218,9 @@ fn handle(
     }
 }
 
-async fn next_change(feed: &mut Option<mpsc::Receiver<BestRouteChange>>) -> Option<BestRouteChange> {
+async fn next_change(
+    feed: &mut Option<mpsc::Receiver<BestRouteChange>>,
+) -> Option<BestRouteChange> {
     match feed {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -310,7 +312,10 @@ mod tests {
         r.on_bgp(best("10.65.1.0/26", &["192.168.1.2"]), &mut out);
         r.on_bgp(best("172.16.0.0/24", &["192.168.1.254"]), &mut out);
         out.clear();
-        r.on_pools(vec![pool("10.65.0.0/16", Some(Encap::IpipCrossSubnet))], &mut out);
+        r.on_pools(
+            vec![pool("10.65.0.0/16", Some(Encap::IpipCrossSubnet))],
+            &mut out,
+        );
         assert_eq!(summary(&out), ["+10.65.1.0/26 IpipCrossSubnet 1"]);
         out.clear();
         r.on_bgp_reset(&mut out);
