@@ -472,3 +472,123 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The daemon's loop in process, against the in-memory store: peers follow the datastore.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use calyx_datastore::client::WriteMode;
+    use calyx_datastore::resources::{parse_documents, Kind};
+    use calyx_datastore::store::memory::MemoryStore;
+
+    fn config() -> NodeConfig {
+        NodeConfig {
+            nodename: "a".into(),
+            ipv4: config::AddressSetting::None,
+            ipv6: config::AddressSetting::None,
+            as_number: None,
+            backend: Backend::Bgp,
+            router_id: config::RouterIdSetting::NodeAddress,
+            default_ipv4_pool: None,
+            default_ipv6_pool: None,
+            health_listen: "127.0.0.1:0".parse().unwrap(),
+            datastore_wait: Duration::from_secs(1),
+            graceful_restart: false,
+            bgp_hold_time: 9,
+            state_dir: std::env::temp_dir().join(format!("calyx-loop-{}", std::process::id())),
+            route_protocol: 80,
+            route_refresh_interval: Duration::from_secs(90),
+        }
+    }
+
+    async fn apply(client: &ResourceClient<MemoryStore>, yaml: &str) {
+        client
+            .write_all(WriteMode::Apply, parse_documents(yaml).unwrap())
+            .await
+            .unwrap();
+    }
+
+    fn node(name: &str, ip: &str) -> String {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {name}\n\
+             spec:\n  bgp:\n    ipv4Address: {ip}/8\n---\n"
+        )
+    }
+
+    async fn peers_become(status: &SharedStatus, want: &[&str]) -> Vec<String> {
+        let mut got = Vec::new();
+        for _ in 0..200 {
+            got = {
+                let s = status.read().unwrap();
+                let mut p: Vec<String> = s.peers.iter().map(|p| p.address.clone()).collect();
+                p.sort();
+                p
+            };
+            if got == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        got
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn peers_follow_the_datastore() {
+        let store = MemoryStore::new();
+        let client = ResourceClient::new(store.clone());
+        let ipam = Ipam::new(store.clone());
+        // A listen port of the kernel's choosing would need the speaker to report it; a port
+        // from the ephemeral range that is free now serves (peers are on loopback only).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut yaml = format!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n\
+             spec:\n  listenPort: {port}\n---\n"
+        );
+        yaml.push_str(&node("a", "127.0.0.1"));
+        yaml.push_str(&node("b", "127.0.0.2"));
+        yaml.push_str(&node("c", "127.0.0.3"));
+        apply(&client, &yaml).await;
+
+        let status: SharedStatus = Arc::new(RwLock::new(NodeStatus::default()));
+        let stop = CancellationToken::new();
+        let cfg = config();
+        let task = {
+            let (store, client, ipam, status, stop) = (
+                store.clone(),
+                client.clone(),
+                ipam.clone(),
+                status.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                main_loop(&cfg, &store, &client, &ipam, None, &status, stop).await
+            })
+        };
+        assert_eq!(
+            peers_become(&status, &["127.0.0.2", "127.0.0.3"]).await,
+            ["127.0.0.2", "127.0.0.3"],
+            "the full mesh"
+        );
+        client.delete(Kind::Node, "c").await.unwrap();
+        assert_eq!(peers_become(&status, &["127.0.0.2"]).await, ["127.0.0.2"]);
+        apply(
+            &client,
+            "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\n\
+             spec:\n  peerIP: 127.0.0.9\n  asNumber: 65001\n",
+        )
+        .await;
+        assert_eq!(
+            peers_become(&status, &["127.0.0.2", "127.0.0.9"]).await,
+            ["127.0.0.2", "127.0.0.9"]
+        );
+        stop.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(30), task).await;
+        assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    }
+}
