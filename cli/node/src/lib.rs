@@ -9,6 +9,7 @@
 
 mod autodetect;
 mod bgp;
+pub mod checksystem;
 mod cluster;
 pub mod config;
 mod dataplane;
