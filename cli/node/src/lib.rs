@@ -62,7 +62,9 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
     })?;
 
     startup::ensure_default_pools(&client, &config).await?;
+    startup::ensure_cluster_information(&client, &config.cluster_type).await?;
     startup::write_node_addresses(&client, &config, ipv4, ipv6).await?;
+    startup::wait_until_datastore_ready(&client).await;
     if ipv4.is_some() {
         ipam.ensure_block(&config.nodename, Family::V4)
             .await
