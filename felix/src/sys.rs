@@ -103,3 +103,26 @@ where
         .join()
         .map_err(|_| io::Error::other("thread inside the namespace panicked"))?
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn new_netns_is_private_to_its_thread() {
+        let ns_link = || std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        let outside = ns_link();
+        match run_in_new_netns(ns_link) {
+            Ok(inside) => {
+                assert_ne!(inside, outside);
+                // The caller's thread never moved.
+                assert_eq!(ns_link(), outside);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                eprintln!("SKIPPED new_netns_is_private_to_its_thread: needs CAP_SYS_ADMIN");
+            }
+            Err(e) => panic!("unshare: {e}"),
+        }
+    }
+}
