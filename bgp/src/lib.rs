@@ -16,7 +16,7 @@ pub mod fsm;
 pub mod policy;
 pub mod rib;
 mod session;
-mod sockopt;
+pub mod sockopt;
 mod speaker;
 
 pub use attrs::{Attrs, Prefix, RouteAttrs};

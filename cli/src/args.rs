@@ -75,6 +75,9 @@ pub enum Command {
     Validate(FileArgs),
     /// Print a shell completion script.
     Completion(CompletionArgs),
+    /// Show the client's version and build commit, and the cluster's version and type (from
+    /// ClusterInformation), as `calicoctl version` does.
+    Version,
     /// The node daemon and its status.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -140,6 +143,10 @@ pub enum NodeCommand {
     Run(Box<calyx_node::config::NodeRunArgs>),
     /// Show the daemon's BGP peers, as `calicoctl node status` does.
     Status(NodeStatusArgs),
+    /// Check this host for what the daemon needs (kernel features, forwarding,
+    /// capabilities), one line each, as `calicoctl node checksystem` does; exit 1 when a
+    /// required one is missing.
+    Checksystem,
 }
 
 /// `calyx node status`.

@@ -117,7 +117,23 @@ fn peer_node(v: &Value) -> String {
 
 /// Renders resources (as JSON values) as a table.
 pub fn render(kind: Kind, wide: bool, rows: &[Value]) -> String {
-    let columns = columns(kind, wide);
+    render_columns(&columns(kind, wide), rows)
+}
+
+/// Renders ClusterInformation objects with calicoctl's columns (the same in both widths).
+pub fn render_cluster_information(rows: &[Value]) -> String {
+    let c = |header, cell| Column { header, cell };
+    let columns = [
+        c("NAME", |v| text(v, "/metadata/name")),
+        c("CLUSTERGUID", |v| text(v, "/spec/clusterGUID")),
+        c("CLUSTERTYPE", |v| text(v, "/spec/clusterType")),
+        c("CALICOVERSION", |v| text(v, "/spec/calicoVersion")),
+        c("DATASTOREREADY", |v| text(v, "/spec/datastoreReady")),
+    ];
+    render_columns(&columns, rows)
+}
+
+fn render_columns(columns: &[Column], rows: &[Value]) -> String {
     let mut cells: Vec<Vec<String>> = vec![columns.iter().map(|c| c.header.to_string()).collect()];
     cells.extend(
         rows.iter()
@@ -179,6 +195,17 @@ mod tests {
                 "false",
                 "all()"
             ]
+        );
+    }
+
+    #[test]
+    fn cluster_information_columns() {
+        let ci = json!({"metadata": {"name": "default"},
+            "spec": {"clusterGUID": "abc", "calicoVersion": "v0.1.0", "datastoreReady": false}});
+        assert_eq!(
+            render_cluster_information(&[ci]),
+            "NAME      CLUSTERGUID   CLUSTERTYPE   CALICOVERSION   DATASTOREREADY\n\
+             default   abc                         v0.1.0          false\n"
         );
     }
 

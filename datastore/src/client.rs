@@ -12,7 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use serde_json::Value;
 
-use crate::resources::{check_pool_overlaps, Kind, Resource, ValidationError};
+use crate::resources::{
+    check_pool_overlaps, ClusterInformation, Kind, Resource, ValidationError,
+    CLUSTER_INFORMATION_KEY, CLUSTER_INFORMATION_PREFIX,
+};
 use crate::store::{Operation, Precondition, Revision, Store, StoreError, Transaction};
 
 /// How many writes go into one etcd transaction (etcd's default `--max-txn-ops` is 128).
@@ -180,6 +183,60 @@ impl<S: Store> ResourceClient<S> {
     /// One resource, with `metadata.resourceVersion` set; `None` when absent.
     pub async fn get(&self, kind: Kind, name: &str) -> Result<Option<Resource>, ClientError> {
         Ok(self.read(kind, name).await?.map(|s| s.resource))
+    }
+
+    /// `clusterinformations/default`, with its revision; `None` when no component has written
+    /// it yet.
+    pub async fn cluster_information(&self) -> Result<Option<ClusterInformation>, ClientError> {
+        let Some(kv) = self.store.get(CLUSTER_INFORMATION_KEY).await? else {
+            return Ok(None);
+        };
+        let mut ci =
+            ClusterInformation::from_json(&kv.value).map_err(|e| ClientError::Corrupt {
+                key: kv.key.clone(),
+                reason: e.to_string(),
+            })?;
+        ci.revision = Some(kv.mod_revision);
+        Ok(Some(ci))
+    }
+
+    /// Every ClusterInformation (Calico keeps only `default`), ordered by name.
+    pub async fn list_cluster_information(&self) -> Result<Vec<ClusterInformation>, ClientError> {
+        let listing = self.store.list(CLUSTER_INFORMATION_PREFIX).await?;
+        listing
+            .kvs
+            .iter()
+            .map(|kv| {
+                let mut ci =
+                    ClusterInformation::from_json(&kv.value).map_err(|e| ClientError::Corrupt {
+                        key: kv.key.clone(),
+                        reason: e.to_string(),
+                    })?;
+                ci.revision = Some(kv.mod_revision);
+                Ok(ci)
+            })
+            .collect()
+    }
+
+    /// Writes `clusterinformations/default`: created (with a `uid` and `creationTimestamp`)
+    /// when `ci.revision` is `None`, else updated only if still at that revision. A concurrent
+    /// writer is [`StoreError::AlreadyExists`] or [`StoreError::Conflict`] inside
+    /// [`ClientError::Store`]: read again and retry. Returns the revision written.
+    pub async fn write_cluster_information(
+        &self,
+        ci: &ClusterInformation,
+    ) -> Result<Revision, ClientError> {
+        let key = format!("{CLUSTER_INFORMATION_PREFIX}{}", ci.name);
+        let written = match ci.revision {
+            None => {
+                let mut fresh = ci.clone();
+                fresh.set_metadata_if_absent("uid", new_uid());
+                fresh.set_metadata_if_absent("creationTimestamp", rfc3339_now());
+                self.store.create(&key, fresh.to_json()).await?
+            }
+            Some(rev) => self.store.update(&key, ci.to_json(), rev).await?,
+        };
+        Ok(written)
     }
 
     /// Every resource of a kind, ordered by name.
@@ -563,7 +620,7 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 /// A random (version 4) UUID, as Kubernetes assigns to every object.
-fn new_uid() -> String {
+pub(crate) fn new_uid() -> String {
     let mut b: [u8; 16] = rand::rng().random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
@@ -579,7 +636,7 @@ fn new_uid() -> String {
 }
 
 /// Now as RFC 3339 in UTC with second precision (`2026-11-22T10:00:00Z`).
-fn rfc3339_now() -> String {
+pub(crate) fn rfc3339_now() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -623,6 +680,46 @@ mod tests {
         let mut doc = json!({"a": [1]});
         merge_patch(&mut doc, &json!({"a": [2, 3], "n": {"x": 1}}));
         assert_eq!(doc, json!({"a": [2, 3], "n": {"x": 1}}));
+    }
+
+    #[tokio::test]
+    async fn cluster_information_create_update_and_conflict() {
+        let client = ResourceClient::new(crate::store::memory::MemoryStore::new());
+        assert!(client.cluster_information().await.unwrap().is_none());
+        let ci = ClusterInformation::created("v0.1.0", "", "g".into());
+        let rev = client.write_cluster_information(&ci).await.unwrap();
+        // A second create loses.
+        let again = client.write_cluster_information(&ci).await.unwrap_err();
+        assert!(
+            matches!(again, ClientError::Store(StoreError::AlreadyExists { .. })),
+            "{again}"
+        );
+        let mut read = client.cluster_information().await.unwrap().unwrap();
+        assert_eq!(read.revision, Some(rev));
+        assert_eq!(read.spec.cluster_guid, "g");
+        let stored: Value = serde_json::from_slice(
+            &client
+                .store()
+                .get(CLUSTER_INFORMATION_KEY)
+                .await
+                .unwrap()
+                .unwrap()
+                .value,
+        )
+        .unwrap();
+        assert_eq!(stored["metadata"]["uid"].as_str().map(str::len), Some(36));
+        assert!(stored["metadata"]["creationTimestamp"].is_string());
+        read.spec.datastore_ready = Some(false);
+        let stale = read.clone();
+        client.write_cluster_information(&read).await.unwrap();
+        let lost = client.write_cluster_information(&stale).await.unwrap_err();
+        assert!(
+            matches!(lost, ClientError::Store(StoreError::Conflict { .. })),
+            "{lost}"
+        );
+        let all = client.list_cluster_information().await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert!(!all[0].datastore_ready());
     }
 
     #[test]

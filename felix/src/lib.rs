@@ -70,4 +70,4 @@ pub use model::{
 };
 pub use reconciler::{Error, Reconciler, ReconcilerHandle};
 pub use status::{ApplyStats, ReconcilerStatus, RouteFailure};
-pub use sys::run_in_netns;
+pub use sys::{run_in_netns, run_in_new_netns};

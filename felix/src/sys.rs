@@ -1,4 +1,4 @@
-//! The only two places where this crate calls libc directly.
+//! The only places where this crate calls libc directly.
 //!
 //! Everything else goes through `netlink-sys` and `std`. Both functions are tiny wrappers around
 //! one system call each, with arguments whose validity is checked by the types.
@@ -68,4 +68,61 @@ where
     handle
         .join()
         .map_err(|_| io::Error::other("thread inside the namespace panicked"))?
+}
+
+/// Moves the calling thread into a new, empty network namespace of its own.
+#[allow(unsafe_code)]
+fn unshare_net() -> io::Result<()> {
+    // SAFETY: `unshare` takes a constant flag and no pointers; it only changes the calling
+    // thread's namespace membership.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Runs `f` on a new thread inside a new, empty network namespace (needs CAP_SYS_ADMIN), and
+/// returns its result. Used to try kernel features (create a VXLAN link, an nftables request)
+/// without touching the host: the namespace belongs to that thread alone, so when the thread
+/// ends the kernel removes it with everything created in it, even if the process is killed.
+/// Fails with the `unshare` error when no namespace can be made.
+pub fn run_in_new_netns<T, F>(f: F) -> io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let handle = std::thread::Builder::new()
+        .name("felix-probe-ns".into())
+        .spawn(move || -> io::Result<T> {
+            unshare_net()?;
+            Ok(f())
+        })?;
+    handle
+        .join()
+        .map_err(|_| io::Error::other("thread inside the namespace panicked"))?
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn new_netns_is_private_to_its_thread() {
+        let ns_link = || std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        let outside = ns_link();
+        match run_in_new_netns(ns_link) {
+            Ok(inside) => {
+                assert_ne!(inside, outside);
+                // The caller's thread never moved.
+                assert_eq!(ns_link(), outside);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                eprintln!("SKIPPED new_netns_is_private_to_its_thread: needs CAP_SYS_ADMIN");
+            }
+            Err(e) => panic!("unshare: {e}"),
+        }
+    }
 }

@@ -99,6 +99,10 @@ pub struct NodeRunArgs {
     /// Seconds between full dataplane resyncs.
     #[arg(long, env = "CALYX_ROUTE_REFRESH_INTERVAL", default_value = "90")]
     pub route_refresh_interval: String,
+    /// Comma-separated cluster types recorded in ClusterInformation (`k8s,bgp`), as
+    /// calico-node's manifests set it; none by default, as in calico-node.
+    #[arg(long, env = "CLUSTER_TYPE", default_value = "")]
+    pub cluster_type: String,
 }
 
 /// A configuration value that cannot be used; Display names the variable and the value.
@@ -219,6 +223,8 @@ pub struct NodeConfig {
     pub route_protocol: u8,
     /// Full resync interval.
     pub route_refresh_interval: Duration,
+    /// Cluster types for ClusterInformation (`CLUSTER_TYPE`), possibly empty.
+    pub cluster_type: String,
 }
 
 /// Parses a pool mode with the spellings calico-node accepts.
@@ -569,6 +575,7 @@ impl NodeRunArgs {
             state_dir: self.state_dir.clone(),
             route_protocol,
             route_refresh_interval: Duration::from_secs(refresh.max(1)),
+            cluster_type: self.cluster_type.trim().to_string(),
         })
     }
 }

@@ -11,6 +11,7 @@
 
 mod autodetect;
 mod bgp;
+pub mod checksystem;
 pub mod cluster;
 pub mod config;
 mod dataplane;
@@ -71,7 +72,9 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
     })?;
 
     startup::ensure_default_pools(&client, &config).await?;
+    startup::ensure_cluster_information(&client, &config.cluster_type).await?;
     startup::write_node_addresses(&client, &config, ipv4, ipv6).await?;
+    startup::wait_until_datastore_ready(&client).await;
     if ipv4.is_some() {
         ipam.ensure_block(&config.nodename, Family::V4)
             .await
@@ -180,6 +183,9 @@ fn write_nodename_file(config: &NodeConfig) {
 /// [`cluster`]).
 const IPAM_STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How long a failed tunnel-address assignment waits before the next try.
+const TUNNEL_RETRY: Duration = Duration::from_secs(5);
+
 /// The route resolver task and the queue into it.
 struct ResolverTask {
     inputs: mpsc::Sender<ResolverInput>,
@@ -242,6 +248,7 @@ async fn main_loop<S: Store + Clone>(
         topology: true,
     };
     let mut tunnels_pending = true;
+    let mut tunnels_retry = Instant::now();
     let mut tick = tokio::time::interval(DEBOUNCE);
     let mut ipam_tick = tokio::time::interval(IPAM_STATUS_INTERVAL);
     update_status(status, |s| s.datastore_synced = true);
@@ -259,12 +266,19 @@ async fn main_loop<S: Store + Clone>(
                 update_status(status, |s| s.ipam = ipam_status);
             }
             _ = tick.tick() => {
-                tunnels_pending |= pending.pools;
-                if tunnels_pending {
-                    // Retried on the next tick when it fails (etcd away, say).
+                if pending.pools {
+                    tunnels_pending = true;
+                    tunnels_retry = Instant::now();
+                }
+                if tunnels_pending && Instant::now() >= tunnels_retry {
+                    // Retried a while later when it fails (etcd away, datastore not ready):
+                    // not on every tick, which would only repeat the same warning.
                     match startup::ensure_tunnels(client, ipam, &config.nodename, &state).await {
                         Ok(()) => tunnels_pending = false,
-                        Err(e) => warn!(error = %format!("{e:#}"), "tunnel addresses"),
+                        Err(e) => {
+                            warn!(error = %format!("{e:#}"), "tunnel addresses; retrying in 5 s");
+                            tunnels_retry = Instant::now() + TUNNEL_RETRY;
+                        }
                     }
                 }
                 if pending.topology {
@@ -500,6 +514,7 @@ mod tests {
             state_dir: std::env::temp_dir().join(format!("calyx-loop-{}", std::process::id())),
             route_protocol: 80,
             route_refresh_interval: Duration::from_secs(90),
+            cluster_type: String::new(),
         }
     }
 

@@ -1,18 +1,23 @@
 //! Start-up writes of the node daemon, each idempotent and guarded by revisions: the default
-//! pools, this node's `Node` resource, its tunnel addresses and VTEP MAC.
+//! pools, `ClusterInformation`, this node's `Node` resource, its tunnel addresses and VTEP MAC;
+//! and the wait for `datastoreReady` before any address is assigned.
 
 use std::net::IpAddr;
 
 use anyhow::{Context, Result};
 use calyx_datastore::client::{ClientError, ResourceClient, WriteMode};
 use calyx_datastore::resources::{
-    EncapMode, IPPool, IPPoolSpec, Kind, MacAddr, Node, NodeBGPSpec, ObjectMeta, Resource,
+    new_cluster_guid, ClusterInformation, EncapMode, IPPool, IPPoolSpec, Kind, MacAddr, Node,
+    NodeBGPSpec, ObjectMeta, Resource,
 };
 use calyx_datastore::store::Store;
+use calyx_datastore::store::StoreError;
 use calyx_ipam::{Ipam, TunnelKind};
 use ipnet::IpNet;
 use rand::Rng;
-use tracing::info;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
 
 use super::cluster::ClusterState;
 use super::config::{DefaultPool, NodeConfig};
@@ -52,6 +57,114 @@ pub async fn ensure_default_pools<S: Store>(
                 Err(e) => return Err(e).with_context(|| format!("cannot create {name}")),
             }
         }
+    }
+    Ok(())
+}
+
+/// The version this daemon records as the cluster's `calicoVersion` (`v0.1.0`, written as
+/// Calico writes its own).
+pub const CALYX_VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
+/// What calico-node's start-up does with `clusterinformations/default` (libcalico-go's
+/// `EnsureInitialized`): create it when absent (a random GUID, `cluster_type`, this version,
+/// `datastoreReady: true`), else record this version, fill a missing GUID, set an unset
+/// `datastoreReady` to true (an explicit `false` stays) and add missing cluster types. Fields
+/// Calyx does not model are written back as they were. Another node writing at the same time
+/// is retried.
+pub async fn ensure_cluster_information<S: Store>(
+    client: &ResourceClient<S>,
+    cluster_type: &str,
+) -> Result<ClusterInformation> {
+    for _ in 0..MAX_ATTEMPTS {
+        let (mut ci, created) = match client
+            .cluster_information()
+            .await
+            .context("cannot read ClusterInformation")?
+        {
+            Some(ci) => (ci, false),
+            None => (
+                ClusterInformation::created(CALYX_VERSION, cluster_type, new_cluster_guid()),
+                true,
+            ),
+        };
+        if !created && !ci.initialize(CALYX_VERSION, cluster_type, new_cluster_guid) {
+            return Ok(ci);
+        }
+        match client.write_cluster_information(&ci).await {
+            Ok(revision) => {
+                ci.revision = Some(revision);
+                info!(
+                    created,
+                    version = %ci.spec.calico_version,
+                    cluster_type = %ci.spec.cluster_type,
+                    datastore_ready = ?ci.spec.datastore_ready,
+                    "ClusterInformation written"
+                );
+                return Ok(ci);
+            }
+            // Another node got there first: read its write and start again.
+            Err(ClientError::Store(
+                StoreError::AlreadyExists { .. } | StoreError::Conflict { .. },
+            )) => continue,
+            Err(e) => return Err(e).context("cannot write ClusterInformation"),
+        }
+    }
+    anyhow::bail!("cannot write ClusterInformation: other writers kept changing it")
+}
+
+/// How often readiness is looked at again while `datastoreReady` is false (Felix waits 1 s).
+const READY_POLL: Duration = Duration::from_secs(1);
+/// How often the waiting is logged again.
+const READY_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// Waits while `clusterinformations/default` says `datastoreReady: false` (a datastore
+/// migration in progress), as Calico's components do before they touch it: no block is
+/// claimed and no tunnel address assigned until it is true (or unset) again. Logs when the wait
+/// starts, every 30 s while it lasts, and when it ends. A read that fails is retried.
+pub async fn wait_until_datastore_ready<S: Store>(client: &ResourceClient<S>) {
+    let started = Instant::now();
+    let mut logged: Option<Instant> = None;
+    loop {
+        let ready = match client.cluster_information().await {
+            Ok(ci) => ci.is_none_or(|ci| ci.datastore_ready()),
+            Err(e) => {
+                warn!(error = %e, "cannot read ClusterInformation; retrying");
+                false
+            }
+        };
+        if ready {
+            if logged.is_some() {
+                info!(
+                    waited_seconds = started.elapsed().as_secs(),
+                    "datastore ready again (ClusterInformation datastoreReady is true)"
+                );
+            }
+            return;
+        }
+        if logged.is_none_or(|t| t.elapsed() >= READY_LOG_EVERY) {
+            warn!(
+                waited_seconds = started.elapsed().as_secs(),
+                "datastore not ready (ClusterInformation datastoreReady is false): waiting \
+                 before assigning any address"
+            );
+            logged = Some(Instant::now());
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
+
+/// Fails (to be retried) while `datastoreReady` is false: a runtime check before assigning
+/// an address outside start-up.
+async fn require_datastore_ready<S: Store>(client: &ResourceClient<S>) -> Result<()> {
+    let ci = client
+        .cluster_information()
+        .await
+        .context("cannot read ClusterInformation")?;
+    if ci.is_some_and(|ci| !ci.datastore_ready()) {
+        anyhow::bail!(
+            "datastore not ready (ClusterInformation datastoreReady is false): not assigning \
+             tunnel addresses yet"
+        );
     }
     Ok(())
 }
@@ -158,6 +271,9 @@ pub async fn ensure_tunnels<S: Store>(
             .as_ref()
             .is_some_and(|b| b.ipv4_ipip_tunnel_addr.is_some())
     });
+    if (wants_vxlan && !has_vxlan) || (wants_ipip && !has_ipip) {
+        require_datastore_ready(client).await?;
+    }
     if wants_vxlan && !has_vxlan {
         let addr = ipam
             .assign_tunnel_address(nodename, TunnelKind::Vxlan)

@@ -1,7 +1,9 @@
 //! `calyx get KIND [NAME] [-o ps|wide|yaml|json]`.
 
 use anyhow::{Context, Result};
-use calyx_datastore::resources::{Kind, Resource};
+use calyx_datastore::resources::{
+    is_cluster_information_kind, Kind, Resource, CLUSTER_INFORMATION_KIND,
+};
 use serde_json::{json, Value};
 
 use crate::args::{DatastoreArgs, GetArgs, OutputFormat};
@@ -9,6 +11,9 @@ use crate::{connect, table};
 
 /// Prints one resource or all of a kind.
 pub async fn run(datastore: &DatastoreArgs, args: GetArgs) -> Result<()> {
+    if is_cluster_information_kind(&args.kind) {
+        return cluster_information(datastore, args).await;
+    }
     let kind = super::parse_kind(&args.kind)?;
     let client = connect::client(datastore).await?;
     let resources = match &args.name {
@@ -25,6 +30,60 @@ pub async fn run(datastore: &DatastoreArgs, args: GetArgs) -> Result<()> {
     Ok(())
 }
 
+/// `calyx get clusterinformation(s) [default]`: read-only, as in calicoctl, and kept apart
+/// from the kinds `apply` writes.
+async fn cluster_information(datastore: &DatastoreArgs, args: GetArgs) -> Result<()> {
+    let client = connect::client(datastore).await?;
+    let mut all = client.list_cluster_information().await?;
+    if let Some(name) = &args.name {
+        all.retain(|ci| &ci.name == name);
+        if all.is_empty() {
+            anyhow::bail!("{CLUSTER_INFORMATION_KIND} {name:?} does not exist");
+        }
+    }
+    let values: Vec<Value> = all.iter().map(|ci| ci.to_value()).collect();
+    let text = match args.output {
+        OutputFormat::Ps | OutputFormat::Wide => table::render_cluster_information(&values),
+        format => encode(
+            list_document(CLUSTER_INFORMATION_KIND, args.name.is_some(), &values),
+            format,
+        )?,
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// One object when one was asked for by name, else a calicoctl-style `<Kind>List`.
+fn list_document(kind: &str, single: bool, values: &[Value]) -> Value {
+    if single && values.len() == 1 {
+        values[0].clone()
+    } else {
+        json!({
+            "apiVersion": "projectcalico.org/v3",
+            "kind": format!("{kind}List"),
+            "items": values,
+        })
+    }
+}
+
+/// A document as YAML or JSON text, ending in a newline.
+fn encode(document: Value, output: OutputFormat) -> Result<String> {
+    Ok(match output {
+        OutputFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&document).context("cannot encode JSON")?;
+            s.push('\n');
+            s
+        }
+        _ => {
+            let mut s = serde_yaml_ng::to_string(&document).context("cannot encode YAML")?;
+            if !s.ends_with('\n') {
+                s.push('\n');
+            }
+            s
+        }
+    })
+}
+
 /// Formats resources: a table, or the objects themselves (a calicoctl-style `<Kind>List` when
 /// more than one was asked for), which `calyx apply` takes back unchanged.
 fn format(
@@ -37,29 +96,11 @@ fn format(
         .iter()
         .map(|r| serde_json::to_value(r).context("cannot encode a resource"))
         .collect::<Result<_>>()?;
-    let document = if single && values.len() == 1 {
-        values[0].clone()
-    } else {
-        json!({
-            "apiVersion": "projectcalico.org/v3",
-            "kind": format!("{}List", kind.as_str()),
-            "items": values,
-        })
-    };
     Ok(match output {
         OutputFormat::Ps => table::render(kind, false, &values),
         OutputFormat::Wide => table::render(kind, true, &values),
-        OutputFormat::Yaml => {
-            let mut s = serde_yaml_ng::to_string(&document).context("cannot encode YAML")?;
-            if !s.ends_with('\n') {
-                s.push('\n');
-            }
-            s
-        }
-        OutputFormat::Json => {
-            let mut s = serde_json::to_string_pretty(&document).context("cannot encode JSON")?;
-            s.push('\n');
-            s
+        OutputFormat::Yaml | OutputFormat::Json => {
+            encode(list_document(kind.as_str(), single, &values), output)?
         }
     })
 }

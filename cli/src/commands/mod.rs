@@ -4,6 +4,7 @@ mod get;
 mod ipam;
 mod label;
 mod node;
+mod version;
 mod write;
 
 use anyhow::{Context, Result};
@@ -28,6 +29,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             calyx_node::run(&crate::connect::etcd_config(&datastore)?, *args).await
         }
         Command::Node(crate::args::NodeCommand::Status(args)) => node::status(args).await,
+        Command::Node(crate::args::NodeCommand::Checksystem) => node::checksystem().await,
+        Command::Version => version::run(&datastore).await,
         Command::Ipam(command) => ipam::run(&datastore, command).await,
         Command::Completion(args) => {
             let mut command = Cli::command();

@@ -1,4 +1,5 @@
-//! `calyx node status`: asks the local daemon's status endpoint.
+//! `calyx node status`: asks the local daemon's status endpoint; `calyx node checksystem`:
+//! checks this host.
 
 use std::time::Duration;
 
@@ -25,6 +26,20 @@ pub async fn status(args: NodeStatusArgs) -> Result<()> {
     let status: NodeStatus =
         serde_json::from_str(&body).context("the daemon's status is not valid JSON")?;
     print!("{}", render(&status));
+    Ok(())
+}
+
+/// Prints one line per check and a verdict; fails (exit 1) when a required check failed.
+pub async fn checksystem() -> Result<()> {
+    // The probes block (a thread in a namespace of its own, netlink, file reads).
+    let checks = tokio::task::spawn_blocking(calyx_node::checksystem::run_checks)
+        .await
+        .context("the system checks did not finish")?;
+    let (report, ok) = calyx_node::checksystem::render(&checks);
+    print!("{report}");
+    if !ok {
+        anyhow::bail!("a required check failed");
+    }
     Ok(())
 }
 

@@ -8,6 +8,8 @@
 //! - [`parse_documents`]: the `calyx apply -f` input: YAML or JSON, several documents, lists.
 //! - [`ValidationError`], [`check_pool_overlaps`]: validation, one error naming kind, name, field
 //!   and value.
+//! - [`ClusterInformation`]: `clusterinformations/default`, read leniently and written back
+//!   with every field it had.
 //! - [`ipam`]: `AllocationBlock`, `BlockAffinity`, `IPAMHandle`, `IPAMConfig` and their keys.
 
 use std::fmt;
@@ -16,6 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod bgpconfig;
 mod bgppeer;
+mod clusterinfo;
 mod document;
 pub mod ipam;
 mod ippool;
@@ -30,6 +33,11 @@ pub use bgpconfig::{
     PrefixAdvertisement, ServiceCidr, DEFAULT_BGP_CONFIGURATION, LOG_SEVERITIES,
 };
 pub use bgppeer::{BGPPassword, BGPPeer, BGPPeerSpec, SecretKeyRef, SourceAddress};
+pub use clusterinfo::{
+    is_cluster_information_kind, new_cluster_guid, ClusterInfoDecodeError, ClusterInformation,
+    ClusterInformationSpec, CLUSTER_INFORMATION_KEY, CLUSTER_INFORMATION_KIND,
+    CLUSTER_INFORMATION_NAME, CLUSTER_INFORMATION_NAMES, CLUSTER_INFORMATION_PREFIX,
+};
 pub use document::{parse_documents, DocumentError, DocumentProblem};
 pub use ippool::{
     check_pool_overlaps, AllowedUse, AssignmentMode, EncapMode, IPPool, IPPoolSpec, ALL_NODES,
