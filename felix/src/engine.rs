@@ -237,6 +237,7 @@ impl Engine {
                         }
                     }
                     if relevant {
+                        tracing::debug!(index = idx, "link event: full pass");
                         self.need_links = true;
                         self.need_dump = true;
                         self.need_l2 = true;
@@ -248,6 +249,12 @@ impl Engine {
                         .get(4..8)
                         .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
                         .unwrap_or(0);
+                    // Link-scope addresses (an IPv6 link-local appearing after DAD, say) are
+                    // never the node address nor its subnet: no full pass for them.
+                    const RT_SCOPE_LINK: u8 = 253;
+                    if m.payload.get(3) == Some(&RT_SCOPE_LINK) {
+                        continue;
+                    }
                     let mut relevant = self.tracked_index(idx);
                     if !relevant {
                         if let Some(
@@ -264,6 +271,7 @@ impl Engine {
                         }
                     }
                     if relevant {
+                        tracing::debug!(index = idx, "address event: full pass");
                         self.need_links = true;
                         self.need_dump = true;
                     }
@@ -312,6 +320,7 @@ impl Engine {
         } else if want.is_some() {
             if new {
                 // A foreign route took this key; it may have replaced ours: look again.
+                tracing::debug!(dst = %p.key.dst, "foreign route on a key of ours: full pass");
                 self.need_dump = true;
             } else {
                 // A foreign route left: ours may now be writable.
@@ -567,6 +576,7 @@ impl Engine {
             }
         };
         if res.lost_replies {
+            tracing::warn!("netlink replies lost: full pass");
             self.need_dump = true;
         }
         let mut failed: HashMap<usize, crate::nl::NlFailure> = res.failed.into_iter().collect();
