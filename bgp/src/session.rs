@@ -47,6 +47,8 @@ pub(crate) struct StatusInner {
     pub capabilities: Vec<String>,
     pub peer_id: Option<std::net::Ipv4Addr>,
     pub hold_time: Option<u16>,
+    /// How many times the session reached Established since the peer was configured.
+    pub established_count: u64,
 }
 
 /// What a peer task shares with the speaker.
@@ -67,6 +69,7 @@ impl PeerShared {
                 capabilities: Vec::new(),
                 peer_id: None,
                 hold_time: None,
+                established_count: 0,
             }),
             counters,
         }
@@ -758,6 +761,7 @@ impl PeerTask {
             x.peer_id = Some(neg.peer_id);
             x.hold_time = Some(neg.hold_time);
             x.last_error = None;
+            x.established_count += 1;
         });
         let _ = self
             .rib

@@ -109,6 +109,9 @@ pub struct PeerStatus {
     pub peer_router_id: Option<std::net::Ipv4Addr>,
     /// Negotiated hold time.
     pub hold_time: Option<u16>,
+    /// How many times the session reached Established since the peer was configured: more
+    /// than one means it was reset in between.
+    pub established_count: u64,
 }
 
 type Registry = Arc<Mutex<HashMap<IpAddr, (mpsc::Sender<PeerCtl>, PeerConfig, Arc<PeerShared>)>>>;
@@ -282,6 +285,7 @@ impl Speaker {
                     capabilities: st.capabilities,
                     peer_router_id: st.peer_id,
                     hold_time: st.hold_time,
+                    established_count: st.established_count,
                 })
             })
             .collect();
