@@ -534,3 +534,58 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::config::GlobalConfig;
+    use crate::tasks::INCOMING_QUEUE;
+    use tokio::net::TcpListener;
+
+    /// A peer task whose queue of accepted connections is full still gets its exit (before,
+    /// commands shared that queue and were sent with `try_send`, and were lost when it was
+    /// full).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exit_is_not_lost_when_the_connection_queue_is_full() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel(INCOMING_QUEUE);
+        let mut clients = Vec::new();
+        for _ in 0..=INCOMING_QUEUE {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+            let (s, _) = l.accept().await.unwrap();
+            let _ = tx.try_send(s);
+        }
+        assert!(tx.capacity() == 0, "the queue is full");
+        let commands = Arc::new(PeerCommands::default());
+        let (done, done_rx) = oneshot::channel();
+        commands.exit(None, done);
+        let (rib, _rib_rx) = mpsc::channel(16);
+        let task = PeerTask {
+            id: 1,
+            cfg: PeerConfig {
+                passive: true,
+                ..PeerConfig::new("127.0.0.1".parse().unwrap(), 65000)
+            },
+            global: Arc::new(GlobalConfig {
+                router_id: "10.0.0.1".parse().unwrap(),
+                local_as: 65000,
+                ..Default::default()
+            }),
+            rib,
+            shared: Arc::new(PeerShared::new(Default::default())),
+            epoch: Instant::now(),
+        };
+        let h = tokio::spawn(task.run(rx, commands));
+        tokio::time::timeout(Duration::from_secs(10), done_rx)
+            .await
+            .expect("the exit was not carried out")
+            .expect("the exit was dropped");
+        tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .expect("the task did not end")
+            .unwrap();
+        drop(tx);
+    }
+}
