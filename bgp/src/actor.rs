@@ -14,6 +14,7 @@ use calyx_proto::{AfiSafi, Asn, ErrorCode, NotificationMessage, RouteRefreshSubt
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{ConfigChange, GlobalConfig, PeerConfig};
 use crate::rib::{BestRouteChange, PeerId, Rib, RibAction, RibGlobal};
@@ -453,7 +454,10 @@ impl Actor {
         };
         tokio::spawn(supervise(
             id,
-            task.run(incoming_rx, commands.clone()),
+            // Every log line of the session names this speaker and the peer.
+            task.run(incoming_rx, commands.clone()).instrument(
+                tracing::info_span!("session", local = %self.global.router_id, peer = %a),
+            ),
             self.tx.clone(),
         ));
         if let Ok(mut r) = self.registry.lock() {

@@ -4,6 +4,8 @@
 
 use calyx_proto::notification::FsmSubcode;
 use calyx_proto::{Asn, ErrorCode, Message, NotificationMessage, OpenMessage, ParseContext};
+use std::time::{Duration, Instant};
+
 use tokio::net::TcpStream;
 
 use super::conn::{encode, reject, Conn};
@@ -22,7 +24,91 @@ pub(crate) struct Candidate {
     pub(crate) open: Option<OpenMessage>,
 }
 
+/// How long a connection from the peer while Established waits for the peer's OPEN.
+const RECONNECT_OPEN_WAIT: Duration = Duration::from_secs(10);
+/// After the peer's OPEN on such a connection, how long the old session is given to show
+/// that it is still alive (a collision's loser: its Cease follows the OPEN at once) or dead
+/// (the probe we send on it is answered with a reset) before the OPEN is taken as the peer
+/// restarting.
+pub(super) const RESTART_CONFIRM: Duration = Duration::from_secs(2);
+
+/// A connection from the peer while Established with graceful restart
+/// ([`Arrival::Reconnect`]): its reader runs, nothing is sent on it.
+pub(crate) struct Reconnect {
+    pub(crate) conn: Conn,
+    /// The peer's OPEN on it, once read.
+    pub(crate) open: Option<OpenMessage>,
+    /// When to decide: drop it (no OPEN yet) or take it as the restart (OPEN read).
+    pub(crate) deadline: Instant,
+}
+
 impl PeerTask {
+    /// Something happened on the connection kept by [`Arrival::Reconnect`].
+    ///
+    /// RFC 4724 §4.2 takes a new OPEN from the peer while Established as the peer
+    /// restarting. But the losing connection of a collision also carries the peer's OPEN
+    /// (§6.8: each side sends an OPEN on both connections before the identifiers decide),
+    /// followed by its Cease: taking that OPEN at once as a restart drops a good session. So
+    /// after the OPEN, the old connection is probed with a KEEPALIVE and given
+    /// [`RESTART_CONFIRM`]: a Cease or close on the new connection means collision, nothing
+    /// changes; the old one failing is the restart, through the ordinary close path; neither
+    /// within the time, the OPEN is the restart, as the RFC says.
+    pub(super) async fn reconnect_event(
+        &self,
+        s: &mut Session,
+        ev: Option<Event>,
+        queue: &mut Vec<Input>,
+    ) {
+        match ev {
+            Some(Event::Msg(Message::Open(open)))
+                if s.reconnect.as_ref().is_some_and(|r| r.open.is_none()) =>
+            {
+                tracing::debug!(peer = %self.cfg.address, peer_id = %open.bgp_id, "OPEN on a new connection while Established: probing the old one");
+                if let Some(r) = s.reconnect.as_mut() {
+                    r.open = Some(open);
+                    r.deadline = Instant::now() + RESTART_CONFIRM;
+                }
+                let mut b = bytes::BytesMut::new();
+                calyx_proto::message::encode_keepalive(&mut b);
+                if let Some(c) = s.conn.as_mut() {
+                    if let Err(e) = c.write(&b).await {
+                        tracing::info!(peer = %self.cfg.address, "old connection failed ({e}): the peer restarted");
+                        queue.push(Input::TcpClosed);
+                    }
+                }
+            }
+            other => {
+                // A NOTIFICATION (Cease / Connection Collision Resolution, typically), a
+                // close, or anything else: not a restarted peer. The session is untouched.
+                let why = match &other {
+                    Some(Event::Msg(Message::Notification(n))) => format!("received {n}"),
+                    Some(Event::Msg(m)) => format!("unexpected {m:?}"),
+                    Some(Event::Decode(n)) => format!("decode error {n}"),
+                    Some(Event::Closed(w)) => w.clone(),
+                    None => "reader ended".into(),
+                };
+                tracing::debug!(peer = %self.cfg.address, "connection while Established dropped: {why}");
+                if let Some(r) = s.reconnect.take() {
+                    r.conn.close(None).await;
+                }
+            }
+        }
+    }
+
+    /// The connection kept by [`Arrival::Reconnect`] reached its deadline.
+    pub(super) async fn reconnect_deadline(&self, s: &mut Session, queue: &mut Vec<Input>) {
+        let has_open = s.reconnect.as_ref().is_some_and(|r| r.open.is_some());
+        if has_open {
+            // RFC 4724 §4.2: the peer restarted. Its routes are kept as stale; the new
+            // connection replaces the session when the old one is closed (Output::Close).
+            tracing::info!(peer = %self.cfg.address, "the peer restarted (new OPEN while Established)");
+            queue.push(Input::TcpClosed);
+        } else if let Some(r) = s.reconnect.take() {
+            tracing::debug!(peer = %self.cfg.address, "connection while Established sent no OPEN: closed");
+            r.conn.close(None).await;
+        }
+    }
+
     fn identity(&self) -> Identity {
         Identity {
             id: self.global.router_id,
@@ -44,11 +130,6 @@ impl PeerTask {
             admin_down: s.admin_down,
             current_outgoing: s.conn.as_ref().map(|c| c.outgoing),
             waiting: s.candidate.is_some(),
-            local: self.identity(),
-            peer: s.fsm.negotiated().map(|n| Identity {
-                id: n.peer_id,
-                asn: n.peer_as,
-            }),
             peer_graceful_restart: s
                 .negotiated
                 .as_ref()
@@ -68,18 +149,16 @@ impl PeerTask {
             }
             Arrival::Reject => reject(stream).await,
             Arrival::Wait => s.candidate = self.candidate(stream, outgoing, s).await,
-            Arrival::TakeOver => {
-                s.candidate = self.candidate(stream, outgoing, s).await;
-                if s.candidate.is_some() {
-                    tracing::info!(peer = %self.cfg.address, "collision: current connection closed");
-                    queue.push(Input::CollisionLost);
+            Arrival::Reconnect => {
+                if s.reconnect.is_some() {
+                    // The newer of two is the live one if the peer restarted twice.
+                    tracing::debug!(peer = %self.cfg.address, "a newer connection replaces the one waiting for its OPEN");
                 }
-            }
-            Arrival::PeerRestarted => {
-                // RFC 4724 §4.2: a new connection while Established means the peer
-                // restarted; its routes are kept as stale.
-                s.restarted = Some(stream);
-                queue.push(Input::TcpClosed);
+                s.reconnect = Some(Reconnect {
+                    conn: self.new_conn(stream, outgoing, s),
+                    open: None,
+                    deadline: Instant::now() + RECONNECT_OPEN_WAIT,
+                });
             }
         }
     }

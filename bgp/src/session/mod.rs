@@ -37,7 +37,7 @@ use crate::encode;
 use crate::fsm::{self, DownReason, Fsm, FsmConfig, Input, Negotiated, Output, State, Timer};
 use crate::rib::{PeerId, UpInfo};
 use crate::tasks::{Command, Event, OutMsg, PeerCommands, PeerShared, RibMsg, OUT_QUEUE};
-use collide::Candidate;
+use collide::{Candidate, Reconnect};
 use conn::{apply_socket_options, connect, encode as encode_message, AbortOnDrop, Conn};
 
 /// One peer's task: its configuration and its links to the rest of the speaker.
@@ -77,6 +77,7 @@ impl PeerTask {
             passive: self.cfg.passive,
             connect_retry: self.cfg.connect_retry_time(),
             idle_hold: self.cfg.connect_retry_time(),
+            open_hold: fsm::open_hold(self.cfg.hold_time),
             capabilities: fsm::capabilities(
                 Asn(self.global.local_as),
                 &families(&self.cfg),
@@ -99,7 +100,7 @@ impl PeerTask {
             timers: HashMap::new(),
             conn: None,
             candidate: None,
-            restarted: None,
+            reconnect: None,
             connecting: None,
             out_rx: None,
             packer: None,
@@ -125,6 +126,7 @@ impl PeerTask {
                 return;
             }
             let next = s.timers.values().min().copied();
+            let reconnect_deadline = s.reconnect.as_ref().map(|r| r.deadline);
             tokio::select! {
                 c = commands.next() => match c {
                     Command::Stop { notification, restart_after } => {
@@ -188,6 +190,12 @@ impl PeerTask {
                         }
                         None => queue.push(Input::TcpClosed),
                     }
+                }
+                ev = async { match s.reconnect.as_mut() { Some(r) => r.conn.events.recv().await, None => std::future::pending().await } }, if s.reconnect.is_some() => {
+                    self.reconnect_event(&mut s, ev, &mut queue).await;
+                }
+                _ = async { match reconnect_deadline { Some(t) => tokio::time::sleep_until(t.into()).await, None => std::future::pending().await } }, if reconnect_deadline.is_some() => {
+                    self.reconnect_deadline(&mut s, &mut queue).await;
                 }
                 ev = async { match s.candidate.as_mut() { Some(c) => c.conn.events.recv().await, None => std::future::pending().await } }, if s.candidate.is_some() => {
                     self.candidate_event(&mut s, ev, &mut queue).await;
@@ -268,11 +276,15 @@ impl PeerTask {
                     s.connecting = None;
                     s.out_rx = None;
                     s.packer = None;
-                    if let Some(stream) = s.restarted.take() {
-                        // The restarted peer's connection replaces the session.
+                    if let Some(r) = s.reconnect.take() {
+                        // The connection from the restarted peer replaces the session (or,
+                        // if the old one failed first, is what is left of it).
                         if !s.admin_down {
-                            s.conn = Some(self.new_conn(stream, false, s));
+                            s.conn = Some(r.conn);
                             queue.push(Input::TcpAccepted);
+                            if let Some(open) = r.open {
+                                queue.push(Input::Message(Message::Open(open)));
+                            }
                         }
                     } else if let Some(c) = s.candidate.take() {
                         // The current connection failed while a second one waited: that one
@@ -512,9 +524,9 @@ struct Session {
     conn: Option<Conn>,
     /// A second connection waiting on a collision (only while the FSM is in OpenSent).
     candidate: Option<Candidate>,
-    /// A connection from a peer that restarted while Established (RFC 4724 §4.2), taking over
-    /// once the old session is down.
-    restarted: Option<TcpStream>,
+    /// A connection from the peer while Established with graceful restart, until its OPEN
+    /// says whether the peer restarted (RFC 4724 §4.2) or it lost a collision.
+    reconnect: Option<Reconnect>,
     connecting: Option<(AbortOnDrop, oneshot::Receiver<io::Result<TcpStream>>)>,
     out_rx: Option<mpsc::Receiver<OutMsg>>,
     packer: Option<UpdatePacker>,
@@ -531,6 +543,9 @@ impl Session {
     async fn drop_second(&mut self, notification: Option<NotificationMessage>) {
         if let Some(c) = self.candidate.take() {
             c.conn.close(notification).await;
+        }
+        if let Some(r) = self.reconnect.take() {
+            r.conn.close(None).await;
         }
     }
 }

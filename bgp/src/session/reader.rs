@@ -15,6 +15,11 @@ use crate::tasks::{Event, RibMsg};
 
 /// Reads one connection: frames and decodes messages. Before Established every message goes
 /// to the peer task; after, UPDATEs and ROUTE-REFRESHes go straight to the RIB task.
+///
+/// After the peer's OPEN, the reader keeps reading: a NOTIFICATION or a KEEPALIVE decodes the
+/// same whatever the session negotiates, and the peer task must see a Cease that follows an
+/// OPEN (the losing connection of a collision) without first accepting that OPEN. Only an
+/// UPDATE or a ROUTE-REFRESH waits until the peer task hands over the negotiated context.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn reader(
     mut rd: tokio::net::tcp::OwnedReadHalf,
@@ -31,9 +36,19 @@ pub(crate) async fn reader(
     let mut ctx_rx = Some(ctx_rx);
     let mut go_rx = Some(go_rx);
     let mut generation: Option<u64> = None;
+    let mut opened = false;
     loop {
         // Decode every complete message in the buffer.
         loop {
+            let needs_ctx = opened && buf.get(18).is_some_and(|t| *t == 2 || *t == 5);
+            if needs_ctx {
+                if let Some(rx) = ctx_rx.take() {
+                    match rx.await {
+                        Ok(c) => ctx = c,
+                        Err(_) => return,
+                    }
+                }
+            }
             let res = decode_stream(&buf, &ctx);
             match res {
                 Ok(None) => break,
@@ -79,14 +94,8 @@ pub(crate) async fn reader(
                                 return;
                             }
                             if is_open {
-                                // Wait for the FSM to accept the OPEN and negotiate.
-                                if let Some(rx) = ctx_rx.take() {
-                                    match rx.await {
-                                        Ok(c) => ctx = c,
-                                        Err(_) => return,
-                                    }
-                                }
-                            } else if is_ka && ctx_rx.is_none() && generation.is_none() {
+                                opened = true;
+                            } else if is_ka && opened && generation.is_none() {
                                 // KEEPALIVE in OpenConfirm: wait until the RIB knows the
                                 // session is up before handing it UPDATEs.
                                 if let Some(rx) = go_rx.take() {
