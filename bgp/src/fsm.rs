@@ -1160,7 +1160,7 @@ mod tests {
         assert!(position(&out, &cease) < position(&out, &Output::SwitchConnection));
         assert_eq!(sent(&out).len(), 1, "no second OPEN: {out:?}");
         assert!(!out.contains(&Output::Close));
-        assert!(out.contains(&Output::ArmTimer(Timer::Hold, LARGE_HOLD)));
+        assert!(out.contains(&Output::ArmTimer(Timer::Hold, open_hold(90))));
         assert_eq!(f.state(), State::OpenSent);
         assert!(f.last_error().is_none());
         // The winner's OPEN then completes the handshake as usual.
@@ -1189,7 +1189,7 @@ mod tests {
         let out = f.handle(Input::CollisionLost);
         assert!(out.contains(&Output::SwitchConnection));
         assert!(out.contains(&Output::StopTimer(Timer::Keepalive)));
-        assert!(out.contains(&Output::ArmTimer(Timer::Hold, LARGE_HOLD)));
+        assert!(out.contains(&Output::ArmTimer(Timer::Hold, open_hold(90))));
         assert!(out.contains(&Output::StateChanged(State::OpenSent)));
         assert!(f.negotiated().is_none());
         assert_eq!(f.state(), State::OpenSent);
@@ -1226,7 +1226,7 @@ mod tests {
         let out = f.handle(Input::CollisionTakeover);
         assert!(sent(&out).is_empty(), "OPEN sent twice: {out:?}");
         assert!(out.contains(&Output::StopTimer(Timer::IdleHold)));
-        assert!(out.contains(&Output::ArmTimer(Timer::Hold, LARGE_HOLD)));
+        assert!(out.contains(&Output::ArmTimer(Timer::Hold, open_hold(90))));
         assert!(!out.contains(&Output::Close));
         assert_eq!(f.state(), State::OpenSent);
         f.handle(Input::Message(peer_open(
