@@ -25,8 +25,12 @@ use bytes::BytesMut;
 use calyx_bgp::{
     BestRouteChange, CancellationToken, GlobalConfig, PeerConfig, PeerStatus, Speaker, State,
 };
+use calyx_proto::capability::{GracefulRestart, GracefulRestartFamily};
 use calyx_proto::message::decode_stream;
-use calyx_proto::{AfiSafi, Asn, Capability, Message, OpenMessage, ParseContext};
+use calyx_proto::{
+    AfiSafi, AsPath, Asn, Capability, Ipv4Prefix, Message, Nlri, OpenMessage, Origin, ParseContext,
+    PathAttributes, UpdateMessage,
+};
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -703,6 +707,213 @@ async fn open_confirm_keeps_its_connection_even_against_a_higher_router_id() {
     second.expect_collision_cease().await;
     first.send(&[Message::Keepalive]).await;
     assert_established_with(&calyx, raw_ip, raw_id).await;
+    calyx.shutdown(false).await;
+}
+
+// ---- a connection from the peer while Established, with graceful restart ----
+
+/// A raw peer's OPEN with the graceful restart capability (`restarted`: the R bit).
+fn raw_open_gr(router_id: &str, restarted: bool) -> Message {
+    Message::Open(OpenMessage::new(
+        Asn(ASN),
+        0,
+        router_id.parse().unwrap(),
+        vec![
+            Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
+            Capability::FourOctetAs(Asn(ASN)),
+            Capability::GracefulRestart(GracefulRestart {
+                restart_state: restarted,
+                notification: false,
+                restart_time: 120,
+                families: vec![GracefulRestartFamily {
+                    family: AfiSafi::IPV4_UNICAST,
+                    forwarding_state: true,
+                }],
+            }),
+        ],
+    ))
+}
+
+/// An announcement of `prefix` from the raw peer at `raw_ip` (iBGP).
+fn raw_announce(prefix: &str, raw_ip: &str) -> Message {
+    let net: ipnet::Ipv4Net = prefix.parse().unwrap();
+    Message::Update(UpdateMessage {
+        attributes: PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::default()),
+            next_hop: Some(raw_ip.parse().unwrap()),
+            local_pref: Some(100),
+            ..Default::default()
+        },
+        nlri: vec![Nlri::new(Ipv4Prefix::from(net))],
+        ..Default::default()
+    })
+}
+
+/// A Calyx speaker with graceful restart, Established with a raw peer (graceful restart too)
+/// that announced `10.82.0.0/24`; returns the speaker, its listening address, the session's
+/// connection and the best-route feed (the prefix already seen on it).
+async fn calyx_established_with_gr_raw(
+    calyx_ip: &str,
+    calyx_id: &str,
+    raw_ip: &str,
+    raw_id: &str,
+) -> (
+    Speaker,
+    SocketAddr,
+    RawConn,
+    mpsc::Receiver<BestRouteChange>,
+) {
+    let listener = TcpListener::bind(SocketAddr::new(ip(raw_ip), 0))
+        .await
+        .unwrap();
+    let raw_port = listener.local_addr().unwrap().port();
+    let calyx_addr = SocketAddr::new(ip(calyx_ip), calyx_tests::free_port());
+    let cfg = GlobalConfig {
+        router_id: calyx_id.parse().unwrap(),
+        local_as: ASN,
+        listen: Some(calyx_addr),
+        graceful_restart_time: 120,
+        ..Default::default()
+    };
+    let calyx = Speaker::start(cfg, CancellationToken::new()).await.unwrap();
+    let mut feed = calyx.subscribe(64).await.unwrap();
+    calyx
+        .set_peers(vec![peer(raw_ip, raw_port, calyx_ip)])
+        .await
+        .unwrap();
+    let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .expect("Calyx did not connect")
+        .unwrap();
+    drop(listener);
+    let mut first = RawConn::new("the session's connection", stream);
+    first.expect_open().await;
+    first
+        .send(&[raw_open_gr(raw_id, false), Message::Keepalive])
+        .await;
+    first.expect_keepalive().await;
+    assert_established_with(&calyx, raw_ip, raw_id).await;
+    first
+        .send(&[
+            raw_announce("10.82.0.0/24", raw_ip),
+            Message::Update(UpdateMessage::end_of_rib(AfiSafi::IPV4_UNICAST)),
+        ])
+        .await;
+    wait_route(&mut feed, "10.82.0.0/24", raw_ip).await;
+    (calyx, calyx_addr, first, feed)
+}
+
+/// No withdrawal of `prefix` is queued on the feed.
+fn assert_not_withdrawn(feed: &mut mpsc::Receiver<BestRouteChange>, prefix: &str) {
+    let p: IpNet = prefix.parse().unwrap();
+    while let Ok(c) = feed.try_recv() {
+        assert!(!(c.prefix == p && c.withdrawn), "{prefix} was withdrawn");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn established_a_collision_loser_with_an_open_does_not_disturb_the_session() {
+    // The losing connection of a collision carries the peer's OPEN and then its Cease/7 (the
+    // peer sent its OPEN before it knew). With graceful restart, taking that OPEN (or the
+    // connection) as the peer restarting reset a good session; it must be dropped instead.
+    let (calyx_ip, raw_ip) = ("127.0.0.81", "127.0.0.82");
+    let (calyx_id, raw_id) = ("10.81.0.1", "10.81.0.2");
+    let (calyx, calyx_addr, mut first, mut feed) =
+        calyx_established_with_gr_raw(calyx_ip, calyx_id, raw_ip, raw_id).await;
+    let before = status_of(&calyx, raw_ip).unwrap();
+    assert_eq!(before.established_count, 1);
+
+    let mut second = RawConn::connect("the collision's loser", raw_ip, calyx_addr).await;
+    second
+        .send(&[
+            raw_open_gr(raw_id, false),
+            Message::Notification(calyx_proto::NotificationMessage::new(
+                calyx_proto::ErrorCode::Cease(
+                    calyx_proto::notification::CeaseSubcode::ConnectionCollisionResolution,
+                ),
+                Vec::new(),
+            )),
+        ])
+        .await;
+    // Calyx sends nothing on it (no OPEN: it is not taken as a new session) and closes it
+    // once it has read the Cease.
+    match second.next().await {
+        Ev::Closed(_) => {}
+        other => panic!("expected the loser to be closed silently, got {other:?}"),
+    }
+    // The session's connection carries on: at most Calyx's probe KEEPALIVE came on it, and
+    // it still answers.
+    first.send(&[Message::Keepalive]).await;
+    let now = status_of(&calyx, raw_ip).unwrap();
+    assert_eq!(now.state, State::Established, "{now:?}");
+    assert_eq!(now.established_count, 1, "the session was reset: {now:?}");
+    assert_eq!(now.since, before.since, "{now:?}");
+    assert_eq!(now.prefixes_accepted, 1, "{now:?}");
+    assert_not_withdrawn(&mut feed, "10.82.0.0/24");
+    while let Ok(ev) = first.rx.try_recv() {
+        assert!(
+            matches!(ev, Ev::Msg(Message::Keepalive | Message::Update(_))),
+            "the session's connection was disturbed: {ev:?}"
+        );
+    }
+    calyx.shutdown(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn established_a_new_open_from_the_peer_is_a_graceful_restart() {
+    // RFC 4724 §4.2: the peer restarted and connects again while Calyx still has the old
+    // session (no FIN reached it). Its OPEN on the new connection, with nothing saying the
+    // old session is alive, is the restart: the old connection is closed, the routes kept
+    // (stale), and the session continues on the new connection.
+    let (calyx_ip, raw_ip) = ("127.0.0.83", "127.0.0.84");
+    let (calyx_id, raw_id) = ("10.83.0.1", "10.83.0.2");
+    let (calyx, calyx_addr, mut first, mut feed) =
+        calyx_established_with_gr_raw(calyx_ip, calyx_id, raw_ip, raw_id).await;
+
+    let mut second = RawConn::connect("the restarted peer", raw_ip, calyx_addr).await;
+    second.send(&[raw_open_gr(raw_id, true)]).await;
+    // Calyx answers on the new connection with its OPEN and KEEPALIVE.
+    second.expect_open().await;
+    second.expect_keepalive().await;
+    second.send(&[Message::Keepalive]).await;
+    // The old connection ends (closed by Calyx), after at most Calyx's End-of-RIB and its
+    // probe KEEPALIVE.
+    let mut closed = false;
+    for _ in 0..10 {
+        match first.next().await {
+            Ev::Msg(Message::Keepalive | Message::Update(_)) => {}
+            Ev::Closed(_) => {
+                closed = true;
+                break;
+            }
+            other => panic!("old connection: {other:?}"),
+        }
+    }
+    assert!(closed, "the old connection was not closed");
+    wait_for(
+        "Established again on the new connection",
+        || {
+            status_of(&calyx, raw_ip)
+                .is_some_and(|p| p.state == State::Established && p.established_count == 2)
+        },
+        || format!("{:?}", calyx.status()),
+    )
+    .await;
+    // The routes were kept across the restart (stale until the End-of-RIB).
+    assert_not_withdrawn(&mut feed, "10.82.0.0/24");
+    second
+        .send(&[
+            raw_announce("10.82.0.0/24", raw_ip),
+            Message::Update(UpdateMessage::end_of_rib(AfiSafi::IPV4_UNICAST)),
+        ])
+        .await;
+    assert_eq!(
+        status_of(&calyx, raw_ip).unwrap().prefixes_accepted,
+        1,
+        "{:?}",
+        calyx.status()
+    );
     calyx.shutdown(false).await;
 }
 
