@@ -4,8 +4,18 @@
 //! A second connection to a peer that already has one is not decided on sight: the rule
 //! compares BGP identifiers, and the peer's is only known from an OPEN. Until then both
 //! connections are kept, our OPEN sent on each, and the first OPEN the peer sends, on either of
-//! them, decides ([`survivor`]). When the peer's identifier is already known (OpenConfirm) the
-//! decision is immediate ([`arrival`]).
+//! them, decides ([`survivor`]), before we answer it with a KEEPALIVE.
+//!
+//! One rule is stricter than §6.8, which also resolves collisions in OpenConfirm by the
+//! identifiers: a connection on which we sent our KEEPALIVE (OpenConfirm, Established) is
+//! never given up for a second one. The peer may already have that KEEPALIVE and be
+//! Established on it; switching would reset its session. In a mesh where every pair connects
+//! at once that is not rare but the common case (it is how "collision resolved" turned into
+//! session resets). The second connection is refused with Cease / Connection Collision
+//! Resolution without an OPEN on it, so an RFC 4271 peer never sees a collision there and keeps
+//! the same connection. A connection from the peer while Established with graceful restart
+//! may mean that the peer restarted; that is decided by its OPEN, not by its arrival
+//! ([`Arrival::Reconnect`]).
 
 use std::net::Ipv4Addr;
 
@@ -74,10 +84,6 @@ pub(crate) struct Situation {
     pub current_outgoing: Option<bool>,
     /// A second connection is already waiting on a collision.
     pub waiting: bool,
-    /// Us.
-    pub local: Identity,
-    /// The peer, once an OPEN named it (OpenConfirm and later).
-    pub peer: Option<Identity>,
     /// The Established session negotiated graceful restart with the peer (RFC 4724).
     pub peer_graceful_restart: bool,
 }
@@ -94,12 +100,12 @@ pub(crate) enum Arrival {
     /// Keep it beside the current one with our OPEN sent, until an OPEN from the peer on either
     /// of them names its identifier.
     Wait,
-    /// The peer's identifier is known and this connection wins: send our OPEN on it and give
-    /// up the current one.
-    TakeOver,
-    /// Established with graceful restart: the peer restarted (RFC 4724 §4.2). The session
-    /// goes down, keeping the routes as stale, and the new connection replaces it.
-    PeerRestarted,
+    /// Established with graceful restart, a connection from the peer: either the peer
+    /// restarted (RFC 4724 §4.2), or it is the losing connection of a collision that arrived
+    /// late (in a mesh where every pair connects at once, the common case). Only the peer's
+    /// OPEN on it can say it restarted: keep it aside, without sending our OPEN and without
+    /// touching the Established session, until then.
+    Reconnect,
 }
 
 /// Decide on a connection that appears; `outgoing` when we initiated it.
@@ -111,12 +117,14 @@ pub(crate) fn arrival(s: &Situation, outgoing: bool) -> Arrival {
             // Only the peer reconnects after a restart; a late connect attempt of ours
             // collides with the Established session, which always wins.
             if s.peer_graceful_restart && !outgoing {
-                Arrival::PeerRestarted
+                Arrival::Reconnect
             } else {
                 Arrival::Reject
             }
         }
-        State::OpenSent | State::OpenConfirm => {
+        // Our KEEPALIVE is out on the current connection: the peer may be Established on it.
+        State::OpenConfirm => Arrival::Reject,
+        State::OpenSent => {
             let Some(current_outgoing) = s.current_outgoing else {
                 return Arrival::Reject;
             };
@@ -125,13 +133,7 @@ pub(crate) fn arrival(s: &Situation, outgoing: bool) -> Arrival {
                 // for §6.8 to compare, the current connection stays.
                 return Arrival::Reject;
             }
-            match s.peer {
-                None => Arrival::Wait,
-                Some(peer) => match survivor(s.local, peer, current_outgoing, outgoing) {
-                    Survivor::Current => Arrival::Reject,
-                    Survivor::Second => Arrival::TakeOver,
-                },
-            }
+            Arrival::Wait
         }
     }
 }
@@ -229,8 +231,6 @@ mod tests {
             admin_down: false,
             current_outgoing: Some(true),
             waiting: false,
-            local: me(HIGH),
-            peer: None,
             peer_graceful_restart: false,
         }
     }
@@ -260,7 +260,6 @@ mod tests {
         assert_eq!(arrival(&s, false), Arrival::Wait);
         let s = Situation {
             current_outgoing: Some(false),
-            local: me(LOW),
             ..situation(State::OpenSent)
         };
         assert_eq!(arrival(&s, true), Arrival::Wait);
@@ -283,36 +282,29 @@ mod tests {
     }
 
     #[test]
-    fn in_open_confirm_the_known_identifier_decides_at_once() {
-        // Our outgoing connection is current and we are higher: the peer's loses.
-        let s = Situation {
-            peer: Some(me(LOW)),
-            ..situation(State::OpenConfirm)
-        };
-        assert_eq!(arrival(&s, false), Arrival::Reject);
-        // We are lower: the peer's connection takes over.
-        let s = Situation {
-            local: me(LOW),
-            peer: Some(me(HIGH)),
-            ..situation(State::OpenConfirm)
-        };
-        assert_eq!(arrival(&s, false), Arrival::TakeOver);
+    fn in_open_confirm_the_current_connection_stays_whatever_the_identifiers() {
+        // Our KEEPALIVE is out on it: the peer may be Established there already. Whichever
+        // side initiated it, and whatever the identifiers (not even looked at), the second
+        // connection is refused.
+        for current_outgoing in [true, false] {
+            let s = Situation {
+                current_outgoing: Some(current_outgoing),
+                ..situation(State::OpenConfirm)
+            };
+            assert_eq!(arrival(&s, !current_outgoing), Arrival::Reject);
+        }
     }
 
     #[test]
-    fn established_always_wins_unless_the_peer_restarted() {
-        // By identifiers alone the new connection would win here.
-        let s = Situation {
-            local: me(LOW),
-            peer: Some(me(HIGH)),
-            ..situation(State::Established)
-        };
+    fn established_always_wins_and_a_graceful_restart_peer_may_reconnect() {
+        let s = situation(State::Established);
         assert_eq!(arrival(&s, false), Arrival::Reject);
         let gr = Situation {
             peer_graceful_restart: true,
             ..s
         };
-        assert_eq!(arrival(&gr, false), Arrival::PeerRestarted);
+        // Not taken as a restart yet: kept aside until its OPEN.
+        assert_eq!(arrival(&gr, false), Arrival::Reconnect);
         // A late connect attempt of ours is no restart of the peer.
         assert_eq!(arrival(&gr, true), Arrival::Reject);
     }

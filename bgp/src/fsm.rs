@@ -276,14 +276,29 @@ pub struct FsmConfig {
     pub connect_retry: Duration,
     /// Time in Idle before an automatic restart after an error.
     pub idle_hold: Duration,
+    /// How long OpenSent waits for the peer's OPEN (see [`open_hold`]).
+    pub open_hold: Duration,
     /// Capabilities we announce.
     pub capabilities: Vec<Capability>,
 }
 
-/// Hold time used in OpenSent before negotiation (RFC 4271 §8.2.2 suggests 4 minutes). A peer
-/// that is slow to send its OPEN is given that long; collisions no longer need a short wait,
-/// they are resolved as soon as either connection delivers an OPEN.
+/// The "large value" RFC 4271 §8.2.2 suggests for the hold timer in OpenSent (4 minutes): the
+/// upper bound of [`open_hold`].
 pub const LARGE_HOLD: Duration = Duration::from_secs(240);
+
+/// The longest OpenSent waits for the peer's OPEN when no hold time is configured.
+pub const OPEN_HOLD_MAX: Duration = Duration::from_secs(30);
+
+/// How long OpenSent waits for the peer's OPEN, for a configured hold time (seconds). A
+/// speaker sends its OPEN as soon as its connection is up, so waiting minutes (the RFC's
+/// suggestion) only keeps a dead connection around, and with it the connection attempts and
+/// collisions of a mesh: the configured hold time bounds it, and [`OPEN_HOLD_MAX`].
+pub fn open_hold(hold_time: u16) -> Duration {
+    match hold_time {
+        0 => OPEN_HOLD_MAX,
+        h => Duration::from_secs(u64::from(h)).min(OPEN_HOLD_MAX),
+    }
+}
 
 /// One BGP session's state machine.
 #[derive(Debug, Clone)]
@@ -392,10 +407,10 @@ impl Fsm {
         self.wait_for_open(out);
     }
 
-    /// OpenSent: our OPEN is out, the peer's is awaited for at most [`LARGE_HOLD`].
+    /// OpenSent: our OPEN is out, the peer's is awaited for at most the open hold time.
     fn wait_for_open(&mut self, out: &mut Vec<Output>) {
         out.push(Output::StopTimer(Timer::ConnectRetry));
-        out.push(Output::ArmTimer(Timer::Hold, LARGE_HOLD));
+        out.push(Output::ArmTimer(Timer::Hold, self.cfg.open_hold));
         self.set_state(State::OpenSent, out);
     }
 
@@ -756,6 +771,7 @@ mod tests {
             passive,
             connect_retry: Duration::from_secs(5),
             idle_hold: Duration::from_secs(5),
+            open_hold: open_hold(90),
             capabilities: capabilities(
                 Asn(65000),
                 &[AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
@@ -809,9 +825,12 @@ mod tests {
         assert_eq!(f.state(), State::Connect);
         let out = f.handle(Input::TcpConnected);
         assert!(matches!(sent(&out)[..], [Message::Open(_)]));
-        // RFC 4271 §8.2.2: the large hold time in OpenSent, not the configured one.
-        assert!(out.contains(&Output::ArmTimer(Timer::Hold, LARGE_HOLD)));
-        assert_eq!(LARGE_HOLD, Duration::from_secs(240));
+        // OpenSent waits a bounded time for the OPEN, never the minutes of LARGE_HOLD.
+        assert!(out.contains(&Output::ArmTimer(Timer::Hold, Duration::from_secs(30))));
+        assert_eq!(open_hold(90), Duration::from_secs(30));
+        assert_eq!(open_hold(9), Duration::from_secs(9));
+        assert_eq!(open_hold(0), OPEN_HOLD_MAX);
+        assert!(OPEN_HOLD_MAX < LARGE_HOLD);
         assert_eq!(f.state(), State::OpenSent);
         let out = f.handle(Input::Message(peer_open(
             30,
@@ -1141,7 +1160,7 @@ mod tests {
         assert!(position(&out, &cease) < position(&out, &Output::SwitchConnection));
         assert_eq!(sent(&out).len(), 1, "no second OPEN: {out:?}");
         assert!(!out.contains(&Output::Close));
-        assert!(out.contains(&Output::ArmTimer(Timer::Hold, LARGE_HOLD)));
+        assert!(out.contains(&Output::ArmTimer(Timer::Hold, open_hold(90))));
         assert_eq!(f.state(), State::OpenSent);
         assert!(f.last_error().is_none());
         // The winner's OPEN then completes the handshake as usual.
@@ -1170,7 +1189,7 @@ mod tests {
         let out = f.handle(Input::CollisionLost);
         assert!(out.contains(&Output::SwitchConnection));
         assert!(out.contains(&Output::StopTimer(Timer::Keepalive)));
-        assert!(out.contains(&Output::ArmTimer(Timer::Hold, LARGE_HOLD)));
+        assert!(out.contains(&Output::ArmTimer(Timer::Hold, open_hold(90))));
         assert!(out.contains(&Output::StateChanged(State::OpenSent)));
         assert!(f.negotiated().is_none());
         assert_eq!(f.state(), State::OpenSent);
@@ -1207,7 +1226,7 @@ mod tests {
         let out = f.handle(Input::CollisionTakeover);
         assert!(sent(&out).is_empty(), "OPEN sent twice: {out:?}");
         assert!(out.contains(&Output::StopTimer(Timer::IdleHold)));
-        assert!(out.contains(&Output::ArmTimer(Timer::Hold, LARGE_HOLD)));
+        assert!(out.contains(&Output::ArmTimer(Timer::Hold, open_hold(90))));
         assert!(!out.contains(&Output::Close));
         assert_eq!(f.state(), State::OpenSent);
         f.handle(Input::Message(peer_open(

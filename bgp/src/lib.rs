@@ -7,17 +7,22 @@
 //! * [`policy`]: import/export rules in the shape of Calico's BGPFilter.
 //! * `session` (private): the tokio task around one peer's FSM and its TCP connection.
 //! * `collision` (private): connection collision detection (RFC 4271 §6.8) for the session.
+//! * `tasks` (private): the messages between the tasks below, with a drawing of them.
+//! * `actor` (private): the RIB task, which owns the [`rib::Rib`] and the peer tasks.
 //! * [`Speaker`]: the embeddable API: peers, originate/withdraw, best-route feed, status.
 
+mod actor;
 pub mod attrs;
 mod collision;
 pub mod config;
+mod encode;
 pub mod fsm;
 pub mod policy;
 pub mod rib;
 mod session;
 pub mod sockopt;
 mod speaker;
+mod tasks;
 
 pub use attrs::{Attrs, Prefix, RouteAttrs};
 pub use config::{GlobalConfig, PeerConfig, PeerLabel};

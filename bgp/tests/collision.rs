@@ -25,8 +25,12 @@ use bytes::BytesMut;
 use calyx_bgp::{
     BestRouteChange, CancellationToken, GlobalConfig, PeerConfig, PeerStatus, Speaker, State,
 };
+use calyx_proto::capability::{GracefulRestart, GracefulRestartFamily};
 use calyx_proto::message::decode_stream;
-use calyx_proto::{AfiSafi, Asn, Capability, Message, OpenMessage, ParseContext};
+use calyx_proto::{
+    AfiSafi, AsPath, Asn, Capability, Ipv4Prefix, Message, Nlri, OpenMessage, Origin, ParseContext,
+    PathAttributes, UpdateMessage,
+};
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -688,9 +692,11 @@ async fn open_confirm_second_connection_of_a_lower_router_id_is_ceased_at_once()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn open_confirm_second_connection_of_a_higher_router_id_takes_over() {
-    // In OpenConfirm with a peer of higher identifier: Calyx sends its OPEN on the peer's new
-    // connection and Cease/7 on its own, then completes the handshake on the new one.
+async fn open_confirm_keeps_its_connection_even_against_a_higher_router_id() {
+    // In OpenConfirm Calyx has sent its KEEPALIVE: the peer may be Established on that
+    // connection already, and giving it up would reset the peer's session. So even though the
+    // peer's identifier is higher (by §6.8 alone its connection would win), the new connection
+    // gets Cease/7 without an OPEN, and the handshake completes on the first one.
     let (calyx_ip, raw_ip) = ("127.0.0.67", "127.0.0.68");
     let (calyx_id, raw_id) = ("10.67.0.1", "10.67.0.2");
     let (calyx, calyx_addr, mut first) = calyx_connected_to_raw(calyx_ip, calyx_id, raw_ip).await;
@@ -698,10 +704,399 @@ async fn open_confirm_second_connection_of_a_higher_router_id_takes_over() {
     first.expect_keepalive().await;
     wait_state(&calyx, raw_ip, State::OpenConfirm).await;
     let mut second = RawConn::connect("raw peer's connection", raw_ip, calyx_addr).await;
-    second.expect_open().await;
-    first.expect_collision_cease().await;
-    second.send(&[raw_open(raw_id), Message::Keepalive]).await;
-    second.expect_keepalive().await;
+    second.expect_collision_cease().await;
+    first.send(&[Message::Keepalive]).await;
     assert_established_with(&calyx, raw_ip, raw_id).await;
     calyx.shutdown(false).await;
+}
+
+// ---- a connection from the peer while Established, with graceful restart ----
+
+/// A raw peer's OPEN with the graceful restart capability (`restarted`: the R bit).
+fn raw_open_gr(router_id: &str, restarted: bool) -> Message {
+    Message::Open(OpenMessage::new(
+        Asn(ASN),
+        0,
+        router_id.parse().unwrap(),
+        vec![
+            Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
+            Capability::FourOctetAs(Asn(ASN)),
+            Capability::GracefulRestart(GracefulRestart {
+                restart_state: restarted,
+                notification: false,
+                restart_time: 120,
+                families: vec![GracefulRestartFamily {
+                    family: AfiSafi::IPV4_UNICAST,
+                    forwarding_state: true,
+                }],
+            }),
+        ],
+    ))
+}
+
+/// An announcement of `prefix` from the raw peer at `raw_ip` (iBGP).
+fn raw_announce(prefix: &str, raw_ip: &str) -> Message {
+    let net: ipnet::Ipv4Net = prefix.parse().unwrap();
+    Message::Update(UpdateMessage {
+        attributes: PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::default()),
+            next_hop: Some(raw_ip.parse().unwrap()),
+            local_pref: Some(100),
+            ..Default::default()
+        },
+        nlri: vec![Nlri::new(Ipv4Prefix::from(net))],
+        ..Default::default()
+    })
+}
+
+/// A Calyx speaker with graceful restart, Established with a raw peer (graceful restart too)
+/// that announced `10.82.0.0/24`; returns the speaker, its listening address, the session's
+/// connection and the best-route feed (the prefix already seen on it).
+async fn calyx_established_with_gr_raw(
+    calyx_ip: &str,
+    calyx_id: &str,
+    raw_ip: &str,
+    raw_id: &str,
+) -> (
+    Speaker,
+    SocketAddr,
+    RawConn,
+    mpsc::Receiver<BestRouteChange>,
+) {
+    let listener = TcpListener::bind(SocketAddr::new(ip(raw_ip), 0))
+        .await
+        .unwrap();
+    let raw_port = listener.local_addr().unwrap().port();
+    let calyx_addr = SocketAddr::new(ip(calyx_ip), calyx_tests::free_port());
+    let cfg = GlobalConfig {
+        router_id: calyx_id.parse().unwrap(),
+        local_as: ASN,
+        listen: Some(calyx_addr),
+        graceful_restart_time: 120,
+        ..Default::default()
+    };
+    let calyx = Speaker::start(cfg, CancellationToken::new()).await.unwrap();
+    let mut feed = calyx.subscribe(64).await.unwrap();
+    calyx
+        .set_peers(vec![peer(raw_ip, raw_port, calyx_ip)])
+        .await
+        .unwrap();
+    let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .expect("Calyx did not connect")
+        .unwrap();
+    drop(listener);
+    let mut first = RawConn::new("the session's connection", stream);
+    first.expect_open().await;
+    first
+        .send(&[raw_open_gr(raw_id, false), Message::Keepalive])
+        .await;
+    first.expect_keepalive().await;
+    assert_established_with(&calyx, raw_ip, raw_id).await;
+    first
+        .send(&[
+            raw_announce("10.82.0.0/24", raw_ip),
+            Message::Update(UpdateMessage::end_of_rib(AfiSafi::IPV4_UNICAST)),
+        ])
+        .await;
+    wait_route(&mut feed, "10.82.0.0/24", raw_ip).await;
+    (calyx, calyx_addr, first, feed)
+}
+
+/// No withdrawal of `prefix` is queued on the feed.
+fn assert_not_withdrawn(feed: &mut mpsc::Receiver<BestRouteChange>, prefix: &str) {
+    let p: IpNet = prefix.parse().unwrap();
+    while let Ok(c) = feed.try_recv() {
+        assert!(!(c.prefix == p && c.withdrawn), "{prefix} was withdrawn");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn established_a_collision_loser_with_an_open_does_not_disturb_the_session() {
+    // The losing connection of a collision carries the peer's OPEN and then its Cease/7 (the
+    // peer sent its OPEN before it knew). With graceful restart, taking that OPEN (or the
+    // connection) as the peer restarting reset a good session; it must be dropped instead.
+    let (calyx_ip, raw_ip) = ("127.0.0.81", "127.0.0.82");
+    let (calyx_id, raw_id) = ("10.81.0.1", "10.81.0.2");
+    let (calyx, calyx_addr, mut first, mut feed) =
+        calyx_established_with_gr_raw(calyx_ip, calyx_id, raw_ip, raw_id).await;
+    let before = status_of(&calyx, raw_ip).unwrap();
+    assert_eq!(before.established_count, 1);
+
+    let mut second = RawConn::connect("the collision's loser", raw_ip, calyx_addr).await;
+    second
+        .send(&[
+            raw_open_gr(raw_id, false),
+            Message::Notification(calyx_proto::NotificationMessage::new(
+                calyx_proto::ErrorCode::Cease(
+                    calyx_proto::notification::CeaseSubcode::ConnectionCollisionResolution,
+                ),
+                Vec::new(),
+            )),
+        ])
+        .await;
+    // Calyx sends nothing on it (no OPEN: it is not taken as a new session) and closes it
+    // once it has read the Cease.
+    match second.next().await {
+        Ev::Closed(_) => {}
+        other => panic!("expected the loser to be closed silently, got {other:?}"),
+    }
+    // The session's connection carries on: at most Calyx's probe KEEPALIVE came on it, and
+    // it still answers.
+    first.send(&[Message::Keepalive]).await;
+    let now = status_of(&calyx, raw_ip).unwrap();
+    assert_eq!(now.state, State::Established, "{now:?}");
+    assert_eq!(now.established_count, 1, "the session was reset: {now:?}");
+    assert_eq!(now.since, before.since, "{now:?}");
+    assert_eq!(now.prefixes_accepted, 1, "{now:?}");
+    assert_not_withdrawn(&mut feed, "10.82.0.0/24");
+    while let Ok(ev) = first.rx.try_recv() {
+        assert!(
+            matches!(ev, Ev::Msg(Message::Keepalive | Message::Update(_))),
+            "the session's connection was disturbed: {ev:?}"
+        );
+    }
+    calyx.shutdown(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn established_a_new_open_from_the_peer_is_a_graceful_restart() {
+    // RFC 4724 §4.2: the peer restarted and connects again while Calyx still has the old
+    // session (no FIN reached it). Its OPEN on the new connection, with nothing saying the
+    // old session is alive, is the restart: the old connection is closed, the routes kept
+    // (stale), and the session continues on the new connection.
+    let (calyx_ip, raw_ip) = ("127.0.0.83", "127.0.0.84");
+    let (calyx_id, raw_id) = ("10.83.0.1", "10.83.0.2");
+    let (calyx, calyx_addr, mut first, mut feed) =
+        calyx_established_with_gr_raw(calyx_ip, calyx_id, raw_ip, raw_id).await;
+
+    let mut second = RawConn::connect("the restarted peer", raw_ip, calyx_addr).await;
+    second.send(&[raw_open_gr(raw_id, true)]).await;
+    // Calyx answers on the new connection with its OPEN and KEEPALIVE.
+    second.expect_open().await;
+    second.expect_keepalive().await;
+    second.send(&[Message::Keepalive]).await;
+    // The old connection ends (closed by Calyx), after at most Calyx's End-of-RIB and its
+    // probe KEEPALIVE.
+    let mut closed = false;
+    for _ in 0..10 {
+        match first.next().await {
+            Ev::Msg(Message::Keepalive | Message::Update(_)) => {}
+            Ev::Closed(_) => {
+                closed = true;
+                break;
+            }
+            other => panic!("old connection: {other:?}"),
+        }
+    }
+    assert!(closed, "the old connection was not closed");
+    wait_for(
+        "Established again on the new connection",
+        || {
+            status_of(&calyx, raw_ip)
+                .is_some_and(|p| p.state == State::Established && p.established_count == 2)
+        },
+        || format!("{:?}", calyx.status()),
+    )
+    .await;
+    // The routes were kept across the restart (stale until the End-of-RIB).
+    assert_not_withdrawn(&mut feed, "10.82.0.0/24");
+    second
+        .send(&[
+            raw_announce("10.82.0.0/24", raw_ip),
+            Message::Update(UpdateMessage::end_of_rib(AfiSafi::IPV4_UNICAST)),
+        ])
+        .await;
+    assert_eq!(
+        status_of(&calyx, raw_ip).unwrap().prefixes_accepted,
+        1,
+        "{:?}",
+        calyx.status()
+    );
+    calyx.shutdown(false).await;
+}
+
+// ---- full mesh ----
+
+/// Speakers in the full-mesh test; `CALYX_MESH_SIZE` (at most 150) runs a larger mesh by hand.
+fn mesh_size() -> usize {
+    std::env::var("CALYX_MESH_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(14)
+        .clamp(2, 150)
+}
+/// Limit of the wait for the whole mesh to converge.
+const MESH_WAIT: Duration = Duration::from_secs(60);
+
+fn mesh_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 77, 1 + i as u8))
+}
+
+/// Router IDs run against the address order, so that neither rule can pass for the other.
+fn mesh_id(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, (mesh_size() - i) as u8)
+}
+
+fn mesh_prefix(i: usize) -> IpNet {
+    format!("10.{}.0.0/24", 100 + i).parse().unwrap()
+}
+
+/// Per speaker: not yet converged, with the reason (for the failure output).
+fn mesh_lagging(
+    speakers: &[Speaker],
+    feeds: &[Arc<Mutex<HashMap<IpNet, BestRouteChange>>>],
+) -> Vec<String> {
+    let mut lagging = Vec::new();
+    for (i, s) in speakers.iter().enumerate() {
+        let st = s.status();
+        let up = st.iter().filter(|p| p.state == State::Established).count();
+        let feed = feeds[i].lock().unwrap();
+        let missing: Vec<usize> = (0..mesh_size())
+            .filter(|j| *j != i)
+            .filter(|j| {
+                !feed
+                    .get(&mesh_prefix(*j))
+                    .is_some_and(|c| !c.withdrawn && c.next_hops == vec![mesh_ip(*j)])
+            })
+            .collect();
+        if up != mesh_size() - 1 || !missing.is_empty() {
+            let states: Vec<String> = st
+                .iter()
+                .filter(|p| p.state != State::Established)
+                .map(|p| format!("{} {} {:?}", p.address, p.state, p.last_error))
+                .collect();
+            lagging.push(format!(
+                "speaker {i}: {up} established, missing {missing:?}, {states:?}"
+            ));
+        }
+    }
+    lagging
+}
+
+/// A full mesh of Calyx speakers with graceful restart, where every speaker is given all its
+/// peers at once, so that every pair connects both ways at the same moment. Every session
+/// must come up, every speaker must learn every other's prefix, and no session that reached
+/// Established may be reset afterwards: neither by the losing connection of a collision taken
+/// for a graceful restart, nor by anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_mesh_with_graceful_restart_converges_without_resets() {
+    // RUST_LOG=calyx_bgp=debug shows each speaker's decisions when this fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    // One port for every speaker: each listens on its own loopback address.
+    let port = calyx_tests::free_port();
+    let mesh = mesh_size();
+    let mut speakers = Vec::new();
+    for i in 0..mesh {
+        let cfg = GlobalConfig {
+            router_id: mesh_id(i),
+            local_as: ASN,
+            listen: Some(SocketAddr::new(mesh_ip(i), port)),
+            graceful_restart_time: 120,
+            ..Default::default()
+        };
+        let s = Speaker::start(cfg, CancellationToken::new()).await.unwrap();
+        s.originate(mesh_prefix(i), None).await.unwrap();
+        speakers.push(s);
+    }
+    let mut feeds = Vec::new();
+    let mut feed_tasks = JoinSet::new();
+    for s in &speakers {
+        let mut rx = s.subscribe(4096).await.unwrap();
+        let seen: Arc<Mutex<HashMap<IpNet, BestRouteChange>>> = Arc::default();
+        let w = seen.clone();
+        feed_tasks.spawn(async move {
+            while let Some(c) = rx.recv().await {
+                w.lock().unwrap().insert(c.prefix, c);
+            }
+        });
+        feeds.push(seen);
+    }
+    let configs: Vec<Vec<PeerConfig>> = (0..mesh)
+        .map(|i| {
+            (0..mesh)
+                .filter(|j| *j != i)
+                .map(|j| PeerConfig {
+                    port,
+                    local_address: Some(mesh_ip(i)),
+                    hold_time: 30,
+                    connect_retry: 2,
+                    ..PeerConfig::new(mesh_ip(j), ASN)
+                })
+                .collect()
+        })
+        .collect();
+    // All at once.
+    futures_all(
+        speakers
+            .iter()
+            .zip(configs)
+            .map(|(s, c)| async move { s.set_peers(c).await.unwrap() }),
+    )
+    .await;
+
+    let mut converged = false;
+    for _ in 0..MESH_WAIT.as_millis() / 100 {
+        if mesh_lagging(&speakers, &feeds).is_empty() {
+            converged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        converged,
+        "the mesh did not converge in {MESH_WAIT:?}:\n{}",
+        mesh_lagging(&speakers, &feeds).join("\n")
+    );
+    // Leave time for late connections of the collisions to arrive and be dealt with (a
+    // connect attempt outlives its connect-retry period at most), then check that nothing
+    // was reset: every session came up exactly once and is still up, with the routes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (i, s) in speakers.iter().enumerate() {
+        for p in s.status() {
+            assert_eq!(p.state, State::Established, "speaker {i}: {p:?}");
+            assert_eq!(
+                p.established_count, 1,
+                "speaker {i}: session with {} was reset: {p:?}",
+                p.address
+            );
+        }
+    }
+    assert!(
+        mesh_lagging(&speakers, &feeds).is_empty(),
+        "routes lost after convergence:\n{}",
+        mesh_lagging(&speakers, &feeds).join("\n")
+    );
+    for s in speakers {
+        s.shutdown(false).await;
+    }
+    feed_tasks.abort_all();
+}
+
+/// Run the futures concurrently and wait for all of them.
+async fn futures_all<F: std::future::Future<Output = ()>>(fs: impl IntoIterator<Item = F>) {
+    let fs: Vec<_> = fs.into_iter().map(Box::pin).collect();
+    let mut pending: Vec<_> = fs.into_iter().map(Some).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for slot in pending.iter_mut() {
+            if let Some(f) = slot {
+                if f.as_mut().poll(cx).is_ready() {
+                    *slot = None;
+                } else {
+                    all = false;
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
 }

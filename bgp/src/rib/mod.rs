@@ -1,6 +1,6 @@
 //! The RIB: Adj-RIB-In per peer, the Loc-RIB with the RFC 4271 §9.1 decision process, and
 //! the Adj-RIB-Out per peer with export rules (iBGP split horizon, route reflection, next hop,
-//! policy). Synchronous and single-owner: the RIB task ([`crate::speaker`]) is its only user.
+//! policy). Synchronous and single-owner: the RIB actor (`crate::actor`) is its only user.
 //!
 //! Storage ([`table`]): per family, a slab of destinations (the paths of a prefix, one per
 //! peer, best first, and a mark per peer it was advertised to) with a hash index. Attribute
@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use calyx_proto::notification::CeaseSubcode;
 use calyx_proto::ErrorCode;
-use calyx_proto::{Action, NotificationMessage};
+use calyx_proto::{Action, NotificationMessage, ParseContext};
 use calyx_proto::{AfiSafi, AsPath, Asn, Ipv4Prefix, Ipv6Prefix, MpNextHop, MpNlri, UpdateMessage};
 use ipnet::IpNet;
 use tokio::sync::mpsc;
@@ -100,6 +100,10 @@ pub struct PeerCounters {
     pub accepted: AtomicU64,
     /// Prefixes advertised to the peer.
     pub advertised: AtomicU64,
+    /// Announcements of a prefix left out because no UPDATE could carry them to this peer
+    /// (an attribute set longer than its maximum message): not advertised, tried again when
+    /// the prefix changes.
+    pub not_encoded: AtomicU64,
 }
 
 /// What the RIB needs to know about an Established session.
@@ -113,6 +117,9 @@ pub struct UpInfo {
     pub families: Vec<AfiSafi>,
     /// Where to send routes.
     pub tx: mpsc::Sender<OutMsg>,
+    /// The session's codec context (4-octet AS, extended messages): what an UPDATE to the
+    /// peer can carry.
+    pub context: ParseContext,
     /// The peer is restarting and we kept its routes (RFC 4724): wait for End-of-RIB.
     pub peer_restarting: bool,
     /// Whether we send End-of-RIB after the initial table.
@@ -175,6 +182,9 @@ struct RibPeer {
     filtered: HashSet<Prefix, FastBuild>,
     advertised: u64,
     counters: Arc<PeerCounters>,
+    /// The family of the last announcement from the peer: the one a max-prefix
+    /// NOTIFICATION names (RFC 4486 §4).
+    last_family: AfiSafi,
 }
 
 impl RibPeer {
@@ -333,6 +343,10 @@ struct BatchBuilder<'a> {
     last: [Option<(usize, usize)>; 2],
     /// Change of the number of prefixes advertised to the peer.
     advertised: i64,
+    /// Whether each exported set of this batch can be encoded for the peer, by set.
+    fits: FastMap<usize, bool>,
+    /// Announcements left out because they cannot be encoded.
+    not_encoded: u64,
 }
 
 impl BatchBuilder<'_> {
@@ -350,6 +364,9 @@ impl BatchBuilder<'_> {
             self.global,
             self.cache,
         );
+        // What cannot be encoded for this peer is not advertised (and withdrawn if an older
+        // version was): marking it sent would leave the peer without it, or with a stale one.
+        let new = new.filter(|a| self.fits::<K>(a));
         let was = table.is_out(pos, self.slot);
         match new {
             Some(a) => {
@@ -367,6 +384,34 @@ impl BatchBuilder<'_> {
             }
             None => {}
         }
+    }
+
+    /// Whether an announcement with the exported set `a` can be encoded for the peer; counted
+    /// when not, and logged once per set and batch.
+    fn fits<K: Key>(&mut self, a: &Attrs) -> bool {
+        let ptr = Arc::as_ptr(a) as usize;
+        let ok = match self.fits.get(&ptr) {
+            Some(ok) => *ok,
+            None => {
+                let ctx = self.peer.up.as_ref().map(|u| u.context).unwrap_or_default();
+                let ok = match crate::encode::fits(a, K::V6, &ctx) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(
+                            peer = %self.peer.cfg.address,
+                            "route not advertised, its UPDATE cannot be encoded: {e}"
+                        );
+                        false
+                    }
+                };
+                self.fits.insert(ptr, ok);
+                ok
+            }
+        };
+        if !ok {
+            self.not_encoded += 1;
+        }
+        ok
     }
 
     fn announce<K: Key>(&mut self, a: Attrs, key: K) {
@@ -496,6 +541,7 @@ impl Rib {
                 filtered: HashSet::default(),
                 advertised: 0,
                 counters: counters.clone(),
+                last_family: AfiSafi::IPV4_UNICAST,
             },
         );
         counters
@@ -704,6 +750,14 @@ impl Rib {
         }
         let reject = treat_as_withdraw || self.loops(id, &attrs);
         let mp_reach = u.mp_reach.take();
+        let announced = match mp_reach.as_ref().map(|m| &m.nlri) {
+            Some(MpNlri::Ipv4(v)) if !v.is_empty() => Some(AfiSafi::IPV4_UNICAST),
+            Some(MpNlri::Ipv6(v)) if !v.is_empty() => Some(AfiSafi::IPV6_UNICAST),
+            _ => (!u.nlri.is_empty()).then_some(AfiSafi::IPV4_UNICAST),
+        };
+        if let (Some(f), Some(p)) = (announced, self.peers.get_mut(&id)) {
+            p.last_family = f;
+        }
         if !u.nlri.is_empty() {
             let shared = match (nh4, reject) {
                 (Some(nh), false) => {
@@ -857,8 +911,11 @@ impl Rib {
             if p.accepted > u64::from(max) && p.up.is_some() {
                 let restart = (p.cfg.max_prefixes_restart > 0)
                     .then(|| std::time::Duration::from_secs(u64::from(p.cfg.max_prefixes_restart)));
-                // RFC 4486 §4: data = AFI, SAFI, upper bound.
-                let mut data = vec![0, 1, 1];
+                // RFC 4486 §4: data = AFI (2 octets), SAFI (1), upper bound (4), for the
+                // family whose announcement crossed the limit.
+                let f = p.last_family;
+                let mut data = u16::from(f.afi).to_be_bytes().to_vec();
+                data.push(u8::from(f.safi));
                 data.extend_from_slice(&max.to_be_bytes());
                 let n = NotificationMessage::new(
                     ErrorCode::Cease(CeaseSubcode::MaximumPrefixesReached),
@@ -1152,6 +1209,8 @@ impl Rib {
             groups: Default::default(),
             last: [None, None],
             advertised: 0,
+            fits: FastMap::default(),
+            not_encoded: 0,
         };
         for l in items {
             if l.is_v6() {
@@ -1160,8 +1219,13 @@ impl Rib {
                 b.add(&mut tables.v4, l.pos());
             }
         }
-        let (batch, delta) = (b.batch, b.advertised);
+        let (batch, delta, not_encoded) = (b.batch, b.advertised, b.not_encoded);
         if let Some(p) = self.peers.get_mut(&id) {
+            if not_encoded > 0 {
+                p.counters
+                    .not_encoded
+                    .fetch_add(not_encoded, AtOrd::Relaxed);
+            }
             p.advertised = p.advertised.saturating_add_signed(delta);
             p.counters.advertised.store(p.advertised, AtOrd::Relaxed);
         }

@@ -33,6 +33,7 @@ fn up_info(addr: [u8; 4], tx: mpsc::Sender<OutMsg>, families: &[AfiSafi]) -> UpI
         local_addr: IpAddr::from([10, 0, 0, 1]),
         families: families.to_vec(),
         tx,
+        context: ParseContext::new(),
         peer_restarting: false,
         send_eor: true,
         enhanced_refresh: false,
@@ -852,4 +853,103 @@ mod model {
             prop_assert_eq!(adv(IBGP), ibgp.len() as u64);
         }
     }
+}
+
+/// RFC 4486 §4: the max-prefix Cease carries the AFI and SAFI of the family that crossed the
+/// limit, then the limit.
+#[test]
+fn max_prefix_notification_names_the_family_that_crossed_the_limit() {
+    use calyx_proto::{MpReach, Nlri as N};
+    let mut rib = Rib::new(global());
+    add(&mut rib, 1, [10, 0, 1, 2], 65001, |c| {
+        c.max_prefixes = Some(1)
+    });
+    let v6 = |s: &str| match Prefix::from_net(s.parse().unwrap()) {
+        Prefix::V6(p) => p,
+        Prefix::V4(_) => unreachable!(),
+    };
+    let u = UpdateMessage {
+        attributes: PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::sequence([Asn(65001)])),
+            ..Default::default()
+        },
+        mp_reach: Some(MpReach {
+            next_hop: MpNextHop::V6 {
+                global: "fd00::2".parse().unwrap(),
+                link_local: None,
+            },
+            nlri: MpNlri::Ipv6(vec![N::new(v6("fd00:1::/64")), N::new(v6("fd00:2::/64"))]),
+        }),
+        ..Default::default()
+    };
+    rib.apply_update(1, u);
+    let acts = rib.take_actions();
+    let [RibAction::ClosePeer(1, n, None)] = &acts[..] else {
+        panic!("{acts:?}")
+    };
+    assert_eq!((n.code, n.subcode), (6, 1));
+    assert_eq!(
+        n.data,
+        vec![0, 2, 1, 0, 0, 0, 1],
+        "AFI 2 (IPv6), SAFI 1, limit 1"
+    );
+
+    let mut rib = Rib::new(global());
+    add(&mut rib, 1, [10, 0, 1, 2], 65001, |c| {
+        c.max_prefixes = Some(1)
+    });
+    announce(
+        &mut rib,
+        1,
+        &["8.8.8.0/24", "9.9.9.0/24"],
+        attrs(&[65001], [10, 0, 1, 2]),
+    );
+    let acts = rib.take_actions();
+    let [RibAction::ClosePeer(1, n, None)] = &acts[..] else {
+        panic!("{acts:?}")
+    };
+    assert_eq!(
+        n.data,
+        vec![0, 1, 1, 0, 0, 0, 1],
+        "AFI 1 (IPv4), SAFI 1, limit 1"
+    );
+}
+
+/// An announcement no UPDATE can carry to the peer (attributes longer than its maximum
+/// message) is not marked advertised: it is counted, a version the peer had before is
+/// withdrawn, and a later encodable version goes out.
+#[test]
+fn an_unencodable_announcement_is_counted_and_not_marked_advertised() {
+    use calyx_proto::Community;
+    let mut rib = Rib::new(global());
+    let mut a = add(&mut rib, 1, [10, 0, 0, 2], AS, |_| {});
+    let huge = PathAttributes {
+        communities: (0..1100).map(Community).collect(),
+        ..Default::default()
+    };
+    rib.originate(p4("10.1.0.0/26"), PathAttributes::default());
+    rib.originate(p4("10.2.0.0/26"), huge.clone());
+    let s = drain(&mut rib, &mut a);
+    let sent: Vec<Ipv4Prefix> = s.ann.iter().map(|(p, _)| *p).collect();
+    assert_eq!(sent, vec![v4("10.1.0.0/26")]);
+    let c = rib.peers.get(&1).unwrap().counters.clone();
+    assert_eq!(c.not_encoded.load(AtOrd::Relaxed), 1);
+    assert_eq!(c.advertised.load(AtOrd::Relaxed), 1);
+    assert!(rib.advertised(1, p4("10.2.0.0/26")).is_none());
+
+    // An encodable version is sent when the route changes.
+    rib.originate(p4("10.2.0.0/26"), PathAttributes::default());
+    let s = drain(&mut rib, &mut a);
+    assert_eq!(s.ann.len(), 1);
+    assert_eq!(s.ann[0].0, v4("10.2.0.0/26"));
+    assert_eq!(c.advertised.load(AtOrd::Relaxed), 2);
+
+    // It becomes unencodable again: the peer's version is withdrawn, not left in place.
+    rib.originate(p4("10.2.0.0/26"), huge);
+    let s = drain(&mut rib, &mut a);
+    assert!(s.ann.is_empty(), "{s:?}");
+    assert_eq!(s.wd, vec![v4("10.2.0.0/26")]);
+    assert_eq!(c.not_encoded.load(AtOrd::Relaxed), 2);
+    assert_eq!(c.advertised.load(AtOrd::Relaxed), 1);
 }
