@@ -387,21 +387,32 @@ fn three_daemons_in_bgp_mode_form_a_full_mesh_and_route_blocks() {
         logs()
     );
 
-    // calyx node status shows two Established mesh peers.
-    let out = calyx_in(&nodes[0], &["node", "status"]);
-    let text = stdout(&out);
+    // calyx node status shows two Established mesh peers. Routes reach the kernel without
+    // waiting for the daemon's main loop, whose status snapshot is refreshed every 100 ms:
+    // the status may trail the routes by a tick, so it is read until it shows them.
+    let both_up = |text: &str| {
+        nodes[1..].iter().all(|other| {
+            text.lines()
+                .find(|l| l.contains(&other.ip))
+                .is_some_and(|row| {
+                    row.contains("node-to-node mesh")
+                        && row.contains("up")
+                        && row.contains("Established")
+                })
+        })
+    };
+    let mut text = String::new();
+    let up = wait_until(Duration::from_secs(10), || {
+        text = stdout(&calyx_in(&nodes[0], &["node", "status"]));
+        both_up(&text)
+    });
     assert!(text.contains("IPv4 BGP status"), "{text}");
-    for other in &nodes[1..] {
-        let row = text
-            .lines()
-            .find(|l| l.contains(&other.ip))
-            .unwrap_or_default();
-        assert!(
-            row.contains("node-to-node mesh") && row.contains("up") && row.contains("Established"),
-            "{text}\nlogs:\n{}",
-            logs()
-        );
-    }
+    assert!(
+        up,
+        "{text}\nroutes:\n{}\nlogs:\n{}",
+        kernel_routes(&nodes[0]),
+        logs()
+    );
     let (code, metrics) = http_get(&nodes[0], "/metrics");
     assert_eq!(code, 200);
     assert!(
