@@ -171,6 +171,8 @@ impl Engine {
         self.need_links
             || self.need_dump
             || self.need_l2
+            // A VTEP's MAC can change with no route changing (same tunnel IP).
+            || self.plan.l2_changed()
             || self.check_all
             || !self.track.dirty.is_empty()
             || self.periodic_due(now)

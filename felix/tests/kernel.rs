@@ -1054,3 +1054,138 @@ async fn many_routes_as_deltas_then_one_change_then_all_removed() {
     .await;
     assert!(matches!(r, Ok(Err(Error::Stopped))), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_and_l2_stay_right_under_deltas() {
+    if skip_without_root("delta_status") {
+        return;
+    }
+    let ns = node_ns("dstatus", "n", "192.168.1.10/24", None);
+    ns.ip("route add 10.65.7.0/26 via 192.168.1.1 proto static");
+    let mut host = HostState {
+        node_ipv4: Some("192.168.1.10/24".parse().unwrap()),
+        local_blocks: vec!["10.65.0.0/26".parse().unwrap()],
+        ..Default::default()
+    };
+    let cfg = Config {
+        retry_max: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let run = Running::start(&ns, cfg, DesiredState::default());
+    run.handle.set_host(host.clone());
+    let st = || run.handle.status();
+    let eth0 = ns.ifindex("eth0");
+    let send = |u: Vec<RouteUpdate>| {
+        let h = run.handle.clone();
+        async move { h.update_routes(u).await.unwrap() }
+    };
+    let vx_route = |m: u8| {
+        rr(
+            "10.65.2.0/26",
+            Encap::Vxlan,
+            vec![vx_hop("192.168.1.12", "10.65.2.0", m)],
+        )
+    };
+    send(vec![
+        RouteUpdate::Upsert(rr("10.65.1.0/26", Encap::None, vec![hop("192.168.1.11")])),
+        // Held by the foreign route: fails, retried.
+        RouteUpdate::Upsert(rr("10.65.7.0/26", Encap::None, vec![hop("192.168.1.17")])),
+        // No vxlan.calico yet: blocked.
+        RouteUpdate::Upsert(vx_route(2)),
+        // Hidden by the local block.
+        RouteUpdate::Upsert(rr("10.65.0.0/26", Encap::None, vec![hop("192.168.1.13")])),
+    ])
+    .await;
+    let ok = wait_until_async(Duration::from_secs(20), || {
+        let s = st();
+        (
+            s.routes_desired,
+            s.routes_programmed,
+            s.routes_failed,
+            s.routes_pending,
+        ) == (3, 2, 1, 1)
+    })
+    .await;
+    assert!(ok, "{:#?}", st());
+    let s = st();
+    assert_eq!(s.failures[0].dst.to_string(), "10.65.7.0/26", "{s:#?}");
+    assert!(
+        s.blocked
+            .iter()
+            .any(|(d, w)| d.to_string() == "10.65.2.0/26" && w.contains("vxlan.calico")),
+        "{s:#?}"
+    );
+    assert_eq!(
+        our_routes(&ns)[&"10.65.0.0/26".parse().unwrap()],
+        Some(RouteSpec::Blackhole)
+    );
+
+    // The failing route is withdrawn: no failure left.
+    send(vec![RouteUpdate::Remove("10.65.7.0/26".parse().unwrap())]).await;
+    let ok = wait_until_async(Duration::from_secs(20), || {
+        let s = st();
+        (
+            s.routes_desired,
+            s.routes_programmed,
+            s.routes_failed,
+            s.routes_pending,
+        ) == (2, 2, 0, 1)
+    })
+    .await;
+    assert!(ok, "{:#?}", st());
+
+    // VXLAN arrives (an Env change): the blocked route goes in with its L2 entries.
+    host.vxlan_v4 = Some(VxlanTunnel::calico(
+        mac(1),
+        Some("10.65.0.0".parse().unwrap()),
+    ));
+    run.handle.set_host(host.clone());
+    let neigh = || ns.try_ip("neigh show dev vxlan.calico").unwrap_or_default();
+    let ok = wait_until_async(Duration::from_secs(20), || {
+        let s = st();
+        (
+            s.routes_desired,
+            s.routes_programmed,
+            s.routes_failed,
+            s.routes_pending,
+        ) == (3, 3, 0, 0)
+            && neigh().contains("10.65.2.0 lladdr 66:ca:1e:00:00:02 PERMANENT")
+    })
+    .await;
+    assert!(ok, "{}\n{:#?}", neigh(), st());
+
+    // The node's VTEP MAC changes, its tunnel IP does not: no route changes, the entry does.
+    send(vec![RouteUpdate::Upsert(vx_route(9))]).await;
+    let ok = wait_until_async(Duration::from_secs(20), || {
+        neigh().contains("10.65.2.0 lladdr 66:ca:1e:00:00:09 PERMANENT")
+    })
+    .await;
+    assert!(ok, "{}\n{:#?}", neigh(), st());
+    let fdb = ns.exec("bridge fdb show dev vxlan.calico").unwrap();
+    assert!(
+        fdb.contains("66:ca:1e:00:00:09 dst 192.168.1.12") && !fdb.contains("66:ca:1e:00:00:02"),
+        "{fdb}"
+    );
+
+    // The local block goes: the remote route it hid takes its place.
+    host.local_blocks.clear();
+    run.handle.set_host(host);
+    let want = Some(RouteSpec::Via(via("192.168.1.13", eth0, false)));
+    let ok = wait_until_async(Duration::from_secs(20), || {
+        our_routes(&ns).get(&"10.65.0.0/26".parse().unwrap()) == Some(&want)
+    })
+    .await;
+    assert!(ok, "{}", ns.routes_text());
+    let s = st();
+    assert_eq!(
+        (
+            s.routes_desired,
+            s.routes_programmed,
+            s.routes_failed,
+            s.routes_pending
+        ),
+        (3, 3, 0, 0),
+        "{s:#?}"
+    );
+    run.stop().await;
+}
