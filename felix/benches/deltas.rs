@@ -110,6 +110,9 @@ async fn one_size(n: usize) {
     let gw: IpAddr = "192.168.0.2".parse().unwrap();
     let gw2: IpAddr = "192.168.0.3".parse().unwrap();
     let ns = Ns::new(&format!("d{n}"));
+    // Let the fresh link settle (operstate, IPv6 link-local): those events would start a full
+    // pass in the middle of the figures.
+    std::thread::sleep(Duration::from_secs(2));
     let rss0 = rss_kib();
     let rec = run_in_netns(format!("/run/netns/{}", ns.0), || {
         Reconciler::new(Config::default())

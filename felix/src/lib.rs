@@ -1,9 +1,13 @@
 //! Dataplane reconciler: kernel routes, IPIP/VXLAN tunnels, FDB and neighbours via netlink.
 //!
-//! The node daemon builds a [`DesiredState`] (local blocks, remote blocks with their next hops
-//! and encapsulation, tunnel device settings) and hands it to a [`Reconciler`]; the reconciler
-//! makes the kernel of its network namespace match it and keeps it so:
+//! The node daemon feeds a [`Reconciler`] the desired state: the small [`HostState`] (node
+//! addresses, local blocks, tunnel device settings) whole, and the remote routes (next hops and
+//! encapsulation; up to a million from a BGP ToR) as [`RouteUpdate`] deltas through a bounded
+//! queue ([`ReconcilerHandle::update_routes`]), or both at once as a [`DesiredState`]. The
+//! reconciler makes the kernel of its network namespace match it and keeps it so:
 //!
+//! * **Deltas.** An update recompiles and diffs only its own destination
+//!   ([`incremental::IncrementalPlan`]), so one changed route costs work for that route only.
 //! * **Ownership.** It only touches routes carrying its route protocol number
 //!   ([`Config::route_protocol`], 80 like Felix) in its table, neighbour/FDB entries on its own
 //!   VXLAN devices, and the devices `tunl0`, `vxlan.calico` and `vxlan-v6.calico`. New routes

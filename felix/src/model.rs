@@ -201,8 +201,10 @@ impl RouteUpdate {
 }
 
 /// Everything the dataplane of this node should hold. Built by the node daemon from IPAM
-/// blocks, BGP best routes and the datastore's Node resources, and handed over whole: the
-/// reconciler makes the kernel match it (level-triggered).
+/// blocks, BGP best routes and the datastore's Node resources. Handed over whole
+/// ([`crate::ReconcilerHandle::set_desired`]) it is [`HostState`] plus a
+/// [`RouteUpdate::ReplaceAll`] of the remote routes; a producer with many routes sends the
+/// host part and route deltas instead.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DesiredState {
     /// This node's IPv4 underlay address with its subnet prefix length (Node `ipv4Address`,

@@ -278,6 +278,11 @@ impl IncrementalPlan {
         effective(&self.out.fdb)
     }
 
+    /// Whether the wanted neighbour/FDB set changed since the last [`Self::take_l2_changed`].
+    pub fn l2_changed(&self) -> bool {
+        self.out.l2_changed
+    }
+
     /// Whether the wanted neighbour/FDB set changed since the last call (then it is reset).
     pub fn take_l2_changed(&mut self) -> bool {
         std::mem::take(&mut self.out.l2_changed)

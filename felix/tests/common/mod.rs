@@ -5,6 +5,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod fixtures;
+pub use fixtures::*;
+
 use calyx_felix::route::{self, ParsedRoute};
 use calyx_felix::{run_in_netns, Config, Reconciler};
 
