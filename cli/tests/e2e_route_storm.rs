@@ -16,13 +16,7 @@ use calyx_tests::wait_until;
 const ROUTES: u32 = 100_000;
 
 fn apply(underlay: &Underlay, yaml: &str) {
-    let out = underlay.calyx_stdin(&["apply", "-f", "-"], yaml);
-    assert!(
-        out.status.success(),
-        "calyx apply: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    underlay.apply(yaml);
 }
 
 /// How many kernel routes of the node lead to `via` (the ToR).

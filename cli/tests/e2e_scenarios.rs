@@ -22,13 +22,7 @@ fn tag(test: &str) -> String {
 }
 
 fn apply(underlay: &Underlay, yaml: &str) {
-    let out = underlay.calyx_stdin(&["apply", "-f", "-"], yaml);
-    assert!(
-        out.status.success(),
-        "calyx apply: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    underlay.apply(yaml);
 }
 
 /// `ip route get <ip>` on a node: the route the kernel uses.

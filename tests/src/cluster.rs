@@ -117,6 +117,17 @@ impl Underlay {
             .unwrap_or_else(|e| panic!("cannot run calyx: {e}"))
     }
 
+    /// `calyx apply -f -` of `yaml`; panics with calyx's output when it fails.
+    pub fn apply(&self, yaml: &str) {
+        let out = self.calyx_stdin(&["apply", "-f", "-"], yaml);
+        assert!(
+            out.status.success(),
+            "calyx apply: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Like [`Underlay::calyx`] with `input` on standard input (`calyx apply -f -`).
     pub fn calyx_stdin(&self, args: &[&str], input: &str) -> std::process::Output {
         use std::io::Write;
