@@ -185,7 +185,9 @@ impl Daemon {
         vars.insert("CALYX_STATE_DIR", dir.path().display().to_string());
         vars.insert("CALYX_HEALTH_LISTEN", "127.0.0.1:9099".into());
         vars.insert("CALYX_LOG_LEVEL", "info".into());
-        vars.insert("CALYX_DATASTORE_WAIT", "20".into());
+        // calico-node's patience, the daemon's default: a loaded machine may keep a fresh etcd
+        // from answering for a while, and a real node would wait too.
+        vars.insert("CALYX_DATASTORE_WAIT", "60".into());
         for (k, v) in env {
             vars.insert(k, (*v).to_string());
         }
@@ -432,7 +434,7 @@ impl Cluster {
 
     /// Waits (bounded) until every daemon's health endpoint accepts connections.
     pub fn wait_up(&self) {
-        let up = wait_until(Duration::from_secs(30), || {
+        let up = wait_until(Duration::from_secs(90), || {
             self.nodes.iter().all(|n| {
                 n.ns.try_exec(&["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9099"])
             })
