@@ -100,7 +100,7 @@ async fn watch_from_a_compacted_revision_relists_then_resumes() {
     let r2 = store.update("/c/a", b"2".to_vec(), r1).await.unwrap();
     store.create("/c/b", b"b".to_vec()).await.unwrap();
     let r4 = store.delete("/c/b", None).await.unwrap();
-    let mut kv = store.client().kv_client();
+    let mut kv = store.client().await.unwrap().kv_client();
     kv.compact(r4, None).await.unwrap();
 
     let mut watch = store.watch("/c/", r2).await.unwrap();

@@ -1,0 +1,130 @@
+//! `EtcdStore` on a 3-member etcd cluster: when the member a store talks to dies, or the leader
+//! does, reads, listings, transactions and watches go on through another member within the
+//! request deadline, and reads stay current.
+
+// Test code: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod conformance;
+
+use std::time::{Duration, Instant};
+
+use calyx_datastore::store::etcd::{EtcdConfig, EtcdStore};
+use calyx_datastore::store::{Store, WatchEvent};
+use calyx_tests::etcd::EtcdCluster;
+
+/// The store's request deadline in these tests.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn connect(endpoints: &str) -> EtcdStore {
+    let mut config = EtcdConfig::from_endpoints(endpoints).unwrap();
+    config.timeout = Some(TIMEOUT);
+    EtcdStore::connect(&config).await.unwrap()
+}
+
+fn member_of(cluster: &EtcdCluster, store: &EtcdStore) -> usize {
+    (0..cluster.len())
+        .find(|&i| cluster.endpoint(i) == store.current_endpoint())
+        .unwrap()
+}
+
+/// Runs `what` and checks that it took less than the deadline: a failover, not a hang or a
+/// caller-level retry.
+async fn timed<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    let start = Instant::now();
+    let out = f.await;
+    let took = start.elapsed();
+    eprintln!("{what}: {took:?}");
+    assert!(took <= TIMEOUT, "{what} took {took:?}");
+    out
+}
+
+/// The next event that is not a resync, within 15 s.
+async fn next_change(watch: &mut calyx_datastore::store::Watch) -> WatchEvent {
+    conformance::next_event(watch).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_and_watches_fail_over_when_members_die() {
+    let Some(mut cluster) = EtcdCluster::start("requests_and_watches_fail_over", 3) else {
+        return;
+    };
+    let store = connect(&cluster.endpoints()).await;
+    conformance::run_all(&store).await;
+
+    let r1 = store.create("/f/a", b"1".to_vec()).await.unwrap();
+    let mut watch = store.watch("/f/", r1 + 1).await.unwrap();
+
+    // 1. The member this store talks to dies (SIGKILL, connections reset).
+    let first = member_of(&cluster, &store);
+    cluster.kill(first);
+    let r2 = timed("update after the store's member died", async {
+        store.update("/f/a", b"2".to_vec(), r1).await.unwrap()
+    })
+    .await;
+    assert_ne!(member_of(&cluster, &store), first, "the store moved on");
+    let got = timed("get", store.get("/f/a")).await.unwrap().unwrap();
+    assert_eq!(got.value, b"2", "a read after failover sees the last write");
+    assert_eq!(got.mod_revision, r2);
+    timed("create", store.create("/f/b", b"b".to_vec()))
+        .await
+        .unwrap();
+    let listing = timed("list", store.list("/f/")).await.unwrap();
+    assert_eq!(listing.kvs.len(), 2);
+    match next_change(&mut watch).await {
+        WatchEvent::Put(kv) => {
+            assert_eq!((kv.key.as_str(), kv.value.as_slice()), ("/f/a", &b"2"[..]))
+        }
+        other => panic!("expected the update, got {other:?}"),
+    }
+    match next_change(&mut watch).await {
+        WatchEvent::Put(kv) => assert_eq!(kv.key, "/f/b"),
+        other => panic!("expected the create, got {other:?}"),
+    }
+    cluster.restart(first);
+
+    // 2. The leader dies: requests wait out the election on the other members.
+    let leader = cluster.wait_leader(None, Duration::from_secs(20));
+    eprintln!(
+        "killing leader {leader}; the store is on {}",
+        member_of(&cluster, &store)
+    );
+    cluster.kill(leader);
+    // Straight away: the first of these waits out the election (a follower drops proposals
+    // while it has no leader), on this member or the next.
+    let mut rev = r2;
+    for i in 0..5u8 {
+        rev = timed("update while the leader is gone", async {
+            store.update("/f/a", vec![b'3' + i], rev).await.unwrap()
+        })
+        .await;
+    }
+    let new_leader = cluster.wait_leader(Some(leader), Duration::from_secs(20));
+    eprintln!("leader {leader} killed, {new_leader} elected");
+    for _ in 0..5 {
+        match next_change(&mut watch).await {
+            WatchEvent::Put(kv) => assert_eq!(kv.key, "/f/a"),
+            other => panic!("expected the updates, got {other:?}"),
+        }
+    }
+    cluster.restart(leader);
+    assert!(cluster.wait_healthy(leader, Duration::from_secs(20)));
+
+    // 3. A fresh store whose endpoint list starts with a dead one (nothing listens there):
+    // one refused connection, then a live member, every time.
+    let dead = format!("http://127.0.0.1:{}", calyx_tests::free_port());
+    for _ in 0..5 {
+        let start = Instant::now();
+        let s = connect(&format!("{dead},{}", cluster.endpoints())).await;
+        assert_eq!(
+            s.get("/f/a").await.unwrap().unwrap().mod_revision,
+            rev,
+            "current through any member"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+}
