@@ -128,3 +128,74 @@ async fn requests_and_watches_fail_over_when_members_die() {
         );
     }
 }
+
+/// The member a store (and its watch) talks to is cut off the network (`ip link set down`):
+/// its connections go silent instead of breaking. Requests move on after one short attempt
+/// timeout, the watch after the keep-alive notices, and nothing is lost or read stale.
+#[test]
+fn requests_and_watches_fail_over_when_their_member_is_cut_off() {
+    let Some(cluster) = EtcdCluster::start_partitionable(
+        "requests_and_watches_fail_over_when_their_member_is_cut_off",
+        "dsfo",
+        "10.231.8",
+        3,
+    ) else {
+        return;
+    };
+    let hub = cluster.hub().unwrap().name().to_string();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // The members are reachable from the hub only.
+            calyx_tests::netns::enter_netns(&hub);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(cut_off(&cluster));
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    });
+}
+
+async fn cut_off(cluster: &EtcdCluster) {
+    let store = connect(&cluster.endpoints()).await;
+    let r1 = store.create("/p/a", b"1".to_vec()).await.unwrap();
+    let mut watch = store.watch("/p/", r1 + 1).await.unwrap();
+    // Let the watch stream open on the store's member before cutting it off.
+    let r2 = store.update("/p/a", b"2".to_vec(), r1).await.unwrap();
+    match next_change(&mut watch).await {
+        WatchEvent::Put(kv) => assert_eq!(kv.mod_revision, r2),
+        other => panic!("expected the update, got {other:?}"),
+    }
+    let cut = member_of(cluster, &store);
+    let leader = cluster.leader();
+    eprintln!("cutting off member {cut} (leader: {leader:?})");
+    cluster.partition(cut);
+
+    let r3 = timed("update after the store's member was cut off", async {
+        store.update("/p/a", b"3".to_vec(), r2).await.unwrap()
+    })
+    .await;
+    assert_ne!(member_of(cluster, &store), cut);
+    let got = timed("get", store.get("/p/a")).await.unwrap().unwrap();
+    assert_eq!((got.value.as_slice(), got.mod_revision), (&b"3"[..], r3));
+    let start = Instant::now();
+    let event = tokio::time::timeout(Duration::from_secs(30), watch.next())
+        .await
+        .expect("the watch did not move to another member within 30 s")
+        .unwrap();
+    eprintln!("watch event after the cut: {:?}", start.elapsed());
+    match event {
+        WatchEvent::Put(kv) => assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"3"[..], r3)),
+        other => panic!("expected the update, got {other:?}"),
+    }
+
+    cluster.heal(cut);
+    assert!(cluster.wait_healthy(cut, Duration::from_secs(30)));
+    let r4 = store.update("/p/a", b"4".to_vec(), r3).await.unwrap();
+    match next_change(&mut watch).await {
+        WatchEvent::Put(kv) => assert_eq!(kv.mod_revision, r4),
+        other => panic!("expected the update, got {other:?}"),
+    }
+}

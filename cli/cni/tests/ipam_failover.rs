@@ -7,8 +7,8 @@
 //! failed and each of those with code 11 (try again later), and a watch that ran through it all
 //! (as the node daemon's do) ends in the same state as a fresh listing.
 
-// Test code: a panic is a failed test. `unsafe` only for `setns(2)` (see `enter_netns`).
-#![allow(clippy::unwrap_used, clippy::expect_used, unsafe_code)]
+// Test code: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -107,17 +107,6 @@ fn cni_add(endpoints: &str, node: &str, container: &str) -> Outcome {
     }
 }
 
-/// Moves the calling thread into network namespace `name` (threads and processes it starts
-/// later are in it too).
-fn enter_netns(name: &str) {
-    use std::os::fd::AsRawFd;
-    let ns = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
-    // SAFETY: `setns` takes a file descriptor that `ns` keeps open for the call and a constant
-    // flag; it has no memory-safety preconditions.
-    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-}
-
 fn run_failover(test: &str, fault: Fault) {
     let cluster = match fault {
         Fault::KillLeader => EtcdCluster::start(test, 3),
@@ -133,7 +122,7 @@ fn run_failover(test: &str, fault: Fault) {
     std::thread::scope(|s| {
         s.spawn(|| {
             if let Some(hub) = &hub {
-                enter_netns(hub);
+                calyx_tests::netns::enter_netns(hub);
             }
             scenario(&mut cluster, fault);
         })
