@@ -1,7 +1,10 @@
 //! The etcd v3 [`Store`]: what every user-facing command and the node daemon run on.
 //!
 //! Requests carry a deadline so that an unreachable etcd is an error within seconds, not a hang.
-//! Watches run in a task of their own that reconnects with back-off when etcd goes away and
+//! With several endpoints (one per member of an etcd cluster) a request that fails on one
+//! member as unavailable is sent to the next within that deadline (see [`EtcdStore`]); reads
+//! stay linearizable, so an answer from any member is current. Watches run in a task of their
+//! own that moves to another member or reconnects with back-off when etcd goes away, and
 //! re-lists when the history it needs was compacted, logging both.
 
 use std::path::PathBuf;
@@ -300,14 +303,11 @@ impl EtcdStore {
         use etcd_client::Error as E;
         let chain = error_chain(&error);
         let reason = format!("{url}: {chain}");
-        // Never sent, or refused before anything was proposed: nothing can have been applied.
-        let not_sent = ["tcp connect error", "Connection refused", "no leader"]
-            .iter()
-            .any(|m| chain.contains(m));
+        let maybe_applied = may_have_been_applied(&chain);
         let retry = |reason: String| {
             Ok(AttemptError {
                 reason,
-                maybe_applied: !not_sent,
+                maybe_applied,
             })
         };
         match &error {
@@ -435,6 +435,16 @@ impl EtcdStore {
             }
         }
     }
+}
+
+/// Whether a request that failed with this error (its whole source chain) may still have been
+/// applied by the member. Only errors that prove the request never got to a proposal say no:
+/// a connection that could not be made, or a member that refused it for lack of a leader
+/// (with require-leader, etcd checks that before anything else). A connection that broke or
+/// a request that timed out may have been applied.
+fn may_have_been_applied(chain: &str) -> bool {
+    const NOT_SENT: [&str; 3] = ["tcp connect error", "Connection refused", "no leader"];
+    !NOT_SENT.iter().any(|m| chain.contains(m))
 }
 
 /// An error with its sources, e.g. "transport error: tcp connect error: Connection refused":
@@ -704,5 +714,38 @@ impl WatchTask {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_errors_before_a_proposal_rule_out_an_applied_request() {
+        // What tonic and etcd say, as `error_chain` renders them.
+        let refused = "grpc request error: code: 'The service is currently unavailable', \
+                       message: \"tcp connect error\": Connection refused (os error 111)";
+        assert!(!may_have_been_applied(refused));
+        assert!(!may_have_been_applied(
+            "grpc request error: status: Unavailable, message: \"etcdserver: no leader\""
+        ));
+        for broken in [
+            "grpc request error: status: Unknown, message: \"transport error\": connection reset",
+            "grpc request error: status: Unavailable, message: \"etcdserver: request timed out\"",
+            "grpc request error: status: Unavailable, message: \"etcdserver: leader changed\"",
+            "http://10.0.0.1:2379: no answer within 1.6s",
+        ] {
+            assert!(may_have_been_applied(broken), "{broken}");
+        }
+    }
+
+    #[test]
+    fn an_error_chain_names_every_cause_once() {
+        let inner = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let outer = etcd_client::Error::IoError(inner);
+        let chain = error_chain(&outer);
+        assert!(chain.contains("refused"), "{chain}");
+        assert_eq!(chain.matches("refused").count(), 1, "{chain}");
     }
 }
