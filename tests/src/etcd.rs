@@ -241,6 +241,9 @@ pub struct EtcdCluster {
     members: Vec<Etcd>,
     /// Raft member ID of each member, read once the cluster formed (stable across restarts).
     ids: Vec<u64>,
+    /// Members cut off by [`EtcdCluster::partition`]: not asked for status (each ask would
+    /// wait out etcdctl's dial timeout).
+    cut: std::sync::Mutex<Vec<bool>>,
     net: Option<ClusterNet>,
 }
 
@@ -372,9 +375,11 @@ impl EtcdCluster {
         for m in &mut members {
             all_up &= m.wait_up(Duration::from_secs(30));
         }
+        let n = members.len();
         let mut cluster = EtcdCluster {
             members,
             ids: Vec::new(),
+            cut: std::sync::Mutex::new(vec![false; n]),
             net,
         };
         if !all_up {
@@ -453,13 +458,15 @@ impl EtcdCluster {
     /// The index of the leader that a majority of the members agree on right now, if any.
     pub fn leader(&self) -> Option<usize> {
         let quorum = self.members.len() / 2 + 1;
+        let cut = self.cut.lock().map(|c| c.clone()).unwrap_or_default();
         let seen: Vec<u64> = (0..self.members.len())
-            .filter(|&i| self.members[i].child.is_some())
+            .filter(|&i| self.members[i].child.is_some() && !cut.get(i).copied().unwrap_or(false))
             .filter_map(|i| self.status(i).map(|(_, leader)| leader))
             .filter(|&leader| leader != 0)
             .collect();
         (0..self.members.len()).find(|&i| {
             self.members[i].child.is_some()
+                && !cut.get(i).copied().unwrap_or(false)
                 && seen.iter().filter(|&&l| l == self.ids[i]).count() >= quorum
         })
     }
@@ -515,6 +522,9 @@ impl EtcdCluster {
             .unwrap_or_else(|| panic!("partition needs EtcdCluster::start_partitionable"));
         net.hub
             .exec(&["ip", "link", "set", net.links[i].as_str(), state]);
+        if let Ok(mut cut) = self.cut.lock() {
+            cut[i] = state == "down";
+        }
     }
 
     /// Waits (at most `limit`) until member `i` is healthy (it has a leader and answers).
