@@ -13,8 +13,11 @@ use calyx_datastore::store::etcd::{EtcdConfig, EtcdStore};
 use calyx_datastore::store::{Store, WatchEvent};
 use calyx_tests::etcd::EtcdCluster;
 
-/// The store's request deadline in these tests.
-const TIMEOUT: Duration = Duration::from_secs(5);
+/// The store's request deadline in these tests (3 s per attempt on one member). Longer than
+/// the 5 s default: a request sent right after the leader died waits out the election (1-2 s
+/// election timeout, more with split votes or on a loaded machine), which no failover can
+/// shorten; a 5 s deadline made that a flake, not a finding.
+const TIMEOUT: Duration = Duration::from_secs(9);
 
 async fn connect(endpoints: &str) -> EtcdStore {
     let mut config = EtcdConfig::from_endpoints(endpoints).unwrap();

@@ -275,7 +275,7 @@ impl EtcdCluster {
                     )
                 })
                 .collect();
-            let members = Self::members(urls, None);
+            let members = Self::members(urls);
             if let Some(cluster) = Self::form(members, None) {
                 return Some(cluster);
             }
@@ -326,7 +326,7 @@ impl EtcdCluster {
             namespaces.push(ns);
             links.push(link);
         }
-        let mut members = Self::members(urls, None);
+        let mut members = Self::members(urls);
         for (m, ns) in members.iter_mut().zip(&namespaces) {
             m.netns = Some(ns.name().to_string());
         }
@@ -343,7 +343,7 @@ impl EtcdCluster {
         cluster
     }
 
-    fn members(urls: Vec<(String, String)>, netns: Option<String>) -> Vec<Etcd> {
+    fn members(urls: Vec<(String, String)>) -> Vec<Etcd> {
         let tag = std::process::id();
         let names: Vec<String> = (0..urls.len())
             .map(|i| format!("calyx-test-{tag}-{i}"))
@@ -357,7 +357,7 @@ impl EtcdCluster {
         urls.into_iter()
             .zip(names)
             .map(|((client, peer), name)| {
-                let mut m = Etcd::new(client, peer, netns.clone());
+                let mut m = Etcd::new(client, peer, None);
                 m.name = name;
                 m.initial_cluster = Some(initial.clone());
                 m
