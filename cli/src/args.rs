@@ -109,6 +109,13 @@ pub enum IpamCommand {
         /// Repair what is safe to repair.
         #[arg(long)]
         fix: bool,
+        /// The handles of the workloads that exist, one per line (`#` starts a comment; `-`
+        /// reads standard input), e.g. `k8s-pod-network.<container ID>` for every sandbox the
+        /// runtime holds. Addresses held by any other handle are reported as leaked: an ADD
+        /// that failed and kept its address, a pod removed without a CNI DEL. Tunnel
+        /// addresses are never counted as leaked.
+        #[arg(long, value_name = "FILE")]
+        live_handles: Option<PathBuf>,
         /// Also write the report as JSON to this file.
         #[arg(short, long)]
         output: Option<PathBuf>,

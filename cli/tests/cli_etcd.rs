@@ -501,6 +501,34 @@ fn ipam_commands_show_check_release_and_configure() {
 
     let check = ok(&etcd, &["ipam", "check"]);
     assert!(!check.is_empty());
+    // Told which workloads exist, check finds an address whose workload does not (an ADD
+    // that failed and kept it, a pod removed without a DEL).
+    let line = fails(
+        &etcd,
+        &["ipam", "check", "--live-handles", "-"],
+        Some("# sandboxes\nk8s-pod-network.other\n"),
+    );
+    assert!(line.contains("IPAM has problems"), "{line}");
+    let out = calyx(
+        &etcd,
+        &["ipam", "check", "--live-handles", "-"],
+        Some("k8s-pod-network.other\n"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("leaked: {ip} held by k8s-pod-network.abc")),
+        "{stdout}"
+    );
+    let out = calyx(
+        &etcd,
+        &["ipam", "check", "--live-handles", "-"],
+        Some("k8s-pod-network.abc\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     let line = fails(&etcd, &["ipam", "release", "--ip", "banana"], None);
     assert!(line.contains("banana"), "{line}");

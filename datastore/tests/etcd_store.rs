@@ -100,7 +100,7 @@ async fn watch_from_a_compacted_revision_relists_then_resumes() {
     let r2 = store.update("/c/a", b"2".to_vec(), r1).await.unwrap();
     store.create("/c/b", b"b".to_vec()).await.unwrap();
     let r4 = store.delete("/c/b", None).await.unwrap();
-    let mut kv = store.client().kv_client();
+    let mut kv = store.client().await.unwrap().kv_client();
     kv.compact(r4, None).await.unwrap();
 
     let mut watch = store.watch("/c/", r2).await.unwrap();
@@ -114,4 +114,38 @@ async fn watch_from_a_compacted_revision_relists_then_resumes() {
     }
     let r5 = store.create("/c/new", b"n".to_vec()).await.unwrap();
     assert_eq!(conformance::next_event(&mut watch).await.revision(), r5);
+}
+
+/// A long-lived store (the node daemon's) whose requests failed while etcd was down works
+/// again once etcd is back: its connection is re-made, not left broken.
+#[tokio::test]
+async fn requests_work_again_after_failing_while_etcd_was_down() {
+    let Some(mut etcd) = Etcd::start("requests_work_again_after_failing_while_etcd_was_down")
+    else {
+        return;
+    };
+    let store = connect(&etcd).await;
+    store.create("/r/a", b"1".to_vec()).await.unwrap();
+    etcd.kill();
+    for _ in 0..3 {
+        match store.get("/r/a").await {
+            Err(StoreError::Unavailable { .. }) => {}
+            other => panic!("expected Unavailable while etcd is down, got {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    etcd.restart();
+    let mut back = false;
+    for _ in 0..50 {
+        if let Ok(Some(kv)) = store.get("/r/a").await {
+            assert_eq!(kv.value, b"1");
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        back,
+        "the store did not reconnect within 5 s of etcd's restart"
+    );
 }

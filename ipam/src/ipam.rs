@@ -805,6 +805,21 @@ impl<S: Store> Ipam<S> {
                         self.policy().pause(attempt).await;
                         continue;
                     }
+                    if matches!(e, IpamError::Exhausted { .. }) {
+                        // No room is no answer for a handle that already holds its addresses
+                        // (a retried ADD whose first try was written, say, after a failover
+                        // lost the answer): assign is idempotent per handle, full pool or not.
+                        match self.read_handle(&w.args.handle, family).await {
+                            Ok((state, existing)) => {
+                                w.handle = state;
+                                w.existing = existing;
+                                if w.need() == 0 {
+                                    return Ok(w);
+                                }
+                            }
+                            Err(re) => return Err((w, re)),
+                        }
+                    }
                     return Err((w, e));
                 }
             };

@@ -33,6 +33,13 @@ impl Netns {
         run("ip", &full)
     }
 
+    /// Moves the calling thread into this namespace: sockets it opens and threads and
+    /// processes it starts afterwards are in it (for a test's in-process clients of servers
+    /// that live in namespaces). Use a thread of its own; it never moves back.
+    pub fn enter(&self) {
+        enter_netns(&self.name);
+    }
+
     /// Like [`Netns::exec`] but returns whether the command succeeded instead of panicking.
     pub fn try_exec(&self, argv: &[&str]) -> bool {
         Command::new("ip")
@@ -59,6 +66,24 @@ impl Drop for Netns {
             .args(["netns", "del", self.name.as_str()])
             .output();
     }
+}
+
+/// Moves the calling thread into network namespace `name` (see [`Netns::enter`]); panics
+/// when that fails.
+#[allow(unsafe_code)]
+pub fn enter_netns(name: &str) {
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(format!("/var/run/netns/{name}"))
+        .unwrap_or_else(|e| panic!("cannot open namespace {name}: {e}"));
+    // SAFETY: `setns` takes a file descriptor that `ns` keeps open for the call and a constant
+    // flag; it has no memory-safety preconditions.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "setns into {name}: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Runs a command on the host and returns its standard output; panics with its standard error

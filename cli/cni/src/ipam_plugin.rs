@@ -137,6 +137,31 @@ where
     }
 }
 
+/// How long an ADD that failed for good keeps trying, after its own deadline, to give back
+/// what it may hold. Inside kubelet's 2 minutes per sandbox with the default 90 s deadline.
+pub const ROLLBACK_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Releases whatever `handle` holds after an ADD failed for good, retrying a datastore that
+/// does not answer until `deadline`; returns how many addresses it released.
+///
+/// A failed ADD must not keep an address: when etcd fails over, a write can be applied while
+/// its answer is lost, and the ADD's own rollback (in [`execute`]) can fail the same way. The
+/// handle belongs to this container alone, and the runtime follows a failed ADD with a DEL of
+/// the same handle anyway, so releasing it is always safe.
+pub async fn roll_back_add<S: Store>(
+    ipam: &Ipam<S>,
+    handle: &str,
+    deadline: tokio::time::Instant,
+) -> Result<usize, CniError> {
+    retry_until(deadline, || async {
+        ipam.release_handle(handle)
+            .await
+            .map(|released| released.len())
+            .map_err(CniError::from)
+    })
+    .await
+}
+
 /// The `ipam` section.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct IpamSection {

@@ -222,3 +222,63 @@ async fn add_rides_out_an_etcd_outage() {
         .unwrap()
         .is_some());
 }
+
+/// What an ADD leaves when its write reached etcd but its answer and its own undo did not:
+/// the final rollback waits for etcd (within its deadline) and releases the handle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_add_releases_its_handle_once_etcd_answers() {
+    use calyx_ipam::{AllocationAttrs, AssignArgs, Family, Ipam};
+    let Some(mut etcd) = Etcd::start("a_failed_add_releases_its_handle_once_etcd_answers") else {
+        return;
+    };
+    let store = EtcdStore::connect(&EtcdConfig::from_endpoints(etcd.endpoint()).unwrap())
+        .await
+        .unwrap();
+    put_pool(&store, "default-ipv4-ippool", "10.22.0.0/16", 26, "all()")
+        .await
+        .unwrap();
+    put_node(&store, "node1", &[]).await.unwrap();
+    let ipam = Ipam::new(store.clone());
+    let held = ipam
+        .assign(AssignArgs {
+            handle: "net.failed".to_string(),
+            node: "node1".to_string(),
+            family: Family::V4,
+            count: 1,
+            attrs: AllocationAttrs::default(),
+            pools: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+
+    etcd.kill();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let rollback = tokio::spawn(async move {
+        calyx_cni::ipam_plugin::roll_back_add(&ipam, "net.failed", deadline).await
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        !rollback.is_finished(),
+        "it waits for etcd instead of giving up"
+    );
+    // Kept until the end: dropping it stops etcd.
+    let _etcd = tokio::task::spawn_blocking(move || {
+        etcd.restart();
+        etcd
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        rollback.await.unwrap(),
+        Ok(1),
+        "the held address is released"
+    );
+    assert!(store
+        .get("/calico/ipam/v2/handle/net.failed")
+        .await
+        .unwrap()
+        .is_none());
+    let info = Ipam::new(store).ip_info(held[0]).await.unwrap();
+    assert!(!info.allocated, "{info:?}");
+}

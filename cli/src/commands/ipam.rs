@@ -1,5 +1,6 @@
 //! `calyx ipam show|check|release|configure`: calicoctl's IPAM commands over `calyx-ipam`.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use anyhow::{Context, Result};
@@ -18,6 +19,23 @@ async fn ipam(datastore: &DatastoreArgs) -> Result<Ipam<EtcdStore>> {
 fn parse_ip(text: &str) -> Result<IpAddr> {
     text.parse()
         .with_context(|| format!("--ip {text:?} is not an IP address"))
+}
+
+/// Reads `--live-handles`: one handle per line, `#` comments and blank lines skipped; `-` is
+/// standard input.
+fn read_handles(path: &std::path::Path) -> Result<HashSet<String>> {
+    let text = if path == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read handles from stdin")?
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read handles from {}", path.display()))?
+    };
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// Runs one `calyx ipam` subcommand.
@@ -62,15 +80,22 @@ pub async fn run(datastore: &DatastoreArgs, command: IpamCommand) -> Result<()> 
             }
             Ok(())
         }
-        IpamCommand::Check { fix, output } => {
+        IpamCommand::Check {
+            fix,
+            output,
+            live_handles,
+        } => {
+            let live_handles = live_handles.as_deref().map(read_handles).transpose()?;
             let ipam = ipam(datastore).await?;
-            let report = ipam
-                .check(&CheckOptions {
-                    fix,
-                    live_handles: None,
-                })
-                .await?;
+            let report = ipam.check(&CheckOptions { fix, live_handles }).await?;
             print!("{}", report.summary());
+            for a in &report.not_live {
+                println!(
+                    "leaked: {} held by {} (release with `calyx ipam release --handle`)",
+                    a.ip,
+                    a.handle.as_deref().unwrap_or("no handle")
+                );
+            }
             if let Some(path) = output {
                 std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
                     .with_context(|| format!("cannot write {}", path.display()))?;

@@ -1,10 +1,15 @@
 //! The etcd v3 [`Store`]: what every user-facing command and the node daemon run on.
 //!
 //! Requests carry a deadline so that an unreachable etcd is an error within seconds, not a hang.
-//! Watches run in a task of their own that reconnects with back-off when etcd goes away and
+//! With several endpoints (one per member of an etcd cluster) a request that fails on one
+//! member as unavailable is sent to the next within that deadline (see [`EtcdStore`]); reads
+//! stay linearizable, so an answer from any member is current. Watches run in a task of their
+//! own that moves to another member or reconnects with back-off when etcd goes away, and
 //! re-lists when the history it needs was compacted, logging both.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,7 +17,7 @@ use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn,
     TxnOp, WatchOptions,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OnceCell};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -124,97 +129,283 @@ impl EtcdConfig {
     }
 }
 
-/// The etcd v3 store. Cloning shares one connection.
+/// One etcd member as this store reaches it: a client of its own, connected on first use.
+struct Member {
+    url: String,
+    client: OnceCell<Client>,
+}
+
+/// The etcd v3 store. Cloning shares the connections.
+///
+/// With several endpoints (one per etcd member) every request goes to one member, the same one
+/// while it answers; a request that fails there as unavailable (connection refused or reset, no
+/// answer in time, "no leader") is sent to the next member, until the request's deadline. The
+/// etcd-client crate's own multi-endpoint channel balances requests over the endpoints and
+/// does not retry elsewhere, so a dead member failed a share of all requests: hence one client
+/// per member here.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    members: Vec<Member>,
+    options: ConnectOptions,
+    /// Index of the member requests go to first.
+    current: AtomicUsize,
     endpoints: String,
+    /// Deadline for one request, failovers included.
     timeout: Duration,
+    /// Deadline for one attempt on one member: short enough that a dead or cut-off member
+    /// leaves time to try the others within `timeout`.
+    attempt_timeout: Duration,
 }
 
 impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdStore")
-            .field("endpoints", &self.endpoints)
+            .field("endpoints", &self.inner.endpoints)
             .finish()
     }
 }
 
+/// The shortest time one attempt on one member gets when there are several.
+const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// HTTP/2 keep-alive: how often an idle-looking connection is pinged, and how long a ping may
+/// go unanswered before the connection counts as dead. etcd refuses pings more frequent than
+/// its `--grpc-keepalive-min-time` (5 s by default) with GOAWAY, so the interval stays above
+/// that; the total bounds how long a watch on a cut-off member stays silent.
+const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(6), Duration::from_secs(3));
+
+/// What went wrong on one attempt.
+struct AttemptError {
+    /// Why, with the member's URL.
+    reason: String,
+    /// Whether the member may have applied the request (the connection broke or timed out
+    /// after it was sent). A connection that was never made, or a member that refused for lack
+    /// of a leader, applied nothing.
+    maybe_applied: bool,
+}
+
 impl EtcdStore {
     /// Connects and checks that etcd answers: an unreachable etcd is an error within the
-    /// configured timeout (5 s by default).
+    /// configured timeout (5 s by default). With several endpoints, one live member is enough.
     pub async fn connect(config: &EtcdConfig) -> Result<Self, StoreError> {
         let endpoints = config.endpoints.join(",");
         let timeout = config.timeout();
-        let options = config.connect_options()?;
-        let unavailable = |reason: String| StoreError::Unavailable {
-            endpoints: endpoints.clone(),
-            reason,
+        let n = u32::try_from(config.endpoints.len().max(1)).unwrap_or(u32::MAX);
+        let attempt_timeout = if n == 1 {
+            timeout
+        } else {
+            (timeout / n).max(MIN_ATTEMPT_TIMEOUT).min(timeout)
         };
-        let client = tokio::time::timeout(
-            timeout,
-            Client::connect(config.endpoints.clone(), Some(options)),
-        )
-        .await
-        .map_err(|_| unavailable(format!("no answer within {timeout:?}")))?
-        .map_err(|e| unavailable(e.to_string()))?;
+        let options = config
+            .connect_options()?
+            .with_connect_timeout(attempt_timeout)
+            .with_timeout(attempt_timeout)
+            .with_keep_alive(KEEPALIVE.0, KEEPALIVE.1)
+            // A member cut off from the others answers "no leader" at once (and cancels its
+            // watches) instead of holding requests until they time out.
+            .with_require_leader(true);
+        let members = config
+            .endpoints
+            .iter()
+            .map(|url| Member {
+                url: url.clone(),
+                client: OnceCell::new(),
+            })
+            .collect();
         let store = EtcdStore {
-            client,
-            endpoints: endpoints.clone(),
-            timeout,
+            inner: Arc::new(Inner {
+                members,
+                options,
+                // Spread processes over the members, and the cost of a dead first member.
+                current: AtomicUsize::new(rand::random_range(0..n as usize)),
+                endpoints,
+                timeout,
+                attempt_timeout,
+            }),
         };
-        // The connection is made lazily: one cheap read proves that etcd is there.
+        // The connections are made lazily: one cheap read proves that etcd is there.
         store.get("/calico/").await?;
         Ok(store)
     }
 
-    /// The underlying client, for operations outside the [`Store`] trait (tests compact and
-    /// inspect through it).
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// A client of the member requests currently go to, for operations outside the [`Store`]
+    /// trait (tests compact and inspect through it).
+    pub async fn client(&self) -> Result<Client, StoreError> {
+        let index = self.current_member();
+        self.member_client(index)
+            .await
+            .map_err(|e| self.unavailable(e.reason))
     }
 
-    fn map_error(&self, error: etcd_client::Error) -> StoreError {
-        use etcd_client::Error as E;
-        match error {
-            E::TransportError(e) => self.unavailable(e.to_string()),
-            E::IoError(e) => self.unavailable(e.to_string()),
-            E::GRpcStatus(status) => match status.code() {
-                // tonic reports a broken connection as `Unknown: transport error`.
-                tonic_code::Unavailable
-                | tonic_code::DeadlineExceeded
-                | tonic_code::Cancelled
-                | tonic_code::Unknown => self.unavailable(status.message().to_string()),
-                _ => StoreError::Backend(format!("{:?}: {}", status.code(), status.message())),
-            },
-            other => StoreError::Backend(other.to_string()),
+    /// The URL of the member requests currently go to.
+    pub fn current_endpoint(&self) -> &str {
+        &self.inner.members[self.current_member()].url
+    }
+
+    fn current_member(&self) -> usize {
+        self.inner.current.load(Ordering::Relaxed) % self.inner.members.len().max(1)
+    }
+
+    /// Moves requests off member `failed` to the next one, unless another request already did.
+    fn rotate_from(&self, failed: usize) {
+        let n = self.inner.members.len();
+        if n > 1 {
+            let next = (failed + 1) % n;
+            let _ = self.inner.current.compare_exchange(
+                failed,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
+    }
+
+    /// Member `index`'s client, connecting it first if needed.
+    async fn member_client(&self, index: usize) -> Result<Client, AttemptError> {
+        let Some(member) = self.inner.members.get(index) else {
+            return Err(AttemptError {
+                reason: format!("no etcd member number {index}"),
+                maybe_applied: false,
+            });
+        };
+        let connect = async {
+            tokio::time::timeout(
+                self.inner.attempt_timeout,
+                Client::connect([member.url.as_str()], Some(self.inner.options.clone())),
+            )
+            .await
+            .map_err(|_| etcd_client::Error::InvalidArgs("connect timed out".into()))?
+        };
+        member
+            .client
+            .get_or_try_init(|| connect)
+            .await
+            .cloned()
+            .map_err(|e| AttemptError {
+                reason: format!("{}: {}", member.url, error_chain(&e)),
+                maybe_applied: false,
+            })
     }
 
     fn unavailable(&self, reason: String) -> StoreError {
         StoreError::Unavailable {
-            endpoints: self.endpoints.clone(),
+            endpoints: self.inner.endpoints.clone(),
             reason,
         }
     }
 
-    /// Runs one request under the deadline, mapping both failure kinds.
-    async fn call<T>(
-        &self,
-        request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, request).await {
-            Ok(result) => result.map_err(|e| self.map_error(e)),
-            Err(_) => Err(self.unavailable(format!("no answer within {:?}", self.timeout))),
+    /// Sorts one failed attempt: retried on another member, or returned to the caller.
+    fn classify(&self, url: &str, error: etcd_client::Error) -> Result<AttemptError, StoreError> {
+        use etcd_client::Error as E;
+        let chain = error_chain(&error);
+        let reason = format!("{url}: {chain}");
+        let maybe_applied = may_have_been_applied(&chain);
+        let retry = |reason: String| {
+            Ok(AttemptError {
+                reason,
+                maybe_applied,
+            })
+        };
+        match &error {
+            E::TransportError(_) | E::IoError(_) => retry(reason),
+            E::GRpcStatus(status) => match status.code() {
+                // tonic reports a broken connection as `Unknown: transport error`; etcd says
+                // "no leader", "leader changed" and "request timed out" as Unavailable.
+                tonic_code::Unavailable
+                | tonic_code::DeadlineExceeded
+                | tonic_code::Cancelled
+                | tonic_code::Unknown => retry(reason),
+                _ => Err(StoreError::Backend(format!(
+                    "{:?}: {}",
+                    status.code(),
+                    status.message()
+                ))),
+            },
+            _ => Err(StoreError::Backend(chain)),
         }
+    }
+
+    /// Runs one request under the store's deadline: on the current member, then on the next
+    /// ones while it fails as unavailable. Returns the answer and whether an earlier attempt
+    /// may have applied the request already (then a write's failed compare is no proof that
+    /// someone else wrote).
+    async fn call<T, F, Fut>(&self, mut request: F) -> Result<(T, bool), StoreError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let n = self.inner.members.len().max(1);
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        let mut index = self.current_member();
+        let mut failures: Vec<String> = Vec::new();
+        let mut maybe_applied = false;
+        // One attempt per member and round; rounds only repeat while every member fails fast
+        // (an election in progress), with a pause between them. A single endpoint gets one
+        // attempt, as before failover existed.
+        let max_attempts = if n == 1 { 1 } else { n * 8 };
+        for attempt in 1..=max_attempts {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let budget = self.inner.attempt_timeout.min(deadline - now);
+            let url = self.inner.members[index].url.clone();
+            let outcome = match self.member_client(index).await {
+                Err(e) => Err(e),
+                Ok(client) => match tokio::time::timeout(budget, request(client)).await {
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(e)) => Err(self.classify(&url, e)?),
+                    Err(_) => Err(AttemptError {
+                        reason: format!("{url}: no answer within {budget:?}"),
+                        maybe_applied: true,
+                    }),
+                },
+            };
+            match outcome {
+                Ok(answer) => {
+                    if !failures.is_empty() {
+                        debug!(member = %url, failed = ?failures, "etcd request failed over");
+                    }
+                    return Ok((answer, maybe_applied));
+                }
+                Err(e) => {
+                    if n > 1 {
+                        debug!(member = %url, reason = %e.reason, "etcd member failed; trying the next");
+                    }
+                    maybe_applied |= e.maybe_applied;
+                    failures.push(e.reason);
+                    self.rotate_from(index);
+                    index = (index + 1) % n;
+                    if attempt % n == 0 && attempt < max_attempts {
+                        let round = u32::try_from(attempt / n).unwrap_or(u32::MAX);
+                        let pause = Duration::from_millis(50)
+                            .saturating_mul(1u32 << round.min(4))
+                            .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            }
+        }
+        // The last failure of each member says most.
+        let tail = failures.len().saturating_sub(n);
+        let reason = if failures.is_empty() {
+            format!("no answer within {:?}", self.inner.timeout)
+        } else {
+            failures[tail..].join("; ")
+        };
+        Err(self.unavailable(reason))
     }
 
     /// Lists a prefix in pages, every page read at the revision of the first one.
     async fn list_paged(&self, prefix: &str) -> Result<Listing, StoreError> {
         let end = prefix_end(prefix);
-        let mut kv = self.client.kv_client();
         let mut from = prefix.as_bytes().to_vec();
         let mut listing = Listing::default();
+        // Bounded by the keys there are: every page moves `from` past the last key it got.
         loop {
             let mut options = GetOptions::new()
                 .with_range(end.clone())
@@ -222,7 +413,13 @@ impl EtcdStore {
             if listing.revision > 0 {
                 options = options.with_revision(listing.revision);
             }
-            let response = self.call(kv.get(from.clone(), Some(options))).await?;
+            let (response, _) = self
+                .call(|client| {
+                    let key = from.clone();
+                    let options = options.clone();
+                    async move { client.kv_client().get(key, Some(options)).await }
+                })
+                .await?;
             if listing.revision == 0 {
                 listing.revision = response.header().map_or(0, |h| h.revision());
             }
@@ -238,6 +435,34 @@ impl EtcdStore {
             }
         }
     }
+}
+
+/// Whether a request that failed with this error (its whole source chain) may still have been
+/// applied by the member. Only errors that prove the request never got to a proposal say no:
+/// a connection that could not be made, or a member that refused it for lack of a leader
+/// (with require-leader, etcd checks that before anything else). A connection that broke or
+/// a request that timed out may have been applied.
+fn may_have_been_applied(chain: &str) -> bool {
+    const NOT_SENT: [&str; 3] = ["tcp connect error", "Connection refused", "no leader"];
+    !NOT_SENT.iter().any(|m| chain.contains(m))
+}
+
+/// An error with its sources, e.g. "transport error: tcp connect error: Connection refused":
+/// tonic's top-level messages alone do not say what happened.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    // Bounded: error chains are short, and a cyclic one must not hang us.
+    for _ in 0..8 {
+        let Some(e) = source else { break };
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
 }
 
 /// gRPC status codes, under a short name.
@@ -272,8 +497,11 @@ fn txn_op(operation: &Operation) -> TxnOp {
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let mut kv = self.client.kv_client();
-        let response = self.call(kv.get(key, None)).await?;
+        // Linearizable (etcd's default): the answer is current even from a member that was
+        // cut off or just restarted.
+        let (response, _) = self
+            .call(|client| async move { client.kv_client().get(key, None).await })
+            .await?;
         Ok(response.kvs().first().map(convert))
     }
 
@@ -282,12 +510,28 @@ impl Store for EtcdStore {
     }
 
     async fn transaction(&self, txn: Transaction) -> Result<Revision, StoreError> {
-        let request = Txn::new()
-            .when(txn.preconditions.iter().map(compare).collect::<Vec<_>>())
-            .and_then(txn.operations.iter().map(txn_op).collect::<Vec<_>>());
-        let mut kv = self.client.kv_client();
-        let response = self.call(kv.txn(request)).await?;
+        let compares: Vec<Compare> = txn.preconditions.iter().map(compare).collect();
+        let operations: Vec<TxnOp> = txn.operations.iter().map(txn_op).collect();
+        let (response, maybe_applied) = self
+            .call(|client| {
+                let request = Txn::new()
+                    .when(compares.clone())
+                    .and_then(operations.clone());
+                async move { client.kv_client().txn(request).await }
+            })
+            .await?;
         if !response.succeeded() {
+            if maybe_applied && !txn.preconditions.is_empty() {
+                // An earlier attempt may have committed this very transaction, and that is
+                // what made the compare fail now: the outcome is unknown. Say so, and the
+                // caller re-reads (as after any unavailable error) instead of taking it for
+                // someone else's write.
+                return Err(self.unavailable(
+                    "a transaction retried on another etcd member found its preconditions \
+                     changed; the first attempt may have been applied"
+                        .to_string(),
+                ));
+            }
             return Err(StoreError::TransactionFailed);
         }
         Ok(response.header().map_or(0, |h| h.revision()))
@@ -395,15 +639,39 @@ impl WatchTask {
             .with_prefix()
             .with_start_revision(self.next_revision)
             .with_progress_notify();
-        let mut client = self.store.client.clone();
+        // The member this stream runs on; a stream that ends for any reason but a stop moves
+        // the store (and so the next attempt) to the next member.
+        let member = self.store.current_member();
+        let end = self
+            .stream_on(member, options, was_disconnected, backoff)
+            .await;
+        if matches!(end, StreamEnd::Disconnected(_)) {
+            self.store.rotate_from(member);
+        }
+        end
+    }
+
+    async fn stream_on(
+        &mut self,
+        member: usize,
+        options: WatchOptions,
+        was_disconnected: &mut bool,
+        backoff: &mut Duration,
+    ) -> StreamEnd {
+        let mut client = match self.store.member_client(member).await {
+            Ok(client) => client,
+            Err(e) => return StreamEnd::Disconnected(e.reason),
+        };
+        let timeout = self.store.inner.attempt_timeout;
         let opened = tokio::select! {
             _ = self.stop.cancelled() => return StreamEnd::Stopped,
-            opened = tokio::time::timeout(self.store.timeout, client.watch(self.prefix.as_str(), Some(options))) => opened,
+            opened = tokio::time::timeout(timeout, client.watch(self.prefix.as_str(), Some(options))) => opened,
         };
+        let url = &self.store.inner.members[member].url;
         let mut stream = match opened {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return StreamEnd::Disconnected(e.to_string()),
-            Err(_) => return StreamEnd::Disconnected("watch request timed out".into()),
+            Ok(Err(e)) => return StreamEnd::Disconnected(format!("{url}: {}", error_chain(&e))),
+            Err(_) => return StreamEnd::Disconnected(format!("{url}: watch request timed out")),
         };
         loop {
             let message = tokio::select! {
@@ -412,8 +680,8 @@ impl WatchTask {
             };
             let response = match message {
                 Ok(Some(response)) => response,
-                Ok(None) => return StreamEnd::Disconnected("watch stream closed".into()),
-                Err(e) => return StreamEnd::Disconnected(e.to_string()),
+                Ok(None) => return StreamEnd::Disconnected(format!("{url}: watch stream closed")),
+                Err(e) => return StreamEnd::Disconnected(format!("{url}: {}", error_chain(&e))),
             };
             if response.compact_revision() > 0 {
                 return StreamEnd::Compacted(response.compact_revision());
@@ -425,7 +693,7 @@ impl WatchTask {
                 ));
             }
             if *was_disconnected {
-                info!(prefix = %self.prefix, revision = self.next_revision,
+                info!(prefix = %self.prefix, revision = self.next_revision, member = %url,
                     "watch reconnected to etcd and resumed");
                 *was_disconnected = false;
                 *backoff = Duration::from_millis(100);
@@ -446,5 +714,38 @@ impl WatchTask {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_errors_before_a_proposal_rule_out_an_applied_request() {
+        // What tonic and etcd say, as `error_chain` renders them.
+        let refused = "grpc request error: code: 'The service is currently unavailable', \
+                       message: \"tcp connect error\": Connection refused (os error 111)";
+        assert!(!may_have_been_applied(refused));
+        assert!(!may_have_been_applied(
+            "grpc request error: status: Unavailable, message: \"etcdserver: no leader\""
+        ));
+        for broken in [
+            "grpc request error: status: Unknown, message: \"transport error\": connection reset",
+            "grpc request error: status: Unavailable, message: \"etcdserver: request timed out\"",
+            "grpc request error: status: Unavailable, message: \"etcdserver: leader changed\"",
+            "http://10.0.0.1:2379: no answer within 1.6s",
+        ] {
+            assert!(may_have_been_applied(broken), "{broken}");
+        }
+    }
+
+    #[test]
+    fn an_error_chain_names_every_cause_once() {
+        let inner = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let outer = etcd_client::Error::IoError(inner);
+        let chain = error_chain(&outer);
+        assert!(chain.contains("refused"), "{chain}");
+        assert_eq!(chain.matches("refused").count(), 1, "{chain}");
     }
 }

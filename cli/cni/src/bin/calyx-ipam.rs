@@ -74,7 +74,7 @@ fn run(req: &Request) -> Result<Option<serde_json::Value>, CniError> {
         // One connection for all attempts once it is made; a datastore that does not answer
         // (etcd busy, a member down) is retried until the deadline, not failed at once.
         let connected: RefCell<Option<Ipam<EtcdStore>>> = RefCell::new(None);
-        cni::retry_until(deadline, || async {
+        let outcome = cni::retry_until(deadline, || async {
             let cached = connected.borrow().clone();
             let ipam = match cached {
                 Some(ipam) => ipam,
@@ -89,7 +89,32 @@ fn run(req: &Request) -> Result<Option<serde_json::Value>, CniError> {
             };
             cni::execute(&ipam, req).await
         })
-        .await
+        .await;
+        let ipam = connected.borrow().clone();
+        match (outcome, ipam) {
+            // Only an ADD that reached the datastore can hold something.
+            (Err(e), Some(ipam)) if req.command == Command::Add => {
+                let handle = req.handle();
+                let grace = tokio::time::Instant::now().max(deadline) + cni::ROLLBACK_GRACE;
+                match cni::roll_back_add(&ipam, &handle, grace).await {
+                    Ok(released) => {
+                        if released > 0 {
+                            tracing::warn!(%handle, released, "released what the failed ADD held");
+                        }
+                        Err(e)
+                    }
+                    Err(re) => Err(CniError {
+                        details: format!(
+                            "{}; the addresses of handle {handle} could not be released ({re}): \
+                             a CNI DEL of this container releases them",
+                            e.details
+                        ),
+                        ..e
+                    }),
+                }
+            }
+            (outcome, _) => outcome,
+        }
     })
 }
 
