@@ -263,6 +263,10 @@ impl PeerTask {
                     }
                 }
                 Output::ArmTimer(t, d) => {
+                    let d = match t {
+                        Timer::ConnectRetry | Timer::IdleHold => jittered(d),
+                        Timer::Hold | Timer::Keepalive => d,
+                    };
                     s.timers.insert(t, Instant::now() + d);
                 }
                 Output::StopTimer(t) => {
@@ -602,5 +606,27 @@ mod tests {
             .expect("the task did not end")
             .unwrap();
         drop(tx);
+    }
+}
+
+/// `d` scaled by a random factor in [0.75, 1.0], as RFC 4271 §10 asks for the ConnectRetry
+/// timer (and here for the idle hold before an automatic restart, which starts the next
+/// connect): two speakers whose connections collided and were both refused must not retry in
+/// lockstep, or a mesh pair can collide again on every retry.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(rand::random_range(0.75..=1.0))
+}
+
+#[cfg(test)]
+mod jitter_tests {
+    use super::*;
+
+    #[test]
+    fn connect_retry_jitter_stays_within_three_quarters_and_the_whole() {
+        let d = Duration::from_secs(5);
+        let got: Vec<Duration> = (0..1000).map(|_| jittered(d)).collect();
+        assert!(got.iter().all(|j| *j >= d.mul_f64(0.75) && *j <= d));
+        let distinct: std::collections::BTreeSet<_> = got.iter().collect();
+        assert!(distinct.len() > 100, "the factor is random");
     }
 }
