@@ -77,6 +77,14 @@ fn hashed_router_id(name: &str) -> Ipv4Addr {
     Ipv4Addr::from(h.max(1))
 }
 
+/// Whether this node waits for `peer` to connect instead of connecting itself. Between two
+/// nodes Calico's confd makes the session one-way (`passive on` when the peer's address is the
+/// greater, compared as text), so that a mesh never has both ends connecting at once; the same
+/// rule here means Calyx and calico-node agree on who connects in a mixed cluster.
+fn waits_for(peer: Ipv4Addr, me: Option<Ipv4Addr>) -> bool {
+    me.is_some_and(|me| peer.to_string() > me.to_string())
+}
+
 /// What BGP should look like for node `me`; `None` when the node cannot run BGP yet (no
 /// Node resource, or no router ID).
 pub fn plan(state: &ClusterState, me: &str, router_id: RouterIdSetting) -> Option<Plan> {
@@ -111,6 +119,7 @@ pub fn plan(state: &ClusterState, me: &str, router_id: RouterIdSetting) -> Optio
             port,
             route_reflector_client: rr_client,
             label,
+            passive: waits_for(ip, my_ip),
             ..PeerConfig::default()
         })
     };
@@ -513,5 +522,27 @@ mod tests {
         let hashed = plan(&s, "a", RouterIdSetting::Hash).unwrap();
         assert_ne!(hashed.global.router_id, Ipv4Addr::UNSPECIFIED);
         assert!(plan(&s, "missing", RouterIdSetting::NodeAddress).is_none());
+    }
+
+    #[test]
+    fn node_to_node_sessions_are_one_way_as_calico_makes_them() {
+        // Text comparison, as confd's template does: "10.0.0.5" > "10.0.0.10".
+        assert!(waits_for(
+            "10.0.0.5".parse().unwrap(),
+            Some("10.0.0.10".parse().unwrap())
+        ));
+        assert!(!waits_for(
+            "10.0.0.10".parse().unwrap(),
+            Some("10.0.0.5".parse().unwrap())
+        ));
+        assert!(!waits_for("10.0.0.5".parse().unwrap(), None));
+        let s = cluster(vec![
+            node("a", "10.0.0.1", None, &[]),
+            node("b", "10.0.0.2", None, &[]),
+        ]);
+        let a = plan(&s, "a", RouterIdSetting::NodeAddress).unwrap();
+        let b = plan(&s, "b", RouterIdSetting::NodeAddress).unwrap();
+        assert!(a.peers.values().all(|p| p.passive), "a waits for b");
+        assert!(b.peers.values().all(|p| !p.passive), "b connects to a");
     }
 }
