@@ -310,6 +310,8 @@ pub struct Fsm {
     last_error: Option<DownReason>,
     /// Automatic restart after an error (cleared by a Stop without restart).
     auto_restart: bool,
+    /// Connection attempts that failed in a row (reset once a connection is up).
+    connect_failures: u32,
 }
 
 impl Fsm {
@@ -321,6 +323,7 @@ impl Fsm {
             negotiated: None,
             last_error: None,
             auto_restart: true,
+            connect_failures: 0,
         }
     }
 
@@ -403,8 +406,19 @@ impl Fsm {
     }
 
     fn tcp_up(&mut self, out: &mut Vec<Output>) {
+        self.connect_failures = 0;
         out.push(Output::Send(Message::Open(self.open_message())));
         self.wait_for_open(out);
+    }
+
+    /// The wait after a connection attempt failed: 1 s, doubling with every failure in a row,
+    /// up to ConnectRetryTime. A peer that refuses is usually one whose speaker is not up yet
+    /// (nodes of a cluster start together); waiting the whole ConnectRetryTime for it at once
+    /// made a 50-node mesh take a retry period longer than needed.
+    fn retry_after_failure(&mut self) -> Duration {
+        let shift = self.connect_failures.min(16);
+        self.connect_failures = self.connect_failures.saturating_add(1);
+        Duration::from_secs(1u64 << shift).min(self.cfg.connect_retry)
     }
 
     /// OpenSent: our OPEN is out, the peer's is awaited for at most the open hold time.
@@ -469,7 +483,7 @@ impl Fsm {
                     out.push(Output::Close);
                     out.push(Output::ArmTimer(
                         Timer::ConnectRetry,
-                        self.cfg.connect_retry,
+                        self.retry_after_failure(),
                     ));
                     self.last_error = Some(DownReason::ConnectionClosed);
                     self.set_state(State::Active, &mut out);
@@ -913,6 +927,27 @@ mod tests {
         let out = f.handle(Input::TimerFired(Timer::ConnectRetry));
         assert!(out.contains(&Output::Connect));
         assert_eq!(f.state(), State::Connect);
+    }
+
+    #[test]
+    fn failed_connects_back_off_from_one_second_to_connect_retry() {
+        let mut f = Fsm::new(cfg(false));
+        f.handle(Input::Start);
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            let out = f.handle(Input::TcpFailed);
+            waits.extend(out.iter().filter_map(|o| match o {
+                Output::ArmTimer(Timer::ConnectRetry, d) => Some(d.as_secs()),
+                _ => None,
+            }));
+            f.handle(Input::TimerFired(Timer::ConnectRetry));
+        }
+        // cfg() has a 5 s ConnectRetryTime.
+        assert_eq!(waits, [1, 2, 4, 5, 5]);
+        // A connection that comes up starts the count again.
+        f.handle(Input::TcpConnected);
+        assert_eq!(f.state(), State::OpenSent);
+        assert_eq!(f.connect_failures, 0);
     }
 
     #[test]
