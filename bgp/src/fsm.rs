@@ -312,6 +312,8 @@ pub struct Fsm {
     auto_restart: bool,
     /// Connection attempts that failed in a row (reset once a connection is up).
     connect_failures: u32,
+    /// Connections closed by the peer before its OPEN, in a row (reset once Established).
+    early_closes: u32,
 }
 
 impl Fsm {
@@ -324,6 +326,7 @@ impl Fsm {
             last_error: None,
             auto_restart: true,
             connect_failures: 0,
+            early_closes: 0,
         }
     }
 
@@ -358,6 +361,9 @@ impl Fsm {
     }
 
     fn set_state(&mut self, s: State, out: &mut Vec<Output>) {
+        if s == State::Established {
+            self.early_closes = 0;
+        }
         if self.state != s {
             self.state = s;
             out.push(Output::StateChanged(s));
@@ -510,6 +516,17 @@ impl Fsm {
                         self.cfg.connect_retry,
                     ));
                     self.set_state(State::Active, &mut out);
+                }
+                // Closed before the peer's OPEN: usually a peer that does not know us yet (its
+                // speaker is starting, or the datastore has not told it about us) and dropped
+                // the connection. Like a failed connect, retried in 1 s doubling up to the
+                // idle hold, rather than after the whole idle hold at once: in a one-way mesh
+                // nobody else will connect.
+                State::OpenSent if self.auto_restart => {
+                    let shift = self.early_closes.min(16);
+                    self.early_closes = self.early_closes.saturating_add(1);
+                    let r = Duration::from_secs(1u64 << shift).min(self.cfg.idle_hold);
+                    self.go_idle(DownReason::ConnectionClosed, Some(r), &mut out);
                 }
                 _ => {
                     let r = self.error_restart();
@@ -927,6 +944,26 @@ mod tests {
         let out = f.handle(Input::TimerFired(Timer::ConnectRetry));
         assert!(out.contains(&Output::Connect));
         assert_eq!(f.state(), State::Connect);
+    }
+
+    #[test]
+    fn a_connection_closed_before_the_open_is_retried_soon() {
+        let mut c = cfg(false);
+        c.idle_hold = Duration::from_secs(5);
+        let mut f = Fsm::new(c);
+        let mut waits = Vec::new();
+        for _ in 0..4 {
+            f.handle(Input::Start);
+            f.handle(Input::TcpConnected);
+            assert_eq!(f.state(), State::OpenSent);
+            let out = f.handle(Input::TcpClosed);
+            assert_eq!(f.state(), State::Idle);
+            waits.extend(out.iter().filter_map(|o| match o {
+                Output::ArmTimer(Timer::IdleHold, d) => Some(d.as_secs()),
+                _ => None,
+            }));
+        }
+        assert_eq!(waits, [1, 2, 4, 5]);
     }
 
     #[test]
