@@ -28,8 +28,7 @@
 #               node1`; bird: the other nodes' bird.cfg re-rendered without it + `birdc
 #               configure`. Time until no remaining node has a route to node 1's block.
 #   After the churn, CPU/RSS figures are read again and printed on stderr.
-# Env: CALYX=path     calyx binary (default /work/target-bench/release/calyx if present, else
-#                     <repo>/target/release/calyx)
+# Env: CALYX=path     calyx binary (default <repo>/target/release/calyx)
 #      TIMEOUT=300    max seconds for convergence; CHURN_TIMEOUT=120 for join and for leave
 #      POLL=0.5       route poll interval, seconds
 #      GR=1           graceful restart on (Calico's default); GR=0: CALYX_GRACEFUL_RESTART=false
@@ -57,8 +56,7 @@ done
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../../.." && pwd)
 if [ -z "${CALYX:-}" ]; then
-  if [ -x /work/target-bench/release/calyx ]; then CALYX=/work/target-bench/release/calyx
-  else CALYX=$REPO/target/release/calyx; fi
+  CALYX=$REPO/target/release/calyx
 fi
 if [[ " ${DUTS[*]} " == *" calyx "* ]] && [ ! -x "$CALYX" ]; then
   echo "calyx binary not found at $CALYX: build it with 'cargo build --release -p calyx' in $REPO" \
