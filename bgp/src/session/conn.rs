@@ -63,12 +63,28 @@ impl Conn {
 
     /// Send the NOTIFICATION, if any, then FIN. Dropping the value ends the reader task.
     pub(crate) async fn close(mut self, notification: Option<NotificationMessage>) {
+        let notified = notification.is_some();
         if let Some(n) = notification {
             let mut b = BytesMut::new();
             n.encode(&mut b);
             let _ = write_bounded(&mut self.writer, &b, CLOSE_TIMEOUT).await;
         }
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.writer.shutdown()).await;
+        if notified {
+            // Read on (and discard) until the peer closes too, for at most CLOSE_TIMEOUT:
+            // closing a socket with unread data makes the kernel send RST, and an RST that
+            // reaches the peer before it has read our NOTIFICATION throws the NOTIFICATION
+            // away. The peer then sees a reset instead of a Cease and, with graceful restart,
+            // keeps our routes as stale instead of withdrawing them.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                while let Some(event) = self.events.recv().await {
+                    if matches!(event, Event::Closed(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
     }
 }
 
