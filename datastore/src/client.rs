@@ -103,6 +103,25 @@ pub enum ClientError {
     /// A patch document is not a JSON object.
     #[error("patch: {0}")]
     BadPatch(String),
+    /// A label key or value that Kubernetes' rules refuse.
+    #[error("label {0}")]
+    InvalidLabel(String),
+    /// A WorkloadEndpoint that does not exist.
+    #[error("WorkloadEndpoint {name:?} does not exist in namespace {namespace:?}")]
+    WepNotFound {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// A WorkloadEndpoint kept changing under a read-modify-write.
+    #[error("WorkloadEndpoint {namespace}/{name} was modified by someone else; retry")]
+    WepConflict {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -441,6 +460,9 @@ impl<S: Store> ResourceClient<S> {
                     .into(),
             ));
         }
+        // The patch is user input: a field that is not in Calico's API is a typo. What is
+        // stored already (fields of a newer Calico included) is kept as it is.
+        crate::resources::schema::check_fields(kind, patch, true).map_err(ClientError::BadPatch)?;
         self.modify(kind, name, None, |current| {
             let mut value: Value = serde_json::from_slice(&current.to_json())
                 .map_err(|e| ClientError::BadPatch(e.to_string()))?;

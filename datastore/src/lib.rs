@@ -8,3 +8,4 @@ pub mod client;
 pub mod resources;
 pub mod selector;
 pub mod store;
+pub mod wep_client;

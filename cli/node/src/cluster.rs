@@ -120,16 +120,14 @@ impl ClusterState {
 
     fn put(&mut self, key: &str, value: &[u8]) {
         if let Some((kind, name)) = Kind::from_key(key) {
-            let (resource, dropped) = match Resource::from_json_lenient(kind, value) {
+            // Lenient: fields of a newer Calico are kept, not refused.
+            let resource = match Resource::from_json(kind, value) {
                 Ok(decoded) => decoded,
                 Err(e) => {
                     warn!(%key, error = %e, "ignoring a stored resource that does not decode");
                     return;
                 }
             };
-            if !dropped.is_empty() {
-                tracing::debug!(%key, ?dropped, "ignored fields Calyx does not model");
-            }
             let name = name.to_string();
             match resource {
                 Resource::IPPool(p) => {

@@ -17,6 +17,8 @@ pub struct BGPConfiguration {
     pub metadata: ObjectMeta,
     /// The settings.
     pub spec: BGPConfigurationSpec,
+    /// Top-level fields Calyx does not model (a newer Calico's), kept as read.
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 calico_object!(BGPConfiguration, BGPConfigurationSpec);
@@ -26,27 +28,32 @@ pub const DEFAULT_BGP_CONFIGURATION: &str = "default";
 
 /// A service CIDR entry: `{cidr: 10.96.0.0/12}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ServiceCidr {
     /// The network to advertise.
     #[serde(deserialize_with = "de_helpers::cidr")]
     pub cidr: IpNet,
+    /// Fields Calyx does not model (of Calico's API, or of a newer Calico), kept as read and
+    /// written back unchanged.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A named BGP community: `{name: my-community, value: "64512:100"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Community {
     /// The name used in `prefixAdvertisements`.
     pub name: String,
     /// A standard community `aa:nn` (two 16-bit numbers) or a large community `aa:nn:mm` (three
     /// 32-bit numbers).
     pub value: String,
+    /// Fields Calyx does not model (of Calico's API, or of a newer Calico), kept as read and
+    /// written back unchanged.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Communities attached to the routes of a CIDR: `{cidr: 10.0.0.0/16, communities: [...]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PrefixAdvertisement {
     /// The routes this applies to (that CIDR and everything inside it).
     #[serde(deserialize_with = "de_helpers::cidr")]
@@ -54,6 +61,10 @@ pub struct PrefixAdvertisement {
     /// Community names (from `communities`) or literal values (`aa:nn`, `aa:nn:mm`).
     #[serde(default, deserialize_with = "de_helpers::null_default")]
     pub communities: Vec<String>,
+    /// Fields Calyx does not model (of Calico's API, or of a newer Calico), kept as read and
+    /// written back unchanged.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Which addresses BIRD-style daemons listen on (`bindMode`).
@@ -96,7 +107,7 @@ pub const LOG_SEVERITIES: [&str; 5] = ["Debug", "Info", "Warning", "Error", "Fat
 /// The `spec` of a [`BGPConfiguration`]. Every scalar is optional: unset in a per-node object
 /// means "inherit from `default`"; the `effective_*` methods give the value with Calico's default.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct BGPConfigurationSpec {
     /// Log level of the BGP daemon: Debug, Info (default), Warning, Error, Fatal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,6 +176,10 @@ pub struct BGPConfigurationSpec {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub ignored_interfaces: Vec<String>,
+    /// Fields Calyx does not model (of Calico's API, or of a newer Calico), kept as read and
+    /// written back unchanged.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl BGPConfigurationSpec {

@@ -15,6 +15,8 @@ pub struct BGPPeer {
     pub metadata: ObjectMeta,
     /// The peering.
     pub spec: BGPPeerSpec,
+    /// Top-level fields Calyx does not model (a newer Calico's), kept as read.
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 calico_object!(BGPPeer, BGPPeerSpec);
@@ -31,7 +33,7 @@ pub enum SourceAddress {
 
 /// A reference to a Kubernetes secret key holding the BGP password.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Name of the secret.
     pub name: String,
@@ -40,20 +42,28 @@ pub struct SecretKeyRef {
     /// When true, a missing secret means "no password" instead of an error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optional: Option<bool>,
+    /// Fields Calyx does not model (of Calico's API, or of a newer Calico), kept as read and
+    /// written back unchanged.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The `password` of a peering: `{secretKeyRef: {name, key}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct BGPPassword {
     /// Where the password is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_ref: Option<SecretKeyRef>,
+    /// Fields Calyx does not model (of Calico's API, or of a newer Calico), kept as read and
+    /// written back unchanged.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The `spec` of a [`BGPPeer`]. Empty strings mean "not set".
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct BGPPeerSpec {
     /// The one node that has this peering (exclusive with `nodeSelector`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -95,6 +105,10 @@ pub struct BGPPeerSpec {
     /// Names of BGPFilter resources applied to this peering (kept, not yet acted on).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<String>,
+    /// Fields Calyx does not model (of Calico's API, or of a newer Calico), kept as read and
+    /// written back unchanged.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl BGPPeer {

@@ -291,6 +291,7 @@ fn process_value(
             });
         ctx.decode(format!("kind: unknown kind {kind_str:?}{hint}"))
     })?;
+    check_fields(&ctx, kind, &value, source)?;
     let resource = match source {
         Some(text) => decode_yaml(&ctx, kind, text)?,
         None => decode_value(&ctx, kind, value)?,
@@ -338,10 +339,63 @@ fn process_items(
                 return Err(ictx.decode(format!("kind: {kind} in a {k}List")));
             }
         }
+        check_fields(&ictx, kind, &item, None)?;
         let resource = decode_value(&ictx, kind, item)?;
         validate_into(&ictx, resource, out)?;
     }
     Ok(())
+}
+
+/// Refuses a field that is not in Calico's API (a typo), with the line where it is when the
+/// document's text is known and the field's name occurs on one line only.
+fn check_fields(
+    ctx: &Ctx,
+    kind: Kind,
+    value: &serde_json::Value,
+    source: Option<&str>,
+) -> Result<(), DocumentError> {
+    let Err(message) = super::schema::check_fields(kind, value, false) else {
+        return Ok(());
+    };
+    let position = source.and_then(|text| {
+        let field = message.split('`').nth(1)?;
+        field_position(text, field)
+    });
+    Err(match position {
+        Some((line, column)) => ctx.err(
+            Some(line),
+            DocumentProblem::Decode(format!("{message} at line {line} column {column}")),
+        ),
+        None => ctx.decode(message),
+    })
+}
+
+/// The 1-based line and column of `field:` in YAML `text` (block or flow style, quoted or
+/// not), when exactly one line holds it.
+fn field_position(text: &str, field: &str) -> Option<(usize, usize)> {
+    let mut found = None;
+    for (i, line) in text.lines().enumerate() {
+        let hit = [format!("{field}:"), format!("\"{field}\":"), format!("'{field}':")]
+            .iter()
+            .filter_map(|pat| {
+                line.match_indices(pat.as_str()).find_map(|(at, _)| {
+                    // The name must start a key: after indentation, `- `, `{`, `,` or a space.
+                    let before = line[..at].trim_end();
+                    (before.is_empty()
+                        || before.ends_with(['-', '{', ','])
+                        || line[..at].ends_with(' '))
+                    .then_some(at)
+                })
+            })
+            .min();
+        if let Some(at) = hit {
+            if found.is_some() {
+                return None;
+            }
+            found = Some((i + 1, at + 1));
+        }
+    }
+    found
 }
 
 fn validate_into(

@@ -24,6 +24,8 @@ pub struct IPPool {
     pub metadata: ObjectMeta,
     /// The pool settings.
     pub spec: IPPoolSpec,
+    /// Top-level fields Calyx does not model (a newer Calico's), kept as read.
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 calico_object!(IPPool, IPPoolSpec);
@@ -145,6 +147,10 @@ pub struct IPPoolSpec {
     /// Automatic or manual assignment; unset means automatic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub assignment_mode: Option<AssignmentMode>,
+    /// Fields Calyx does not model (of Calico's API, or of a newer Calico), kept as read and
+    /// written back unchanged.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -168,6 +174,7 @@ impl IPPoolSpec {
             node_selector: ALL_NODES.to_string(),
             allowed_uses: Vec::new(),
             assignment_mode: None,
+            extra: serde_json::Map::new(),
         }
     }
 
@@ -200,7 +207,7 @@ impl IPPoolSpec {
 
 /// What the YAML holds before defaults are filled in.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 struct IPPoolSpecRaw {
     #[serde(deserialize_with = "de_helpers::cidr")]
     cidr: IpNet,
@@ -222,6 +229,8 @@ struct IPPoolSpecRaw {
     allowed_uses: Vec<AllowedUse>,
     #[serde(default)]
     assignment_mode: Option<AssignmentMode>,
+    #[serde(flatten)]
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl From<IPPoolSpecRaw> for IPPoolSpec {
@@ -243,6 +252,7 @@ impl From<IPPoolSpecRaw> for IPPoolSpec {
             },
             allowed_uses: r.allowed_uses,
             assignment_mode: r.assignment_mode,
+            extra: r.extra,
         }
     }
 }
@@ -386,10 +396,18 @@ mod tests {
 
     #[test]
     fn strict_fields() {
-        let e = yaml("  cidr: 10.0.0.0/16\n  ipipmode: Always\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("spec: unknown field `ipipmode`"), "{e}");
+        // The typed decoder keeps unknown fields; user input is checked against Calico's API.
+        let p = yaml("  cidr: 10.0.0.0/16\n  ipipmode: Always\n").unwrap();
+        assert_eq!(p.spec.extra["ipipmode"], "Always");
+        let e = super::super::parse_documents(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec:\n  cidr: 10.0.0.0/16\n  ipipmode: Always\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("spec: unknown field `ipipmode`") && e.contains("at line 6 column 3"),
+            "{e}"
+        );
         let e = yaml("  cidr: 10.0.0.0/16\n  ipipMode: Sometimes\n")
             .unwrap_err()
             .to_string();

@@ -3,7 +3,12 @@
 //!
 //! - [`Kind`]: the four kinds, their command-line names and etcd key prefixes.
 //! - [`IPPool`], [`BGPPeer`], [`BGPConfiguration`], [`Node`]: `{metadata, spec}` structs that
-//!   (de)serialize with `apiVersion` and `kind`; unknown fields are rejected.
+//!   (de)serialize with `apiVersion` and `kind`. Decoding is lenient: every level keeps the
+//!   fields Calyx does not model in an `extra` map and writes them back unchanged, so objects
+//!   written by Calico 3.2x-3.31 (or a newer one) lose nothing when Calyx updates them. User
+//!   input is strict instead: [`parse_documents`] and `patch` refuse fields that are not in
+//!   Calico 3.31's API (`schema`).
+//! - [`WorkloadEndpoint`]: the per-pod object Calico's CNI plugin writes (namespaced).
 //! - [`Resource`]: any of them, with the operations the store and the CLI need.
 //! - [`parse_documents`]: the `calyx apply -f` input: YAML or JSON, several documents, lists.
 //! - [`ValidationError`], [`check_pool_overlaps`]: validation, one error naming kind, name, field
@@ -25,8 +30,10 @@ mod ippool;
 mod kind;
 mod node;
 pub(crate) mod object;
+pub(crate) mod schema;
 mod types;
 mod validate;
+mod wep;
 
 pub use bgpconfig::{
     BGPConfiguration, BGPConfigurationSpec, BindMode, Community, CommunityValue,
@@ -45,6 +52,11 @@ pub use ippool::{
 pub use kind::{Kind, UnknownKind};
 pub use node::{Node, NodeAddress, NodeBGPSpec, NodeSpec, OrchRef};
 pub use object::{ObjectMeta, API_VERSION};
+pub use wep::{
+    workload_endpoint_name, WepDecodeError, WepNameError, WorkloadEndpoint, WorkloadEndpointSpec,
+    LABEL_NAMESPACE, LABEL_ORCHESTRATOR, LABEL_SERVICE_ACCOUNT, WORKLOAD_ENDPOINT_KIND,
+    WORKLOAD_ENDPOINT_PREFIX,
+};
 pub use types::{Asn, GoDuration, MacAddr, ParseValueError, PeerIp};
 pub use validate::{
     check_dns1123_label, check_dns1123_subdomain, check_label_key, check_label_value,
@@ -147,8 +159,10 @@ impl Resource {
     }
 
     /// Decodes a stored value of `kind` (no validation: stored data is taken as it is). The
-    /// `kind` field inside must match, and unknown fields are errors; see
-    /// [`Resource::from_json_lenient`] for values written by a newer Calico.
+    /// `kind` field inside must match and modelled fields must have the right type, but fields
+    /// Calyx does not model are kept (in the `extra` maps) instead of refused, as Calico's own
+    /// Go decoder does, so that a value written by any Calico decodes and is written back
+    /// whole. User input goes through [`Resource::from_json_strict`] or [`parse_documents`].
     pub fn from_json(kind: Kind, bytes: &[u8]) -> Result<Resource, DecodeError> {
         let fast = match kind {
             Kind::IPPool => serde_json::from_slice(bytes).map(Resource::IPPool),
@@ -168,42 +182,15 @@ impl Resource {
         })
     }
 
-    /// Like [`Resource::from_json`], but drops fields this version does not know (as Calico's
-    /// own Go decoder does) instead of failing. Returns the resource and the paths of the
-    /// dropped fields (`spec.someNewField`), so the caller can log them. Use it for values read
-    /// from a datastore that Calico itself also writes; keep [`Resource::from_json`] for input
-    /// that must be exact.
-    pub fn from_json_lenient(
-        kind: Kind,
-        bytes: &[u8],
-    ) -> Result<(Resource, Vec<String>), DecodeError> {
-        if let Ok(r) = Resource::from_json(kind, bytes) {
-            return Ok((r, Vec::new()));
-        }
+    /// Like [`Resource::from_json`] for input a user wrote: a field that is not in Calico
+    /// 3.31's API for `kind` (a typo) is an error naming it; every field of that API is
+    /// accepted and kept, modelled or not.
+    pub fn from_json_strict(kind: Kind, bytes: &[u8]) -> Result<Resource, DecodeError> {
         let err = |message: String| DecodeError { kind, message };
-        let mut value: serde_json::Value =
+        let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| err(e.to_string()))?;
-        let mut dropped = Vec::new();
-        // Each round removes one unknown field; bounded so a pathological value cannot loop.
-        for _ in 0..64 {
-            match document::decode_value_with_path(kind, &value) {
-                Ok(r) => return Ok((r, dropped)),
-                Err(message) => {
-                    let Some((path, field)) = unknown_field(&message) else {
-                        return Err(err(message));
-                    };
-                    if !remove_at_path(&mut value, &path, &field) {
-                        return Err(err(message));
-                    }
-                    dropped.push(if path.is_empty() {
-                        field
-                    } else {
-                        format!("{path}.{field}")
-                    });
-                }
-            }
-        }
-        Err(err("too many unknown fields".into()))
+        schema::check_fields(kind, &value, false).map_err(err)?;
+        Resource::from_json(kind, bytes)
     }
 
     /// The object as YAML, as `calyx get -o yaml` prints it.
@@ -243,44 +230,6 @@ impl Resource {
             _ => None,
         }
     }
-}
-
-/// Parses serde's `PATH: unknown field `NAME`, expected ...` into (path, name); path is empty at
-/// the top level.
-fn unknown_field(message: &str) -> Option<(String, String)> {
-    let (path, rest) = match message.find("unknown field `") {
-        Some(0) => ("", message),
-        Some(i) => (message[..i].strip_suffix(": ")?, &message[i..]),
-        None => return None,
-    };
-    let name = rest.strip_prefix("unknown field `")?.split('`').next()?;
-    Some((path.to_string(), name.to_string()))
-}
-
-/// Removes `field` from the object at `path` (`spec.communities[1]`); true if it was there.
-fn remove_at_path(value: &mut serde_json::Value, path: &str, field: &str) -> bool {
-    let mut cur = value;
-    if !path.is_empty() {
-        for part in path.split('.') {
-            let (key, indexes) = match part.find('[') {
-                Some(i) => (&part[..i], &part[i..]),
-                None => (part, ""),
-            };
-            if !key.is_empty() {
-                match cur.get_mut(key) {
-                    Some(v) => cur = v,
-                    None => return false,
-                }
-            }
-            for idx in indexes.split(['[', ']']).filter(|s| !s.is_empty()) {
-                let Some(v) = idx.parse::<usize>().ok().and_then(|i| cur.get_mut(i)) else {
-                    return false;
-                };
-                cur = v;
-            }
-        }
-    }
-    cur.as_object_mut().and_then(|m| m.remove(field)).is_some()
 }
 
 impl fmt::Display for Resource {
@@ -415,27 +364,52 @@ mod tests {
     }
 
     #[test]
-    fn lenient_drops_unknown_fields() {
-        let node = br#"{"kind":"Node","apiVersion":"projectcalico.org/v3","metadata":{"name":"n1","generation":3},"spec":{"bgp":{"ipv4Address":"10.0.0.1/24","futureKnob":true},"wireguard":{"interfaceIPv4Address":"10.1.0.1"}},"status":{}}"#;
-        assert!(Resource::from_json(Kind::Node, node).is_err());
-        let (r, dropped) = Resource::from_json_lenient(Kind::Node, node).unwrap();
+    fn stored_values_keep_unknown_fields_and_user_input_is_strict() {
+        let node = br#"{"kind":"Node","apiVersion":"projectcalico.org/v3","metadata":{"name":"n1","generation":3},"spec":{"bgp":{"ipv4Address":"10.0.0.1/24","futureKnob":true},"wireguard":{"interfaceIPv4Address":"10.1.0.1"}},"status":{"podCIDRs":["10.244.0.0/24"]},"futureTop":{"a":1}}"#;
+        let r = Resource::from_json(Kind::Node, node).unwrap();
         assert_eq!(r.name(), "n1");
-        let mut dropped = dropped;
-        dropped.sort();
+        let n = r.as_node().unwrap();
+        assert_eq!(n.metadata.extra["generation"], 3);
+        assert_eq!(n.spec.extra["wireguard"]["interfaceIPv4Address"], "10.1.0.1");
         assert_eq!(
-            dropped,
-            [
-                "metadata.generation",
-                "spec.bgp.futureKnob",
-                "spec.wireguard"
-            ]
+            n.spec.bgp.as_ref().unwrap().extra["futureKnob"],
+            serde_json::Value::Bool(true)
         );
+        // Written back, it is the same JSON value.
+        let original: serde_json::Value = serde_json::from_slice(node).unwrap();
+        let back: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
+        assert_eq!(back, original);
+        // Strict: Calico's own fields pass, the others fail with their path.
+        let e = Resource::from_json_strict(Kind::Node, node).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot decode Node: unknown field `futureTop`, expected one of `apiVersion`, `kind`, `metadata`, `spec`, `status`"
+        );
+        let calico = br#"{"kind":"Node","apiVersion":"projectcalico.org/v3","metadata":{"name":"n1","generation":3},"spec":{"interfaces":[{"name":"eth0","addresses":["10.0.0.1"]}],"wireguard":{"interfaceIPv4Address":"10.1.0.1"}},"status":{"podCIDRs":["10.244.0.0/24"]}}"#;
+        let r = Resource::from_json_strict(Kind::Node, calico).unwrap();
+        assert!(r.validate().is_ok());
         let bgp = br#"{"kind":"BGPConfiguration","apiVersion":"projectcalico.org/v3","metadata":{"name":"default"},"spec":{"communities":[{"name":"a","value":"1:2"},{"name":"b","value":"1:3","extra":1}]}}"#;
-        let (_, dropped) = Resource::from_json_lenient(Kind::BGPConfiguration, bgp).unwrap();
-        assert_eq!(dropped, ["spec.communities[1].extra"]);
-        // Wrong values are still errors.
+        let r = Resource::from_json(Kind::BGPConfiguration, bgp).unwrap();
+        assert_eq!(
+            r.as_bgpconfiguration().unwrap().spec.communities[1].extra["extra"],
+            1
+        );
+        let e = Resource::from_json_strict(Kind::BGPConfiguration, bgp).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("spec.communities[1]: unknown field `extra`"),
+            "{e}"
+        );
+        // Wrong values of modelled fields are still errors, in both modes.
         let bad = br#"{"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"p"},"spec":{"cidr":"x","new":1}}"#;
-        assert!(Resource::from_json_lenient(Kind::IPPool, bad).is_err());
+        assert!(Resource::from_json(Kind::IPPool, bad).is_err());
+        // A status on a kind without one is kept when stored, refused from a user.
+        let pool = br#"{"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"p"},"spec":{"cidr":"10.0.0.0/16","namespaceSelector":"all()"},"status":{"x":1}}"#;
+        let r = Resource::from_json(Kind::IPPool, pool).unwrap();
+        let back: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
+        assert_eq!(back["status"]["x"], 1);
+        assert_eq!(back["spec"]["namespaceSelector"], "all()");
+        assert!(Resource::from_json_strict(Kind::IPPool, pool).is_err());
         let node = br#"{"kind":"Node","apiVersion":"projectcalico.org/v3","metadata":{"name":"node1","labels":{"kubernetes.io/hostname":"node1"}},"spec":{"bgp":{"ipv4Address":"10.0.0.1/24","ipv4IPIPTunnelAddr":"192.168.1.0"},"orchRefs":[{"nodeName":"node1","orchestrator":"k8s"}]},"status":{}}"#;
         let r = Resource::from_json(Kind::Node, node).unwrap();
         assert!(r.validate().is_ok(), "{:?}", r.validate());

@@ -19,27 +19,31 @@ pub struct Node {
     pub spec: NodeSpec,
     /// Calico's node status (written by the node itself), kept as-is; `None` when absent.
     pub status: Option<serde_json::Value>,
+    /// Top-level fields Calyx does not model (a newer Calico's), kept as read.
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Serialize for Node {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         serialize_object(
             s,
-            Kind::Node,
+            Kind::Node.as_str(),
             &self.metadata,
             &self.spec,
             self.status.as_ref(),
+            &self.extra,
         )
     }
 }
 
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (metadata, spec, status) = deserialize_object(d, Kind::Node)?;
+        let e = deserialize_object(d, Kind::Node.as_str())?;
         Ok(Node {
-            metadata,
-            spec,
-            status,
+            metadata: e.metadata,
+            spec: e.spec,
+            status: e.status,
+            extra: e.extra,
         })
     }
 }
@@ -51,13 +55,13 @@ impl Node {
             metadata: ObjectMeta::named(name),
             spec,
             status: None,
+            extra: serde_json::Map::new(),
         }
     }
 }
 
 /// The BGP part of a node: `spec.bgp`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct NodeBGPSpec {
     /// The node's AS number; unset means the cluster AS from BGPConfiguration `default`.
     #[serde(default, rename = "asNumber", skip_serializing_if = "Option::is_none")]
@@ -94,33 +98,43 @@ pub struct NodeBGPSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub route_reflector_cluster_id: Option<Ipv4Addr>,
+    /// Fields Calyx does not model (of Calico's API, or of a newer Calico), kept as read and
+    /// written back unchanged.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One of the node's addresses: `{address: 10.0.0.1, type: InternalIP}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct NodeAddress {
     /// The address (optionally with a prefix length).
     pub address: String,
     /// `InternalIP`, `ExternalIP`, `CalicoNodeIP`, ...
     #[serde(default, rename = "type", skip_serializing_if = "String::is_empty")]
     pub address_type: String,
+    /// Fields Calyx does not model (of Calico's API, or of a newer Calico), kept as read and
+    /// written back unchanged.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The orchestrator's name for the node: `{nodeName: ..., orchestrator: k8s}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct OrchRef {
     /// The node's name in the orchestrator.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub node_name: String,
     /// The orchestrator (`k8s`).
     pub orchestrator: String,
+    /// Fields Calyx does not model (of Calico's API, or of a newer Calico), kept as read and
+    /// written back unchanged.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The `spec` of a [`Node`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct NodeSpec {
     /// BGP settings; `None` when the node does not run BGP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,6 +184,10 @@ pub struct NodeSpec {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub orch_refs: Vec<OrchRef>,
+    /// Fields Calyx does not model (of Calico's API, or of a newer Calico), kept as read and
+    /// written back unchanged.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Node {
@@ -298,7 +316,7 @@ status:
             e.contains("spec.vxlanTunnelMACAddr: invalid MAC address"),
             "{e}"
         );
-        let e = serde_yaml_ng::from_str::<Node>(
+        let e = super::super::parse_documents(
             &FULL.replace("ipv4VXLANTunnelAddr", "ipv4VxlanTunnelAddr"),
         )
         .unwrap_err()
