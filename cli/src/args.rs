@@ -183,13 +183,20 @@ pub enum OutputFormat {
 /// `calyx get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// Kind, as calicoctl accepts it: ippool(s), bgppeer(s), bgpconfiguration(s), node(s).
+    /// Kind, as calicoctl accepts it: ippool(s), bgppeer(s), bgpconfiguration(s), node(s),
+    /// workloadendpoint(s) (wep), clusterinformation(s).
     pub kind: String,
     /// One resource by name; all of the kind when omitted.
     pub name: Option<String>,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "ps")]
     pub output: OutputFormat,
+    /// Namespace of a namespaced kind (workloadendpoints); `default` when omitted.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// List a namespaced kind across all namespaces.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
 }
 
 /// Commands that read resources from a file.
@@ -245,6 +252,9 @@ pub struct LabelArgs {
     /// Allow changing the value of a label that is set (as calicoctl requires).
     #[arg(long)]
     pub overwrite: bool,
+    /// Namespace of a namespaced kind (workloadendpoint); `default` when omitted.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
 }
 
 /// `calyx completion`.

@@ -133,6 +133,58 @@ pub fn render_cluster_information(rows: &[Value]) -> String {
     render_columns(&columns, rows)
 }
 
+/// A list at `pointer` joined with `,` (calicoctl's `join`).
+fn joined(v: &Value, pointer: &str) -> String {
+    match v.pointer(pointer) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => s.clone(),
+                // An IPNAT, as Go's `%v` prints a struct: `{internal external}`.
+                Value::Object(m) => format!(
+                    "{{{} {}}}",
+                    m.get("internalIP").and_then(Value::as_str).unwrap_or(""),
+                    m.get("externalIP").and_then(Value::as_str).unwrap_or("")
+                ),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => String::new(),
+    }
+}
+
+/// The WORKLOAD column: `spec.workload`, else `spec.pod`.
+fn workload(v: &Value) -> String {
+    match text(v, "/spec/workload") {
+        s if s.is_empty() => text(v, "/spec/pod"),
+        s => s,
+    }
+}
+
+/// Renders WorkloadEndpoints with calicoctl's columns: `WORKLOAD NODE NETWORKS INTERFACE`, or
+/// `NAME WORKLOAD NODE NETWORKS INTERFACE PROFILES NATS` when wide; `NAMESPACE` first when a
+/// namespace or all namespaces were asked for, as calicoctl does.
+pub fn render_workload_endpoints(wide: bool, with_namespace: bool, rows: &[Value]) -> String {
+    let c = |header, cell| Column { header, cell };
+    let mut columns = Vec::new();
+    if with_namespace {
+        columns.push(c("NAMESPACE", |v| text(v, "/metadata/namespace")));
+    }
+    if wide {
+        columns.push(c("NAME", |v| text(v, "/metadata/name")));
+    }
+    columns.push(c("WORKLOAD", workload));
+    columns.push(c("NODE", |v| text(v, "/spec/node")));
+    columns.push(c("NETWORKS", |v| joined(v, "/spec/ipNetworks")));
+    columns.push(c("INTERFACE", |v| text(v, "/spec/interfaceName")));
+    if wide {
+        columns.push(c("PROFILES", |v| joined(v, "/spec/profiles")));
+        columns.push(c("NATS", |v| joined(v, "/spec/ipNATs")));
+    }
+    render_columns(&columns, rows)
+}
+
 fn render_columns(columns: &[Column], rows: &[Value]) -> String {
     let mut cells: Vec<Vec<String>> = vec![columns.iter().map(|c| c.header.to_string()).collect()];
     cells.extend(
@@ -207,6 +259,37 @@ mod tests {
             "NAME      CLUSTERGUID   CLUSTERTYPE   CALICOVERSION   DATASTOREREADY\n\
              default   abc                         v0.1.0          false\n"
         );
+    }
+
+    #[test]
+    fn workload_endpoint_columns() {
+        let wep = json!({"metadata": {"name": "node1-k8s-web-eth0", "namespace": "ns1"},
+            "spec": {"pod": "web", "node": "node1", "ipNetworks": ["10.244.0.5/32", "fd00::5/128"],
+                     "interfaceName": "cali0123456789a", "profiles": ["kns.ns1"]}});
+        assert_eq!(
+            render_workload_endpoints(false, false, std::slice::from_ref(&wep)),
+            "WORKLOAD   NODE    NETWORKS                     INTERFACE\n\
+             web        node1   10.244.0.5/32,fd00::5/128   cali0123456789a\n"
+        );
+        let wide = render_workload_endpoints(true, true, &[wep]);
+        assert_eq!(
+            wide.lines()
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            [
+                "NAMESPACE",
+                "NAME",
+                "WORKLOAD",
+                "NODE",
+                "NETWORKS",
+                "INTERFACE",
+                "PROFILES",
+                "NATS"
+            ]
+        );
+        assert!(wide.contains("ns1   node1-k8s-web-eth0   web"), "{wide}");
     }
 
     #[test]

@@ -90,9 +90,7 @@ impl<S: Store> ResourceClient<S> {
                     for (k, v) in extra {
                         stored.spec.extra.entry(k).or_insert(v);
                     }
-                    self.store()
-                        .update(&key, stored.to_json(), revision)
-                        .await
+                    self.store().update(&key, stored.to_json(), revision).await
                 }
                 None => {
                     let mut fresh = wep.clone();
@@ -130,8 +128,7 @@ impl<S: Store> ResourceClient<S> {
             let Some((stored, revision)) = self.read_wep(namespace, name).await? else {
                 return Ok(WepDeleted::Absent);
             };
-            if !stored.spec.container_id.is_empty() && stored.spec.container_id != container_id
-            {
+            if !stored.spec.container_id.is_empty() && stored.spec.container_id != container_id {
                 return Ok(WepDeleted::OtherContainer);
             }
             match self.store().delete(&key, Some(revision)).await {

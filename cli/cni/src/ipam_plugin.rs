@@ -392,7 +392,7 @@ pub fn parse_request(
         .ok_or_else(|| {
             CniError::new(
                 codes::INVALID_CONFIG,
-                "no etcd endpoints",
+                NO_ETCD,
                 "set \"etcd_endpoints\" in the network configuration or ETCD_ENDPOINTS",
             )
         })?;
@@ -403,6 +403,9 @@ pub fn parse_request(
     );
     Ok(req)
 }
+
+/// The message of the error [`parse_request`] returns when no etcd is configured.
+pub const NO_ETCD: &str = "no etcd endpoints";
 
 /// The VERSION answer.
 pub fn version_result(req: &Request) -> Value {

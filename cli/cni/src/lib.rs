@@ -6,10 +6,13 @@
 //! * `calyx-ipam` (`"ipam": {"type": "calyx-ipam"}`): Calico-style IPAM on etcd
 //!   ([`ipam_plugin`]).
 //!
+//! `calyx-cni` also records each pod as a Calico `WorkloadEndpoint` ([`wep`]).
+//!
 //! Neither needs the BGP speaker or the dataplane reconciler; each command is one short-lived
 //! process on a current-thread runtime.
 
 pub mod conf;
 pub mod delegate;
 pub mod ipam_plugin;
+pub mod wep;
 pub mod wiring;

@@ -398,6 +398,7 @@ mod tests {
                 ..Default::default()
             },
             status: None,
+            extra: Default::default(),
         }
     }
 

@@ -170,6 +170,7 @@ mod tests {
                 ..Default::default()
             },
             status: None,
+            extra: Default::default(),
         }
     }
 

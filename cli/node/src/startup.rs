@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use calyx_datastore::client::{ClientError, ResourceClient, WriteMode};
 use calyx_datastore::resources::{
     new_cluster_guid, ClusterInformation, EncapMode, IPPool, IPPoolSpec, Kind, MacAddr, Node,
-    NodeBGPSpec, ObjectMeta, Resource,
+    NodeBGPSpec, Resource,
 };
 use calyx_datastore::store::Store;
 use calyx_datastore::store::StoreError;
@@ -188,11 +188,7 @@ pub async fn update_node<S: Store>(
     name: &str,
     change: impl Fn(&mut Node),
 ) -> Result<Node> {
-    let fresh = Resource::Node(Node {
-        metadata: ObjectMeta::named(name),
-        spec: Default::default(),
-        status: None,
-    });
+    let fresh = Resource::Node(Node::new(name, Default::default()));
     let written = client
         .modify(Kind::Node, name, Some(&fresh), |current| {
             let mut node = current

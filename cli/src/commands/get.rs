@@ -14,6 +14,9 @@ pub async fn run(datastore: &DatastoreArgs, args: GetArgs) -> Result<()> {
     if is_cluster_information_kind(&args.kind) {
         return cluster_information(datastore, args).await;
     }
+    if super::wep::is_wep_kind(&args.kind) {
+        return super::wep::get(datastore, args).await;
+    }
     let kind = super::parse_kind(&args.kind)?;
     let client = connect::client(datastore).await?;
     let resources = match &args.name {
@@ -54,7 +57,7 @@ async fn cluster_information(datastore: &DatastoreArgs, args: GetArgs) -> Result
 }
 
 /// One object when one was asked for by name, else a calicoctl-style `<Kind>List`.
-fn list_document(kind: &str, single: bool, values: &[Value]) -> Value {
+pub(super) fn list_document(kind: &str, single: bool, values: &[Value]) -> Value {
     if single && values.len() == 1 {
         values[0].clone()
     } else {
@@ -67,7 +70,7 @@ fn list_document(kind: &str, single: bool, values: &[Value]) -> Value {
 }
 
 /// A document as YAML or JSON text, ending in a newline.
-fn encode(document: Value, output: OutputFormat) -> Result<String> {
+pub(super) fn encode(document: Value, output: OutputFormat) -> Result<String> {
     Ok(match output {
         OutputFormat::Json => {
             let mut s = serde_json::to_string_pretty(&document).context("cannot encode JSON")?;

@@ -37,6 +37,10 @@ fn label_changes(args: &LabelArgs) -> Result<BTreeMap<String, Option<String>>> {
 
 /// Sets or removes labels; changing the value of a set label needs `--overwrite`.
 pub async fn label(datastore: &DatastoreArgs, args: LabelArgs) -> Result<()> {
+    if super::wep::is_wep_kind(&args.kind) {
+        let changes = label_changes(&args)?;
+        return super::wep::label(datastore, &args, &changes).await;
+    }
     let kind = super::parse_kind(&args.kind)?;
     let changes = label_changes(&args)?;
     let client = connect::client(datastore).await?;

@@ -5,6 +5,7 @@ mod ipam;
 mod label;
 mod node;
 mod version;
+mod wep;
 mod write;
 
 use anyhow::{Context, Result};

@@ -375,19 +375,23 @@ fn check_fields(
 fn field_position(text: &str, field: &str) -> Option<(usize, usize)> {
     let mut found = None;
     for (i, line) in text.lines().enumerate() {
-        let hit = [format!("{field}:"), format!("\"{field}\":"), format!("'{field}':")]
-            .iter()
-            .filter_map(|pat| {
-                line.match_indices(pat.as_str()).find_map(|(at, _)| {
-                    // The name must start a key: after indentation, `- `, `{`, `,` or a space.
-                    let before = line[..at].trim_end();
-                    (before.is_empty()
-                        || before.ends_with(['-', '{', ','])
-                        || line[..at].ends_with(' '))
-                    .then_some(at)
-                })
+        let hit = [
+            format!("{field}:"),
+            format!("\"{field}\":"),
+            format!("'{field}':"),
+        ]
+        .iter()
+        .filter_map(|pat| {
+            line.match_indices(pat.as_str()).find_map(|(at, _)| {
+                // The name must start a key: after indentation, `- `, `{`, `,` or a space.
+                let before = line[..at].trim_end();
+                (before.is_empty()
+                    || before.ends_with(['-', '{', ','])
+                    || line[..at].ends_with(' '))
+                .then_some(at)
             })
-            .min();
+        })
+        .min();
         if let Some(at) = hit {
             if found.is_some() {
                 return None;

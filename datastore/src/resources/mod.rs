@@ -52,15 +52,15 @@ pub use ippool::{
 pub use kind::{Kind, UnknownKind};
 pub use node::{Node, NodeAddress, NodeBGPSpec, NodeSpec, OrchRef};
 pub use object::{ObjectMeta, API_VERSION};
-pub use wep::{
-    workload_endpoint_name, WepDecodeError, WepNameError, WorkloadEndpoint, WorkloadEndpointSpec,
-    LABEL_NAMESPACE, LABEL_ORCHESTRATOR, LABEL_SERVICE_ACCOUNT, WORKLOAD_ENDPOINT_KIND,
-    WORKLOAD_ENDPOINT_PREFIX,
-};
 pub use types::{Asn, GoDuration, MacAddr, ParseValueError, PeerIp};
 pub use validate::{
     check_dns1123_label, check_dns1123_subdomain, check_label_key, check_label_value,
     check_no_host_bits, nets_overlap, ValidationError,
+};
+pub use wep::{
+    workload_endpoint_name, WepDecodeError, WepNameError, WorkloadEndpoint, WorkloadEndpointSpec,
+    LABEL_NAMESPACE, LABEL_ORCHESTRATOR, LABEL_SERVICE_ACCOUNT, WORKLOAD_ENDPOINT_KIND,
+    WORKLOAD_ENDPOINT_PREFIX,
 };
 
 /// Any `projectcalico.org/v3` resource. (De)serializes as the inner object, dispatching on `kind`.
@@ -370,7 +370,10 @@ mod tests {
         assert_eq!(r.name(), "n1");
         let n = r.as_node().unwrap();
         assert_eq!(n.metadata.extra["generation"], 3);
-        assert_eq!(n.spec.extra["wireguard"]["interfaceIPv4Address"], "10.1.0.1");
+        assert_eq!(
+            n.spec.extra["wireguard"]["interfaceIPv4Address"],
+            "10.1.0.1"
+        );
         assert_eq!(
             n.spec.bgp.as_ref().unwrap().extra["futureKnob"],
             serde_json::Value::Bool(true)

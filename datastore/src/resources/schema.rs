@@ -98,7 +98,10 @@ const BGPCONFIG_SPEC: Shape = Object(&[
     ("serviceExternalIPs", List(&CIDR_BLOCK)),
     ("serviceClusterIPs", List(&CIDR_BLOCK)),
     ("serviceLoadBalancerAggregation", Any),
-    ("communities", List(&Object(&[("name", Any), ("value", Any)]))),
+    (
+        "communities",
+        List(&Object(&[("name", Any), ("value", Any)])),
+    ),
     (
         "prefixAdvertisements",
         List(&Object(&[("cidr", Any), ("communities", Any)])),
@@ -135,8 +138,14 @@ const NODE_SPEC: Shape = Object(&[
         "wireguard",
         Object(&[("interfaceIPv4Address", Any), ("interfaceIPv6Address", Any)]),
     ),
-    ("addresses", List(&Object(&[("address", Any), ("type", Any)]))),
-    ("interfaces", List(&Object(&[("name", Any), ("addresses", Any)]))),
+    (
+        "addresses",
+        List(&Object(&[("address", Any), ("type", Any)])),
+    ),
+    (
+        "interfaces",
+        List(&Object(&[("name", Any), ("addresses", Any)])),
+    ),
 ]);
 
 const NODE_STATUS: Shape = Object(&[

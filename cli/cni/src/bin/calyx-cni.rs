@@ -5,8 +5,9 @@
 //! `calyx-ipam`) for the pod's addresses, then wires the pod as Calico does: a veth pair with
 //! the host end `cali<hash>` and the pod end `eth0`, the pod's address as a /32 (/128) with a
 //! default route via 169.254.1.1 (`onlink`), answered by proxy ARP on the host end, and a host
-//! route `<pod IP>/32 dev cali…`. A failed ADD undoes what it did (veth deleted, IPAM
-//! released). DEL undoes an ADD and is idempotent. CHECK verifies the wiring. Errors are CNI
+//! route `<pod IP>/32 dev cali…`, and records the pod as a Calico `WorkloadEndpoint` in etcd
+//! (`calyx_cni::wep`). A failed ADD undoes what it did (veth deleted, IPAM released). DEL
+//! undoes an ADD (the endpoint only if it is still this container's) and is idempotent. CHECK verifies the wiring. Errors are CNI
 //! error JSON on standard output with a non-zero exit.
 //!
 //! Interfaces, addresses and routes are set with iproute2's `ip` (present on every node and in
@@ -15,7 +16,8 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use calyx_cni::ipam_plugin::{codes, CniError};
+use calyx_cni::ipam_plugin::{codes, parse_cni_args, CniError};
+use calyx_cni::wep::{self, Datastore};
 use serde_json::{json, Value};
 
 use calyx_cni::conf::{Env, NetConf};
@@ -69,23 +71,56 @@ fn run(stdin: &[u8]) -> Result<Option<Value>, CniError> {
 
 fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value, CniError> {
     let netns = env.netns()?;
+    // Settle the endpoint's identity before taking an address, so a name Calico's rule
+    // refuses fails the ADD with nothing to undo.
+    let datastore = Datastore::from_request(&|k| std::env::var(k).ok(), stdin)?;
+    let ids = match &datastore {
+        Some(ds) => Some(wep::identifiers(
+            &ds.node,
+            &env.container_id,
+            &env.ifname,
+            &parse_cni_args(&env.args),
+        )?),
+        None => None,
+    };
     let ipam_result = delegate::call(env, conf, "ADD", stdin)?;
     let ips = delegate::addresses(&ipam_result)?;
     let host_if = wiring::host_interface_name(env);
-    match wiring::add(&host_if, netns, &env.ifname, &ips, conf.mtu) {
-        Ok(macs) => Ok(result(conf, env, &host_if, &macs, &ips)),
+    // Leave nothing behind on failure: no veth, no address held.
+    let undo = || {
+        wiring::delete(&host_if);
+        let _ = delegate::call(env, conf, "DEL", stdin);
+    };
+    let macs = match wiring::add(&host_if, netns, &env.ifname, &ips, conf.mtu) {
+        Ok(macs) => macs,
         Err(e) => {
-            // Leave nothing behind: no veth, no address held.
-            wiring::delete(&host_if);
-            let _ = delegate::call(env, conf, "DEL", stdin);
-            Err(e)
+            undo();
+            return Err(e);
+        }
+    };
+    if let (Some(ds), Some(ids)) = (&datastore, &ids) {
+        let endpoint = wep::endpoint(ids, &ips, &host_if, &macs.pod, &conf.name);
+        if let Err(e) = ds.write(&endpoint) {
+            undo();
+            return Err(e);
         }
     }
+    Ok(result(conf, env, &host_if, &macs, &ips))
 }
 
 fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
-    // The interface first: if IPAM fails after, the runtime retries DEL and finds it gone.
+    // The interface first: if the datastore fails after, the runtime retries DEL and finds it
+    // gone.
     wiring::delete(&wiring::host_interface_name(env));
+    if let Some(ds) = Datastore::from_request(&|k| std::env::var(k).ok(), stdin)? {
+        let ids = wep::identifiers(
+            &ds.node,
+            &env.container_id,
+            &env.ifname,
+            &parse_cni_args(&env.args),
+        )?;
+        ds.delete(&ids)?;
+    }
     delegate::call(env, conf, "DEL", stdin).map(|_| ())
 }
 
