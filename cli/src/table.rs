@@ -268,7 +268,7 @@ mod tests {
                      "interfaceName": "cali0123456789a", "profiles": ["kns.ns1"]}});
         assert_eq!(
             render_workload_endpoints(false, false, std::slice::from_ref(&wep)),
-            "WORKLOAD   NODE    NETWORKS                     INTERFACE\n\
+            "WORKLOAD   NODE    NETWORKS                    INTERFACE\n\
              web        node1   10.244.0.5/32,fd00::5/128   cali0123456789a\n"
         );
         let wide = render_workload_endpoints(true, true, &[wep]);
