@@ -289,7 +289,22 @@ mod tests {
                 "NATS"
             ]
         );
-        assert!(wide.contains("ns1   node1-k8s-web-eth0   web"), "{wide}");
+        assert_eq!(
+            wide.lines()
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            [
+                "ns1",
+                "node1-k8s-web-eth0",
+                "web",
+                "node1",
+                "10.244.0.5/32,fd00::5/128",
+                "cali0123456789a",
+                "kns.ns1"
+            ]
+        );
     }
 
     #[test]
