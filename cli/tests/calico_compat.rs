@@ -161,6 +161,21 @@ fn calico_331_datastore_works_and_loses_nothing() {
     let bgp = calyx_ok(&underlay, &["get", "bgpconfig", "default", "-o", "yaml"]);
     assert!(bgp.contains("63400:300:100"), "{bgp}");
     assert!(bgp.contains("localWorkloadPeeringIPV4"), "{bgp}");
+    assert_eq!(
+        calyx_ok(&underlay, &["get", "felixconfigurations"]),
+        "NAME\ndefault\n"
+    );
+    let mut felix: Value = serde_json::from_str(&calyx_ok(
+        &underlay,
+        &["get", "felixconfig", "default", "-o", "json"],
+    ))
+    .unwrap();
+    assert!(felix["metadata"]["resourceVersion"].is_string());
+    felix["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    assert_eq!(felix, original(2));
     let ci = calyx_ok(&underlay, &["get", "clusterinformation"]);
     assert!(ci.contains("v3.31.7"), "{ci}");
     let weps = calyx_ok(&underlay, &["get", "wep", "-A"]);

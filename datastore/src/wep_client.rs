@@ -71,8 +71,8 @@ impl<S: Store> ResourceClient<S> {
         Ok(out)
     }
 
-    /// Creates `wep`, or updates the stored endpoint of that name: the modelled fields and
-    /// labels become `wep`'s, while its identity (`uid`, `creationTimestamp`) and every field
+    /// Creates `wep`, or updates the stored endpoint of that name: the modelled spec fields
+    /// become `wep`'s and its labels are set on top of the stored ones, while its identity (`uid`, `creationTimestamp`) and every field
     /// Calyx does not model (`ports`, annotations, ...) stay. Guarded by the revision read and
     /// retried on conflict. Returns the revision written.
     pub async fn put_workload_endpoint(
@@ -84,7 +84,14 @@ impl<S: Store> ResourceClient<S> {
         for _ in 0..ATTEMPTS {
             let written = match self.read_wep(ns, name).await? {
                 Some((mut stored, revision)) => {
-                    stored.metadata.labels = wep.metadata.labels.clone();
+                    // Labels others set (calico-kube-controllers copies the pod's labels
+                    // in) stay; ours are set on top.
+                    stored.metadata.labels.extend(
+                        wep.metadata
+                            .labels
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone())),
+                    );
                     let extra = std::mem::take(&mut stored.spec.extra);
                     stored.spec = wep.spec.clone();
                     for (k, v) in extra {

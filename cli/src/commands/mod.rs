@@ -4,6 +4,7 @@ mod get;
 mod ipam;
 mod label;
 mod node;
+mod raw;
 mod version;
 mod wep;
 mod write;
