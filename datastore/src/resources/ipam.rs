@@ -150,6 +150,10 @@ pub struct AllocationBlock {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub sequence_number_for_allocation: BTreeMap<String, u64>,
+    /// Fields Calyx does not model (Calico's `hostAffinity`, a newer Calico's), kept as read
+    /// and written back by every allocation and release.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The prefix Calico puts in front of the host name in `affinity`.
@@ -172,6 +176,7 @@ impl AllocationBlock {
             deleted: false,
             sequence_number: 0,
             sequence_number_for_allocation: BTreeMap::new(),
+            extra: serde_json::Map::new(),
         })
     }
 
@@ -353,6 +358,17 @@ mod tests {
             handle_id_from_key(&handle_key("k8s-pod-network.abc")),
             Some("k8s-pod-network.abc")
         );
+    }
+
+    #[test]
+    fn calico_block_fields_survive_a_rewrite() {
+        // A block as Calico 3.31 stores it, with a field Calyx does not model.
+        let stored = r#"{"cidr":"10.244.0.0/30","affinity":"host:node1","allocations":[0,null,null,null],"unallocated":[1,2,3],"attributes":[{"handle_id":"k8s-pod-network.c1","secondary":{"namespace":"default","node":"node1","pod":"web","timestamp":"2026-11-30 09:13:02.123 +0000 UTC"}}],"sequenceNumber":7,"sequenceNumberForAllocation":{"0":6},"deleted":false,"hostAffinity":"node1"}"#;
+        let b: AllocationBlock = serde_json::from_str(stored).unwrap();
+        assert_eq!(b.extra["hostAffinity"], "node1");
+        let back: serde_json::Value = serde_json::to_value(&b).unwrap();
+        assert_eq!(back["hostAffinity"], "node1");
+        assert_eq!(back["attributes"][0]["secondary"]["pod"], "web");
     }
 
     #[test]
