@@ -418,6 +418,11 @@ fn cni_records_workload_endpoints_as_calico_does() {
         text(&out.stderr)
     );
     assert!(stored(&underlay, &key).is_some());
+    // ... and the current sandbox's interface.
+    assert!(
+        node.ns.try_exec(&["ip", "link", "show", &host_if]),
+        "a DEL for an old sandbox removed {host_if}"
+    );
     // ... the pod's own DEL removes it.
     let out = pod.del();
     assert!(
@@ -427,6 +432,7 @@ fn cni_records_workload_endpoints_as_calico_does() {
         text(&out.stderr)
     );
     assert!(stored(&underlay, &key).is_none());
+    assert!(!node.ns.try_exec(&["ip", "link", "show", &host_if]));
     // Idempotent.
     assert!(pod.del().status.success());
 }

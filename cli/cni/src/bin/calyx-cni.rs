@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 use calyx_cni::ipam_plugin::{codes, parse_cni_args, CniError};
 use calyx_cni::wep::{self, Datastore};
+use calyx_datastore::wep_client::WepDeleted;
 use serde_json::{json, Value};
 
 use calyx_cni::conf::{Env, NetConf};
@@ -109,9 +110,10 @@ fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value, CniError> {
 }
 
 fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
-    // The interface first: if the datastore fails after, the runtime retries DEL and finds it
-    // gone.
-    wiring::delete(&wiring::host_interface_name(env));
+    // The endpoint first: when it records another container, this DEL is for an old sandbox
+    // of a pod whose current sandbox owns the host interface (named after the pod), which
+    // must stay. Its addresses are still released below: they are keyed by container.
+    let mut current_sandbox_elsewhere = false;
     if let Some(ds) = Datastore::from_request(&|k| std::env::var(k).ok(), stdin)? {
         let ids = wep::identifiers(
             &ds.node,
@@ -119,7 +121,10 @@ fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
             &env.ifname,
             &parse_cni_args(&env.args),
         )?;
-        ds.delete(&ids)?;
+        current_sandbox_elsewhere = ds.delete(&ids)? == WepDeleted::OtherContainer;
+    }
+    if !current_sandbox_elsewhere {
+        wiring::delete(&wiring::host_interface_name(env));
     }
     delegate::call(env, conf, "DEL", stdin).map(|_| ())
 }
