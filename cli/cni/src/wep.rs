@@ -183,7 +183,9 @@ pub struct Datastore {
     /// The node name.
     pub node: String,
     config: EtcdConfig,
-    deadline: std::time::Duration,
+    /// The end of this command's time (from its start), shared with the IPAM plugin's
+    /// budget so the whole command stays within kubelet's patience.
+    deadline: std::time::Instant,
 }
 
 impl Datastore {
@@ -206,7 +208,7 @@ impl Datastore {
         config.ca_cert_file = ca.as_ref().map(PathBuf::from);
         config.cert_file = cert.as_ref().map(PathBuf::from);
         config.key_file = key.as_ref().map(PathBuf::from);
-        let deadline = match env("CALYX_CNI_TIMEOUT") {
+        let budget = match env("CALYX_CNI_TIMEOUT") {
             None => DEFAULT_DEADLINE,
             Some(v) => v
                 .trim()
@@ -225,7 +227,7 @@ impl Datastore {
         Ok(Some(Datastore {
             node: req.node,
             config,
-            deadline,
+            deadline: std::time::Instant::now() + budget,
         }))
     }
 
@@ -242,7 +244,9 @@ impl Datastore {
                 CniError::new(codes::IO_FAILURE, "cannot start the runtime", e.to_string())
             })?;
         rt.block_on(async {
-            let deadline = tokio::time::Instant::now() + self.deadline;
+            // At least one attempt, even when the IPAM plugin used up the budget.
+            let deadline = tokio::time::Instant::from_std(self.deadline)
+                .max(tokio::time::Instant::now() + std::time::Duration::from_secs(1));
             retry_until(deadline, || async {
                 let store = EtcdStore::connect(&self.config)
                     .await
