@@ -436,3 +436,126 @@ fn cni_records_workload_endpoints_as_calico_does() {
     // Idempotent.
     assert!(pod.del().status.success());
 }
+
+/// Calico 3.31 YAML as users have it: every field of the API is accepted (and stored as
+/// written, modelled or not); a typo is one error line naming it, and writes nothing.
+#[test]
+fn apply_takes_calico_331_fields_and_refuses_typos() {
+    let test = "apply_takes_calico_331_fields_and_refuses_typos";
+    let Some(etcd) = calyx_tests::etcd::Etcd::start(test) else {
+        return;
+    };
+    let run = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_calyx"))
+            .args(args)
+            .env("ETCD_ENDPOINTS", etcd.endpoint())
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let yaml = r#"apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: pool-a
+  annotations: {owner: team-a}
+spec:
+  cidr: 10.250.0.0/16
+  blockSize: 26
+  vxlanMode: CrossSubnet
+  natOutgoing: true
+  disableBGPExport: true
+  nodeSelector: all()
+  namespaceSelector: projectcalico.org/name == 'shop'
+  allowedUses: [Workload]
+  assignmentMode: Manual
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata:
+  name: node9
+  labels: {rack: r9}
+spec:
+  bgp: {ipv4Address: 10.9.0.9/24}
+  wireguard: {interfaceIPv4Address: 10.250.9.1}
+  interfaces:
+  - name: eth0
+    addresses: [10.9.0.9]
+  addresses:
+  - {address: 10.9.0.9/24, type: CalicoNodeIP}
+status:
+  podCIDRs: [10.250.9.0/24]
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor}
+spec:
+  peerIP: 10.9.0.1
+  asNumber: 65001
+  localASNumber: 64999
+  reachableBy: 10.9.0.254
+  nextHopMode: Self
+  password: {secretKeyRef: {name: bgp, key: pw, optional: true}}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  communities: [{name: c1, value: "64512:1"}]
+  prefixAdvertisements: [{cidr: 10.250.0.0/16, communities: [c1]}]
+  serviceLoadBalancerAggregation: Disabled
+  localWorkloadPeeringIPV4: 169.254.0.179
+"#;
+    let out = run(&["apply", "-f", "-"], yaml);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let get = |args: &[&str]| -> Value {
+        let out = run(args, "");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let pool = get(&["get", "ippool", "pool-a", "-o", "json"]);
+    assert_eq!(
+        pool["spec"]["namespaceSelector"],
+        "projectcalico.org/name == 'shop'"
+    );
+    assert_eq!(pool["spec"]["assignmentMode"], "Manual");
+    assert_eq!(pool["metadata"]["annotations"]["owner"], "team-a");
+    let node = get(&["get", "node", "node9", "-o", "json"]);
+    assert_eq!(node["spec"]["interfaces"][0]["name"], "eth0");
+    assert_eq!(node["status"]["podCIDRs"][0], "10.250.9.0/24");
+    let peer = get(&["get", "bgppeer", "tor", "-o", "json"]);
+    assert_eq!(peer["spec"]["localASNumber"], 64999);
+    assert_eq!(peer["spec"]["nextHopMode"], "Self");
+
+    let before = etcd.etcdctl(&["get", "--prefix", "/calico"]);
+    for (typo, field) in [
+        (
+            yaml.replace("namespaceSelector", "namespaceselector"),
+            "namespaceselector",
+        ),
+        (yaml.replace("  interfaces:", "  interface:"), "interface"),
+        (yaml.replace("reachableBy", "reachable"), "reachable"),
+        (yaml.replace("podCIDRs", "podCidrs"), "podCidrs"),
+    ] {
+        let out = run(&["apply", "-f", "-"], &typo);
+        assert!(!out.status.success(), "{field} was accepted");
+        let stderr = text(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(
+            lines[0].contains(&format!("unknown field `{field}`")) && lines[0].contains("line "),
+            "{stderr}"
+        );
+    }
+    assert_eq!(etcd.etcdctl(&["get", "--prefix", "/calico"]), before);
+}
