@@ -20,7 +20,8 @@ pub enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown resource kind {0:?} (expected one of ippool, bgppeer, bgpconfiguration, node, \
-     or their plurals and short names)"
+     or their plurals and short names; calyx get also shows workloadendpoints, \
+     clusterinformations, felixconfigurations and kubecontrollersconfigurations)"
 )]
 pub struct UnknownKind(pub String);
 
