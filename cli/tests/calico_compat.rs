@@ -294,6 +294,10 @@ fn calico_331_datastore_works_and_loses_nothing() {
     let pod = Pod::add(&underlay, &node, &format!("{t}-p1"));
     assert!(pod.ip.starts_with("10.244."), "{}", pod.ip);
     assert_eq!(stored(&underlay, &objects[0].0).unwrap(), got);
+    // `calyx ipam` reads the same datastore.
+    let show = calyx_ok(&underlay, &["ipam", "show", "--show-blocks"]);
+    assert!(show.contains("10.244.0.0/16"), "{show}");
+    calyx_ok(&underlay, &["ipam", "check"]);
     drop(pod);
     drop(daemon);
 }

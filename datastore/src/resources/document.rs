@@ -156,7 +156,8 @@ impl Ctx {
 
 /// Parses every resource in `text`: YAML documents separated by `---` (or JSON objects), each a
 /// resource or a list (`kind: List`, `kind: IPPoolList`, ... with `items:`). Empty documents are
-/// skipped. Every resource is decoded strictly (unknown fields are errors) and validated on its
+/// skipped. Every resource is decoded strictly (a field that is not in Calico 3.31's API for its
+/// kind is an error, with its line when known; every field that is, is kept) and validated on its
 /// own; the first problem is returned. Overlaps between pools are not checked here: use
 /// [`check_pool_overlaps`](super::check_pool_overlaps) with the existing pools.
 pub fn parse_documents(text: &str) -> Result<Vec<Resource>, DocumentError> {

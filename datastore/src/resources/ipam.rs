@@ -1,8 +1,8 @@
 //! IPAM objects exactly as Calico stores them in etcd (libcalico-go's `model` package), with
 //! their keys. Plain data and small pure helpers; the algorithms live in `calyx-ipam`.
 //!
-//! These are machine-written, so unlike the user-facing resources they accept unknown fields
-//! (newer Calico versions add some) and are not validated.
+//! These are machine-written, so they accept unknown fields (newer Calico versions add some;
+//! a block keeps them in `extra` and writes them back) and are not validated.
 //!
 //! ```text
 //! /calico/ipam/v2/assignment/ipv4/block/10.244.0.0-26      AllocationBlock
