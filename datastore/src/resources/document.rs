@@ -564,6 +564,21 @@ spec:
     }
 
     #[test]
+    fn field_positions() {
+        let text =
+            "kind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.0.0.0/16, natoutgoing: true}\n";
+        assert_eq!(field_position(text, "natoutgoing"), Some((3, 27)));
+        assert_eq!(field_position("a:\n  - \"x\": 1\n", "x"), Some((2, 5)));
+        // On two lines: no guess.
+        assert_eq!(field_position("x: 1\ny:\n  x: 2\n", "x"), None);
+        // Part of another name is not the field.
+        assert_eq!(field_position("spec:\n  fooname: 1\n", "name"), None);
+        let e = parse_documents(text).unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.to_string().ends_with("at line 3 column 27"), "{e}");
+    }
+
+    #[test]
     fn lists() {
         let text = "apiVersion: projectcalico.org/v3
 kind: IPPoolList
