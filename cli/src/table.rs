@@ -88,7 +88,10 @@ fn columns(kind: Kind, wide: bool) -> Vec<Column> {
             }),
             c("ASNUMBER", |v| text(v, "/spec/asNumber")),
         ],
-        (Kind::Node, false) => vec![c("NAME", |v| text(v, "/metadata/name"))],
+        (Kind::Node | Kind::FelixConfiguration, false) => {
+            vec![c("NAME", |v| text(v, "/metadata/name"))]
+        }
+        (Kind::FelixConfiguration, true) => vec![c("NAME", |v| text(v, "/metadata/name"))],
         (Kind::Node, true) => vec![
             c("NAME", |v| text(v, "/metadata/name")),
             c("ASN", |v| match text(v, "/spec/bgp/asNumber") {

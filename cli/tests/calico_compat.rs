@@ -519,6 +519,15 @@ spec:
   prefixAdvertisements: [{cidr: 10.250.0.0/16, communities: [c1]}]
   serviceLoadBalancerAggregation: Disabled
   localWorkloadPeeringIPV4: 169.254.0.179
+---
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec:
+  wireguardEnabled: true
+  routeTableRanges: [{min: 1, max: 250}]
+  healthTimeoutOverrides: [{name: InternalDataplaneMainLoop, timeout: 90s}]
+  nftablesMode: Enabled
 "#;
     let out = run(&["apply", "-f", "-"], yaml);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -540,6 +549,9 @@ spec:
     let peer = get(&["get", "bgppeer", "tor", "-o", "json"]);
     assert_eq!(peer["spec"]["localASNumber"], 64999);
     assert_eq!(peer["spec"]["nextHopMode"], "Self");
+    let felix = get(&["get", "felixconfig", "default", "-o", "json"]);
+    assert_eq!(felix["spec"]["routeTableRanges"][0]["max"], 250);
+    assert_eq!(felix["spec"]["nftablesMode"], "Enabled");
 
     let before = etcd.etcdctl(&["get", "--prefix", "/calico"]);
     for (typo, field) in [
@@ -550,6 +562,10 @@ spec:
         (yaml.replace("  interfaces:", "  interface:"), "interface"),
         (yaml.replace("reachableBy", "reachable"), "reachable"),
         (yaml.replace("podCIDRs", "podCidrs"), "podCidrs"),
+        (
+            yaml.replace("wireguardEnabled", "wireguardEnable"),
+            "wireguardEnable",
+        ),
     ] {
         let out = run(&["apply", "-f", "-"], &typo);
         assert!(!out.status.success(), "{field} was accepted");

@@ -18,10 +18,13 @@ use futures::stream::{SelectAll, StreamExt};
 use ipnet::IpNet;
 use tracing::warn;
 
-/// The prefixes a node watches: every resource kind Calyx models, and the block affinities.
+/// The prefixes a node watches: every resource kind the daemon acts on, and the block
+/// affinities. FelixConfiguration is stored for others and not acted on yet, so it is not
+/// watched.
 pub fn watch_prefixes() -> Vec<&'static str> {
     Kind::all()
         .into_iter()
+        .filter(|k| *k != Kind::FelixConfiguration)
         .map(Kind::key_prefix)
         .chain(std::iter::once(AFFINITY_KEY_PREFIX))
         .collect()
@@ -110,7 +113,7 @@ impl ClusterState {
             Some(Kind::Node) => self.nodes.clear(),
             Some(Kind::BGPConfiguration) => self.bgp_configs.clear(),
             Some(Kind::BGPPeer) => self.bgp_peers.clear(),
-            None => {}
+            Some(Kind::FelixConfiguration) | None => {}
         }
         for kv in &listing.kvs {
             self.put(&kv.key, &kv.value);
@@ -142,6 +145,7 @@ impl ClusterState {
                 Resource::BGPPeer(p) => {
                     self.bgp_peers.insert(name, p);
                 }
+                Resource::FelixConfiguration(_) => {}
             }
         } else if let Some((host, cidr)) = affinity_from_key(key) {
             match serde_json::from_slice::<BlockAffinity>(value) {
@@ -175,6 +179,7 @@ impl ClusterState {
                 Kind::BGPPeer => {
                     self.bgp_peers.remove(name);
                 }
+                Kind::FelixConfiguration => {}
             }
         } else if let Some((host, cidr)) = affinity_from_key(key) {
             if self.affinities.get(&cidr).is_some_and(|h| h == host) {

@@ -1,6 +1,6 @@
-//! `calyx get` of Calico kinds that Calyx stores for others but does not model
-//! (FelixConfiguration, KubeControllersConfiguration): read-only and shown exactly as stored,
-//! with calicoctl's names for them and its one-column table (`NAME`).
+//! `calyx get` of Calico kinds that Calyx neither models nor writes
+//! (KubeControllersConfiguration, which calico-kube-controllers owns): read-only and shown
+//! exactly as stored, with calicoctl's names for them and its one-column table (`NAME`).
 
 use anyhow::{Context, Result};
 use calyx_datastore::store::Store;
@@ -18,9 +18,6 @@ pub struct RawKind {
 /// The kind `text` names (calicoctl's spellings, case-insensitive), if it is one of these.
 pub fn raw_kind(text: &str) -> Option<RawKind> {
     let (kind, plural) = match text.trim().to_ascii_lowercase().as_str() {
-        "felixconfiguration" | "felixconfigurations" | "felixconfig" | "felixconfigs" => {
-            ("FelixConfiguration", "felixconfigurations")
-        }
         "kubecontrollersconfiguration"
         | "kubecontrollersconfigurations"
         | "kubecontrollersconfig"

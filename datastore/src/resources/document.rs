@@ -5,7 +5,9 @@ use std::fmt;
 
 use serde::de::DeserializeOwned;
 
-use super::{BGPConfiguration, BGPPeer, IPPool, Kind, Node, Resource, ValidationError};
+use super::{
+    BGPConfiguration, BGPPeer, FelixConfiguration, IPPool, Kind, Node, Resource, ValidationError,
+};
 
 /// Why a document was rejected by [`parse_documents`].
 ///
@@ -288,7 +290,9 @@ fn process_value(
         let hint = Kind::parse(&kind_str)
             .map(|k| format!(" (did you mean {k}?)"))
             .unwrap_or_else(|_| {
-                " (expected IPPool, BGPPeer, BGPConfiguration, Node, or a List of them)".into()
+                " (expected IPPool, BGPPeer, BGPConfiguration, Node, FelixConfiguration, or a List \
+                 of them)"
+                    .into()
             });
         ctx.decode(format!("kind: unknown kind {kind_str:?}{hint}"))
     })?;
@@ -430,6 +434,9 @@ fn decode_yaml(ctx: &Ctx, kind: Kind, text: &str) -> Result<Resource, DocumentEr
         Kind::BGPPeer => Resource::BGPPeer(de::<BGPPeer>(ctx, text)?),
         Kind::BGPConfiguration => Resource::BGPConfiguration(de::<BGPConfiguration>(ctx, text)?),
         Kind::Node => Resource::Node(de::<Node>(ctx, text)?),
+        Kind::FelixConfiguration => {
+            Resource::FelixConfiguration(de::<FelixConfiguration>(ctx, text)?)
+        }
     })
 }
 
@@ -467,6 +474,7 @@ pub(crate) fn decode_value_with_path(
         Kind::BGPPeer => Resource::BGPPeer(de::<BGPPeer>(&text)?),
         Kind::BGPConfiguration => Resource::BGPConfiguration(de::<BGPConfiguration>(&text)?),
         Kind::Node => Resource::Node(de::<Node>(&text)?),
+        Kind::FelixConfiguration => Resource::FelixConfiguration(de::<FelixConfiguration>(&text)?),
     })
 }
 
@@ -546,10 +554,9 @@ spec:
         assert_eq!(e.line, Some(14));
         let e = parse_documents(&POOL_A.replace("IPPool", "ippool")).unwrap_err();
         assert!(e.to_string().contains("did you mean IPPool?"), "{e}");
-        let e = parse_documents("kind: FelixConfiguration\nmetadata: {name: x}\n").unwrap_err();
+        let e = parse_documents("kind: HostEndpoint\nmetadata: {name: x}\n").unwrap_err();
         assert!(
-            e.to_string()
-                .contains("unknown kind \"FelixConfiguration\""),
+            e.to_string().contains("unknown kind \"HostEndpoint\""),
             "{e}"
         );
         let e = parse_documents("metadata: {name: x}\n").unwrap_err();

@@ -14,22 +14,25 @@ pub enum Kind {
     BGPConfiguration,
     /// `Node`: a host running Calyx, with its BGP and tunnel addresses.
     Node,
+    /// `FelixConfiguration`: Felix's settings, stored and shown as written.
+    FelixConfiguration,
 }
 
 /// The text did not name a known kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown resource kind {0:?} (expected one of ippool, bgppeer, bgpconfiguration, node, \
-     or their plurals and short names; calyx get also shows workloadendpoints, \
-     clusterinformations, felixconfigurations and kubecontrollersconfigurations)"
+     felixconfiguration, or their plurals and short names; calyx get also shows \
+     workloadendpoints, clusterinformations and kubecontrollersconfigurations)"
 )]
 pub struct UnknownKind(pub String);
 
 impl Kind {
     /// Every kind, in the order in which they should be applied (configuration before the
     /// objects that depend on it).
-    pub fn all() -> [Kind; 4] {
+    pub fn all() -> [Kind; 5] {
         [
+            Kind::FelixConfiguration,
             Kind::BGPConfiguration,
             Kind::IPPool,
             Kind::Node,
@@ -39,7 +42,8 @@ impl Kind {
 
     /// Parses a kind the way calicoctl does on its command line: case-insensitive, singular,
     /// plural or short name. `ippool(s)`, `ipp(s)`, `pool(s)`; `bgppeer(s)`, `bgpp(s)`, `bp(s)`;
-    /// `bgpconfiguration(s)`, `bgpconfig(s)`, `bgpc(s)`; `node(s)`, `no(s)`.
+    /// `bgpconfiguration(s)`, `bgpconfig(s)`, `bgpc(s)`; `node(s)`, `no(s)`;
+    /// `felixconfiguration(s)`, `felixconfig(s)`.
     pub fn parse(s: &str) -> Result<Kind, UnknownKind> {
         match s.trim().to_ascii_lowercase().as_str() {
             "ippool" | "ippools" | "ipp" | "ipps" | "pool" | "pools" => Ok(Kind::IPPool),
@@ -47,6 +51,9 @@ impl Kind {
             "bgpconfiguration" | "bgpconfigurations" | "bgpconfig" | "bgpconfigs" | "bgpc"
             | "bgpcs" => Ok(Kind::BGPConfiguration),
             "node" | "nodes" | "no" | "nos" => Ok(Kind::Node),
+            "felixconfiguration" | "felixconfigurations" | "felixconfig" | "felixconfigs" => {
+                Ok(Kind::FelixConfiguration)
+            }
             _ => Err(UnknownKind(s.to_string())),
         }
     }
@@ -59,6 +66,7 @@ impl Kind {
             "BGPPeer" => Some(Kind::BGPPeer),
             "BGPConfiguration" => Some(Kind::BGPConfiguration),
             "Node" => Some(Kind::Node),
+            "FelixConfiguration" => Some(Kind::FelixConfiguration),
             _ => None,
         }
     }
@@ -75,6 +83,7 @@ impl Kind {
             Kind::BGPPeer => "BGPPeer",
             Kind::BGPConfiguration => "BGPConfiguration",
             Kind::Node => "Node",
+            Kind::FelixConfiguration => "FelixConfiguration",
         }
     }
 
@@ -85,6 +94,7 @@ impl Kind {
             Kind::BGPPeer => "bgppeers",
             Kind::BGPConfiguration => "bgpconfigurations",
             Kind::Node => "nodes",
+            Kind::FelixConfiguration => "felixconfigurations",
         }
     }
 
@@ -96,6 +106,9 @@ impl Kind {
             Kind::BGPPeer => "/calico/resources/v3/projectcalico.org/bgppeers/",
             Kind::BGPConfiguration => "/calico/resources/v3/projectcalico.org/bgpconfigurations/",
             Kind::Node => "/calico/resources/v3/projectcalico.org/nodes/",
+            Kind::FelixConfiguration => {
+                "/calico/resources/v3/projectcalico.org/felixconfigurations/"
+            }
         }
     }
 
@@ -149,8 +162,12 @@ mod tests {
         ] {
             assert_eq!(Kind::parse(s).unwrap(), k, "{s}");
         }
-        let e = Kind::parse("felixconfig").unwrap_err();
-        assert!(e.to_string().contains("felixconfig"));
+        assert_eq!(
+            Kind::parse("felixconfig").unwrap(),
+            Kind::FelixConfiguration
+        );
+        let e = Kind::parse("hostendpoint").unwrap_err();
+        assert!(e.to_string().contains("hostendpoint"));
     }
 
     #[test]

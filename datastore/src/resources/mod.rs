@@ -25,6 +25,7 @@ mod bgpconfig;
 mod bgppeer;
 mod clusterinfo;
 mod document;
+mod felixconfig;
 pub mod ipam;
 mod ippool;
 mod kind;
@@ -46,6 +47,7 @@ pub use clusterinfo::{
     CLUSTER_INFORMATION_NAME, CLUSTER_INFORMATION_NAMES, CLUSTER_INFORMATION_PREFIX,
 };
 pub use document::{parse_documents, DocumentError, DocumentProblem};
+pub use felixconfig::FelixConfiguration;
 pub use ippool::{
     check_pool_overlaps, AllowedUse, AssignmentMode, EncapMode, IPPool, IPPoolSpec, ALL_NODES,
 };
@@ -74,6 +76,8 @@ pub enum Resource {
     BGPConfiguration(BGPConfiguration),
     /// A [`Node`].
     Node(Node),
+    /// A [`FelixConfiguration`] (stored as written).
+    FelixConfiguration(FelixConfiguration),
 }
 
 /// A stored value could not be decoded as a resource of the expected kind.
@@ -96,6 +100,7 @@ impl Resource {
             Resource::BGPPeer(_) => Kind::BGPPeer,
             Resource::BGPConfiguration(_) => Kind::BGPConfiguration,
             Resource::Node(_) => Kind::Node,
+            Resource::FelixConfiguration(_) => Kind::FelixConfiguration,
         }
     }
 
@@ -111,6 +116,7 @@ impl Resource {
             Resource::BGPPeer(r) => &r.metadata,
             Resource::BGPConfiguration(r) => &r.metadata,
             Resource::Node(r) => &r.metadata,
+            Resource::FelixConfiguration(r) => &r.metadata,
         }
     }
 
@@ -121,6 +127,7 @@ impl Resource {
             Resource::BGPPeer(r) => &mut r.metadata,
             Resource::BGPConfiguration(r) => &mut r.metadata,
             Resource::Node(r) => &mut r.metadata,
+            Resource::FelixConfiguration(r) => &mut r.metadata,
         }
     }
 
@@ -145,6 +152,7 @@ impl Resource {
             Resource::BGPPeer(r) => r.validate_all(),
             Resource::BGPConfiguration(r) => r.validate_all(),
             Resource::Node(r) => r.validate_all(),
+            Resource::FelixConfiguration(r) => r.validate_all(),
         }
     }
 
@@ -169,6 +177,9 @@ impl Resource {
             Kind::BGPPeer => serde_json::from_slice(bytes).map(Resource::BGPPeer),
             Kind::BGPConfiguration => serde_json::from_slice(bytes).map(Resource::BGPConfiguration),
             Kind::Node => serde_json::from_slice(bytes).map(Resource::Node),
+            Kind::FelixConfiguration => {
+                serde_json::from_slice(bytes).map(Resource::FelixConfiguration)
+            }
         };
         fast.map_err(|json_err| {
             // Decode again through the path-tracking decoder for a better message.
@@ -259,6 +270,11 @@ impl From<Node> for Resource {
         Resource::Node(r)
     }
 }
+impl From<FelixConfiguration> for Resource {
+    fn from(r: FelixConfiguration) -> Self {
+        Resource::FelixConfiguration(r)
+    }
+}
 
 impl Serialize for Resource {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -267,6 +283,7 @@ impl Serialize for Resource {
             Resource::BGPPeer(r) => r.serialize(s),
             Resource::BGPConfiguration(r) => r.serialize(s),
             Resource::Node(r) => r.serialize(s),
+            Resource::FelixConfiguration(r) => r.serialize(s),
         }
     }
 }
@@ -288,6 +305,7 @@ impl<'de> Deserialize<'de> for Resource {
             Kind::BGPPeer => serde_json::from_value(v).map(Resource::BGPPeer),
             Kind::BGPConfiguration => serde_json::from_value(v).map(Resource::BGPConfiguration),
             Kind::Node => serde_json::from_value(v).map(Resource::Node),
+            Kind::FelixConfiguration => serde_json::from_value(v).map(Resource::FelixConfiguration),
         };
         r.map_err(D::Error::custom)
     }

@@ -9,8 +9,8 @@
 //! and stored, even the ones Calyx does not act on.
 //!
 //! Sources (tag v3.31.7 of github.com/projectcalico/calico): `api/pkg/apis/projectcalico/v3/`
-//! `ippool.go`, `bgppeer.go`, `bgpconfig.go`; `libcalico-go/lib/apis/v3/node.go`; Kubernetes'
-//! `ObjectMeta` for `metadata`.
+//! `ippool.go`, `bgppeer.go`, `bgpconfig.go`, `felixconfig.go`; `libcalico-go/lib/apis/v3/node.go`;
+//! Kubernetes' `ObjectMeta` for `metadata`.
 
 use serde_json::Value;
 
@@ -154,6 +154,181 @@ const NODE_STATUS: Shape = Object(&[
     ("podCIDRs", Any),
 ]);
 
+/// `FelixConfigurationSpec`'s top-level fields (`api/.../felixconfig.go`, generated from its
+/// JSON tags); nested values are not checked.
+const FELIX_SPEC: Shape = Object(&[
+    ("useInternalDataplaneDriver", Any),
+    ("dataplaneDriver", Any),
+    ("dataplaneWatchdogTimeout", Any),
+    ("ipv6Support", Any),
+    ("routeRefreshInterval", Any),
+    ("interfaceRefreshInterval", Any),
+    ("iptablesRefreshInterval", Any),
+    ("iptablesPostWriteCheckInterval", Any),
+    ("iptablesLockFilePath", Any),
+    ("iptablesLockTimeout", Any),
+    ("iptablesLockProbeInterval", Any),
+    ("featureDetectOverride", Any),
+    ("featureGates", Any),
+    ("ipsetsRefreshInterval", Any),
+    ("maxIpsetSize", Any),
+    ("iptablesBackend", Any),
+    ("xdpRefreshInterval", Any),
+    ("netlinkTimeout", Any),
+    ("metadataAddr", Any),
+    ("metadataPort", Any),
+    ("openstackRegion", Any),
+    ("interfacePrefix", Any),
+    ("interfaceExclude", Any),
+    ("chainInsertMode", Any),
+    ("defaultEndpointToHostAction", Any),
+    ("iptablesFilterAllowAction", Any),
+    ("iptablesMangleAllowAction", Any),
+    ("iptablesFilterDenyAction", Any),
+    ("logPrefix", Any),
+    ("logActionRateLimit", Any),
+    ("logActionRateLimitBurst", Any),
+    ("logFilePath", Any),
+    ("logSeverityFile", Any),
+    ("logSeverityScreen", Any),
+    ("logSeveritySys", Any),
+    ("logDebugFilenameRegex", Any),
+    ("ipipEnabled", Any),
+    ("ipipMTU", Any),
+    ("vxlanEnabled", Any),
+    ("vxlanMTU", Any),
+    ("vxlanMTUV6", Any),
+    ("vxlanPort", Any),
+    ("vxlanVNI", Any),
+    ("allowVXLANPacketsFromWorkloads", Any),
+    ("allowIPIPPacketsFromWorkloads", Any),
+    ("reportingInterval", Any),
+    ("reportingTTL", Any),
+    ("endpointReportingEnabled", Any),
+    ("endpointReportingDelay", Any),
+    ("endpointStatusPathPrefix", Any),
+    ("iptablesMarkMask", Any),
+    ("disableConntrackInvalidCheck", Any),
+    ("healthEnabled", Any),
+    ("healthHost", Any),
+    ("healthPort", Any),
+    ("healthTimeoutOverrides", Any),
+    ("prometheusMetricsEnabled", Any),
+    ("prometheusMetricsHost", Any),
+    ("prometheusMetricsPort", Any),
+    ("prometheusGoMetricsEnabled", Any),
+    ("prometheusProcessMetricsEnabled", Any),
+    ("prometheusWireGuardMetricsEnabled", Any),
+    ("failsafeInboundHostPorts", Any),
+    ("failsafeOutboundHostPorts", Any),
+    ("kubeNodePortRanges", Any),
+    ("policySyncPathPrefix", Any),
+    ("usageReportingEnabled", Any),
+    ("usageReportingInitialDelay", Any),
+    ("usageReportingInterval", Any),
+    ("natPortRange", Any),
+    ("natOutgoingAddress", Any),
+    ("natOutgoingExclusions", Any),
+    ("deviceRouteSourceAddress", Any),
+    ("deviceRouteSourceAddressIPv6", Any),
+    ("deviceRouteProtocol", Any),
+    ("removeExternalRoutes", Any),
+    ("programClusterRoutes", Any),
+    ("ipForwarding", Any),
+    ("externalNodesList", Any),
+    ("debugMemoryProfilePath", Any),
+    ("debugDisableLogDropping", Any),
+    ("debugSimulateCalcGraphHangAfter", Any),
+    ("debugSimulateDataplaneHangAfter", Any),
+    ("debugSimulateDataplaneApplyDelay", Any),
+    ("debugHost", Any),
+    ("debugPort", Any),
+    ("iptablesNATOutgoingInterfaceFilter", Any),
+    ("sidecarAccelerationEnabled", Any),
+    ("xdpEnabled", Any),
+    ("genericXDPEnabled", Any),
+    ("nftablesMode", Any),
+    ("nftablesRefreshInterval", Any),
+    ("nftablesFilterAllowAction", Any),
+    ("nftablesMangleAllowAction", Any),
+    ("nftablesFilterDenyAction", Any),
+    ("nftablesMarkMask", Any),
+    ("bpfEnabled", Any),
+    ("bpfDisableUnprivileged", Any),
+    ("bpfJITHardening", Any),
+    ("bpfLogLevel", Any),
+    ("bpfConntrackLogLevel", Any),
+    ("bpfConntrackMode", Any),
+    ("bpfConntrackTimeouts", Any),
+    ("bpfLogFilters", Any),
+    ("bpfCTLBLogFilter", Any),
+    ("bpfDataIfacePattern", Any),
+    ("bpfL3IfacePattern", Any),
+    ("bpfConnectTimeLoadBalancingEnabled", Any),
+    ("bpfConnectTimeLoadBalancing", Any),
+    ("bpfHostNetworkedNATWithoutCTLB", Any),
+    ("bpfExternalServiceMode", Any),
+    ("bpfDSROptoutCIDRs", Any),
+    ("bpfExtToServiceConnmark", Any),
+    ("bpfKubeProxyIptablesCleanupEnabled", Any),
+    ("bpfKubeProxyMinSyncPeriod", Any),
+    ("bpfKubeProxyHealthzPort", Any),
+    ("bpfKubeProxyEndpointSlicesEnabled", Any),
+    ("bpfPSNATPorts", Any),
+    ("bpfMapSizeNATFrontend", Any),
+    ("bpfMapSizeNATBackend", Any),
+    ("bpfMapSizeNATAffinity", Any),
+    ("bpfMapSizeRoute", Any),
+    ("bpfMapSizeConntrack", Any),
+    ("bpfMapSizePerCpuConntrack", Any),
+    ("bpfMapSizeConntrackScaling", Any),
+    ("bpfMapSizeConntrackCleanupQueue", Any),
+    ("bpfMapSizeIPSets", Any),
+    ("bpfMapSizeIfState", Any),
+    ("bpfHostConntrackBypass", Any),
+    ("bpfEnforceRPF", Any),
+    ("bpfPolicyDebugEnabled", Any),
+    ("bpfForceTrackPacketsFromIfaces", Any),
+    ("bpfDisableGROForIfaces", Any),
+    ("bpfExcludeCIDRsFromNAT", Any),
+    ("bpfExportBufferSizeMB", Any),
+    ("cgroupV2Path", Any),
+    ("flowLogsPolicyEvaluationMode", Any),
+    ("bpfRedirectToPeer", Any),
+    ("bpfAttachType", Any),
+    ("flowLogsFlushInterval", Any),
+    ("flowLogsCollectorDebugTrace", Any),
+    ("flowLogsGoldmaneServer", Any),
+    ("flowLogsLocalReporter", Any),
+    ("bpfProfiling", Any),
+    ("routeSource", Any),
+    ("routeTableRanges", Any),
+    ("routeTableRange", Any),
+    ("routeSyncDisabled", Any),
+    ("wireguardEnabled", Any),
+    ("wireguardEnabledV6", Any),
+    ("wireguardThreadingEnabled", Any),
+    ("wireguardListeningPort", Any),
+    ("wireguardListeningPortV6", Any),
+    ("wireguardRoutingRulePriority", Any),
+    ("wireguardInterfaceName", Any),
+    ("wireguardInterfaceNameV6", Any),
+    ("wireguardMTU", Any),
+    ("wireguardMTUV6", Any),
+    ("wireguardHostEncryptionEnabled", Any),
+    ("wireguardKeepAlive", Any),
+    ("awsSrcDstCheck", Any),
+    ("serviceLoopPrevention", Any),
+    ("workloadSourceSpoofing", Any),
+    ("mtuIfacePattern", Any),
+    ("floatingIPs", Any),
+    ("windowsManageFirewallRules", Any),
+    ("goGCThreshold", Any),
+    ("goMemoryLimitMB", Any),
+    ("goMaxProcs", Any),
+    ("requireMTUFile", Any),
+]);
+
 const IPPOOL: Shape = Object(&[
     ("apiVersion", Any),
     ("kind", Any),
@@ -180,6 +355,13 @@ const NODE: Shape = Object(&[
     ("status", NODE_STATUS),
 ]);
 
+const FELIX: Shape = Object(&[
+    ("apiVersion", Any),
+    ("kind", Any),
+    ("metadata", METADATA),
+    ("spec", FELIX_SPEC),
+]);
+
 /// The shape of a whole object of `kind`.
 pub(crate) fn shape(kind: Kind) -> Shape {
     match kind {
@@ -187,6 +369,7 @@ pub(crate) fn shape(kind: Kind) -> Shape {
         Kind::BGPPeer => BGPPEER,
         Kind::BGPConfiguration => BGPCONFIG,
         Kind::Node => NODE,
+        Kind::FelixConfiguration => FELIX,
     }
 }
 
@@ -274,6 +457,19 @@ mod tests {
         let peer = json!({"spec": {"localASNumber": 65001, "reversePeering": "Manual",
             "password": {"secretKeyRef": {"name": "s", "key": "k", "optional": true}}}});
         assert_eq!(check_fields(Kind::BGPPeer, &peer, false), Ok(()));
+        let felix = json!({"spec": {"bpfEnabled": false, "floatingIPs": "Disabled",
+            "routeTableRanges": [{"min": 1, "max": 250}], "wireguardEnabledV6": true}});
+        assert_eq!(
+            check_fields(Kind::FelixConfiguration, &felix, false),
+            Ok(())
+        );
+        let e = check_fields(
+            Kind::FelixConfiguration,
+            &json!({"spec": {"bpfEnable": true}}),
+            false,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("spec: unknown field `bpfEnable`"), "{e}");
         // A merge patch may remove anything.
         let patch = json!({"spec": {"someFutureField": null, "cidr": "10.0.0.0/8"}});
         assert_eq!(check_fields(Kind::IPPool, &patch, true), Ok(()));
