@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The Calyx demo: a 3-node cluster on one machine, in network namespaces.
 #
-#   deploy/demo.sh        install what is missing, build, start everything, show it, wait
-#   deploy/demo.sh down   remove everything the demo started (Ctrl-C does it too)
+#   deploy/demo.sh                    install what is missing, build, start everything, show
+#                                     it, wait
+#   deploy/demo.sh --etcd-members 3   the same on a 3-member etcd cluster (members on
+#                                     10.80.0.1-3), then kill its leader: pods keep pinging, a
+#                                     new pod still gets an address, the member comes back
+#   deploy/demo.sh down               remove everything the demo started (Ctrl-C does it too)
 #
 # What it builds (addresses exist only inside the demo's own namespaces):
 #
-#   cxdemo-u    underlay: bridge br0 10.80.0.1/24, etcd on 10.80.0.1:2379
+#   cxdemo-u    underlay: bridge br0 10.80.0.1/24, etcd on 10.80.0.1:2379 (and .2, .3)
 #   cxdemo-n1   node1 10.80.0.11  `calyx node run` (BGP full mesh)
 #   cxdemo-n2   node2 10.80.0.12  `calyx node run`
 #   cxdemo-n3   node3 10.80.0.13  `calyx node run`
@@ -34,11 +38,23 @@ down() {
     rm -rf "$STATE"
 }
 
-if [ "${1:-}" = "down" ]; then
-    down
-    echo "demo: removed everything it started"
-    exit 0
-fi
+MEMBERS=1
+case "${1:-}" in
+    down)
+        down
+        echo "demo: removed everything it started"
+        exit 0 ;;
+    --etcd-members)
+        MEMBERS=${2:-}
+        if [[ ! $MEMBERS =~ ^[135]$ ]]; then
+            echo "deploy/demo.sh: --etcd-members takes 1, 3 or 5 (an etcd cluster has an odd size)" >&2
+            exit 2
+        fi ;;
+    "") ;;
+    *)
+        echo "usage: deploy/demo.sh [--etcd-members 1|3|5 | down]" >&2
+        exit 2 ;;
+esac
 if [ "$(id -u)" -ne 0 ]; then
     echo "deploy/demo.sh: run as root (network namespaces)" >&2
     exit 1
@@ -60,18 +76,33 @@ trap 'exit 130' INT TERM
 
 in_ns() { local ns=$1; shift; ip netns exec "$P-$ns" "$@"; }
 
-log "underlay, etcd"
+log "underlay, etcd ($MEMBERS member(s))"
 ip netns add "$P-u"
 in_ns u ip link set lo up
 in_ns u ip link add br0 type bridge
 in_ns u ip addr add "$NET.1/24" dev br0
 in_ns u ip link set br0 up
-in_ns u etcd --name demo --data-dir "$STATE/etcd" \
-    --listen-client-urls "http://$NET.1:2379" --advertise-client-urls "http://$NET.1:2379" \
-    --listen-peer-urls "http://$NET.1:2380" --initial-advertise-peer-urls "http://$NET.1:2380" \
-    --initial-cluster "demo=http://$NET.1:2380" --log-level error >"$STATE/etcd.log" 2>&1 &
-export ETCD_ENDPOINTS="http://$NET.1:2379"
-for _ in $(seq 1 100); do
+# Member m listens on $NET.m (the bridge's own address and, for more members, extra addresses).
+CLUSTER= ENDPOINTS=()
+for m in $(seq 1 "$MEMBERS"); do
+    [ "$m" -gt 1 ] && in_ns u ip addr add "$NET.$m/24" dev br0
+    CLUSTER+="${CLUSTER:+,}etcd$m=http://$NET.$m:2380"
+    ENDPOINTS+=("http://$NET.$m:2379")
+done
+declare -A ETCD_PID
+start_member() {
+    in_ns u etcd --name "etcd$1" --data-dir "$STATE/etcd$1" \
+        --listen-client-urls "http://$NET.$1:2379" --advertise-client-urls "http://$NET.$1:2379" \
+        --listen-peer-urls "http://$NET.$1:2380" --initial-advertise-peer-urls "http://$NET.$1:2380" \
+        --initial-cluster "$CLUSTER" --initial-cluster-state "$2" \
+        --log-level error >>"$STATE/etcd$1.log" 2>&1 &
+    ETCD_PID[$1]=$!
+}
+for m in $(seq 1 "$MEMBERS"); do start_member "$m" new; done
+# Every client (daemons, CNI plugins, CLI) gets every member and fails over between them.
+ETCD_ENDPOINTS=$(IFS=,; echo "${ENDPOINTS[*]}")
+export ETCD_ENDPOINTS
+for _ in $(seq 1 150); do
     in_ns u etcdctl --endpoints "$ETCD_ENDPOINTS" endpoint health >/dev/null 2>&1 && break
     sleep 0.1
 done
@@ -158,6 +189,39 @@ log "what the ToR learned (birdc show route)"
 birdc -s "$STATE/bird.ctl" show route
 log "ping pod-11 (node1) -> pod-31 (node3), by pod IP, no NAT"
 ip netns exec "$P-p11" ping -c 3 -i 0.3 "${POD_IP[31]}"
+
+if [ "$MEMBERS" -gt 1 ]; then
+    leader=$(in_ns u etcdctl --endpoints "$ETCD_ENDPOINTS" endpoint status -w json | python3 -c '
+import json, sys
+for e in json.load(sys.stdin):
+    h = e["Status"]["header"]
+    if h["member_id"] == e["Status"]["leader"]:
+        print(e["Endpoint"].split("//")[1].split(":")[0].split(".")[-1])
+        break')
+    log "etcd failover: SIGKILL the leader (etcd$leader on $NET.$leader) while pods ping"
+    ip netns exec "$P-p11" ping -c 20 -i 0.2 "${POD_IP[31]}" >"$STATE/failover-ping.log" 2>&1 &
+    ping_pid=$!
+    kill -9 "${ETCD_PID[$leader]}"
+    in_ns u etcdctl --endpoints "$ETCD_ENDPOINTS" endpoint status -w table 2>/dev/null || true
+    log "a new pod on node2 while etcd$leader is down"
+    pod="$P-p23"
+    ip netns add "$pod"
+    result=$(conf 2 | in_ns n2 env CNI_COMMAND=ADD CNI_CONTAINERID="demo-23" \
+        CNI_NETNS="/var/run/netns/$pod" CNI_IFNAME=eth0 CNI_PATH="$BIN" \
+        CNI_ARGS="K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-23" "$BIN/calyx-cni")
+    POD_IP[23]=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["address"].split("/")[0])' <<<"$result")
+    echo "pod-23 on node2: ${POD_IP[23]}"
+    ip netns exec "$P-p11" ping -c 3 -i 0.3 -W 5 "${POD_IP[23]}"
+    wait "$ping_pid" || true
+    echo "pod-11 -> pod-31 during the failover: $(grep -E 'packets transmitted' "$STATE/failover-ping.log")"
+    log "etcd$leader restarted, rejoins the cluster"
+    start_member "$leader" existing
+    for _ in $(seq 1 100); do
+        in_ns u etcdctl --endpoints "http://$NET.$leader:2379" endpoint health >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    in_ns u etcdctl --endpoints "$ETCD_ENDPOINTS" endpoint status -w table
+fi
 
 echo
 echo "Everything runs in namespaces $P-*. Try:"

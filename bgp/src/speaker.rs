@@ -109,7 +109,11 @@ impl Speaker {
         let task = tokio::spawn(async move {
             actor.run(rx, shutdown).await;
             if let Some(l) = listen_task {
+                // Awaited after the abort: the listening socket is closed only when the
+                // aborted task has been dropped, and a speaker started right after this one
+                // (new global settings) must be able to bind the same port.
                 l.abort();
+                let _ = l.await;
             }
         });
         Ok(Speaker {

@@ -158,3 +158,25 @@ async fn selection_deferral_timer_ends_the_wait() {
     assert_eq!(eors, 1);
     calyx.shutdown(false).await;
 }
+
+/// A speaker started right after another one on the same address has shut down (what the node
+/// daemon does when the global settings change) can bind the port: the old listener is closed
+/// by the time `shutdown` returns. It was closed a moment later, by an aborted task, and the
+/// new speaker failed with "Address already in use" on a loaded host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_speaker_restarted_at_once_binds_the_same_port() {
+    let (first, at) = restarting_speaker("127.0.0.141", 5).await;
+    first.shutdown(false).await;
+    for i in 0..50 {
+        let cfg = GlobalConfig {
+            router_id: "127.0.0.141".parse().unwrap(),
+            local_as: 65000,
+            listen: Some(at),
+            ..Default::default()
+        };
+        let s = Speaker::start(cfg, CancellationToken::new())
+            .await
+            .unwrap_or_else(|e| panic!("restart {i}: {e}"));
+        s.shutdown(i % 2 == 0).await;
+    }
+}

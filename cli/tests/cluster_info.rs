@@ -209,19 +209,19 @@ fn version_with_etcd_unreachable_prints_the_client_part_and_fails() {
 
 /// The ClusterInformation as stored.
 fn stored(underlay: &Underlay) -> Option<Value> {
-    let out = underlay.etcd.etcdctl(&["get", KEY, "--print-value-only"]);
+    let out = underlay.etcd().etcdctl(&["get", KEY, "--print-value-only"]);
     serde_json::from_str(out.trim()).ok()
 }
 
 /// The IPAM keys of `node` (affinities) and all blocks.
 fn ipam_keys(underlay: &Underlay, node: &str) -> String {
-    let affinities = underlay.etcd.etcdctl(&[
+    let affinities = underlay.etcd().etcdctl(&[
         "get",
         "--prefix",
         &format!("/calico/ipam/v2/host/{node}/"),
         "--keys-only",
     ]);
-    let blocks = underlay.etcd.etcdctl(&[
+    let blocks = underlay.etcd().etcdctl(&[
         "get",
         "--prefix",
         "/calico/ipam/v2/assignment/",
@@ -305,7 +305,7 @@ fn daemon_keeps_unknown_fields_and_waits_while_datastore_not_ready() {
         .replace("\"datastoreReady\":true", "\"datastoreReady\":false")
         .replace("v3.29.1", "v3.20.0")
         .replace("\"k8s,bgp\"", "\"k8s\"");
-    underlay.etcd.etcdctl(&["put", KEY, &not_ready]);
+    underlay.etcd().etcdctl(&["put", KEY, &not_ready]);
     let node = underlay.add_node(1);
     let daemon = Daemon::start(
         &underlay,
@@ -365,7 +365,7 @@ fn daemon_keeps_unknown_fields_and_waits_while_datastore_not_ready() {
     let mut ready = stored(&underlay).unwrap();
     ready["spec"]["datastoreReady"] = Value::Bool(true);
     underlay
-        .etcd
+        .etcd()
         .etcdctl(&["put", KEY, &serde_json::to_string(&ready).unwrap()]);
     assert!(
         wait_until(Duration::from_secs(20), || ipam_keys(&underlay, &node.name)

@@ -71,7 +71,7 @@ fn cni_del_is_idempotent_and_bad_input_leaves_nothing() {
     let (underlay, node) = (&c.underlay, &c.nodes[0]);
     let handles = || {
         underlay
-            .etcd
+            .etcd()
             .etcdctl(&["get", "--prefix", "--keys-only", "/calico/ipam/v2/handle/"])
     };
 
@@ -152,7 +152,7 @@ fn cni_del_is_idempotent_and_bad_input_leaves_nothing() {
     // Bad stdin: a CNI error, non-zero exit, nothing created.
     let held = || {
         // Handles plus every allocated ordinal of every block: what "an address is held" means.
-        let blocks = underlay.etcd.etcdctl(&[
+        let blocks = underlay.etcd().etcdctl(&[
             "get",
             "--prefix",
             "--print-value-only",

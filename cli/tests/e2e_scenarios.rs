@@ -8,11 +8,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use calyx_tests::cluster::{
-    cni_conf, node_status, require_plugins, run_cni, Cluster, Daemon, NodeNs, Pod, Underlay,
+    cni_conf, node_status, require_plugins, run_cni, Cluster, Daemon, NodeNs, Pinger, Pod, Underlay,
 };
 use calyx_tests::netns::Netns;
 use calyx_tests::wait_until;
@@ -30,45 +30,10 @@ fn route_to(node: &NodeNs, ip: &str) -> String {
     node.ns.exec(&["ip", "route", "get", ip])
 }
 
-/// A bounded background `ping -i 0.1`, counting replies.
-struct Pinger {
-    child: Child,
-}
-
-impl Pinger {
-    fn start(from: &Pod, to: &str, seconds: u32) -> Pinger {
-        let child = Command::new("ip")
-            .args(["netns", "exec", from.ns.name()])
-            .args(["ping", "-q", "-i", "0.1", "-W", "1", "-w"])
-            .arg(seconds.to_string())
-            .arg(to)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Pinger { child }
-    }
-
-    /// (transmitted, received) once the deadline has passed.
-    fn finish(self) -> (u64, u64) {
-        let out = self.child.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .unwrap_or_else(|| panic!("no ping summary in {text}"));
-        let nums: Vec<u64> = line
-            .split(',')
-            .filter_map(|part| part.split_whitespace().next()?.parse().ok())
-            .collect();
-        (nums[0], nums[1])
-    }
-}
-
 /// The (block CIDR, owner node) pairs in IPAM.
 fn blocks(underlay: &Underlay) -> Vec<(String, String)> {
     underlay
-        .etcd
+        .etcd()
         .etcdctl(&[
             "get",
             "--prefix",
@@ -89,7 +54,7 @@ fn blocks(underlay: &Underlay) -> Vec<(String, String)> {
 fn allocated_addresses(underlay: &Underlay) -> Vec<std::net::Ipv4Addr> {
     let mut out = Vec::new();
     for line in underlay
-        .etcd
+        .etcd()
         .etcdctl(&[
             "get",
             "--prefix",
@@ -549,7 +514,7 @@ fn etcd_outage_leaves_traffic_alone() {
 
     let pinger = Pinger::start(&pods[0].1, &pods[1].1.ip, outage + 4);
     std::thread::sleep(Duration::from_secs(1));
-    c.underlay.etcd.kill();
+    c.underlay.etcd_mut().kill();
     let down = Instant::now();
     // A pod created during the outage: the CNI ADD waits for etcd within its deadline (90 s,
     // as Calico's plugin) instead of failing the pod, and succeeds once etcd is back.
@@ -570,7 +535,7 @@ fn etcd_outage_leaves_traffic_alone() {
         rx.try_recv().is_err(),
         "the CNI ADD ended while etcd was still down"
     );
-    c.underlay.etcd.restart();
+    c.underlay.etcd_mut().restart();
     let during = rx
         .recv_timeout(Duration::from_secs(90))
         .expect("CNI ADD hung after etcd came back");

@@ -295,7 +295,7 @@ fn bad_configuration_is_one_line_and_writes_nothing() {
         return;
     };
     let node = underlay.add_node(1);
-    let before = underlay.etcd.etcdctl(&["get", "--prefix", "/calico"]);
+    let before = underlay.etcd().etcdctl(&["get", "--prefix", "/calico"]);
     let cases: &[(&[(&str, &str)], &str)] = &[
         (
             &[("CALICO_IPV4POOL_CIDR", "10.0.0.1/33")],
@@ -332,7 +332,7 @@ fn bad_configuration_is_one_line_and_writes_nothing() {
         assert!(lines[0].contains(word), "{env:?}: {}", lines[0]);
     }
     assert_eq!(
-        underlay.etcd.etcdctl(&["get", "--prefix", "/calico"]),
+        underlay.etcd().etcdctl(&["get", "--prefix", "/calico"]),
         before
     );
 }

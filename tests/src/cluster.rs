@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::etcd::Etcd;
+use crate::etcd::{Etcd, EtcdCluster};
 use crate::netns::Netns;
 use crate::{wait_until, workspace_binary};
 
@@ -17,9 +17,15 @@ pub struct Underlay {
     pub ns: Netns,
     /// `10.X.Y` of the bridge subnet.
     pub prefix: String,
-    /// etcd inside the namespace.
-    pub etcd: Etcd,
+    etcd: UnderlayEtcd,
     tag: String,
+}
+
+/// The underlay's datastore: one etcd on `<prefix>.1`, or a cluster of members on
+/// `<prefix>.1`, `<prefix>.2`, ... (all in the underlay namespace, every client given them all).
+enum UnderlayEtcd {
+    Single(Etcd),
+    Cluster(EtcdCluster),
 }
 
 impl Underlay {
@@ -37,14 +43,69 @@ impl Underlay {
         Some(Underlay {
             ns,
             prefix: prefix.to_string(),
-            etcd,
+            etcd: UnderlayEtcd::Single(etcd),
             tag: tag.to_string(),
         })
     }
 
-    /// etcd's client URL as the nodes reach it.
+    /// Like [`Underlay::new`] with an etcd cluster of `members` members on `<prefix>.1` to
+    /// `<prefix>.<members>` (node addresses start at `<prefix>.11`).
+    pub fn with_etcd_members(
+        test: &str,
+        tag: &str,
+        prefix: &str,
+        members: usize,
+    ) -> Option<Underlay> {
+        if !crate::require_root(test) || !crate::require_binaries(test, &["etcd", "etcdctl"]) {
+            return None;
+        }
+        assert!((1..=9).contains(&members), "1 to 9 etcd members");
+        let ns = Netns::new(&format!("{tag}-u"));
+        ns.exec(&["ip", "link", "add", "br0", "type", "bridge"]);
+        let ips: Vec<String> = (1..=members).map(|m| format!("{prefix}.{m}")).collect();
+        for ip in &ips {
+            ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "br0"]);
+        }
+        ns.exec(&["ip", "link", "set", "br0", "up"]);
+        let cluster = EtcdCluster::start_in_netns(test, ns.name(), &ips)?;
+        Some(Underlay {
+            ns,
+            prefix: prefix.to_string(),
+            etcd: UnderlayEtcd::Cluster(cluster),
+            tag: tag.to_string(),
+        })
+    }
+
+    /// The single etcd of an underlay made by [`Underlay::new`].
+    pub fn etcd(&self) -> &Etcd {
+        match &self.etcd {
+            UnderlayEtcd::Single(e) => e,
+            UnderlayEtcd::Cluster(_) => panic!("this underlay runs an etcd cluster"),
+        }
+    }
+
+    /// Mutable [`Underlay::etcd`] (to kill and restart it).
+    pub fn etcd_mut(&mut self) -> &mut Etcd {
+        match &mut self.etcd {
+            UnderlayEtcd::Single(e) => e,
+            UnderlayEtcd::Cluster(_) => panic!("this underlay runs an etcd cluster"),
+        }
+    }
+
+    /// The etcd cluster of an underlay made by [`Underlay::with_etcd_members`].
+    pub fn etcd_cluster_mut(&mut self) -> &mut EtcdCluster {
+        match &mut self.etcd {
+            UnderlayEtcd::Cluster(c) => c,
+            UnderlayEtcd::Single(_) => panic!("this underlay runs a single etcd"),
+        }
+    }
+
+    /// etcd's client URLs as the nodes reach them (comma-separated for a cluster).
     pub fn etcd_endpoint(&self) -> String {
-        format!("http://{}.1:2379", self.prefix)
+        match &self.etcd {
+            UnderlayEtcd::Single(_) => format!("http://{}.1:2379", self.prefix),
+            UnderlayEtcd::Cluster(c) => c.endpoints(),
+        }
     }
 
     /// Adds node namespace number `index` with address `<prefix>.<10+index>/24` on `eth0`.
@@ -271,6 +332,45 @@ pub struct Pod {
     conf: String,
 }
 
+/// A bounded background `ping -i 0.1`, counting replies.
+pub struct Pinger {
+    child: Child,
+}
+
+impl Pinger {
+    /// Pings `to` from `from` every 100 ms for `seconds`.
+    pub fn start(from: &Pod, to: &str, seconds: u32) -> Pinger {
+        let child = Command::new("ip")
+            .args(["netns", "exec", from.ns.name()])
+            .args(["ping", "-q", "-i", "0.1", "-W", "1", "-w"])
+            .arg(seconds.to_string())
+            .arg(to)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run ping: {e}"));
+        Pinger { child }
+    }
+
+    /// (transmitted, received) once the deadline has passed.
+    pub fn finish(self) -> (u64, u64) {
+        let out = self
+            .child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("ping: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("no ping summary in {text}"));
+        let nums: Vec<u64> = line
+            .split(',')
+            .filter_map(|part| part.split_whitespace().next()?.parse().ok())
+            .collect();
+        (nums[0], nums[1])
+    }
+}
+
 /// The network configuration a runtime hands the plugin for `node`.
 pub fn cni_conf(underlay: &Underlay, node: &NodeNs) -> String {
     format!(
@@ -418,6 +518,12 @@ impl Cluster {
             return None;
         }
         before(&underlay);
+        Some(Cluster::start_on(underlay, n, env))
+    }
+
+    /// Like [`Cluster::start`] on an underlay made by the caller (e.g.
+    /// [`Underlay::with_etcd_members`]); the caller checks [`require_plugins`].
+    pub fn start_on(underlay: Underlay, n: u8, env: &[(&str, &str)]) -> Cluster {
         let nodes: Vec<NodeNs> = (1..=n).map(|i| underlay.add_node(i)).collect();
         let daemons = nodes
             .iter()
@@ -429,7 +535,7 @@ impl Cluster {
             underlay,
         };
         c.wait_up();
-        Some(c)
+        c
     }
 
     /// Waits (bounded) until every daemon's health endpoint accepts connections.

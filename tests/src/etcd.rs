@@ -245,6 +245,9 @@ pub struct EtcdCluster {
     /// wait out etcdctl's dial timeout).
     cut: std::sync::Mutex<Vec<bool>>,
     net: Option<ClusterNet>,
+    /// The namespace every member runs in ([`EtcdCluster::start_in_netns`]): etcdctl runs
+    /// there too.
+    netns: Option<String>,
 }
 
 /// The namespaces of a partitionable cluster.
@@ -276,11 +279,34 @@ impl EtcdCluster {
                 })
                 .collect();
             let members = Self::members(urls);
-            if let Some(cluster) = Self::form(members, None) {
+            if let Some(cluster) = Self::form(members, None, None) {
                 return Some(cluster);
             }
         }
         panic!("an etcd cluster of {n} did not form after 3 attempts");
+    }
+
+    /// Starts a cluster with one member per address of `ips`, all inside namespace `netns`
+    /// (member `i` on `ips[i]`, ports 2379 and 2380), and waits until it formed. Clients run
+    /// in `netns` too, or in namespaces routed to it.
+    pub fn start_in_netns(test: &str, netns: &str, ips: &[String]) -> Option<EtcdCluster> {
+        if !crate::require_binaries(test, &["etcd", "etcdctl"]) {
+            return None;
+        }
+        let urls = ips
+            .iter()
+            .map(|ip| (format!("http://{ip}:2379"), format!("http://{ip}:2380")))
+            .collect();
+        let mut members = Self::members(urls);
+        for m in &mut members {
+            m.netns = Some(netns.to_string());
+        }
+        let cluster = Self::form(members, None, Some(netns.to_string()));
+        assert!(
+            cluster.is_some(),
+            "the etcd cluster in {netns} did not form"
+        );
+        cluster
     }
 
     /// Starts an `n`-member cluster whose member `i` runs in namespace `<tag>-e<i>` on
@@ -335,7 +361,7 @@ impl EtcdCluster {
             _members: namespaces,
             links,
         };
-        let cluster = Self::form(members, Some(net));
+        let cluster = Self::form(members, Some(net), None);
         assert!(
             cluster.is_some(),
             "the partitionable etcd cluster did not form"
@@ -367,7 +393,11 @@ impl EtcdCluster {
 
     /// Spawns every member at once (a new cluster needs a quorum before anyone is healthy),
     /// then waits for all and reads their IDs.
-    fn form(mut members: Vec<Etcd>, net: Option<ClusterNet>) -> Option<EtcdCluster> {
+    fn form(
+        mut members: Vec<Etcd>,
+        net: Option<ClusterNet>,
+        netns: Option<String>,
+    ) -> Option<EtcdCluster> {
         for m in &mut members {
             m.spawn();
         }
@@ -381,8 +411,10 @@ impl EtcdCluster {
             ids: Vec::new(),
             cut: std::sync::Mutex::new(vec![false; n]),
             net,
+            netns,
         };
         if !all_up {
+            eprintln!("the etcd cluster did not form; logs:\n{}", cluster.logs());
             return None; // Drop kills what runs.
         }
         let mut ids = Vec::new();
@@ -425,10 +457,15 @@ impl EtcdCluster {
     /// `etcdctl` with `args` against member `i` (from the hub when there is one); `None` when
     /// it fails or does not answer within 3 s.
     fn etcdctl_at(&self, i: usize, args: &[&str]) -> Option<String> {
-        let mut c = match &self.net {
-            Some(net) => {
+        let ns = self
+            .net
+            .as_ref()
+            .map(|n| n.hub.name().to_string())
+            .or_else(|| self.netns.clone());
+        let mut c = match ns {
+            Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", net.hub.name(), "etcdctl"]);
+                c.args(["netns", "exec", &ns, "etcdctl"]);
                 c
             }
             None => Command::new("etcdctl"),

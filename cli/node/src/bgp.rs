@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use calyx_bgp::{BestRouteChange, GlobalConfig, PeerConfig, PeerLabel, Speaker, State};
 use calyx_datastore::resources::{Asn, BGPConfiguration, Node};
@@ -169,6 +170,9 @@ pub fn plan(state: &ClusterState, me: &str, router_id: RouterIdSetting) -> Optio
             if Some(ip.addr) == my_ip.map(IpAddr::V4) {
                 continue;
             }
+            // As confd (bgp_processor.go): a reflector treats an iBGP peer given by address
+            // as its client; such a peer has no cluster ID of its own to compare.
+            let rr_client = my_cluster.is_some() && asn.0 == global.local_as;
             peers.insert(
                 ip.addr,
                 PeerConfig {
@@ -176,6 +180,7 @@ pub fn plan(state: &ClusterState, me: &str, router_id: RouterIdSetting) -> Optio
                     remote_as: asn.0,
                     port: ip.port.unwrap_or(179),
                     keep_original_next_hop: spec.keep_original_next_hop,
+                    route_reflector_client: rr_client,
                     ttl_security: spec.ttl_security.unwrap_or(0),
                     allowed_local_as: spec
                         .num_allowed_local_as_numbers
@@ -232,7 +237,14 @@ pub struct Bgp {
     restarting: bool,
     graceful_restart: bool,
     hold_time: u16,
+    /// Set when the last [`Bgp::apply`] could not start the speaker or set its peers: the
+    /// daemon applies the plan again at this time even if nothing in the datastore changed.
+    retry_at: Option<Instant>,
 }
+
+/// How soon a failed [`Bgp::apply`] is tried again (e.g. the port still held by a process
+/// that is going away).
+const APPLY_RETRY: Duration = Duration::from_secs(2);
 
 impl Bgp {
     /// No speaker yet; `restarting` sets the graceful-restart R bit on the first start (we
@@ -253,7 +265,13 @@ impl Bgp {
             restarting,
             graceful_restart,
             hold_time,
+            retry_at: None,
         }
+    }
+
+    /// A failed [`Bgp::apply`] is due to be tried again.
+    pub fn retry_due(&self) -> bool {
+        self.retry_at.is_some_and(|t| Instant::now() >= t)
     }
 
     /// Makes the speaker match `plan`: a new global setup restarts it; peers and originated
@@ -284,7 +302,8 @@ impl Bgp {
                     self.applied = None;
                 }
                 Err(e) => {
-                    warn!(error = %e, "cannot start the BGP speaker; will retry");
+                    warn!(error = %e, retry_in = ?APPLY_RETRY, "cannot start the BGP speaker");
+                    self.retry_at = Some(Instant::now() + APPLY_RETRY);
                     return;
                 }
             }
@@ -298,7 +317,8 @@ impl Bgp {
         }
         if previous.as_ref().map(|p| &p.peers) != Some(&plan.peers) {
             if let Err(e) = speaker.set_peers(peers).await {
-                warn!(error = %e, "cannot update BGP peers");
+                warn!(error = %e, retry_in = ?APPLY_RETRY, "cannot update BGP peers");
+                self.retry_at = Some(Instant::now() + APPLY_RETRY);
                 return;
             }
         }
@@ -314,6 +334,7 @@ impl Bgp {
             }
         }
         self.applied = Some(plan);
+        self.retry_at = None;
     }
 
     /// The best-route feed of a newly started speaker, once: the resolver drains it.
@@ -513,6 +534,39 @@ mod tests {
         assert!(!b
             .peers
             .contains_key(&"10.0.0.254".parse::<IpAddr>().unwrap()));
+    }
+
+    #[test]
+    fn a_reflector_makes_ibgp_peers_given_by_address_its_clients() {
+        let mut s = cluster(vec![
+            node("rr", "10.0.0.1", Some("224.0.0.1"), &[("rr", "true")]),
+            node("b", "10.0.0.2", None, &[]),
+        ]);
+        let mut cfg = BGPConfiguration::new("default", Default::default());
+        cfg.spec.node_to_node_mesh_enabled = Some(false);
+        s.bgp_configs.insert("default".into(), cfg);
+        for (name, addr, asn) in [("client", "10.0.9.1", 64512), ("tor", "10.0.9.254", 65000)] {
+            let mut spec = BGPPeerSpec::default();
+            spec.peer_ip = Some(PeerIp {
+                addr: addr.parse().unwrap(),
+                port: None,
+            });
+            spec.as_number = Some(Asn(asn));
+            s.bgp_peers.insert(name.into(), BGPPeer::new(name, spec));
+        }
+        let ip = |a: &str| a.parse::<IpAddr>().unwrap();
+        let rr = plan(&s, "rr", RouterIdSetting::NodeAddress).unwrap();
+        assert!(
+            rr.peers[&ip("10.0.9.1")].route_reflector_client,
+            "same AS: a client"
+        );
+        assert!(
+            !rr.peers[&ip("10.0.9.254")].route_reflector_client,
+            "eBGP: never"
+        );
+        // Without a cluster ID the node reflects nothing.
+        let b = plan(&s, "b", RouterIdSetting::NodeAddress).unwrap();
+        assert!(!b.peers[&ip("10.0.9.1")].route_reflector_client);
     }
 
     #[test]

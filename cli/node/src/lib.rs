@@ -281,12 +281,15 @@ async fn main_loop<S: Store + Clone>(
                         }
                     }
                 }
-                if pending.topology {
+                let bgp_retry = bgp.as_ref().is_some_and(bgp::Bgp::retry_due);
+                if pending.topology || bgp_retry {
                     if let Some(bgp) = bgp.as_mut() {
                         if let Some(plan) = bgp::plan(&state, &config.nodename, config.router_id) {
                             bgp.apply(plan).await;
                         }
                     }
+                }
+                if pending.topology {
                     if let (Some(felix), Some(resolver)) = (reconciler, &resolver) {
                         felix.set_host(dataplane::host_state(
                             &state, &config.nodename, config.backend,
