@@ -25,7 +25,7 @@ fn text(b: &[u8]) -> String {
 
 /// The stored value at `key` as JSON; `None` when absent.
 fn stored(u: &Underlay, key: &str) -> Option<Value> {
-    let out = u.etcd.etcdctl(&["get", key, "--print-value-only"]);
+    let out = u.etcd().etcdctl(&["get", key, "--print-value-only"]);
     let out = out.trim();
     (!out.is_empty()).then(|| serde_json::from_str(out).unwrap())
 }
@@ -134,7 +134,7 @@ fn calico_331_datastore_works_and_loses_nothing() {
     let objects = calico_objects(&node.ip);
     for (key, value) in &objects {
         underlay
-            .etcd
+            .etcd()
             .etcdctl(&["put", key, &serde_json::to_string(value).unwrap()]);
     }
     let original = |i: usize| objects[i].1.clone();
@@ -325,7 +325,7 @@ fn cni_records_workload_endpoints_as_calico_does() {
         panic!(
             "no WorkloadEndpoint at {key}: {}",
             underlay
-                .etcd
+                .etcd()
                 .etcdctl(&["get", "--prefix", "/calico/resources/", "--keys-only"])
         )
     });
