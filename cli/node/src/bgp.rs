@@ -205,6 +205,15 @@ pub fn plan(state: &ClusterState, me: &str, router_id: RouterIdSetting) -> Optio
                 .is_none_or(|p| !p.spec.disable_bgp_export)
         })
         .collect();
+    // Addresses this node uses from other nodes' blocks (or blocks affine to no node): their
+    // /32 (/128), so that longest match takes them past the block owner's route. Only inside a
+    // pool that is exported, as Calico's BIRD filter lets out a workload route only when it is
+    // in a pool and outside the node's own blocks.
+    originate.extend(state.borrowed.used_by(me).map(IpNet::from).filter(|net| {
+        state
+            .pool_of(net)
+            .is_some_and(|p| !p.spec.disable_bgp_export)
+    }));
     for service in config
         .spec
         .service_cluster_ips
@@ -437,6 +446,52 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["10.65.0.0/26"]
         );
+    }
+
+    #[test]
+    fn a_node_originates_the_addresses_it_borrowed_inside_exported_pools() {
+        use calyx_datastore::resources::ipam::{block_key, AllocationAttribute, AllocationBlock};
+        use calyx_datastore::resources::{IPPool, IPPoolSpec};
+        let mut s = cluster(vec![
+            node("a", "10.0.0.1", None, &[]),
+            node("b", "10.0.0.2", None, &[]),
+        ]);
+        s.pools.insert(
+            "p".into(),
+            IPPool::new("p", IPPoolSpec::new("10.65.0.0/24".parse().unwrap())),
+        );
+        s.affinities
+            .insert("10.65.0.0/29".parse().unwrap(), "b".to_string());
+        // b's block holds one address used on a.
+        let cidr: IpNet = "10.65.0.0/29".parse().unwrap();
+        let mut block = AllocationBlock::new_affine(cidr, "b").unwrap();
+        let mut secondary = BTreeMap::new();
+        secondary.insert("node".to_string(), "a".to_string());
+        block.attributes.push(AllocationAttribute {
+            handle_id: Some("h".into()),
+            secondary,
+        });
+        block.allocations[3] = Some(0);
+        s.borrowed
+            .put(&block_key(&cidr), &serde_json::to_vec(&block).unwrap());
+        let originated = |s: &ClusterState, me: &str| -> Vec<String> {
+            plan(s, me, RouterIdSetting::NodeAddress)
+                .unwrap()
+                .originate
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(originated(&s, "a"), ["10.65.0.3/32"]);
+        assert_eq!(
+            originated(&s, "b"),
+            ["10.65.0.0/29"],
+            "the owner keeps its block"
+        );
+        if let Some(p) = s.pools.get_mut("p") {
+            p.spec.disable_bgp_export = true;
+        }
+        assert!(originated(&s, "a").is_empty());
     }
 
     #[test]

@@ -2,21 +2,25 @@
 //! settings and peers, and block affinities (which node owns which block). It is kept current
 //! by one watch per prefix ([`ClusterWatch`]).
 //!
-//! What a node does *not* watch: IPAM blocks' allocations and handles. Those are rewritten on
-//! every pod start anywhere in the cluster (a block is ~10 KB of JSON); watching them would make
-//! pod churn on one node work for every node and etcd traffic grow with nodes x pods. Which
-//! node owns a block is in the affinity keys (`/calico/ipam/v2/host/<node>/ipv4/block/<cidr>`),
-//! small values that change only when a block is claimed or released.
+//! Which node owns a block is in the affinity keys (`/calico/ipam/v2/host/<node>/ipv4/block/<cidr>`),
+//! small values that change only when a block is claimed or released. IPAM handles are never
+//! watched. The IPAM blocks themselves (rewritten on every pod start anywhere, a block is up to
+//! ~10 KB of JSON) are watched only by a daemon that programs routes, because an address
+//! borrowed from another node's block is recorded nowhere else: [`crate::borrowed`] says why
+//! and what that costs. [`watch_prefixes`] is the set without blocks (`--networking-backend
+//! none`, and the watch benchmark); [`daemon_prefixes`] adds them.
 
 use std::collections::BTreeMap;
 
-use calyx_datastore::resources::ipam::AFFINITY_KEY_PREFIX;
 use calyx_datastore::resources::ipam::{affinity_from_key, AffinityState, BlockAffinity};
+use calyx_datastore::resources::ipam::{AFFINITY_KEY_PREFIX, BLOCK_KEY_PREFIX};
 use calyx_datastore::resources::{BGPConfiguration, BGPPeer, IPPool, Kind, Node, Resource};
 use calyx_datastore::store::{Listing, Revision, Store, StoreError, Watch, WatchEvent};
 use futures::stream::{SelectAll, StreamExt};
 use ipnet::IpNet;
 use tracing::warn;
+
+use crate::borrowed::BorrowedView;
 
 /// The prefixes a node watches: every resource kind Calyx models, and the block affinities.
 pub fn watch_prefixes() -> Vec<&'static str> {
@@ -25,6 +29,16 @@ pub fn watch_prefixes() -> Vec<&'static str> {
         .map(Kind::key_prefix)
         .chain(std::iter::once(AFFINITY_KEY_PREFIX))
         .collect()
+}
+
+/// The prefixes the daemon watches: [`watch_prefixes`], plus the IPAM blocks when `blocks`
+/// (a backend that programs routes needs the borrowed addresses, see [`crate::borrowed`]).
+pub fn daemon_prefixes(blocks: bool) -> Vec<&'static str> {
+    let mut prefixes = watch_prefixes();
+    if blocks {
+        prefixes.push(BLOCK_KEY_PREFIX);
+    }
+    prefixes
 }
 
 /// The datastore objects the daemon acts on.
@@ -40,6 +54,8 @@ pub struct ClusterState {
     pub bgp_peers: BTreeMap<String, BGPPeer>,
     /// Block CIDR -> the node it is affine to (confirmed affinities only).
     pub affinities: BTreeMap<IpNet, String>,
+    /// Addresses used on another node than their block's (only when the blocks are watched).
+    pub borrowed: BorrowedView,
     /// The highest revision applied.
     pub revision: Revision,
 }
@@ -51,13 +67,18 @@ pub struct Touched {
     pub pools: bool,
     /// Nodes, BGP configurations or peers, or affinities: the BGP plan and the routes.
     pub topology: bool,
+    /// IPAM blocks: only the borrowed addresses that changed are redone
+    /// ([`BorrowedView::take_dirty`]), not the topology.
+    pub blocks: bool,
 }
 
 impl Touched {
     fn of_key(key: &str) -> Touched {
+        let blocks = key.starts_with(BLOCK_KEY_PREFIX);
         Touched {
             pools: key.starts_with(Kind::IPPool.key_prefix()),
-            topology: true,
+            topology: !blocks,
+            blocks,
         }
     }
 
@@ -66,6 +87,7 @@ impl Touched {
         Touched {
             pools: self.pools || other.pools,
             topology: self.topology || other.topology,
+            blocks: self.blocks || other.blocks,
         }
     }
 }
@@ -105,6 +127,12 @@ impl ClusterState {
         if prefix == AFFINITY_KEY_PREFIX {
             self.affinities.clear();
         }
+        if prefix == BLOCK_KEY_PREFIX {
+            // Replaced as a whole so that only the addresses that differ become dirty.
+            self.borrowed.replace(listing);
+            self.revision = self.revision.max(listing.revision);
+            return;
+        }
         match Kind::all().into_iter().find(|k| k.key_prefix() == prefix) {
             Some(Kind::IPPool) => self.pools.clear(),
             Some(Kind::Node) => self.nodes.clear(),
@@ -119,7 +147,9 @@ impl ClusterState {
     }
 
     fn put(&mut self, key: &str, value: &[u8]) {
-        if let Some((kind, name)) = Kind::from_key(key) {
+        if key.starts_with(BLOCK_KEY_PREFIX) {
+            self.borrowed.put(key, value);
+        } else if let Some((kind, name)) = Kind::from_key(key) {
             let (resource, dropped) = match Resource::from_json_lenient(kind, value) {
                 Ok(decoded) => decoded,
                 Err(e) => {
@@ -163,7 +193,9 @@ impl ClusterState {
     }
 
     fn delete(&mut self, key: &str) {
-        if let Some((kind, name)) = Kind::from_key(key) {
+        if key.starts_with(BLOCK_KEY_PREFIX) {
+            self.borrowed.delete(key);
+        } else if let Some((kind, name)) = Kind::from_key(key) {
             match kind {
                 Kind::IPPool => {
                     self.pools.remove(name);
@@ -197,11 +229,21 @@ pub struct ClusterWatch {
 }
 
 impl ClusterWatch {
-    /// Lists every prefix and starts a watch on each from the revision after its listing.
+    /// Lists every prefix of [`watch_prefixes`] and starts a watch on each from the revision
+    /// after its listing.
     pub async fn start<S: Store>(store: &S) -> Result<(ClusterState, ClusterWatch), StoreError> {
+        ClusterWatch::start_on(store, watch_prefixes()).await
+    }
+
+    /// Lists each of `prefixes` and starts a watch on each from the revision after its
+    /// listing.
+    pub async fn start_on<S: Store>(
+        store: &S,
+        prefixes: Vec<&'static str>,
+    ) -> Result<(ClusterState, ClusterWatch), StoreError> {
         let mut state = ClusterState::default();
         let mut events = SelectAll::new();
-        for prefix in watch_prefixes() {
+        for prefix in prefixes {
             let listing = store.list(prefix).await?;
             state.replace_prefix(prefix, &listing);
             let watch = store.watch(prefix, listing.revision + 1).await?;

@@ -11,6 +11,7 @@
 
 mod autodetect;
 mod bgp;
+pub mod borrowed;
 pub mod checksystem;
 pub mod cluster;
 pub mod config;
@@ -221,7 +222,9 @@ async fn main_loop<S: Store + Clone>(
     status: &SharedStatus,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let (mut state, mut watch) = ClusterWatch::start(store).await?;
+    // The blocks are watched only when routes are programmed: see `borrowed` for the cost.
+    let prefixes = cluster::daemon_prefixes(config.backend != Backend::None);
+    let (mut state, mut watch) = ClusterWatch::start_on(store, prefixes).await?;
     let stop = CancellationToken::new();
     let resolver = reconciler.map(|felix| {
         let (tx, rx) = mpsc::channel(RESOLVER_INPUT_QUEUE);
@@ -241,11 +244,15 @@ async fn main_loop<S: Store + Clone>(
             config.bgp_hold_time,
         )
     });
+    // Datastore routes as last sent to the resolver (blocks, and borrowed addresses over them),
+    // and the block routes alone (what a /32 falls back to when it stops being borrowed).
     let mut sent_routes: BTreeMap<IpNet, RemoteRoute> = BTreeMap::new();
+    let mut block_routes: BTreeMap<IpNet, RemoteRoute> = BTreeMap::new();
     let mut sent_pools: Option<Vec<PoolEncap>> = None;
     let mut pending = Touched {
         pools: true,
         topology: true,
+        blocks: true,
     };
     let mut tunnels_pending = true;
     let mut tunnels_retry = Instant::now();
@@ -281,21 +288,28 @@ async fn main_loop<S: Store + Clone>(
                         }
                     }
                 }
-                if pending.topology {
+                // Borrowed addresses that changed since the last tick; a change of one of
+                // this node's own re-plans BGP (it originates them).
+                let dirty = state.borrowed.take_dirty();
+                let me = config.nodename.as_str();
+                let mine_changed = dirty.iter().any(|(ip, before)| {
+                    before.as_deref() == Some(me) || state.borrowed.node_of(ip) == Some(me)
+                });
+                if pending.topology || mine_changed {
                     if let Some(bgp) = bgp.as_mut() {
-                        if let Some(plan) = bgp::plan(&state, &config.nodename, config.router_id) {
+                        if let Some(plan) = bgp::plan(&state, me, config.router_id) {
                             bgp.apply(plan).await;
                         }
                     }
-                    if let (Some(felix), Some(resolver)) = (reconciler, &resolver) {
-                        felix.set_host(dataplane::host_state(
-                            &state, &config.nodename, config.backend,
-                        ));
-                        let routes = dataplane::datastore_routes(
-                            &state, &config.nodename, config.backend,
-                        );
+                }
+                if let (Some(felix), Some(resolver)) = (reconciler, &resolver) {
+                    let mut inputs = Vec::new();
+                    if pending.topology {
+                        felix.set_host(dataplane::host_state(&state, me, config.backend));
+                        block_routes = dataplane::datastore_routes(&state, me, config.backend);
+                        let mut routes = block_routes.clone();
+                        routes.extend(dataplane::borrowed_routes(&state, me, config.backend));
                         let pools = pool_encaps(&state);
-                        let mut inputs = Vec::new();
                         if sent_pools.as_ref() != Some(&pools) {
                             inputs.push(ResolverInput::Pools(pools.clone()));
                         }
@@ -303,18 +317,27 @@ async fn main_loop<S: Store + Clone>(
                         if !changes.is_empty() {
                             inputs.push(ResolverInput::Datastore(changes));
                         }
-                        if let Some(feed) = bgp.as_mut().and_then(bgp::Bgp::take_feed) {
-                            inputs.push(ResolverInput::BgpFeed(feed));
-                        }
-                        for input in inputs {
-                            // The resolver never waits on this loop, so this wait is bounded
-                            // by felix's progress.
-                            if resolver.inputs.send(input).await.is_err() {
-                                warn!("the route resolver has stopped");
-                            }
-                        }
                         sent_pools = Some(pools);
                         sent_routes = routes;
+                    } else if !dirty.is_empty() {
+                        // Only blocks changed: one lookup and at most one update per address.
+                        let changes = borrowed_changes(
+                            &state, config, &dirty, &block_routes, &mut sent_routes,
+                        );
+                        if !changes.is_empty() {
+                            inputs.push(ResolverInput::Datastore(changes));
+                        }
+                    }
+                    // A speaker (re)started by this tick's plan hands over its feed.
+                    if let Some(feed) = bgp.as_mut().and_then(bgp::Bgp::take_feed) {
+                        inputs.push(ResolverInput::BgpFeed(feed));
+                    }
+                    for input in inputs {
+                        // The resolver never waits on this loop, so this wait is bounded
+                        // by felix's progress.
+                        if resolver.inputs.send(input).await.is_err() {
+                            warn!("the route resolver has stopped");
+                        }
                     }
                 }
                 pending = Touched::default();
@@ -348,6 +371,33 @@ async fn main_loop<S: Store + Clone>(
         }
     }
     result
+}
+
+/// The datastore route changes for the borrowed addresses in `dirty`: each address's /32
+/// (/128) is its borrowed route, else the block route of that exact prefix (a /32 block), else
+/// nothing; `sent` is updated to match.
+fn borrowed_changes(
+    state: &ClusterState,
+    config: &NodeConfig,
+    dirty: &BTreeMap<std::net::IpAddr, Option<String>>,
+    block_routes: &BTreeMap<IpNet, RemoteRoute>,
+    sent: &mut BTreeMap<IpNet, RemoteRoute>,
+) -> Vec<(IpNet, Option<RemoteRoute>)> {
+    let mut changes = Vec::new();
+    for ip in dirty.keys() {
+        let dst = IpNet::from(*ip);
+        let want = dataplane::borrowed_route(state, &config.nodename, config.backend, *ip)
+            .or_else(|| block_routes.get(&dst).cloned());
+        if sent.get(&dst) == want.as_ref() {
+            continue;
+        }
+        match &want {
+            Some(route) => sent.insert(dst, route.clone()),
+            None => sent.remove(&dst),
+        };
+        changes.push((dst, want));
+    }
+    changes
 }
 
 /// The encapsulation of BGP routes per pool, for the resolver.
