@@ -1,7 +1,9 @@
 //! Borrowed addresses end to end: a pool so small that node1 must take addresses from other
 //! nodes' blocks (`strictAffinity: false`, Calico's default), pods on those addresses, and
 //! pings between them and pods on the two other nodes, in BGP mode and in VXLAN mode, also
-//! after the owner of a borrowed-from block restarts its daemon.
+//! after the owner of a borrowed-from block restarts its daemon. And `calyx delete node` of a
+//! stopped node whose pods borrowed and lent addresses: none of its IPAM keys remain, the other
+//! nodes' allocations and pods are untouched.
 
 // Test code: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -173,4 +175,143 @@ fn borrowed_addresses_are_reachable_in_vxlan_mode() {
             ("CALICO_IPV4POOL_VXLAN", "Always"),
         ],
     );
+}
+
+/// Every allocation as (address, `node` attribute).
+fn allocations(c: &Cluster) -> Vec<(Ipv4Addr, String)> {
+    let mut out = Vec::new();
+    for line in c
+        .underlay
+        .etcd
+        .etcdctl(&[
+            "get",
+            "--prefix",
+            "--print-value-only",
+            "/calico/ipam/v2/assignment/",
+        ])
+        .lines()
+    {
+        let Ok(b) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(net) = b["cidr"].as_str().and_then(|c| c.parse::<Ipv4Net>().ok()) else {
+            continue;
+        };
+        for (ordinal, a) in b["allocations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let Some(index) = a.as_u64() else { continue };
+            let node = b["attributes"][usize::try_from(index).unwrap()]["secondary"]["node"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let ip = Ipv4Addr::from(u32::from(net.network()) + u32::try_from(ordinal).unwrap());
+            out.push((ip, node));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The keys under `/calico/ipam/v2/` that belong to `node`: its affinities and host key, its
+/// tunnel handles, blocks affine to it or holding one of its addresses.
+fn ipam_keys_of(c: &Cluster, node: &str) -> Vec<String> {
+    let dump = c
+        .underlay
+        .etcd
+        .etcdctl(&["get", "--prefix", "/calico/ipam/v2/"]);
+    let lines: Vec<&str> = dump.lines().collect();
+    lines
+        .chunks(2)
+        .filter(|kv| {
+            let (key, value) = (kv[0], kv.get(1).copied().unwrap_or_default());
+            key.contains(&format!("/host/{node}/"))
+                || key.ends_with(&format!("/host/{node}"))
+                || key.ends_with(&format!("-addr-{node}"))
+                || value.contains(&format!("\"host:{node}\""))
+                || value.contains(&format!("\"node\":\"{node}\""))
+        })
+        .map(|kv| kv[0].to_string())
+        .collect()
+}
+
+#[test]
+fn delete_node_releases_its_ipam_state() {
+    let test = "delete_node_releases_its_ipam_state";
+    let t = tag("d");
+    let vars = [
+        ("CALICO_NETWORKING_BACKEND", "vxlan"),
+        ("CALICO_IPV4POOL_VXLAN", "Always"),
+        ("CALICO_IPV4POOL_CIDR", "10.184.0.0/28"),
+        ("CALICO_IPV4POOL_BLOCK_SIZE", "30"),
+    ];
+    // One block per node: a node whose block is full borrows at once.
+    let Some(mut c) = Cluster::start(test, &t, "10.82.3", 3, &vars, |u| {
+        let out = u.calyx(&["ipam", "configure", "--max-blocks-per-host", "1"]);
+        assert!(out.status.success(), "{out:?}");
+    }) else {
+        return;
+    };
+    c.underlay.apply(
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: node3-tor\n\
+         spec:\n  node: node3\n  peerIP: 10.82.3.254\n  asNumber: 65001\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: all-tor\n\
+         spec:\n  peerIP: 10.82.3.253\n  asNumber: 65001\n",
+    );
+    // Each block holds 4 addresses, one of them its node's VTEP. node3 takes 2 (one left),
+    // node2 fills its block, node1 fills its block and borrows the last one, from node3's.
+    let node3_pods: Vec<Pod> = (0..2)
+        .map(|j| Pod::add(&c.underlay, &c.nodes[2], &format!("{t}-c{j}")))
+        .collect();
+    let mut kept: Vec<(usize, Pod)> = (0..3)
+        .map(|j| (1, Pod::add(&c.underlay, &c.nodes[1], &format!("{t}-b{j}"))))
+        .collect();
+    kept.extend((0..4).map(|j| (0, Pod::add(&c.underlay, &c.nodes[0], &format!("{t}-a{j}")))));
+    let lent = &kept.last().expect("node1's last pod").1.ip;
+    assert_eq!(
+        owner_of(&c, lent).as_deref(),
+        Some("node3"),
+        "{:?}",
+        blocks(&c)
+    );
+    let before = allocations(&c);
+    let others_before: Vec<_> = before.iter().filter(|(_, n)| n != "node3").collect();
+    assert_eq!(
+        before.iter().filter(|(_, n)| n == "node3").count(),
+        3,
+        "node3's pods and VTEP: {before:?}"
+    );
+    assert!(!ipam_keys_of(&c, "node3").is_empty());
+
+    // node3 stops (its pods stay, as on a node that died), then is deleted.
+    c.daemons[2].stop();
+    let out = c.calyx_ok(&["delete", "node", "node3"]);
+    eprintln!("{test}: {out}");
+    assert!(out.contains("Successfully deleted 1"), "{out}");
+    // node3's block lost node3's addresses and its affinity, and keeps node1's.
+    assert!(out.contains("kept 1 block(s)"), "{out}");
+    assert_eq!(owner_of(&c, lent), None, "{:?}", blocks(&c));
+    assert_eq!(ipam_keys_of(&c, "node3"), Vec::<String>::new(), "{out}");
+    let after = allocations(&c);
+    let others_after: Vec<_> = after.iter().collect();
+    assert_eq!(
+        others_after, others_before,
+        "other nodes' allocations untouched"
+    );
+    c.calyx_ok(&["ipam", "check"]);
+    let peers = c.calyx_ok(&["get", "bgppeers"]);
+    assert!(
+        !peers.contains("node3-tor") && peers.contains("all-tor"),
+        "{peers}"
+    );
+    let nodes = c.calyx_ok(&["get", "nodes"]);
+    assert!(!nodes.contains("node3"), "{nodes}");
+
+    // The remaining nodes' pods, including an address borrowed from node3's block (now
+    // affine to no node), still reach each other.
+    c.all_pairs_ping(&kept, Duration::from_secs(30), "after deleting node3");
+    drop(node3_pods);
 }
