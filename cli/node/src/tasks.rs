@@ -1,7 +1,7 @@
 //! The tasks of the node daemon and the messages between them.
 //!
 //! ```text
-//!            sized watches (pools, nodes, BGP settings and peers, block affinities)
+//!     sized watches (pools, nodes, BGP settings and peers, block affinities, IPAM blocks)
 //!  etcd ───────────────────────────────┐
 //!                                      ▼
 //!                             ┌─────────────────┐  plan (peers, originated blocks)
