@@ -246,7 +246,19 @@ async fn release_node_leaves_no_key_of_the_node() {
     // What else a node leaves behind: a pending claim without a block, a stale affinity whose
     // block is another node's, a tunnel handle record whose address is gone, the host key.
     let store = ipam.store();
-    let pending: ipnet::IpNet = "10.0.0.48/28".parse().unwrap();
+    let n2_block = ipam.node_blocks("node2").await.unwrap()[0].cidr;
+    // Blocks are claimed at random: the pending claim is on one that neither node holds.
+    let n1_block = ipam.node_blocks("node1").await.unwrap()[0].cidr;
+    let pending: ipnet::IpNet = [
+        "10.0.0.0/28",
+        "10.0.0.16/28",
+        "10.0.0.32/28",
+        "10.0.0.48/28",
+    ]
+    .iter()
+    .map(|c| c.parse().unwrap())
+    .find(|c| *c != n1_block && *c != n2_block)
+    .unwrap();
     store
         .create(
             &affinity_key("node1", &pending),
@@ -254,7 +266,6 @@ async fn release_node_leaves_no_key_of_the_node() {
         )
         .await
         .unwrap();
-    let n2_block = ipam.node_blocks("node2").await.unwrap()[0].cidr;
     store
         .create(
             &affinity_key("node1", &n2_block),

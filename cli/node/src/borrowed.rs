@@ -198,6 +198,9 @@ impl BorrowedView {
         if let Some(previous) = self.by_addr.insert(ip, node.to_string()) {
             if let Some(set) = self.by_node.get_mut(&previous) {
                 set.remove(&ip);
+                if set.is_empty() {
+                    self.by_node.remove(&previous);
+                }
             }
         }
         self.by_node.entry(node.to_string()).or_default().insert(ip);
