@@ -205,15 +205,22 @@ pub fn plan(state: &ClusterState, me: &str, router_id: RouterIdSetting) -> Optio
                 .is_none_or(|p| !p.spec.disable_bgp_export)
         })
         .collect();
-    // Addresses this node uses from other nodes' blocks (or blocks affine to no node): their
-    // /32 (/128), so that longest match takes them past the block owner's route. Only inside a
-    // pool that is exported, as Calico's BIRD filter lets out a workload route only when it is
-    // in a pool and outside the node's own blocks.
-    originate.extend(state.borrowed.used_by(me).map(IpNet::from).filter(|net| {
+    // Workload addresses of this node outside its own blocks (borrowed from other nodes'
+    // blocks, or in a block affine to no node): their /32 (/128), so that longest match takes
+    // them past the block owner's route. As Calico's BIRD exports a workload's kernel route:
+    // inside a pool that is exported, outside the node's own blocks.
+    originate.extend(
         state
-            .pool_of(net)
-            .is_some_and(|p| !p.spec.disable_bgp_export)
-    }));
+            .local_workloads
+            .iter()
+            .map(|ip| IpNet::from(*ip))
+            .filter(|net| {
+                state
+                    .pool_of(net)
+                    .is_some_and(|p| !p.spec.disable_bgp_export)
+                    && !state.blocks_of(me).any(|b| b.contains(net))
+            }),
+    );
     for service in config
         .spec
         .service_cluster_ips
@@ -450,7 +457,6 @@ mod tests {
 
     #[test]
     fn a_node_originates_the_addresses_it_borrowed_inside_exported_pools() {
-        use calyx_datastore::resources::ipam::{block_key, AllocationAttribute, AllocationBlock};
         use calyx_datastore::resources::{IPPool, IPPoolSpec};
         let mut s = cluster(vec![
             node("a", "10.0.0.1", None, &[]),
@@ -462,18 +468,13 @@ mod tests {
         );
         s.affinities
             .insert("10.65.0.0/29".parse().unwrap(), "b".to_string());
-        // b's block holds one address used on a.
-        let cidr: IpNet = "10.65.0.0/29".parse().unwrap();
-        let mut block = AllocationBlock::new_affine(cidr, "b").unwrap();
-        let mut secondary = BTreeMap::new();
-        secondary.insert("node".to_string(), "a".to_string());
-        block.attributes.push(AllocationAttribute {
-            handle_id: Some("h".into()),
-            secondary,
-        });
-        block.allocations[3] = Some(0);
-        s.borrowed
-            .put(&block_key(&cidr), &serde_json::to_vec(&block).unwrap());
+        s.affinities
+            .insert("10.65.0.8/29".parse().unwrap(), "a".to_string());
+        // a's workloads: one in its own block, one borrowed from b's, one outside every pool.
+        s.local_workloads = ["10.65.0.9", "10.65.0.3", "192.168.7.7"]
+            .iter()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
         let originated = |s: &ClusterState, me: &str| -> Vec<String> {
             plan(s, me, RouterIdSetting::NodeAddress)
                 .unwrap()
@@ -482,12 +483,7 @@ mod tests {
                 .map(ToString::to_string)
                 .collect()
         };
-        assert_eq!(originated(&s, "a"), ["10.65.0.3/32"]);
-        assert_eq!(
-            originated(&s, "b"),
-            ["10.65.0.0/29"],
-            "the owner keeps its block"
-        );
+        assert_eq!(originated(&s, "a"), ["10.65.0.3/32", "10.65.0.8/29"]);
         if let Some(p) = s.pools.get_mut("p") {
             p.spec.disable_bgp_export = true;
         }

@@ -5,32 +5,29 @@
 //! block's host).
 //!
 //! Only whole blocks are advertised (BGP) or routed (VXLAN), so without this a borrowed
-//! address is routed to its block's owner and dies in its blackhole. With it:
-//! - in BGP mode the node using the address originates its /32 (/128); the owner keeps its
-//!   block route and longest match does the rest (Calico gets the same from BIRD exporting the
-//!   kernel's workload route, which its `calico_aggr` filter lets out when it is in a pool
-//!   but outside the node's own blocks);
-//! - in VXLAN mode every node routes the /32 to the VTEP of the node using it.
+//! address is routed to its block's owner and dies in its blackhole. In VXLAN mode every node
+//! therefore routes the /32 to the VTEP of the node using it, from this view. (In BGP mode the
+//! node using the address originates its /32 instead, learned from its own kernel's workload
+//! routes as BIRD learns them: [`crate::workloads`]; no block is read for that.)
 //!
 //! **What this costs, and why this watch.** Which node uses an address is recorded only in
-//! the address's block, so a node that must know about borrowed addresses has to see blocks.
-//! The node watches every block (`/calico/ipam/v2/assignment/`) when its backend programs
-//! routes (`bird` or `vxlan`; nothing with `none`): a borrowed address can be in any block of
-//! any pool (a full pool, `maxBlocksPerHost`, an explicitly requested address, a block left
-//! without affinity by a deleted node), so no narrower set of keys is correct, and etcd
-//! cannot filter a watch by value. Narrower alternatives were weighed: the blocks of VXLAN
-//! pools only would leave BGP-mode borrowers unrouted; the blocks not affine to this node
-//! would spare only its own pods' churn (a few percent in a large cluster) at the price of a
-//! watch per gap between its blocks. This is what Felix pays in etcd mode (it syncs every
-//! block). What keeps the cost bounded on the node is the processing: a block event is
-//! decoded once and diffed against the block's previous non-affine allocations; only the
-//! addresses that changed become work ([`BorrowedView::take_dirty`]), one route update each,
-//! and a block without borrowed addresses before and after costs no route work at all.
-//! In BGP mode the cheaper source would be the node's own kernel (its workload routes outside
-//! its blocks, as BIRD learns them); that needs a netlink watch of workload routes and is
-//! left for later.
+//! the address's block, so a node that routes borrowed addresses of other nodes has to see
+//! blocks. A node watches every block (`/calico/ipam/v2/assignment/`) while some enabled IPv4
+//! pool uses VXLAN and its backend programs routes ([`crate::cluster::ClusterWatch::watch_blocks`],
+//! started and ended as pools change): a borrowed address can be in any block of the pool (a
+//! full pool, `maxBlocksPerHost`, an explicitly requested address, a block left without
+//! affinity by a deleted node), so no narrower set of keys is correct, and etcd cannot filter a
+//! watch by value. The blocks not affine to this node would spare only its own pods' churn (a
+//! few percent in a large cluster) at the price of a watch per gap between its blocks. This is
+//! what Felix pays in etcd mode (it syncs every block), and the watch benchmark's `blocks` row
+//! measures it: one block event per pod anywhere, to every node. What keeps the cost bounded on
+//! the node is the processing: a block event is decoded once and diffed against the block's
+//! previous non-affine allocations; only the addresses that changed become work
+//! ([`BorrowedView::take_dirty`]), one route update each, and a block without borrowed
+//! addresses before and after costs no route work at all. A cluster without VXLAN pools pays
+//! none of it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use calyx_datastore::resources::ipam::{block_cidr_from_key, AllocationBlock};
@@ -48,8 +45,6 @@ pub struct BorrowedView {
     blocks: HashMap<IpNet, BTreeMap<IpAddr, String>>,
     /// Address -> node using it, over all blocks (blocks do not overlap).
     by_addr: HashMap<IpAddr, String>,
-    /// Node -> the addresses it uses outside its blocks.
-    by_node: HashMap<String, BTreeSet<IpAddr>>,
     /// Addresses changed since the last [`BorrowedView::take_dirty`], with the node that used
     /// each before the first of those changes.
     dirty: BTreeMap<IpAddr, Option<String>>,
@@ -83,11 +78,6 @@ impl BorrowedView {
     /// The node using `ip`, when `ip` is used outside its node's blocks.
     pub fn node_of(&self, ip: &IpAddr) -> Option<&str> {
         self.by_addr.get(ip).map(String::as_str)
-    }
-
-    /// The addresses `node` uses outside its own blocks.
-    pub fn used_by(&self, node: &str) -> impl Iterator<Item = IpAddr> + '_ {
-        self.by_node.get(node).into_iter().flatten().copied()
     }
 
     /// Every non-affine address with the node using it.
@@ -185,25 +175,11 @@ impl BorrowedView {
         if self.by_addr.get(&ip).is_some_and(|n| n == node) {
             self.by_addr.remove(&ip);
         }
-        if let Some(set) = self.by_node.get_mut(node) {
-            set.remove(&ip);
-            if set.is_empty() {
-                self.by_node.remove(node);
-            }
-        }
     }
 
     fn set(&mut self, ip: IpAddr, node: &str) {
         self.mark(ip);
-        if let Some(previous) = self.by_addr.insert(ip, node.to_string()) {
-            if let Some(set) = self.by_node.get_mut(&previous) {
-                set.remove(&ip);
-                if set.is_empty() {
-                    self.by_node.remove(&previous);
-                }
-            }
-        }
-        self.by_node.entry(node.to_string()).or_default().insert(ip);
+        self.by_addr.insert(ip, node.to_string());
     }
 
     fn mark(&mut self, ip: IpAddr) {
@@ -273,7 +249,6 @@ mod tests {
             [(ip("10.65.0.2"), None)]
         );
         assert_eq!(v.node_of(&ip("10.65.0.2")), Some("node2"));
-        assert_eq!(v.used_by("node2").collect::<Vec<_>>(), [ip("10.65.0.2")]);
 
         // The block's owner allocates more for itself: no borrowed address changed.
         b = block(
@@ -300,7 +275,6 @@ mod tests {
             ]
         );
         assert_eq!(v.node_of(&ip("10.65.0.2")), None);
-        assert_eq!(v.used_by("node2").count(), 0);
         assert_eq!(v.len(), 1);
 
         // The block is deleted: its borrowed address goes.
@@ -353,6 +327,5 @@ mod tests {
         let dirty: Vec<_> = v.take_dirty().into_iter().collect();
         assert_eq!(dirty, [(ip("10.65.0.2"), Some("node2".to_string()))]);
         assert_eq!(v.node_of(&ip("10.65.0.2")), Some("node3"));
-        assert_eq!(v.used_by("node2").count(), 0);
     }
 }

@@ -5,12 +5,12 @@
 //! Which node owns a block is in the affinity keys (`/calico/ipam/v2/host/<node>/ipv4/block/<cidr>`),
 //! small values that change only when a block is claimed or released. IPAM handles are never
 //! watched. The IPAM blocks themselves (rewritten on every pod start anywhere, a block is up to
-//! ~10 KB of JSON) are watched only by a daemon that programs routes, because an address
-//! borrowed from another node's block is recorded nowhere else: [`crate::borrowed`] says why
-//! and what that costs. [`watch_prefixes`] is the set without blocks (`--networking-backend
-//! none`, and the watch benchmark); [`daemon_prefixes`] adds them.
+//! ~10 KB of JSON) are watched only while some pool uses VXLAN and the daemon programs routes
+//! ([`ClusterWatch::watch_blocks`]), because in VXLAN mode an address borrowed from another
+//! node's block is recorded nowhere else: [`crate::borrowed`] says why and what that costs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use calyx_datastore::resources::ipam::{affinity_from_key, AffinityState, BlockAffinity};
 use calyx_datastore::resources::ipam::{AFFINITY_KEY_PREFIX, BLOCK_KEY_PREFIX};
@@ -18,6 +18,7 @@ use calyx_datastore::resources::{BGPConfiguration, BGPPeer, IPPool, Kind, Node, 
 use calyx_datastore::store::{Listing, Revision, Store, StoreError, Watch, WatchEvent};
 use futures::stream::{SelectAll, StreamExt};
 use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::borrowed::BorrowedView;
@@ -31,8 +32,8 @@ pub fn watch_prefixes() -> Vec<&'static str> {
         .collect()
 }
 
-/// The prefixes the daemon watches: [`watch_prefixes`], plus the IPAM blocks when `blocks`
-/// (a backend that programs routes needs the borrowed addresses, see [`crate::borrowed`]).
+/// [`watch_prefixes`], plus the IPAM blocks when `blocks` (what a node watches while some pool
+/// uses VXLAN, see [`crate::borrowed`]; the watch benchmark measures both).
 pub fn daemon_prefixes(blocks: bool) -> Vec<&'static str> {
     let mut prefixes = watch_prefixes();
     if blocks {
@@ -54,8 +55,11 @@ pub struct ClusterState {
     pub bgp_peers: BTreeMap<String, BGPPeer>,
     /// Block CIDR -> the node it is affine to (confirmed affinities only).
     pub affinities: BTreeMap<IpNet, String>,
-    /// Addresses used on another node than their block's (only when the blocks are watched).
+    /// Addresses used on another node than their block's (only while the blocks are watched:
+    /// some pool uses VXLAN).
     pub borrowed: BorrowedView,
+    /// This node's workload addresses from its kernel (BGP mode; see [`crate::workloads`]).
+    pub local_workloads: BTreeSet<IpAddr>,
     /// The highest revision applied.
     pub revision: Revision,
 }
@@ -223,9 +227,12 @@ impl ClusterState {
     }
 }
 
-/// The watches of [`watch_prefixes`], merged into one stream of `(prefix, event)`.
+/// The watches of [`watch_prefixes`], merged into one stream of `(prefix, event)`, and the
+/// block watch while it is wanted.
 pub struct ClusterWatch {
     events: SelectAll<futures::stream::BoxStream<'static, (&'static str, WatchEvent)>>,
+    /// Ends the block watch; `None` while the blocks are not watched.
+    blocks: Option<CancellationToken>,
 }
 
 impl ClusterWatch {
@@ -249,7 +256,45 @@ impl ClusterWatch {
             let watch = store.watch(prefix, listing.revision + 1).await?;
             events.push(stream_of(prefix, watch));
         }
-        Ok((state, ClusterWatch { events }))
+        Ok((
+            state,
+            ClusterWatch {
+                events,
+                blocks: None,
+            },
+        ))
+    }
+
+    /// Starts (`wanted`) or ends the watch of the IPAM blocks. Started: the blocks are listed
+    /// into `state` and watched from there. Ended: `state`'s borrowed addresses are dropped
+    /// (each becomes a change, so their routes go).
+    pub async fn watch_blocks<S: Store>(
+        &mut self,
+        store: &S,
+        state: &mut ClusterState,
+        wanted: bool,
+    ) -> Result<(), StoreError> {
+        match (&self.blocks, wanted) {
+            (None, true) => {
+                let listing = store.list(BLOCK_KEY_PREFIX).await?;
+                state.replace_prefix(BLOCK_KEY_PREFIX, &listing);
+                let watch = store.watch(BLOCK_KEY_PREFIX, listing.revision + 1).await?;
+                let token = CancellationToken::new();
+                self.events.push(
+                    stream_of(BLOCK_KEY_PREFIX, watch)
+                        .take_until(token.clone().cancelled_owned())
+                        .boxed(),
+                );
+                self.blocks = Some(token);
+            }
+            (Some(token), false) => {
+                token.cancel();
+                self.blocks = None;
+                state.borrowed.replace(&Listing::default());
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// The next event of any of the watches; `None` once they have all ended.

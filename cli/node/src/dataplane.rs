@@ -45,6 +45,17 @@ pub fn bgp_encap(pool: &IPPool) -> Option<Encap> {
     }
 }
 
+/// Whether the node must watch the IPAM blocks: its backend programs routes and some enabled
+/// IPv4 pool uses VXLAN (borrowed addresses there are routed from the blocks' allocations; in
+/// BGP pools each node originates its own, learned from its kernel).
+pub fn needs_blocks(state: &ClusterState, backend: Backend) -> bool {
+    backend != Backend::None
+        && state
+            .pools
+            .values()
+            .any(|p| p.spec.cidr.addr().is_ipv4() && !p.spec.disabled && is_vxlan(p))
+}
+
 /// The host part of the dataplane this node should have: addresses, tunnels, local blocks.
 pub fn host_state(state: &ClusterState, me: &str, backend: Backend) -> HostState {
     let mut host = HostState::default();

@@ -21,6 +21,7 @@ pub mod routes;
 mod startup;
 pub mod status;
 pub mod tasks;
+mod workloads;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -222,9 +223,7 @@ async fn main_loop<S: Store + Clone>(
     status: &SharedStatus,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    // The blocks are watched only when routes are programmed: see `borrowed` for the cost.
-    let prefixes = cluster::daemon_prefixes(config.backend != Backend::None);
-    let (mut state, mut watch) = ClusterWatch::start_on(store, prefixes).await?;
+    let (mut state, mut watch) = ClusterWatch::start(store).await?;
     let stop = CancellationToken::new();
     let resolver = reconciler.map(|felix| {
         let (tx, rx) = mpsc::channel(RESOLVER_INPUT_QUEUE);
@@ -256,6 +255,10 @@ async fn main_loop<S: Store + Clone>(
     };
     let mut tunnels_pending = true;
     let mut tunnels_retry = Instant::now();
+    // BGP mode originates this node's borrowed addresses from its kernel's workload routes.
+    let mut workloads = (config.backend == Backend::Bgp)
+        .then(|| workloads::spawn(config.route_protocol, stop.child_token()));
+    let mut workloads_changed = false;
     let mut tick = tokio::time::interval(DEBOUNCE);
     let mut ipam_tick = tokio::time::interval(IPAM_STATUS_INTERVAL);
     update_status(status, |s| s.datastore_synced = true);
@@ -268,6 +271,16 @@ async fn main_loop<S: Store + Clone>(
                 };
                 pending = pending.union(state.apply(prefix, &event));
             }
+            set = next_workloads(&mut workloads) => {
+                match set {
+                    Some(set) => {
+                        state.local_workloads = set;
+                        workloads_changed = true;
+                    }
+                    // The follower ended (only when stopping): keep the last set.
+                    None => workloads = None,
+                }
+            }
             _ = ipam_tick.tick() => {
                 let ipam_status = own_blocks_status(store, &state, &config.nodename).await;
                 update_status(status, |s| s.ipam = ipam_status);
@@ -276,6 +289,13 @@ async fn main_loop<S: Store + Clone>(
                 if pending.pools {
                     tunnels_pending = true;
                     tunnels_retry = Instant::now();
+                    // The blocks are watched while some pool uses VXLAN: see `borrowed`.
+                    let wanted = dataplane::needs_blocks(&state, config.backend);
+                    if let Err(e) = watch.watch_blocks(store, &mut state, wanted).await {
+                        warn!(error = %e, "cannot watch the IPAM blocks; retrying");
+                        pending.pools = true;
+                        continue;
+                    }
                 }
                 if tunnels_pending && Instant::now() >= tunnels_retry {
                     // Retried a while later when it fails (etcd away, datastore not ready):
@@ -288,14 +308,10 @@ async fn main_loop<S: Store + Clone>(
                         }
                     }
                 }
-                // Borrowed addresses that changed since the last tick; a change of one of
-                // this node's own re-plans BGP (it originates them).
+                // Borrowed addresses (VXLAN) that changed since the last tick.
                 let dirty = state.borrowed.take_dirty();
                 let me = config.nodename.as_str();
-                let mine_changed = dirty.iter().any(|(ip, before)| {
-                    before.as_deref() == Some(me) || state.borrowed.node_of(ip) == Some(me)
-                });
-                if pending.topology || mine_changed {
+                if pending.topology || std::mem::take(&mut workloads_changed) {
                     if let Some(bgp) = bgp.as_mut() {
                         if let Some(plan) = bgp::plan(&state, me, config.router_id) {
                             bgp.apply(plan).await;
@@ -371,6 +387,19 @@ async fn main_loop<S: Store + Clone>(
         }
     }
     result
+}
+
+/// The next workload address set, or `None` once the follower has ended; never without one.
+async fn next_workloads(
+    workloads: &mut Option<workloads::Workloads>,
+) -> Option<std::collections::BTreeSet<std::net::IpAddr>> {
+    match workloads {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow_and_update().clone()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// The datastore route changes for the borrowed addresses in `dirty`: each address's /32
