@@ -21,7 +21,7 @@ pub mod routes;
 mod startup;
 pub mod status;
 pub mod tasks;
-mod workloads;
+pub mod workloads;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
