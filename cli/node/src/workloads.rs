@@ -43,7 +43,7 @@ const IFINFOMSG_LEN: usize = 16;
 /// Where the workload interfaces' names start, as Calico names them.
 const WORKLOAD_PREFIX: &str = "cali";
 
-/// The workload addresses, kept current by [`run`]: the latest set wins.
+/// The workload addresses, kept current by the task [`spawn`] starts: the latest set wins.
 pub type Workloads = watch::Receiver<BTreeSet<IpAddr>>;
 
 /// Starts following this node's workload routes; the set is empty until the first dump.
