@@ -256,8 +256,13 @@ async fn main_loop<S: Store + Clone>(
     let mut tunnels_pending = true;
     let mut tunnels_retry = Instant::now();
     // BGP mode originates this node's borrowed addresses from its kernel's workload routes.
-    let mut workloads = (config.backend == Backend::Bgp)
-        .then(|| workloads::spawn(config.route_protocol, stop.child_token()));
+    let (mut workloads, workloads_task) = match config.backend {
+        Backend::Bgp => {
+            let (rx, task) = workloads::spawn(config.route_protocol, stop.child_token());
+            (Some(rx), Some(task))
+        }
+        _ => (None, None),
+    };
     let mut workloads_changed = false;
     let mut tick = tokio::time::interval(DEBOUNCE);
     let mut ipam_tick = tokio::time::interval(IPAM_STATUS_INTERVAL);
@@ -380,6 +385,11 @@ async fn main_loop<S: Store + Clone>(
         bgp.shutdown().await;
     }
     stop.cancel();
+    if let Some(task) = workloads_task {
+        if let Err(e) = task.await {
+            warn!(error = %e, "the workload route follower failed");
+        }
+    }
     if let Some(resolver) = resolver {
         drop(resolver.inputs);
         if let Err(e) = resolver.task.await {

@@ -24,6 +24,7 @@ use calyx_felix::wire;
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -46,11 +47,12 @@ const WORKLOAD_PREFIX: &str = "cali";
 /// The workload addresses, kept current by the task [`spawn`] starts: the latest set wins.
 pub type Workloads = watch::Receiver<BTreeSet<IpAddr>>;
 
-/// Starts following this node's workload routes; the set is empty until the first dump.
-pub fn spawn(route_protocol: u8, stop: CancellationToken) -> Workloads {
+/// Starts following this node's workload routes until `stop`; the set is empty until the
+/// first dump. The caller awaits the task after cancelling `stop`.
+pub fn spawn(route_protocol: u8, stop: CancellationToken) -> (Workloads, JoinHandle<()>) {
     let (tx, rx) = watch::channel(BTreeSet::new());
-    tokio::spawn(run(tx, route_protocol, stop));
-    rx
+    let task = tokio::spawn(run(tx, route_protocol, stop));
+    (rx, task)
 }
 
 /// What the kernel holds: interface names by index, workload addresses with their interface.
