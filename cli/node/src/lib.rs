@@ -185,6 +185,10 @@ fn write_nodename_file(config: &NodeConfig) {
 /// [`cluster`]).
 const IPAM_STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How long the first BGP plan waits for this node's workload addresses (normally a few
+/// milliseconds: one netlink dump).
+const WORKLOADS_WAIT: Duration = Duration::from_secs(2);
+
 /// How long a failed tunnel-address assignment waits before the next try.
 const TUNNEL_RETRY: Duration = Duration::from_secs(5);
 
@@ -263,7 +267,12 @@ async fn main_loop<S: Store + Clone>(
         }
         _ => (None, None),
     };
-    let mut workloads_changed = false;
+    // The BGP plan is redone when the topology or the workload addresses change. The first one
+    // waits (briefly) for the first workload set: a speaker that came back after a graceful
+    // restart would otherwise send End-of-RIB without the borrowed /32s, and its peers would
+    // drop them until the next plan.
+    let mut bgp_replan = true;
+    let mut bgp_waits = workloads.is_some().then(|| Instant::now() + WORKLOADS_WAIT);
     let mut tick = tokio::time::interval(DEBOUNCE);
     let mut ipam_tick = tokio::time::interval(IPAM_STATUS_INTERVAL);
     update_status(status, |s| s.datastore_synced = true);
@@ -280,7 +289,8 @@ async fn main_loop<S: Store + Clone>(
                 match set {
                     Some(set) => {
                         state.local_workloads = set;
-                        workloads_changed = true;
+                        bgp_replan = true;
+                        bgp_waits = None;
                     }
                     // The follower ended (only when stopping): keep the last set.
                     None => workloads = None,
@@ -316,7 +326,10 @@ async fn main_loop<S: Store + Clone>(
                 // Borrowed addresses (VXLAN) that changed since the last tick.
                 let dirty = state.borrowed.take_dirty();
                 let me = config.nodename.as_str();
-                if pending.topology || std::mem::take(&mut workloads_changed) {
+                bgp_replan |= pending.topology;
+                let waiting = bgp_waits.is_some_and(|until| Instant::now() < until);
+                if bgp_replan && !waiting {
+                    bgp_replan = false;
                     if let Some(bgp) = bgp.as_mut() {
                         if let Some(plan) = bgp::plan(&state, me, config.router_id) {
                             bgp.apply(plan).await;
