@@ -16,10 +16,10 @@ use crate::error::Result;
 use crate::ipam::{decode, encode};
 use crate::model::{
     affinity_from_key, affinity_key, block_key, handle_key, host_affinity_prefix, AllocationBlock,
-    IPAMHandle, BLOCK_KEY_PREFIX,
+    IPAMHandle, AFFINITY_KEY_PREFIX, BLOCK_KEY_PREFIX,
 };
 use crate::pools;
-use crate::types::attr_keys;
+use crate::types::{attr_keys, TunnelKind};
 use crate::Ipam;
 
 /// One released address.
@@ -42,6 +42,34 @@ pub struct NodeRelease {
     pub unaffined_blocks: Vec<IpNet>,
     /// Affinity keys removed.
     pub removed_affinities: usize,
+}
+
+impl NodeRelease {
+    /// Adds one block's outcome; `affine`: the block was the node's (its affinity went with it).
+    fn record(&mut self, cidr: IpNet, r: BlockRelease, affine: bool) {
+        self.released.extend(r.released);
+        if r.deleted {
+            self.deleted_blocks.push(cidr);
+        } else if r.unaffined {
+            self.unaffined_blocks.push(cidr);
+        }
+        if affine && (r.deleted || r.unaffined) {
+            self.removed_affinities += 1;
+        }
+    }
+}
+
+/// The ordinals of `block` allocated to `node`: those whose `node` attribute names it, and,
+/// in the node's own block, those without a `node` attribute.
+fn node_allocations(block: &AllocationBlock, node: &str) -> Vec<usize> {
+    block::allocated(block)
+        .into_iter()
+        .filter(|(_, a)| match a.secondary.get(attr_keys::NODE) {
+            Some(x) => x == node,
+            None => block.affine_host() == Some(node),
+        })
+        .map(|(o, _)| o)
+        .collect()
 }
 
 /// The outcome of one block's release transaction.
@@ -133,8 +161,17 @@ impl<S: Store> Ipam<S> {
         Ok(released)
     }
 
-    /// Frees everything of a node that has left: its addresses (in its own blocks and those it
-    /// borrowed), its blocks (deleted when empty, else no longer affine), its affinities.
+    /// Frees everything of a node that has left, as calicoctl's node deletion does (release
+    /// its addresses, then `RemoveIPAMHost`), each block in one compare-and-swap transaction
+    /// with the handle records that point into it:
+    /// - its addresses in every block (its own and those it borrowed, tunnel addresses
+    ///   included); a handle record whose count reaches zero is deleted with them;
+    /// - its blocks: deleted when that leaves them empty, else kept for the other nodes'
+    ///   addresses in them but no longer affine to it;
+    /// - its affinities (also pending claims and stale ones naming a block that is no longer
+    ///   its), its tunnel-address handles and the host key `/calico/ipam/v2/host/<node>`.
+    ///
+    /// Afterwards no key of the node is left under `/calico/ipam/v2/`.
     pub async fn release_node(&self, node: &str) -> Result<NodeRelease> {
         let mut out = NodeRelease::default();
         let listing = self.store().list(BLOCK_KEY_PREFIX).await?;
@@ -143,50 +180,22 @@ impl<S: Store> Ipam<S> {
                 continue;
             };
             let affine = b.affine_host() == Some(node);
-            let uses = block::allocated(&b)
-                .iter()
-                .any(|(_, a)| a.secondary.get(attr_keys::NODE).map(String::as_str) == Some(node));
-            if !affine && !uses {
+            if !affine && node_allocations(&b, node).is_empty() {
                 continue;
             }
-            let n = node.to_string();
             let r = self
-                .release_in_block(b.cidr, affine, Some(node), move |b| {
-                    block::allocated(b)
-                        .into_iter()
-                        .filter(|(_, a)| match a.secondary.get(attr_keys::NODE) {
-                            Some(x) => *x == n,
-                            // Without a node attribute, an allocation in the node's own block
-                            // is the node's.
-                            None => b.affine_host() == Some(n.as_str()),
-                        })
-                        .map(|(o, _)| o)
-                        .collect()
-                })
+                .release_in_block(b.cidr, affine, Some(node), |b| node_allocations(b, node))
                 .await?;
-            out.released.extend(r.released);
-            if r.deleted {
-                out.deleted_blocks.push(b.cidr);
-            } else if r.unaffined {
-                out.unaffined_blocks.push(b.cidr);
-            }
+            out.record(b.cidr, r, affine);
         }
-        // Affinities left without a block (pending claims, or blocks deleted above).
-        let prefix = host_affinity_prefix(node);
-        let affs = self.store().list(&prefix).await?;
-        for kv in affs.kvs {
-            let Some((_, cidr)) = affinity_from_key(&kv.key) else {
-                continue;
-            };
-            let txn = Transaction::new()
-                .when(Precondition::ModRevision(kv.key.clone(), kv.mod_revision))
-                .when(Precondition::Absent(block_key(&cidr)))
-                .then(Operation::delete(&kv.key));
-            if self.store().transaction(txn).await.is_ok() {
-                out.removed_affinities += 1;
-            }
+        // Tunnel-address handles whose record outlived its addresses (a crash between writes
+        // of an older version, or a record written by hand).
+        for kind in [TunnelKind::Ipip, TunnelKind::Vxlan, TunnelKind::VxlanV6] {
+            out.released
+                .extend(self.release_handle(&kind.handle(node)).await?);
         }
-        out.removed_affinities += out.deleted_blocks.len() + out.unaffined_blocks.len();
+        self.remove_affinities(node, &mut out).await?;
+        self.remove_host_key(node).await?;
         self.forget_node(node);
         tracing::info!(
             node,
@@ -195,6 +204,72 @@ impl<S: Store> Ipam<S> {
             "released node"
         );
         Ok(out)
+    }
+
+    /// Deletes every affinity key left for `node`: pending claims, affinities of blocks deleted
+    /// meanwhile, stale ones whose block is affine to another node or to none. A block that is
+    /// (again) affine to the node is released like the others. Each deletion is guarded by the
+    /// affinity's and the block's revisions; a lost race is retried.
+    async fn remove_affinities(&self, node: &str, out: &mut NodeRelease) -> Result<()> {
+        let prefix = host_affinity_prefix(node);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let affs = self.store().list(&prefix).await?;
+            let mut lost_race = None;
+            for kv in affs.kvs {
+                let mut txn = Transaction::new()
+                    .when(Precondition::ModRevision(kv.key.clone(), kv.mod_revision));
+                if let Some((_, cidr)) = affinity_from_key(&kv.key) {
+                    let key = block_key(&cidr);
+                    match self.store().get(&key).await? {
+                        None => txn = txn.when(Precondition::Absent(key)),
+                        Some(bkv) => {
+                            let block = serde_json::from_slice::<AllocationBlock>(&bkv.value).ok();
+                            if block.as_ref().and_then(AllocationBlock::affine_host) == Some(node) {
+                                let r = self
+                                    .release_in_block(cidr, true, Some(node), |b| {
+                                        node_allocations(b, node)
+                                    })
+                                    .await?;
+                                out.record(cidr, r, true);
+                                continue;
+                            }
+                            txn = txn.when(Precondition::ModRevision(key, bkv.mod_revision));
+                        }
+                    }
+                }
+                // A key under the node's prefix that is not an affinity is the node's too.
+                match self
+                    .store()
+                    .transaction(txn.then(Operation::delete(&kv.key)))
+                    .await
+                {
+                    Ok(_) => out.removed_affinities += 1,
+                    Err(e) => lost_race = Some(e),
+                }
+            }
+            match lost_race {
+                None => return Ok(()),
+                Some(e) => self.retry_or_fail("remove affinities", attempt, e).await?,
+            }
+        }
+    }
+
+    /// Deletes `/calico/ipam/v2/host/<node>` itself when present (Calico's `IPAMHostKey`,
+    /// which older versions wrote), guarded by its revision.
+    async fn remove_host_key(&self, node: &str) -> Result<()> {
+        let key = format!("{AFFINITY_KEY_PREFIX}{node}");
+        if let Some(kv) = self.store().get(&key).await? {
+            let txn = Transaction::new()
+                .when(Precondition::ModRevision(key.clone(), kv.mod_revision))
+                .then(Operation::delete(&key));
+            if let Err(e) = self.store().transaction(txn).await {
+                // Rewritten meanwhile by a node of that name that is running again: keep it.
+                tracing::warn!(node, error = %e, "kept the IPAM host key");
+            }
+        }
+        Ok(())
     }
 
     /// The block that holds `ip`: from the pool's block size, else by listing the blocks.

@@ -213,6 +213,97 @@ async fn release_node_frees_everything_of_the_node() {
     assert!(report.is_clean(), "{report:?}");
 }
 
+/// Every key under `/calico/ipam/v2/` that still mentions `node`, with the reason.
+async fn keys_of(ipam: &Ipam<MemoryStore>, node: &str) -> Vec<String> {
+    let listing = ipam.store().list("/calico/ipam/v2/").await.unwrap();
+    let mut left = Vec::new();
+    for kv in listing.kvs {
+        let value = String::from_utf8_lossy(&kv.value);
+        if kv.key.contains(&format!("/{node}/"))
+            || kv.key.ends_with(&format!("/{node}"))
+            || kv.key.ends_with(&format!("-addr-{node}"))
+            || value.contains(&format!("\"host:{node}\""))
+            || value.contains(&format!("\"node\":\"{node}\""))
+        {
+            left.push(kv.key);
+        }
+    }
+    left
+}
+
+#[tokio::test]
+async fn release_node_leaves_no_key_of_the_node() {
+    let ipam = setup("10.0.0.0/26", 28).await;
+    ipam.configure(None, Some(1), None).await.unwrap();
+    // node1 fills its block (16) and borrows 4 from node2's, two of them tunnel addresses.
+    let n2 = ipam.assign(args("b", "node2")).await.unwrap();
+    for i in 0..18 {
+        ipam.assign(args(&format!("a{i}"), "node1")).await.unwrap();
+    }
+    for kind in [TunnelKind::Vxlan, TunnelKind::Ipip] {
+        ipam.assign_tunnel_address("node1", kind).await.unwrap();
+    }
+    // What else a node leaves behind: a pending claim without a block, a stale affinity whose
+    // block is another node's, a tunnel handle record whose address is gone, the host key.
+    let store = ipam.store();
+    let n2_block = ipam.node_blocks("node2").await.unwrap()[0].cidr;
+    // Blocks are claimed at random: the pending claim is on one that neither node holds.
+    let n1_block = ipam.node_blocks("node1").await.unwrap()[0].cidr;
+    let pending: ipnet::IpNet = [
+        "10.0.0.0/28",
+        "10.0.0.16/28",
+        "10.0.0.32/28",
+        "10.0.0.48/28",
+    ]
+    .iter()
+    .map(|c| c.parse().unwrap())
+    .find(|c| *c != n1_block && *c != n2_block)
+    .unwrap();
+    store
+        .create(
+            &affinity_key("node1", &pending),
+            br#"{"state":"pending"}"#.to_vec(),
+        )
+        .await
+        .unwrap();
+    store
+        .create(
+            &affinity_key("node1", &n2_block),
+            br#"{"state":"confirmed"}"#.to_vec(),
+        )
+        .await
+        .unwrap();
+    store
+        .create(
+            &handle_key("vxlan-v6-tunnel-addr-node1"),
+            br#"{"block":{"10.0.0.0/28":1}}"#.to_vec(),
+        )
+        .await
+        .unwrap();
+    store
+        .create("/calico/ipam/v2/host/node1", b"{}".to_vec())
+        .await
+        .unwrap();
+    assert!(!keys_of(&ipam, "node1").await.is_empty());
+
+    delete_node(ipam.store(), "node1").await.unwrap();
+    let out = ipam.release_node("node1").await.unwrap();
+    assert_eq!(out.released.len(), 20, "{out:?}");
+    assert_eq!(keys_of(&ipam, "node1").await, Vec::<String>::new());
+    // node2's address, block and affinity are untouched.
+    assert_eq!(ipam.handle_addresses("b").await.unwrap(), n2);
+    assert!(store
+        .get(&affinity_key("node2", &n2_block))
+        .await
+        .unwrap()
+        .is_some());
+    let report = ipam.check(&Default::default()).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    // Twice is harmless.
+    let again = ipam.release_node("node1").await.unwrap();
+    assert!(again.released.is_empty());
+}
+
 #[tokio::test]
 async fn specific_addresses() {
     let ipam = setup("10.0.0.0/24", 26).await;

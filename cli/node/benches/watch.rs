@@ -7,8 +7,10 @@
 //!   the bytes the pod node's own IPAM exchanged with etcd for the same pods (its own cost);
 //! - etcd's bytes sent per pod (from etcd's own `/metrics`), which must not grow with N.
 //!
-//! The same runs with every node watching all of `/calico/` (what the daemon did before its
-//! watches were sized) show what sizing saves.
+//! The same runs with every node also watching the IPAM blocks (`blocks`: what a daemon that
+//! programs routes watches, to route borrowed addresses; see `calyx_node::borrowed`) and with
+//! every node watching all of `/calico/` (`all`: what the daemon did before its watches were
+//! sized) show what each costs.
 //!
 //! `cargo bench -p calyx-node --bench watch` (prints figures; nothing is asserted).
 //! `CALYX_WATCH_BENCH_NODES=50,100,200` and `CALYX_WATCH_BENCH_PODS=1000` change the sizes.
@@ -24,7 +26,7 @@ use calyx_datastore::store::etcd::{EtcdConfig, EtcdStore};
 use calyx_datastore::store::{Store, WatchEvent};
 use calyx_ipam::fixtures::{put_node, put_pool};
 use calyx_ipam::{AssignArgs, Family, Ipam};
-use calyx_node::cluster::ClusterWatch;
+use calyx_node::cluster::{daemon_prefixes, ClusterWatch};
 use calyx_tests::etcd::Etcd;
 
 #[derive(Default)]
@@ -87,10 +89,21 @@ async fn settle(counters: &[Arc<Received>]) {
     }
 }
 
+/// What the simulated nodes watch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Watched {
+    /// `cluster::watch_prefixes()`: resources and affinities.
+    Sized,
+    /// `cluster::daemon_prefixes(true)`: the same and the IPAM blocks.
+    Blocks,
+    /// All of `/calico/`.
+    All,
+}
+
 struct Run {
     nodes: usize,
     pods: usize,
-    sized: bool,
+    watched: Watched,
 }
 
 async fn run(r: &Run) {
@@ -110,10 +123,11 @@ async fn run(r: &Run) {
         let store = connect(&endpoint).await;
         let c = Arc::new(Received::default());
         counters.push(c.clone());
-        let sized = r.sized;
+        let watched = r.watched;
         tasks.push(tokio::spawn(async move {
-            if sized {
-                let (_state, mut watch) = ClusterWatch::start(&store).await.unwrap();
+            if watched != Watched::All {
+                let prefixes = daemon_prefixes(watched == Watched::Blocks);
+                let (_state, mut watch) = ClusterWatch::start_on(&store, prefixes).await.unwrap();
                 while let Some((_, event)) = watch.next().await {
                     c.events.fetch_add(1, Ordering::Relaxed);
                     c.bytes.fetch_add(event_bytes(&event), Ordering::Relaxed);
@@ -175,7 +189,11 @@ async fn run(r: &Run) {
     let own = (sent + recv - watch_total as f64).max(1.0);
     println!(
         "{:>5} {:>6} {:>5} {:>10.1} {:>12} {:>14} {:>12.0} {:>9.3}% {:>14.0}",
-        if r.sized { "sized" } else { "all" },
+        match r.watched {
+            Watched::Sized => "sized",
+            Watched::Blocks => "blocks",
+            Watched::All => "all",
+        },
         r.nodes,
         r.pods,
         pods_took.as_secs_f64(),
@@ -213,15 +231,18 @@ fn main() {
         rt.block_on(run(&Run {
             nodes: n,
             pods,
-            sized: true,
+            watched: Watched::Sized,
         }));
     }
-    // Watching everything is far heavier (every block rewrite goes to every node): fewer pods.
-    for &n in &nodes {
-        rt.block_on(run(&Run {
-            nodes: n,
-            pods: (pods / 10).max(10),
-            sized: false,
-        }));
+    // Watching blocks, or everything, is far heavier (every block rewrite goes to every node):
+    // fewer pods.
+    for watched in [Watched::Blocks, Watched::All] {
+        for &n in &nodes {
+            rt.block_on(run(&Run {
+                nodes: n,
+                pods: (pods / 10).max(10),
+                watched,
+            }));
+        }
     }
 }

@@ -210,6 +210,22 @@ pub fn plan(state: &ClusterState, me: &str, router_id: RouterIdSetting) -> Optio
                 .is_none_or(|p| !p.spec.disable_bgp_export)
         })
         .collect();
+    // Workload addresses of this node outside its own blocks (borrowed from other nodes'
+    // blocks, or in a block affine to no node): their /32 (/128), so that longest match takes
+    // them past the block owner's route. As Calico's BIRD exports a workload's kernel route:
+    // inside a pool that is exported, outside the node's own blocks.
+    originate.extend(
+        state
+            .local_workloads
+            .iter()
+            .map(|ip| IpNet::from(*ip))
+            .filter(|net| {
+                state
+                    .pool_of(net)
+                    .is_some_and(|p| !p.spec.disable_bgp_export)
+                    && !state.blocks_of(me).any(|b| b.contains(net))
+            }),
+    );
     for service in config
         .spec
         .service_cluster_ips
@@ -459,6 +475,41 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["10.65.0.0/26"]
         );
+    }
+
+    #[test]
+    fn a_node_originates_the_addresses_it_borrowed_inside_exported_pools() {
+        use calyx_datastore::resources::{IPPool, IPPoolSpec};
+        let mut s = cluster(vec![
+            node("a", "10.0.0.1", None, &[]),
+            node("b", "10.0.0.2", None, &[]),
+        ]);
+        s.pools.insert(
+            "p".into(),
+            IPPool::new("p", IPPoolSpec::new("10.65.0.0/24".parse().unwrap())),
+        );
+        s.affinities
+            .insert("10.65.0.0/29".parse().unwrap(), "b".to_string());
+        s.affinities
+            .insert("10.65.0.8/29".parse().unwrap(), "a".to_string());
+        // a's workloads: one in its own block, one borrowed from b's, one outside every pool.
+        s.local_workloads = ["10.65.0.9", "10.65.0.3", "192.168.7.7"]
+            .iter()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
+        let originated = |s: &ClusterState, me: &str| -> Vec<String> {
+            plan(s, me, RouterIdSetting::NodeAddress)
+                .unwrap()
+                .originate
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(originated(&s, "a"), ["10.65.0.3/32", "10.65.0.8/29"]);
+        if let Some(p) = s.pools.get_mut("p") {
+            p.spec.disable_bgp_export = true;
+        }
+        assert!(originated(&s, "a").is_empty());
     }
 
     #[test]

@@ -2,21 +2,26 @@
 //! settings and peers, and block affinities (which node owns which block). It is kept current
 //! by one watch per prefix ([`ClusterWatch`]).
 //!
-//! What a node does *not* watch: IPAM blocks' allocations and handles. Those are rewritten on
-//! every pod start anywhere in the cluster (a block is ~10 KB of JSON); watching them would make
-//! pod churn on one node work for every node and etcd traffic grow with nodes x pods. Which
-//! node owns a block is in the affinity keys (`/calico/ipam/v2/host/<node>/ipv4/block/<cidr>`),
-//! small values that change only when a block is claimed or released.
+//! Which node owns a block is in the affinity keys (`/calico/ipam/v2/host/<node>/ipv4/block/<cidr>`),
+//! small values that change only when a block is claimed or released. IPAM handles are never
+//! watched. The IPAM blocks themselves (rewritten on every pod start anywhere, a block is up to
+//! ~10 KB of JSON) are watched only while some pool uses VXLAN and the daemon programs routes
+//! ([`ClusterWatch::watch_blocks`]), because in VXLAN mode an address borrowed from another
+//! node's block is recorded nowhere else: [`crate::borrowed`] says why and what that costs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
-use calyx_datastore::resources::ipam::AFFINITY_KEY_PREFIX;
 use calyx_datastore::resources::ipam::{affinity_from_key, AffinityState, BlockAffinity};
+use calyx_datastore::resources::ipam::{AFFINITY_KEY_PREFIX, BLOCK_KEY_PREFIX};
 use calyx_datastore::resources::{BGPConfiguration, BGPPeer, IPPool, Kind, Node, Resource};
 use calyx_datastore::store::{Listing, Revision, Store, StoreError, Watch, WatchEvent};
 use futures::stream::{SelectAll, StreamExt};
 use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
+
+use crate::borrowed::BorrowedView;
 
 /// The prefixes a node watches: every resource kind the daemon acts on, and the block
 /// affinities. FelixConfiguration is stored for others and not acted on yet, so it is not
@@ -28,6 +33,16 @@ pub fn watch_prefixes() -> Vec<&'static str> {
         .map(Kind::key_prefix)
         .chain(std::iter::once(AFFINITY_KEY_PREFIX))
         .collect()
+}
+
+/// [`watch_prefixes`], plus the IPAM blocks when `blocks` (what a node watches while some pool
+/// uses VXLAN, see [`crate::borrowed`]; the watch benchmark measures both).
+pub fn daemon_prefixes(blocks: bool) -> Vec<&'static str> {
+    let mut prefixes = watch_prefixes();
+    if blocks {
+        prefixes.push(BLOCK_KEY_PREFIX);
+    }
+    prefixes
 }
 
 /// The datastore objects the daemon acts on.
@@ -43,6 +58,11 @@ pub struct ClusterState {
     pub bgp_peers: BTreeMap<String, BGPPeer>,
     /// Block CIDR -> the node it is affine to (confirmed affinities only).
     pub affinities: BTreeMap<IpNet, String>,
+    /// Addresses used on another node than their block's (only while the blocks are watched:
+    /// some pool uses VXLAN).
+    pub borrowed: BorrowedView,
+    /// This node's workload addresses from its kernel (BGP mode; see [`crate::workloads`]).
+    pub local_workloads: BTreeSet<IpAddr>,
     /// The highest revision applied.
     pub revision: Revision,
 }
@@ -54,13 +74,18 @@ pub struct Touched {
     pub pools: bool,
     /// Nodes, BGP configurations or peers, or affinities: the BGP plan and the routes.
     pub topology: bool,
+    /// IPAM blocks: only the borrowed addresses that changed are redone
+    /// ([`BorrowedView::take_dirty`]), not the topology.
+    pub blocks: bool,
 }
 
 impl Touched {
     fn of_key(key: &str) -> Touched {
+        let blocks = key.starts_with(BLOCK_KEY_PREFIX);
         Touched {
             pools: key.starts_with(Kind::IPPool.key_prefix()),
-            topology: true,
+            topology: !blocks,
+            blocks,
         }
     }
 
@@ -69,6 +94,7 @@ impl Touched {
         Touched {
             pools: self.pools || other.pools,
             topology: self.topology || other.topology,
+            blocks: self.blocks || other.blocks,
         }
     }
 }
@@ -108,6 +134,12 @@ impl ClusterState {
         if prefix == AFFINITY_KEY_PREFIX {
             self.affinities.clear();
         }
+        if prefix == BLOCK_KEY_PREFIX {
+            // Replaced as a whole so that only the addresses that differ become dirty.
+            self.borrowed.replace(listing);
+            self.revision = self.revision.max(listing.revision);
+            return;
+        }
         match Kind::all().into_iter().find(|k| k.key_prefix() == prefix) {
             Some(Kind::IPPool) => self.pools.clear(),
             Some(Kind::Node) => self.nodes.clear(),
@@ -122,7 +154,9 @@ impl ClusterState {
     }
 
     fn put(&mut self, key: &str, value: &[u8]) {
-        if let Some((kind, name)) = Kind::from_key(key) {
+        if key.starts_with(BLOCK_KEY_PREFIX) {
+            self.borrowed.put(key, value);
+        } else if let Some((kind, name)) = Kind::from_key(key) {
             // Lenient: fields of a newer Calico are kept, not refused.
             let resource = match Resource::from_json(kind, value) {
                 Ok(decoded) => decoded,
@@ -165,7 +199,9 @@ impl ClusterState {
     }
 
     fn delete(&mut self, key: &str) {
-        if let Some((kind, name)) = Kind::from_key(key) {
+        if key.starts_with(BLOCK_KEY_PREFIX) {
+            self.borrowed.delete(key);
+        } else if let Some((kind, name)) = Kind::from_key(key) {
             match kind {
                 Kind::IPPool => {
                     self.pools.remove(name);
@@ -194,23 +230,74 @@ impl ClusterState {
     }
 }
 
-/// The watches of [`watch_prefixes`], merged into one stream of `(prefix, event)`.
+/// The watches of [`watch_prefixes`], merged into one stream of `(prefix, event)`, and the
+/// block watch while it is wanted.
 pub struct ClusterWatch {
     events: SelectAll<futures::stream::BoxStream<'static, (&'static str, WatchEvent)>>,
+    /// Ends the block watch; `None` while the blocks are not watched.
+    blocks: Option<CancellationToken>,
 }
 
 impl ClusterWatch {
-    /// Lists every prefix and starts a watch on each from the revision after its listing.
+    /// Lists every prefix of [`watch_prefixes`] and starts a watch on each from the revision
+    /// after its listing.
     pub async fn start<S: Store>(store: &S) -> Result<(ClusterState, ClusterWatch), StoreError> {
+        ClusterWatch::start_on(store, watch_prefixes()).await
+    }
+
+    /// Lists each of `prefixes` and starts a watch on each from the revision after its
+    /// listing.
+    pub async fn start_on<S: Store>(
+        store: &S,
+        prefixes: Vec<&'static str>,
+    ) -> Result<(ClusterState, ClusterWatch), StoreError> {
         let mut state = ClusterState::default();
         let mut events = SelectAll::new();
-        for prefix in watch_prefixes() {
+        for prefix in prefixes {
             let listing = store.list(prefix).await?;
             state.replace_prefix(prefix, &listing);
             let watch = store.watch(prefix, listing.revision + 1).await?;
             events.push(stream_of(prefix, watch));
         }
-        Ok((state, ClusterWatch { events }))
+        Ok((
+            state,
+            ClusterWatch {
+                events,
+                blocks: None,
+            },
+        ))
+    }
+
+    /// Starts (`wanted`) or ends the watch of the IPAM blocks. Started: the blocks are listed
+    /// into `state` and watched from there. Ended: `state`'s borrowed addresses are dropped
+    /// (each becomes a change, so their routes go).
+    pub async fn watch_blocks<S: Store>(
+        &mut self,
+        store: &S,
+        state: &mut ClusterState,
+        wanted: bool,
+    ) -> Result<(), StoreError> {
+        match (&self.blocks, wanted) {
+            (None, true) => {
+                let listing = store.list(BLOCK_KEY_PREFIX).await?;
+                state.replace_prefix(BLOCK_KEY_PREFIX, &listing);
+                let watch = store.watch(BLOCK_KEY_PREFIX, listing.revision + 1).await?;
+                let token = CancellationToken::new();
+                self.events.push(
+                    stream_of(BLOCK_KEY_PREFIX, watch)
+                        .take_until(token.clone().cancelled_owned())
+                        .boxed(),
+                );
+                self.blocks = Some(token);
+            }
+            (Some(token), false) => {
+                token.cancel();
+                self.blocks = None;
+                state.borrowed.replace(&Listing::default());
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// The next event of any of the watches; `None` once they have all ended.

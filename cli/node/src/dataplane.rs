@@ -45,6 +45,17 @@ pub fn bgp_encap(pool: &IPPool) -> Option<Encap> {
     }
 }
 
+/// Whether the node must watch the IPAM blocks: its backend programs routes and some enabled
+/// IPv4 pool uses VXLAN (borrowed addresses there are routed from the blocks' allocations; in
+/// BGP pools each node originates its own, learned from its kernel).
+pub fn needs_blocks(state: &ClusterState, backend: Backend) -> bool {
+    backend != Backend::None
+        && state
+            .pools
+            .values()
+            .any(|p| p.spec.cidr.addr().is_ipv4() && !p.spec.disabled && is_vxlan(p))
+}
+
 /// The host part of the dataplane this node should have: addresses, tunnels, local blocks.
 pub fn host_state(state: &ClusterState, me: &str, backend: Backend) -> HostState {
     let mut host = HostState::default();
@@ -98,38 +109,72 @@ pub fn datastore_routes(
         if owner == me || cidr.addr().is_ipv6() {
             continue;
         }
-        let Some(pool) = state.pool_of(cidr) else {
-            continue;
-        };
-        let Some(encap) = vxlan_encap(pool.spec.vxlan_mode) else {
-            continue;
-        };
-        let Some(peer) = state.nodes.get(owner) else {
-            continue;
-        };
-        let (Some(node_ip), Some(tunnel_ip), Some(mac)) = (
-            peer.spec.bgp.as_ref().and_then(|b| b.ipv4_address),
-            peer.spec.ipv4_vxlan_tunnel_addr,
-            peer.spec.vxlan_tunnel_mac_addr,
-        ) else {
-            continue;
-        };
-        routes.insert(
-            *cidr,
-            RemoteRoute {
-                dst: *cidr,
-                encap,
-                hops: vec![RemoteHop {
-                    node_ip: IpAddr::V4(node_ip.addr()),
-                    vtep: Some(Vtep {
-                        tunnel_ip: IpAddr::V4(tunnel_ip),
-                        mac: MacAddr(mac.0),
-                    }),
-                }],
-            },
-        );
+        if let Some(route) = vxlan_route(state, *cidr, owner) {
+            routes.insert(*cidr, route);
+        }
     }
     routes
+}
+
+/// A route for `dst` to `node`'s VTEP when `dst` is in a VXLAN pool and `node` has a VTEP.
+fn vxlan_route(state: &ClusterState, dst: IpNet, node: &str) -> Option<RemoteRoute> {
+    let pool = state.pool_of(&dst)?;
+    let encap = vxlan_encap(pool.spec.vxlan_mode)?;
+    let peer = state.nodes.get(node)?;
+    let (Some(node_ip), Some(tunnel_ip), Some(mac)) = (
+        peer.spec.bgp.as_ref().and_then(|b| b.ipv4_address),
+        peer.spec.ipv4_vxlan_tunnel_addr,
+        peer.spec.vxlan_tunnel_mac_addr,
+    ) else {
+        return None;
+    };
+    Some(RemoteRoute {
+        dst,
+        encap,
+        hops: vec![RemoteHop {
+            node_ip: IpAddr::V4(node_ip.addr()),
+            vtep: Some(Vtep {
+                tunnel_ip: IpAddr::V4(tunnel_ip),
+                mac: MacAddr(mac.0),
+            }),
+        }],
+    })
+}
+
+/// The route for one address used on another node than its block's ([`crate::borrowed`]):
+/// in a VXLAN pool, a /32 to the VTEP of the node using it, as Felix derives it from the
+/// block's allocation attributes. `None` when the address is not borrowed, is used here (the
+/// CNI plugin's route to the pod's interface serves it), or is not in a VXLAN pool (BGP
+/// carries the /32 its node originates).
+pub fn borrowed_route(
+    state: &ClusterState,
+    me: &str,
+    backend: Backend,
+    ip: IpAddr,
+) -> Option<RemoteRoute> {
+    if backend == Backend::None || ip.is_ipv6() {
+        return None;
+    }
+    let node = state.borrowed.node_of(&ip)?;
+    if node == me {
+        return None;
+    }
+    vxlan_route(state, IpNet::from(ip), node)
+}
+
+/// [`borrowed_route`] for every borrowed address: after a topology change (a node's VTEP, a
+/// pool's mode), when any of them may have changed.
+pub fn borrowed_routes(
+    state: &ClusterState,
+    me: &str,
+    backend: Backend,
+) -> BTreeMap<IpNet, RemoteRoute> {
+    state
+        .borrowed
+        .all()
+        .filter_map(|(ip, _)| borrowed_route(state, me, backend, ip))
+        .map(|r| (r.dst, r))
+        .collect()
 }
 
 /// The changes that take `old` to `new`, one update per destination that differs.
@@ -261,6 +306,56 @@ mod tests {
             ]
         );
         assert!(route_changes(&after, &after).is_empty());
+    }
+
+    /// `state` plus node c, and c using 10.65.0.5 from a's block.
+    fn borrowing_state(vxlan: EncapMode) -> ClusterState {
+        let mut s = state(vxlan);
+        s.nodes.insert(
+            "c".into(),
+            node("c", "192.168.1.3/24", "10.65.2.0", [0x66, 0, 0, 0, 0, 3]),
+        );
+        let cidr: IpNet = "10.65.0.0/26".parse().unwrap();
+        let mut block =
+            calyx_datastore::resources::ipam::AllocationBlock::new_affine(cidr, "a").unwrap();
+        for (ordinal, user) in [(1usize, "a"), (5, "c")] {
+            let mut secondary = BTreeMap::new();
+            secondary.insert("node".to_string(), user.to_string());
+            block
+                .attributes
+                .push(calyx_datastore::resources::ipam::AllocationAttribute {
+                    handle_id: Some(format!("h{ordinal}")),
+                    secondary,
+                });
+            block.allocations[ordinal] = Some(block.attributes.len() - 1);
+        }
+        s.borrowed.put(
+            &calyx_datastore::resources::ipam::block_key(&cidr),
+            &serde_json::to_vec(&block).unwrap(),
+        );
+        s
+    }
+
+    #[test]
+    fn borrowed_addresses_are_routed_to_the_vtep_of_the_node_using_them() {
+        let s = borrowing_state(EncapMode::Always);
+        let ip: IpAddr = "10.65.0.5".parse().unwrap();
+        // On b (a third node) and on a (the block's owner): a /32 to c's VTEP, over a's block.
+        for me in ["a", "b"] {
+            let r = borrowed_route(&s, me, Backend::Vxlan, ip).unwrap();
+            assert_eq!(r.dst.to_string(), "10.65.0.5/32");
+            assert_eq!(r.hops[0].node_ip.to_string(), "192.168.1.3");
+            let all = borrowed_routes(&s, me, Backend::Vxlan);
+            assert_eq!(all.len(), 1);
+        }
+        // On c itself the pod's own interface route serves it.
+        assert!(borrowed_route(&s, "c", Backend::Vxlan, ip).is_none());
+        // a's own allocation is not borrowed.
+        assert!(borrowed_route(&s, "b", Backend::Vxlan, "10.65.0.1".parse().unwrap()).is_none());
+        // Not a VXLAN pool: BGP carries c's /32 instead.
+        let bgp = borrowing_state(EncapMode::Never);
+        assert!(borrowed_route(&bgp, "b", Backend::Bgp, ip).is_none());
+        assert!(borrowed_route(&s, "b", Backend::None, ip).is_none());
     }
 
     #[test]

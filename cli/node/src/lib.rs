@@ -11,6 +11,7 @@
 
 mod autodetect;
 mod bgp;
+pub mod borrowed;
 pub mod checksystem;
 pub mod cluster;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod routes;
 mod startup;
 pub mod status;
 pub mod tasks;
+pub mod workloads;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -183,6 +185,10 @@ fn write_nodename_file(config: &NodeConfig) {
 /// [`cluster`]).
 const IPAM_STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How long the first BGP plan waits for this node's workload addresses (normally a few
+/// milliseconds: one netlink dump).
+const WORKLOADS_WAIT: Duration = Duration::from_secs(2);
+
 /// How long a failed tunnel-address assignment waits before the next try.
 const TUNNEL_RETRY: Duration = Duration::from_secs(5);
 
@@ -241,14 +247,32 @@ async fn main_loop<S: Store + Clone>(
             config.bgp_hold_time,
         )
     });
+    // Datastore routes as last sent to the resolver (blocks, and borrowed addresses over them),
+    // and the block routes alone (what a /32 falls back to when it stops being borrowed).
     let mut sent_routes: BTreeMap<IpNet, RemoteRoute> = BTreeMap::new();
+    let mut block_routes: BTreeMap<IpNet, RemoteRoute> = BTreeMap::new();
     let mut sent_pools: Option<Vec<PoolEncap>> = None;
     let mut pending = Touched {
         pools: true,
         topology: true,
+        blocks: true,
     };
     let mut tunnels_pending = true;
     let mut tunnels_retry = Instant::now();
+    // BGP mode originates this node's borrowed addresses from its kernel's workload routes.
+    let (mut workloads, workloads_task) = match config.backend {
+        Backend::Bgp => {
+            let (rx, task) = workloads::spawn(config.route_protocol, stop.child_token());
+            (Some(rx), Some(task))
+        }
+        _ => (None, None),
+    };
+    // The BGP plan is redone when the topology or the workload addresses change. The first one
+    // waits (briefly) for the first workload set: a speaker that came back after a graceful
+    // restart would otherwise send End-of-RIB without the borrowed /32s, and its peers would
+    // drop them until the next plan.
+    let mut bgp_replan = true;
+    let mut bgp_waits = workloads.is_some().then(|| Instant::now() + WORKLOADS_WAIT);
     let mut tick = tokio::time::interval(DEBOUNCE);
     let mut ipam_tick = tokio::time::interval(IPAM_STATUS_INTERVAL);
     update_status(status, |s| s.datastore_synced = true);
@@ -261,6 +285,17 @@ async fn main_loop<S: Store + Clone>(
                 };
                 pending = pending.union(state.apply(prefix, &event));
             }
+            set = next_workloads(&mut workloads) => {
+                match set {
+                    Some(set) => {
+                        state.local_workloads = set;
+                        bgp_replan = true;
+                        bgp_waits = None;
+                    }
+                    // The follower ended (only when stopping): keep the last set.
+                    None => workloads = None,
+                }
+            }
             _ = ipam_tick.tick() => {
                 let ipam_status = own_blocks_status(store, &state, &config.nodename).await;
                 update_status(status, |s| s.ipam = ipam_status);
@@ -269,6 +304,13 @@ async fn main_loop<S: Store + Clone>(
                 if pending.pools {
                     tunnels_pending = true;
                     tunnels_retry = Instant::now();
+                    // The blocks are watched while some pool uses VXLAN: see `borrowed`.
+                    let wanted = dataplane::needs_blocks(&state, config.backend);
+                    if let Err(e) = watch.watch_blocks(store, &mut state, wanted).await {
+                        warn!(error = %e, "cannot watch the IPAM blocks; retrying");
+                        pending.pools = true;
+                        continue;
+                    }
                 }
                 if tunnels_pending && Instant::now() >= tunnels_retry {
                     // Retried a while later when it fails (etcd away, datastore not ready):
@@ -281,24 +323,29 @@ async fn main_loop<S: Store + Clone>(
                         }
                     }
                 }
-                let bgp_retry = bgp.as_ref().is_some_and(bgp::Bgp::retry_due);
-                if pending.topology || bgp_retry {
+                // Borrowed addresses (VXLAN) that changed since the last tick.
+                let dirty = state.borrowed.take_dirty();
+                let me = config.nodename.as_str();
+                bgp_replan |= pending.topology;
+                // A speaker that could not start or take its peers is tried again.
+                bgp_replan |= bgp.as_ref().is_some_and(bgp::Bgp::retry_due);
+                let waiting = bgp_waits.is_some_and(|until| Instant::now() < until);
+                if bgp_replan && !waiting {
+                    bgp_replan = false;
                     if let Some(bgp) = bgp.as_mut() {
-                        if let Some(plan) = bgp::plan(&state, &config.nodename, config.router_id) {
+                        if let Some(plan) = bgp::plan(&state, me, config.router_id) {
                             bgp.apply(plan).await;
                         }
                     }
                 }
-                if pending.topology {
-                    if let (Some(felix), Some(resolver)) = (reconciler, &resolver) {
-                        felix.set_host(dataplane::host_state(
-                            &state, &config.nodename, config.backend,
-                        ));
-                        let routes = dataplane::datastore_routes(
-                            &state, &config.nodename, config.backend,
-                        );
+                if let (Some(felix), Some(resolver)) = (reconciler, &resolver) {
+                    let mut inputs = Vec::new();
+                    if pending.topology {
+                        felix.set_host(dataplane::host_state(&state, me, config.backend));
+                        block_routes = dataplane::datastore_routes(&state, me, config.backend);
+                        let mut routes = block_routes.clone();
+                        routes.extend(dataplane::borrowed_routes(&state, me, config.backend));
                         let pools = pool_encaps(&state);
-                        let mut inputs = Vec::new();
                         if sent_pools.as_ref() != Some(&pools) {
                             inputs.push(ResolverInput::Pools(pools.clone()));
                         }
@@ -306,18 +353,27 @@ async fn main_loop<S: Store + Clone>(
                         if !changes.is_empty() {
                             inputs.push(ResolverInput::Datastore(changes));
                         }
-                        if let Some(feed) = bgp.as_mut().and_then(bgp::Bgp::take_feed) {
-                            inputs.push(ResolverInput::BgpFeed(feed));
-                        }
-                        for input in inputs {
-                            // The resolver never waits on this loop, so this wait is bounded
-                            // by felix's progress.
-                            if resolver.inputs.send(input).await.is_err() {
-                                warn!("the route resolver has stopped");
-                            }
-                        }
                         sent_pools = Some(pools);
                         sent_routes = routes;
+                    } else if !dirty.is_empty() {
+                        // Only blocks changed: one lookup and at most one update per address.
+                        let changes = borrowed_changes(
+                            &state, config, &dirty, &block_routes, &mut sent_routes,
+                        );
+                        if !changes.is_empty() {
+                            inputs.push(ResolverInput::Datastore(changes));
+                        }
+                    }
+                    // A speaker (re)started by this tick's plan hands over its feed.
+                    if let Some(feed) = bgp.as_mut().and_then(bgp::Bgp::take_feed) {
+                        inputs.push(ResolverInput::BgpFeed(feed));
+                    }
+                    for input in inputs {
+                        // The resolver never waits on this loop, so this wait is bounded
+                        // by felix's progress.
+                        if resolver.inputs.send(input).await.is_err() {
+                            warn!("the route resolver has stopped");
+                        }
                     }
                 }
                 pending = Touched::default();
@@ -344,6 +400,11 @@ async fn main_loop<S: Store + Clone>(
         bgp.shutdown().await;
     }
     stop.cancel();
+    if let Some(task) = workloads_task {
+        if let Err(e) = task.await {
+            warn!(error = %e, "the workload route follower failed");
+        }
+    }
     if let Some(resolver) = resolver {
         drop(resolver.inputs);
         if let Err(e) = resolver.task.await {
@@ -351,6 +412,46 @@ async fn main_loop<S: Store + Clone>(
         }
     }
     result
+}
+
+/// The next workload address set, or `None` once the follower has ended; never without one.
+async fn next_workloads(
+    workloads: &mut Option<workloads::Workloads>,
+) -> Option<std::collections::BTreeSet<std::net::IpAddr>> {
+    match workloads {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow_and_update().clone()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// The datastore route changes for the borrowed addresses in `dirty`: each address's /32
+/// (/128) is its borrowed route, else the block route of that exact prefix (a /32 block), else
+/// nothing; `sent` is updated to match.
+fn borrowed_changes(
+    state: &ClusterState,
+    config: &NodeConfig,
+    dirty: &BTreeMap<std::net::IpAddr, Option<String>>,
+    block_routes: &BTreeMap<IpNet, RemoteRoute>,
+    sent: &mut BTreeMap<IpNet, RemoteRoute>,
+) -> Vec<(IpNet, Option<RemoteRoute>)> {
+    let mut changes = Vec::new();
+    for ip in dirty.keys() {
+        let dst = IpNet::from(*ip);
+        let want = dataplane::borrowed_route(state, &config.nodename, config.backend, *ip)
+            .or_else(|| block_routes.get(&dst).cloned());
+        if sent.get(&dst) == want.as_ref() {
+            continue;
+        }
+        match &want {
+            Some(route) => sent.insert(dst, route.clone()),
+            None => sent.remove(&dst),
+        };
+        changes.push((dst, want));
+    }
+    changes
 }
 
 /// The encapsulation of BGP routes per pool, for the resolver.

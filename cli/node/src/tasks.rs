@@ -1,7 +1,7 @@
 //! The tasks of the node daemon and the messages between them.
 //!
 //! ```text
-//!            sized watches (pools, nodes, BGP settings and peers, block affinities)
+//!     sized watches (pools, nodes, BGP settings and peers, block affinities; IPAM blocks with VXLAN)
 //!  etcd ───────────────────────────────┐
 //!                                      ▼
 //!                             ┌─────────────────┐  plan (peers, originated blocks)
@@ -22,6 +22,9 @@
 //!                             │ reconciler     │
 //!                             └────────────────┘
 //! ```
+//!
+//! Beside the watches, the main loop follows this node's workload routes in the kernel (BGP
+//! mode, [`crate::workloads`]: a task that publishes the latest address set, latest wins).
 //!
 //! Who waits on whom (no cycle, so no deadlock under a route storm): the main loop waits on
 //! the speaker (peer changes) and on the resolver's input queue; the speaker's RIB waits on the

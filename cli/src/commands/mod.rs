@@ -1,5 +1,6 @@
 //! One module per subcommand; [`run`] dispatches.
 
+mod delete_node;
 mod get;
 mod ipam;
 mod label;

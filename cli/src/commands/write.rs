@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use calyx_datastore::client::{ClientError, WriteMode, WriteOutcome};
+use calyx_datastore::resources::Kind;
 
 use crate::args::{DatastoreArgs, DeleteArgs, FileArgs};
 use crate::connect;
@@ -52,9 +53,9 @@ pub async fn write(datastore: &DatastoreArgs, args: &FileArgs, action: Action) -
 }
 
 /// Deletes the resources named in a file (all must exist unless `--skip-not-exists`), or one
-/// by kind and name.
+/// by kind and name. A Node is deleted with everything of it (see [`super::delete_node`]).
 pub async fn delete(datastore: &DatastoreArgs, args: DeleteArgs) -> Result<()> {
-    let targets: Vec<(calyx_datastore::resources::Kind, String)> = match &args.filename {
+    let targets: Vec<(Kind, String)> = match &args.filename {
         Some(path) => super::read_documents(path)?
             .iter()
             .map(|r| (r.kind(), r.name().to_string()))
@@ -76,6 +77,26 @@ pub async fn delete(datastore: &DatastoreArgs, args: DeleteArgs) -> Result<()> {
     }
     let mut deleted = 0;
     for (kind, name) in &targets {
+        if *kind == Kind::Node {
+            // A Node takes its IPAM state, endpoints, peers and per-node settings with it.
+            if args.skip_not_exists && client.get(*kind, name).await?.is_none() {
+                continue;
+            }
+            let r = super::delete_node::delete_node(&client, name).await?;
+            println!(
+                "Node {name}: released {} address(es), deleted {} block(s), kept {} block(s) \
+                 holding other nodes' addresses, deleted {} workload endpoint(s), BGPPeers {:?}, \
+                 {:?}",
+                r.addresses,
+                r.deleted_blocks,
+                r.unaffined_blocks,
+                r.workload_endpoints,
+                r.bgp_peers,
+                r.configurations
+            );
+            deleted += 1;
+            continue;
+        }
         match client.delete(*kind, name).await {
             Ok(_) => deleted += 1,
             Err(ClientError::NotFound { .. }) if args.skip_not_exists => {}
