@@ -315,12 +315,17 @@ impl Actor {
                     p.commands.exit(n.clone(), d);
                     waits.push(r);
                 }
-                if let Ok(mut r) = self.registry.lock() {
-                    r.clear();
-                }
                 let tx = self.tx.clone();
+                let registry = self.registry.clone();
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(Duration::from_secs(3), wait_all(waits)).await;
+                    // Only now: the registry holds each peer task's channel of accepted
+                    // connections, and a task whose channel closes takes it as "the speaker
+                    // is gone" and stops without the NOTIFICATION if it sees that before its
+                    // exit command (select! picks either).
+                    if let Ok(mut r) = registry.lock() {
+                        r.clear();
+                    }
                     let _ = tx.send(RibMsg::Finished).await;
                 });
                 *shutdown_done = Some(done);

@@ -106,6 +106,11 @@ fn port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ibgp_pair_exchanges_and_withdraws_routes() {
+    // RUST_LOG=calyx_bgp=debug shows both speakers' decisions when this fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let (pa, pb) = (port(), port());
     let a = speaker("127.0.0.11", 65000, pa).await;
     let b = speaker("127.0.0.12", 65000, pb).await;

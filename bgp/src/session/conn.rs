@@ -46,6 +46,9 @@ pub(crate) struct Conn {
     pub(crate) go_tx: Option<oneshot::Sender<u64>>,
     pub(crate) outgoing: bool,
     pub(crate) local: Option<SocketAddr>,
+    /// A NOTIFICATION was written on this connection (by the FSM's Output::Send): closing it
+    /// must let the peer read it first, see [`Conn::close`].
+    pub(crate) notified: bool,
 }
 
 impl Drop for Conn {
@@ -63,7 +66,7 @@ impl Conn {
 
     /// Send the NOTIFICATION, if any, then FIN. Dropping the value ends the reader task.
     pub(crate) async fn close(mut self, notification: Option<NotificationMessage>) {
-        let notified = notification.is_some();
+        let notified = self.notified || notification.is_some();
         if let Some(n) = notification {
             let mut b = BytesMut::new();
             n.encode(&mut b);
@@ -193,6 +196,7 @@ impl PeerTask {
             go_tx: Some(go_tx),
             outgoing,
             local,
+            notified: false,
         }
     }
 }

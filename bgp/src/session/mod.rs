@@ -257,7 +257,9 @@ impl PeerTask {
                 Output::Send(m) => {
                     let ctx = s.fsm.negotiated().map(|n| n.context()).unwrap_or_default();
                     if let (Some(c), Some(b)) = (s.conn.as_mut(), encode_message(&m, &ctx)) {
-                        if c.write(&b).await.is_err() && !matches!(m, Message::Notification(_)) {
+                        let notification = matches!(m, Message::Notification(_));
+                        c.notified |= notification;
+                        if c.write(&b).await.is_err() && !notification {
                             queue.push(Input::TcpClosed);
                         }
                     }
