@@ -1,0 +1,334 @@
+//! The rules engine's run loop: takes desired rulesets from its handle, keeps the kernel equal
+//! to the latest one, and repairs drift when nf_tables reports a change or the resync period
+//! ends.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use netlink_sys::Socket;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::model::{Ruleset, TableId};
+use super::sock::{self, NfSocket};
+use super::sync::{self, PlanStats};
+use super::Error;
+
+/// Settings of a [`RulesEngine`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesConfig {
+    /// Full check of the kernel against the desired rules even without a notification.
+    pub resync_interval: Duration,
+    /// Wait after an nf_tables notification before reading back, so that a burst of changes
+    /// (`nft -f` of a big file) costs one check.
+    pub debounce: Duration,
+    /// First retry delay after a failed transaction; doubled up to 10 s.
+    pub retry_initial: Duration,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            resync_interval: Duration::from_secs(90),
+            debounce: Duration::from_millis(20),
+            retry_initial: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What the engine has done, for the node's status and for tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RulesStatus {
+    /// The kernel matched the desired rules at the last check.
+    pub in_sync: bool,
+    /// Checks of the kernel (each is a read-back of Calyx's tables).
+    pub checks: u64,
+    /// Transactions written.
+    pub transactions: u64,
+    /// Transactions that repaired a change made by someone else (the desired rules had not
+    /// changed since the previous write).
+    pub repairs: u64,
+    /// The last error, until a check succeeds.
+    pub last_error: Option<String>,
+    /// Duration of the last check including its write.
+    pub last_sync: Option<Duration>,
+}
+
+struct Shared {
+    pending: Mutex<Option<Ruleset>>,
+    wake: Notify,
+    status: Mutex<RulesStatus>,
+}
+
+/// A cloneable handle that feeds the engine and reads its status.
+#[derive(Clone)]
+pub struct RulesHandle {
+    shared: Arc<Shared>,
+}
+
+impl RulesHandle {
+    /// Replaces the desired ruleset; the engine converges to it promptly. Never waits; a
+    /// ruleset not yet applied is superseded.
+    pub fn set_desired(&self, desired: Ruleset) {
+        match self.shared.pending.lock() {
+            Ok(mut g) => *g = Some(desired),
+            Err(p) => *p.into_inner() = Some(desired),
+        }
+        self.shared.wake.notify_one();
+    }
+
+    /// The engine's status.
+    pub fn status(&self) -> RulesStatus {
+        match self.shared.status.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+/// The blocking half: the request socket and what the engine owns.
+pub struct Worker {
+    sock: NfSocket,
+    desired: Ruleset,
+    /// Tables and foreign chains ever desired (so that dropping one from the desired
+    /// ruleset deletes it).
+    owned: BTreeSet<TableId>,
+    inserted: BTreeSet<(TableId, String)>,
+}
+
+impl Worker {
+    /// Opens the request socket in the calling thread's network namespace.
+    pub fn open() -> io::Result<Worker> {
+        Ok(Worker {
+            sock: NfSocket::open()?,
+            desired: Ruleset::default(),
+            owned: BTreeSet::new(),
+            inserted: BTreeSet::new(),
+        })
+    }
+
+    /// Replaces the desired ruleset (applied by the next [`Self::sync`]).
+    pub fn set_desired(&mut self, r: Ruleset) {
+        self.owned.extend(r.tables.keys().cloned());
+        self.inserted
+            .extend(r.inserts.iter().map(|i| (i.table.clone(), i.chain.clone())));
+        self.desired = r;
+    }
+
+    /// Reads the kernel and writes the difference in one transaction; returns what changed.
+    pub fn sync(&mut self) -> Result<PlanStats, Error> {
+        let dropped: Vec<TableId> = self
+            .owned
+            .iter()
+            .filter(|t| !self.desired.tables.contains_key(*t))
+            .cloned()
+            .collect();
+        let dropped_inserts: Vec<(TableId, String)> = self
+            .inserted
+            .iter()
+            .filter(|(t, c)| {
+                !self
+                    .desired
+                    .inserts
+                    .iter()
+                    .any(|i| &i.table == t && &i.chain == c)
+            })
+            .cloned()
+            .collect();
+        let (batch, stats) = sync::plan(&mut self.sock, &self.desired, &dropped, &dropped_inserts)
+            .map_err(Error::Kernel)?;
+        match self.sock.transact(batch).map_err(Error::Kernel)? {
+            Ok(()) => {}
+            Err(f) => {
+                return Err(Error::Transaction {
+                    what: f.what,
+                    reason: f.failure.describe(),
+                })
+            }
+        }
+        // Deleted tables are no longer ours to watch.
+        self.owned.retain(|t| self.desired.tables.contains_key(t));
+        let desired = &self.desired;
+        self.inserted.retain(|(t, c)| {
+            desired
+                .inserts
+                .iter()
+                .any(|i| &i.table == t && &i.chain == c)
+        });
+        Ok(stats)
+    }
+
+    /// Deletes Calyx's tables and its rules in foreign chains (uninstall).
+    pub fn remove_all(&mut self) -> Result<PlanStats, Error> {
+        self.set_desired(Ruleset::default());
+        self.sync()
+    }
+}
+
+/// The rules engine: owns Calyx's nftables tables in its network namespace.
+pub struct RulesEngine {
+    worker: Worker,
+    notifications: Socket,
+    shared: Arc<Shared>,
+    config: RulesConfig,
+}
+
+impl RulesEngine {
+    /// Opens the engine's sockets in the calling thread's network namespace.
+    pub fn new(config: RulesConfig) -> Result<RulesEngine, Error> {
+        Ok(RulesEngine {
+            worker: Worker::open().map_err(Error::Socket)?,
+            notifications: sock::open_notifications().map_err(Error::Socket)?,
+            shared: Arc::new(Shared {
+                pending: Mutex::new(None),
+                wake: Notify::new(),
+                status: Mutex::new(RulesStatus::default()),
+            }),
+            config,
+        })
+    }
+
+    /// A handle to feed the engine.
+    pub fn handle(&self) -> RulesHandle {
+        RulesHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Runs until `shutdown`. Nothing is written before the first desired ruleset arrives.
+    /// Calyx's rules stay in the kernel when it stops (pods keep working across a restart);
+    /// [`Worker::remove_all`] removes them.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let RulesEngine {
+            worker,
+            notifications,
+            shared,
+            config,
+        } = self;
+        // `Socket` owns its fd and closes it only on drop, after the `AsyncFd` is gone.
+        #[allow(deprecated)]
+        let afd = AsyncFd::new(notifications).map_err(Error::Socket)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut worker = Some(worker);
+        let mut have_desired = false;
+        let mut dirty = false;
+        let mut desired_changed = false;
+        let mut due = Instant::now();
+        let mut retry = config.retry_initial;
+        let mut next_resync = Instant::now() + config.resync_interval;
+        loop {
+            let pending = match shared.pending.lock() {
+                Ok(mut g) => g.take(),
+                Err(p) => p.into_inner().take(),
+            };
+            let Some(mut w) = worker.take() else {
+                return Err(Error::Worker("worker lost".into()));
+            };
+            if let Some(r) = pending {
+                w.set_desired(r);
+                have_desired = true;
+                dirty = true;
+                desired_changed = true;
+                due = Instant::now();
+            }
+            if have_desired && dirty && Instant::now() >= due {
+                let started = Instant::now();
+                let joined = tokio::task::spawn_blocking(move || {
+                    let r = w.sync();
+                    (w, r)
+                })
+                .await;
+                let (w2, result) = joined.map_err(|e| Error::Worker(e.to_string()))?;
+                w = w2;
+                let mut st = match shared.status.lock() {
+                    Ok(g) => g.clone(),
+                    Err(p) => p.into_inner().clone(),
+                };
+                st.checks += 1;
+                st.last_sync = Some(started.elapsed());
+                match result {
+                    Ok(stats) => {
+                        dirty = false;
+                        retry = config.retry_initial;
+                        st.in_sync = true;
+                        st.last_error = None;
+                        if !stats.is_empty() {
+                            st.transactions += 1;
+                            if !desired_changed {
+                                st.repairs += 1;
+                                info!(?stats, "nftables: repaired Calyx's rules");
+                            } else {
+                                debug!(?stats, "nftables: rules written");
+                            }
+                        }
+                        desired_changed = false;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, retry_in = ?retry, "nftables: cannot write Calyx's rules");
+                        st.in_sync = false;
+                        st.last_error = Some(e.to_string());
+                        due = Instant::now() + retry;
+                        retry = (retry * 2).min(Duration::from_secs(10));
+                    }
+                }
+                match shared.status.lock() {
+                    Ok(mut g) => *g = st,
+                    Err(p) => *p.into_inner() = st,
+                }
+                next_resync = Instant::now() + config.resync_interval;
+                worker = Some(w);
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                continue;
+            }
+            worker = Some(w);
+            let wake_at = if dirty { due } else { next_resync };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = shared.wake.notified() => {}
+                g = afd.readable() => {
+                    let mut guard = g.map_err(Error::Socket)?;
+                    guard.clear_ready();
+                    if drain(&afd, &mut buf) && have_desired {
+                        // Our own writes notify too: the check that follows them finds
+                        // nothing to do and writes nothing, so this never loops.
+                        if !dirty {
+                            due = Instant::now() + config.debounce;
+                        }
+                        dirty = true;
+                    }
+                }
+                _ = tokio::time::sleep_until(wake_at.into()) => {
+                    if !dirty {
+                        dirty = true;
+                        due = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads every pending notification; true if there was any (or some were lost).
+fn drain(afd: &AsyncFd<Socket>, buf: &mut [u8]) -> bool {
+    let mut any = false;
+    for _ in 0..10_000 {
+        let mut b: &mut [u8] = &mut buf[..];
+        match afd.get_ref().recv(&mut b, 0) {
+            Ok(_) => any = true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return any,
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => any = true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                warn!(error = %e, "nf_tables notification socket");
+                return any;
+            }
+        }
+    }
+    any
+}

@@ -1,0 +1,363 @@
+//! Level-triggered synchronisation: read back what the kernel holds in Calyx's tables (and at
+//! the top of the foreign chains it inserts into), compare it with the desired ruleset, and
+//! write the difference as one transaction.
+//!
+//! What is compared: each chain's hook, type, priority and policy, and its rules by the tag
+//! Calyx stores in their comment (purpose + hash of the expressions, see [`nft::rule_tag`]);
+//! each set's flags and key length, and its elements as ranges. A chain whose rules differ is
+//! flushed and rewritten; a set's elements are added and deleted one by one; a table whose
+//! structure differs (a base chain's hook or priority changed, a set's type) is deleted and
+//! rebuilt, all inside the one transaction, so packets never see a half-written table.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use super::model::{Range, Ruleset, Table, TableId};
+use super::nft::{self, msg, Batch, KernelChain, KernelRule, KernelSet};
+use super::sock::NfSocket;
+
+/// What the kernel holds of one of Calyx's tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelTable {
+    /// Chains by name, with their rules in order.
+    pub chains: BTreeMap<String, (KernelChain, Vec<KernelRule>)>,
+    /// Sets by name, with their elements as ranges.
+    pub sets: BTreeMap<String, (KernelSet, Vec<Range>)>,
+}
+
+fn table_attr(payload: &[u8], attr: u16) -> Option<String> {
+    crate::wire::attrs(payload.get(4..)?)
+        .find(|(t, _)| *t == attr)
+        .map(|(_, v)| {
+            String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or(&[])).into_owned()
+        })
+}
+
+/// Reads one table; `None` when it does not exist.
+pub fn read_table(sock: &mut NfSocket, id: &TableId) -> io::Result<Option<KernelTable>> {
+    let mut exists = false;
+    sock.dump(msg::GETTABLE, id.family, None, None, |p| {
+        if table_attr(p, 1).as_deref() == Some(id.name.as_str()) {
+            exists = true;
+        }
+    })?;
+    if !exists {
+        return Ok(None);
+    }
+    let mut t = KernelTable::default();
+    // Chain dumps are not filtered by table in the kernel: filter here.
+    sock.dump(msg::GETCHAIN, id.family, None, None, |p| {
+        if table_attr(p, 1).as_deref() != Some(id.name.as_str()) {
+            return;
+        }
+        if let Some(c) = nft::parse_chain(p) {
+            t.chains.insert(c.name.clone(), (c, Vec::new()));
+        }
+    })?;
+    let mut rules = Vec::new();
+    sock.dump(msg::GETRULE, id.family, Some(&id.name), None, |p| {
+        if let Some(r) = nft::parse_rule(p) {
+            rules.push(r);
+        }
+    })?;
+    for r in rules {
+        if let Some((_, v)) = t.chains.get_mut(&r.chain) {
+            v.push(r);
+        }
+    }
+    let mut sets = Vec::new();
+    sock.dump(msg::GETSET, id.family, Some(&id.name), None, |p| {
+        if let Some(s) = nft::parse_set(p) {
+            sets.push(s);
+        }
+    })?;
+    for s in sets {
+        let mut elems = Vec::new();
+        sock.dump(
+            msg::GETSETELEM,
+            id.family,
+            Some(&id.name),
+            Some(&s.name),
+            |p| nft::parse_elems(p, &mut elems),
+        )?;
+        t.sets.insert(s.name.clone(), (s, nft::ranges_of(elems)));
+    }
+    Ok(Some(t))
+}
+
+/// Reads the rules of a foreign chain; `None` when the chain (or its table) does not exist.
+pub fn read_chain(
+    sock: &mut NfSocket,
+    id: &TableId,
+    chain: &str,
+) -> io::Result<Option<Vec<KernelRule>>> {
+    let mut exists = false;
+    sock.dump(msg::GETCHAIN, id.family, None, None, |p| {
+        if table_attr(p, 1).as_deref() == Some(id.name.as_str())
+            && table_attr(p, 3).as_deref() == Some(chain)
+        {
+            exists = true;
+        }
+    })?;
+    if !exists {
+        return Ok(None);
+    }
+    let mut rules = Vec::new();
+    sock.dump(msg::GETRULE, id.family, Some(&id.name), Some(chain), |p| {
+        if let Some(r) = nft::parse_rule(p) {
+            rules.push(r);
+        }
+    })?;
+    Ok(Some(rules))
+}
+
+/// Counts of what a plan changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanStats {
+    /// Tables created or rebuilt whole.
+    pub tables_built: usize,
+    /// Tables deleted.
+    pub tables_deleted: usize,
+    /// Chains (re)written.
+    pub chains_written: usize,
+    /// Set ranges added or deleted.
+    pub ranges_changed: usize,
+    /// Foreign chains whose inserted rules were (re)written.
+    pub inserts_written: usize,
+}
+
+impl PlanStats {
+    /// Whether the plan changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == PlanStats::default()
+    }
+}
+
+fn build_table(b: &mut Batch, id: &TableId, t: &Table, set_id: &mut u32) {
+    for (name, s) in &t.sets {
+        *set_id += 1;
+        b.add_set(id, name, s, *set_id);
+        b.set_ranges(id, name, s.version, &s.ranges(), true);
+    }
+    for (name, c) in &t.chains {
+        b.add_chain(id, name, c);
+    }
+    for (name, c) in &t.chains {
+        for r in &c.rules {
+            b.add_rule(id, name, r, true);
+        }
+    }
+}
+
+fn needs_rebuild(id: &TableId, t: &Table, k: &KernelTable) -> bool {
+    for (name, (kc, _)) in &k.chains {
+        if kc.unknown_base {
+            return true;
+        }
+        if let Some(c) = t.chains.get(name) {
+            if c.base != kc.base {
+                return true;
+            }
+        }
+    }
+    for (name, (ks, _)) in &k.sets {
+        if let Some(s) = t.sets.get(name) {
+            if ks.flags != nft::SET_F_INTERVAL || ks.key_len as usize != s.version.len() {
+                return true;
+            }
+        }
+    }
+    let _ = id;
+    false
+}
+
+/// Adds to `b` what makes the kernel's copy of table `id` equal `t`.
+pub fn plan_table(
+    b: &mut Batch,
+    id: &TableId,
+    t: &Table,
+    kernel: Option<&KernelTable>,
+    set_id: &mut u32,
+    stats: &mut PlanStats,
+) {
+    let Some(k) = kernel else {
+        b.add_table(id);
+        build_table(b, id, t, set_id);
+        stats.tables_built += 1;
+        return;
+    };
+    if needs_rebuild(id, t, k) {
+        // Add first, so that the delete cannot fail if the table vanished meanwhile.
+        b.add_table(id);
+        b.del_table(id);
+        b.add_table(id);
+        build_table(b, id, t, set_id);
+        stats.tables_built += 1;
+        return;
+    }
+    // 1. Flush chains whose rules differ or that go away (their jumps and set references go
+    //    with them, so that 2. can delete what they referred to).
+    let mut rewrite = Vec::new();
+    for (name, (_, krules)) in &k.chains {
+        match t.chains.get(name) {
+            None => b.flush_chain(id, name),
+            Some(c) => {
+                let same = krules.len() == c.rules.len()
+                    && krules
+                        .iter()
+                        .zip(&c.rules)
+                        .all(|(kr, r)| kr.comment.as_deref() == Some(&nft::tag_of(id.family, r)));
+                if !same {
+                    if !krules.is_empty() {
+                        b.flush_chain(id, name);
+                    }
+                    rewrite.push(name.as_str());
+                }
+            }
+        }
+    }
+    // 2. Delete chains and sets no longer wanted.
+    for name in k.chains.keys() {
+        if !t.chains.contains_key(name) {
+            b.del_chain(id, name);
+            stats.chains_written += 1;
+        }
+    }
+    for name in k.sets.keys() {
+        if !t.sets.contains_key(name) {
+            b.del_set(id, name);
+        }
+    }
+    // 3. New sets and elements; element changes of existing sets (deletes first: the
+    //    kernel's ranges must stay disjoint).
+    for (name, s) in &t.sets {
+        let want = s.ranges();
+        match k.sets.get(name) {
+            None => {
+                *set_id += 1;
+                b.add_set(id, name, s, *set_id);
+                b.set_ranges(id, name, s.version, &want, true);
+                stats.ranges_changed += want.len();
+            }
+            Some((_, have)) => {
+                let del: Vec<Range> = have
+                    .iter()
+                    .filter(|r| want.binary_search(r).is_err())
+                    .copied()
+                    .collect();
+                let mut have_sorted = have.clone();
+                have_sorted.sort();
+                let add: Vec<Range> = want
+                    .iter()
+                    .filter(|r| have_sorted.binary_search(r).is_err())
+                    .copied()
+                    .collect();
+                b.set_ranges(id, name, s.version, &del, false);
+                b.set_ranges(id, name, s.version, &add, true);
+                stats.ranges_changed += del.len() + add.len();
+            }
+        }
+    }
+    // 4. New chains, then the rules of new and changed chains (jump targets exist by then).
+    for (name, c) in &t.chains {
+        if !k.chains.contains_key(name) {
+            b.add_chain(id, name, c);
+            rewrite.push(name.as_str());
+        }
+    }
+    for name in rewrite {
+        if let Some(c) = t.chains.get(name) {
+            for r in &c.rules {
+                b.add_rule(id, name, r, true);
+            }
+            stats.chains_written += 1;
+        }
+    }
+}
+
+/// Adds to `b` what puts `rules` (tags in order) at the top of a foreign chain and removes
+/// any other rule of Calyx's from it.
+pub fn plan_insert(
+    b: &mut Batch,
+    id: &TableId,
+    chain: &str,
+    rules: &[super::model::Rule],
+    kernel: &[KernelRule],
+    stats: &mut PlanStats,
+) {
+    let tags: Vec<String> = rules.iter().map(|r| nft::tag_of(id.family, r)).collect();
+    let ours = |r: &KernelRule| {
+        r.comment
+            .as_deref()
+            .is_some_and(|c| c.starts_with(nft::COMMENT_PREFIX))
+    };
+    let top_ok = kernel.len() >= tags.len()
+        && kernel
+            .iter()
+            .zip(&tags)
+            .all(|(k, t)| k.comment.as_deref() == Some(t.as_str()));
+    let extra = kernel.iter().skip(tags.len()).any(ours) || (!top_ok && kernel.iter().any(ours));
+    if top_ok && !extra {
+        return;
+    }
+    for r in kernel.iter().filter(|r| ours(r)) {
+        b.del_rule(id, chain, r.handle);
+    }
+    // Inserted at the top one by one: the last first.
+    for r in rules.iter().rev() {
+        b.add_rule(id, chain, r, false);
+    }
+    stats.inserts_written += 1;
+}
+
+/// Reads the kernel and returns the transaction that makes it match `desired`, also deleting
+/// the tables in `dropped` (owned before, no longer desired) and Calyx's rules from the
+/// foreign chains in `dropped_inserts`.
+pub fn plan(
+    sock: &mut NfSocket,
+    desired: &Ruleset,
+    dropped: &[TableId],
+    dropped_inserts: &[(TableId, String)],
+) -> io::Result<(Batch, PlanStats)> {
+    let mut reads = Vec::new();
+    for id in desired.tables.keys() {
+        reads.push(read_table(sock, id)?);
+    }
+    let mut dropped_exist = Vec::new();
+    for id in dropped {
+        if read_table(sock, id)?.is_some() {
+            dropped_exist.push(id);
+        }
+    }
+    let mut insert_reads = Vec::new();
+    for ins in &desired.inserts {
+        insert_reads.push(read_chain(sock, &ins.table, &ins.chain)?);
+    }
+    let mut dropped_insert_reads = Vec::new();
+    for (t, c) in dropped_inserts {
+        dropped_insert_reads.push(read_chain(sock, t, c)?);
+    }
+    let first = sock.reserve(1 << 16);
+    let mut b = Batch::new(first);
+    let mut stats = PlanStats::default();
+    let mut set_id = 0;
+    for ((id, t), k) in desired.tables.iter().zip(&reads) {
+        plan_table(&mut b, id, t, k.as_ref(), &mut set_id, &mut stats);
+    }
+    for id in dropped_exist {
+        b.add_table(id);
+        b.del_table(id);
+        stats.tables_deleted += 1;
+    }
+    for (ins, k) in desired.inserts.iter().zip(&insert_reads) {
+        if let Some(k) = k {
+            plan_insert(&mut b, &ins.table, &ins.chain, &ins.rules, k, &mut stats);
+        }
+    }
+    for ((t, c), k) in dropped_inserts.iter().zip(&dropped_insert_reads) {
+        if let Some(k) = k {
+            plan_insert(&mut b, t, c, &[], k, &mut stats);
+        }
+    }
+    Ok((b, stats))
+}
