@@ -2,6 +2,8 @@
 //! written, read back, repaired after vandalism by hand (`nft`), and removed on uninstall;
 //! natOutgoing and forwarding carry real TCP traffic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{Read, Write};

@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod config;
 mod dataplane;
 mod http;
+mod natrules;
 pub mod routes;
 mod startup;
 pub mod status;
@@ -115,6 +116,14 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         let task = tokio::spawn(rec.run(stop.child_token()));
         Some((handle, task))
     };
+    let rules = if config.backend == Backend::None {
+        None
+    } else {
+        Some(
+            natrules::start(config.route_refresh_interval, stop.child_token())
+                .context("cannot open nfnetlink")?,
+        )
+    };
 
     let signalled = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(signalled.clone()));
@@ -124,6 +133,7 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         &client,
         &ipam,
         reconciler.as_ref().map(|(h, _)| h),
+        rules.as_ref().map(|(h, _)| h),
         &status,
         signalled,
     )
@@ -133,6 +143,9 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
     info!("shutting down");
     stop.cancel();
     if let Some((_, task)) = reconciler {
+        let _ = task.await;
+    }
+    if let Some((_, task)) = rules {
         let _ = task.await;
     }
     let _ = server.await;
@@ -212,12 +225,14 @@ async fn cancel_on_signal(token: CancellationToken) {
 }
 
 /// The watch → view → plans loop, until `shutdown` is cancelled (a signal, or a test).
+#[allow(clippy::too_many_arguments)] // the loop's collaborators: one handle each
 async fn main_loop<S: Store + Clone>(
     config: &NodeConfig,
     store: &S,
     client: &ResourceClient<S>,
     ipam: &Ipam<S>,
     reconciler: Option<&ReconcilerHandle>,
+    rules: Option<&calyx_felix::rules::RulesHandle>,
     status: &SharedStatus,
     shutdown: CancellationToken,
 ) -> Result<()> {
@@ -243,6 +258,7 @@ async fn main_loop<S: Store + Clone>(
     });
     let mut sent_routes: BTreeMap<IpNet, RemoteRoute> = BTreeMap::new();
     let mut sent_pools: Option<Vec<PoolEncap>> = None;
+    let mut sent_nat = None;
     let mut pending = Touched {
         pools: true,
         topology: true,
@@ -267,6 +283,9 @@ async fn main_loop<S: Store + Clone>(
             }
             _ = tick.tick() => {
                 if pending.pools {
+                    if let Some(rules) = rules {
+                        natrules::feed(rules, &state, &mut sent_nat);
+                    }
                     tunnels_pending = true;
                     tunnels_retry = Instant::now();
                 }
@@ -582,7 +601,7 @@ mod tests {
                 stop.clone(),
             );
             tokio::spawn(async move {
-                main_loop(&cfg, &store, &client, &ipam, None, &status, stop).await
+                main_loop(&cfg, &store, &client, &ipam, None, None, &status, stop).await
             })
         };
         assert_eq!(

@@ -78,7 +78,7 @@ pub enum IpVersion {
 
 impl IpVersion {
     /// Address length in bytes.
-    pub fn len(self) -> usize {
+    pub fn addr_len(self) -> usize {
         match self {
             IpVersion::V4 => 4,
             IpVersion::V6 => 16,

@@ -154,7 +154,7 @@ fn nest(buf: &mut Vec<u8>, t: u16) -> usize {
     s
 }
 
-fn nest_end(buf: &mut Vec<u8>, s: usize) {
+fn nest_end(buf: &mut [u8], s: usize) {
     let len = (buf.len() - s) as u16;
     buf[s..s + 2].copy_from_slice(&len.to_ne_bytes());
 }
@@ -280,7 +280,7 @@ impl Batch {
             format!("delete rule {t} {chain} handle {handle}"),
         );
         put_str(&mut self.buf, RULE_TABLE, &t.name);
-        put_str(&mut self.buf, RULE_CHAIN, name_or(chain));
+        put_str(&mut self.buf, RULE_CHAIN, chain);
         put_attr(&mut self.buf, RULE_HANDLE, &handle.to_be_bytes());
         end_msg(&mut self.buf, s);
     }
@@ -322,7 +322,7 @@ impl Batch {
             IpVersion::V6 => TYPE_IP6ADDR,
         };
         put_be32(&mut self.buf, SET_KEY_TYPE, key_type);
-        put_be32(&mut self.buf, SET_KEY_LEN, set.version.len() as u32);
+        put_be32(&mut self.buf, SET_KEY_LEN, set.version.addr_len() as u32);
         put_be32(&mut self.buf, SET_ID, id);
         end_msg(&mut self.buf, s);
     }
@@ -370,10 +370,6 @@ impl Batch {
             end_msg(&mut self.buf, s);
         }
     }
-}
-
-fn name_or(chain: &str) -> &str {
-    chain
 }
 
 fn begin_raw(buf: &mut Vec<u8>, t: u16, seq: u32) -> usize {

@@ -162,7 +162,7 @@ fn needs_rebuild(id: &TableId, t: &Table, k: &KernelTable) -> bool {
     }
     for (name, (ks, _)) in &k.sets {
         if let Some(s) = t.sets.get(name) {
-            if ks.flags != nft::SET_F_INTERVAL || ks.key_len as usize != s.version.len() {
+            if ks.flags != nft::SET_F_INTERVAL || ks.key_len as usize != s.version.addr_len() {
                 return true;
             }
         }
