@@ -26,12 +26,15 @@ CALYX_DEMO_PACKAGES=(
     python3:python3
 )
 
-# What the test suite drives for real: the demo's parts plus FRR, GoBGP and tcpdump.
+# What the test suite drives for real: the demo's parts plus FRR, GoBGP, tcpdump, and nft
+# (the rules tests inspect and vandalise Calyx's nftables table with it; the daemon itself
+# speaks nf_tables netlink and needs no package).
 CALYX_TEST_PACKAGES=(
     "${CALYX_DEMO_PACKAGES[@]}"
     frr:/usr/lib/frr/bgpd
     gobgpd:gobgpd
     tcpdump:tcpdump
+    nftables:nft
 )
 
 # calyx_install_packages ENTRY... : apt-get install every package whose probe is missing.

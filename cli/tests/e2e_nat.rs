@@ -1,0 +1,218 @@
+//! natOutgoing and workload forwarding end to end (issue 17): nodes run `calyx node run`, pods
+//! come from `calyx-cni`, and an "outside" host on the underlay — with no route back to the
+//! pod CIDR — records the source address of every TCP connection it accepts.
+
+// Test code: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use calyx_tests::cluster::{Cluster, NodeNs, Pod};
+use calyx_tests::netns::Netns;
+use calyx_tests::wait_until;
+
+fn tag(test: &str) -> String {
+    format!("cxn{}{}", test, std::process::id() % 10_000)
+}
+
+/// A TCP listener (python3, bounded to 5 minutes) in a namespace, printing each peer address.
+struct Listener {
+    child: Child,
+    peers: Arc<Mutex<Vec<String>>>,
+}
+
+const LISTENER: &str = "import socket,sys\n\
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+s.bind(('0.0.0.0',int(sys.argv[1]))); s.listen(64); s.settimeout(300)\n\
+print('listening',flush=True)\n\
+while True: c,a=s.accept(); print(a[0],flush=True); c.sendall(b'ok'); c.close()\n";
+
+impl Listener {
+    fn start(ns: &Netns, port: u16) -> Listener {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns.name(), "python3", "-c", LISTENER])
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let p = peers.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                p.lock().unwrap().push(line);
+            }
+        });
+        let l = Listener { child, peers };
+        let up = wait_until(Duration::from_secs(10), || {
+            l.peers.lock().unwrap().iter().any(|x| x == "listening")
+        });
+        assert!(up, "listener did not start");
+        l
+    }
+
+    /// Connects from `pod`; the address the listener saw, or `None` when it did not connect.
+    fn reach(&self, pod: &Pod, ip: &str, port: u16) -> Option<String> {
+        let before = self.peers.lock().unwrap().len();
+        let script = format!("exec 3<>/dev/tcp/{ip}/{port} && head -c2 <&3");
+        let ok = Command::new("ip")
+            .args(["netns", "exec", pod.ns.name(), "timeout", "2", "bash", "-c"])
+            .arg(&script)
+            .output()
+            .map(|o| o.status.success() && o.stdout == b"ok")
+            .unwrap_or(false);
+        if !ok {
+            return None;
+        }
+        // The listener prints right after accepting; give its reader a moment.
+        let mut seen = None;
+        wait_until(Duration::from_secs(2), || {
+            seen = self.peers.lock().unwrap().get(before).cloned();
+            seen.is_some()
+        });
+        seen
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nft(node: &NodeNs, args: &[&str]) {
+    let mut argv = vec!["nft"];
+    argv.extend_from_slice(args);
+    node.ns.exec(&argv);
+}
+
+fn nat_outgoing(c: &Cluster, on: bool) {
+    c.calyx_ok(&[
+        "patch",
+        "ippool",
+        "default-ipv4-ippool",
+        "-p",
+        &format!(r#"{{"spec":{{"natOutgoing":{on}}}}}"#),
+    ]);
+}
+
+fn scenario(test: &str, t: &str, prefix: &str, env: &[(&str, &str)]) {
+    if Command::new("nft").arg("--version").output().is_err() {
+        eprintln!("SKIPPED {test}: the `nft` command is missing (package nftables)");
+        return;
+    }
+    let Some(c) = Cluster::start(test, t, prefix, 2, env, |_| {}) else {
+        return;
+    };
+    // The outside host: on the underlay's bridge, default route to the underlay, no route
+    // to the pod CIDR (and no daemon).
+    let outside = c.underlay.add_node(9);
+    let pods = c.pods(t, 1);
+    let (a, b) = (&pods[0].1, &pods[1].1);
+    c.all_pairs_ping(&pods, Duration::from_secs(30), "pods up");
+    let ext = Listener::start(&outside.ns, 7000);
+    let on_b = Listener::start(&b.ns, 7001);
+
+    // natOutgoing (the default pool's default): the outside sees node1's address.
+    let reached = wait_until(Duration::from_secs(15), || {
+        ext.reach(a, &outside.ip, 7000).is_some()
+    });
+    assert!(reached, "pod cannot reach the outside\n{}", c.logs());
+    assert_eq!(
+        ext.reach(a, &outside.ip, 7000).as_deref(),
+        Some(c.nodes[0].ip.as_str())
+    );
+    // Between pools, never NAT: the pod on node2 sees the first pod's own address.
+    assert_eq!(on_b.reach(a, &b.ip, 7001).as_deref(), Some(a.ip.as_str()));
+
+    // natOutgoing off: outside access stops within seconds; on: it comes back.
+    let started = Instant::now();
+    nat_outgoing(&c, false);
+    let stopped = wait_until(Duration::from_secs(10), || {
+        ext.reach(a, &outside.ip, 7000).is_none()
+    });
+    assert!(stopped, "natOutgoing: false did not stop NAT\n{}", c.logs());
+    let off = started.elapsed();
+    let started = Instant::now();
+    nat_outgoing(&c, true);
+    let back = wait_until(Duration::from_secs(10), || {
+        ext.reach(a, &outside.ip, 7000).as_deref() == Some(c.nodes[0].ip.as_str())
+    });
+    assert!(back, "natOutgoing: true did not restore NAT\n{}", c.logs());
+    let on = started.elapsed();
+    println!(
+        "{test}: natOutgoing false -> outside unreachable after {:.2} s (one 2 s probe \
+         included); true -> reachable again after {:.2} s",
+        off.as_secs_f64(),
+        on.as_secs_f64()
+    );
+
+    // Calyx's table deleted by hand on node1: repaired.
+    nft(&c.nodes[0], &["delete", "table", "inet", "calyx"]);
+    let repaired = wait_until(Duration::from_secs(10), || {
+        c.nodes[0]
+            .ns
+            .try_exec(&["nft", "list", "table", "inet", "calyx"])
+    });
+    assert!(repaired, "table not repaired\n{}", c.logs());
+    assert!(ext.reach(a, &outside.ip, 7000).is_some());
+
+    // A FORWARD policy DROP set with iptables-nft's table on both nodes (as Docker does):
+    // pod traffic still flows, to the outside and between nodes.
+    for n in &c.nodes {
+        nft(n, &["add", "table", "ip", "filter"]);
+        nft(
+            n,
+            &[
+                "add", "chain", "ip", "filter", "FORWARD", "{", "type", "filter", "hook",
+                "forward", "priority", "0", ";", "policy", "drop", ";", "}",
+            ],
+        );
+    }
+    let inserted = wait_until(Duration::from_secs(10), || {
+        c.nodes.iter().all(|n| {
+            n.ns.exec(&["nft", "list", "chain", "ip", "filter", "FORWARD"])
+                .contains("iifname \"cali*\" accept")
+        })
+    });
+    assert!(inserted, "accept rules not inserted\n{}", c.logs());
+    assert_eq!(
+        ext.reach(a, &outside.ip, 7000).as_deref(),
+        Some(c.nodes[0].ip.as_str())
+    );
+    assert_eq!(on_b.reach(a, &b.ip, 7001).as_deref(), Some(a.ip.as_str()));
+    c.all_pairs_ping(&pods, Duration::from_secs(10), "FORWARD policy drop");
+}
+
+#[test]
+fn nat_outgoing_bgp() {
+    scenario(
+        "nat_outgoing_bgp",
+        &tag("b"),
+        "10.91.1",
+        &[
+            ("CALICO_NETWORKING_BACKEND", "bird"),
+            ("CALICO_IPV4POOL_CIDR", "10.191.0.0/16"),
+        ],
+    );
+}
+
+#[test]
+fn nat_outgoing_vxlan() {
+    scenario(
+        "nat_outgoing_vxlan",
+        &tag("v"),
+        "10.92.1",
+        &[
+            ("CALICO_NETWORKING_BACKEND", "vxlan"),
+            ("CALICO_IPV4POOL_CIDR", "10.192.0.0/16"),
+            ("CALICO_IPV4POOL_VXLAN", "Always"),
+        ],
+    );
+}
