@@ -182,11 +182,26 @@ fn main() {
     token.cancel();
     let _ = rt.block_on(task);
 
-    println!("rules bench: {n} pools ({} natOutgoing), medians of {runs}+ runs", n / 2);
-    println!("  write the whole table from nothing:          {}", ms(median(build)));
-    println!("  full resync, nothing to do (read back all):   {}", ms(median(noop)));
-    println!("  repair after `nft delete table inet calyx`:   {}", ms(median(repair)));
-    println!("  one pool's natOutgoing toggled (worker):      {}", ms(median(toggle)));
+    println!(
+        "rules bench: {n} pools ({} natOutgoing), medians of {runs}+ runs",
+        n / 2
+    );
+    println!(
+        "  write the whole table from nothing:          {}",
+        ms(median(build))
+    );
+    println!(
+        "  full resync, nothing to do (read back all):   {}",
+        ms(median(noop))
+    );
+    println!(
+        "  repair after `nft delete table inet calyx`:   {}",
+        ms(median(repair))
+    );
+    println!(
+        "  one pool's natOutgoing toggled (worker):      {}",
+        ms(median(toggle))
+    );
     println!(
         "  one pool toggled, handle -> kernel (engine):  {} (includes the probe's own read-back)",
         ms(median(live))

@@ -376,3 +376,41 @@ async fn nat_outgoing_and_forward_drop_carry_real_traffic() {
     .await;
     assert_eq!(connect(&pod, &outside, "192.168.50.9:7000"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iptables_nft_reads_and_keeps_working_with_calyx_rules() {
+    if skip("rules_iptables") {
+        return;
+    }
+    if try_run(&["iptables-nft", "--version"]).is_err() {
+        eprintln!("SKIP rules_iptables: iptables-nft is missing (package iptables)");
+        return;
+    }
+    let ns = Netns::new("rulesipt", "n");
+    ns.exec("iptables-nft -P FORWARD DROP").unwrap();
+    ns.exec("iptables-nft -A FORWARD -i docker0 -j ACCEPT")
+        .unwrap();
+    let eng = start(&ns, &pools(true));
+    let h = eng.handle.clone();
+    let rules = || ns.exec("iptables-nft -S FORWARD").unwrap_or_else(|e| e);
+    wait_for("inserted", &ns, &h, || rules().contains("-i cali+")).await;
+    let listed = rules();
+    // iptables-nft understands Calyx's rules (no "unsupported" warnings) and shows them first.
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines[0], "-P FORWARD DROP", "{listed}");
+    assert!(
+        lines[1].starts_with("-A FORWARD -i cali+") && lines[1].ends_with("-j ACCEPT"),
+        "{listed}"
+    );
+    assert!(lines[2].starts_with("-A FORWARD -o cali+"), "{listed}");
+    assert!(!listed.contains("unsupported"), "{listed}");
+    // Its owner still edits the chain; Calyx's rules stay first.
+    ns.exec("iptables-nft -I FORWARD -i docker1 -j ACCEPT")
+        .unwrap();
+    wait_for("first again", &ns, &h, || {
+        rules().lines().nth(1).is_some_and(|l| l.contains("cali+"))
+    })
+    .await;
+    assert!(rules().contains("-i docker1"), "{}", rules());
+    eprintln!("iptables-nft -S FORWARD:\n{}", rules());
+}
