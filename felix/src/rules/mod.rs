@@ -20,6 +20,7 @@ pub mod calyx;
 mod engine;
 pub mod model;
 pub mod nft;
+pub mod parse;
 pub mod sock;
 pub mod sync;
 

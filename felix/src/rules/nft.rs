@@ -5,8 +5,7 @@
 use crate::wire::{self, begin_msg, end_msg, put_attr};
 
 use super::model::{
-    Action, AddrSet, BaseChain, Chain, ChainType, Family, Hook, IfName, IpVersion, Match, Range,
-    Rule, TableId,
+    Action, AddrSet, Chain, Family, IfName, IpVersion, Match, Range, Rule, TableId,
 };
 
 /// `NFNL_SUBSYS_NFTABLES`.
@@ -61,32 +60,32 @@ const NLM_F_APPEND: u16 = 0x800;
 // Attributes.
 const TABLE_NAME: u16 = 1;
 const CHAIN_TABLE: u16 = 1;
-const CHAIN_NAME: u16 = 3;
-const CHAIN_HOOK: u16 = 4;
-const CHAIN_POLICY: u16 = 5;
-const CHAIN_TYPE: u16 = 7;
-const HOOK_HOOKNUM: u16 = 1;
-const HOOK_PRIORITY: u16 = 2;
+pub(crate) const CHAIN_NAME: u16 = 3;
+pub(crate) const CHAIN_HOOK: u16 = 4;
+pub(crate) const CHAIN_POLICY: u16 = 5;
+pub(crate) const CHAIN_TYPE: u16 = 7;
+pub(crate) const HOOK_HOOKNUM: u16 = 1;
+pub(crate) const HOOK_PRIORITY: u16 = 2;
 const RULE_TABLE: u16 = 1;
-const RULE_CHAIN: u16 = 2;
-const RULE_HANDLE: u16 = 3;
+pub(crate) const RULE_CHAIN: u16 = 2;
+pub(crate) const RULE_HANDLE: u16 = 3;
 const RULE_EXPRESSIONS: u16 = 4;
-const RULE_USERDATA: u16 = 7;
+pub(crate) const RULE_USERDATA: u16 = 7;
 const LIST_ELEM: u16 = 1;
 const EXPR_NAME: u16 = 1;
 const EXPR_DATA: u16 = 2;
 const SET_TABLE: u16 = 1;
-const SET_NAME: u16 = 2;
-const SET_FLAGS: u16 = 3;
+pub(crate) const SET_NAME: u16 = 2;
+pub(crate) const SET_FLAGS: u16 = 3;
 const SET_KEY_TYPE: u16 = 4;
-const SET_KEY_LEN: u16 = 5;
+pub(crate) const SET_KEY_LEN: u16 = 5;
 const SET_ID: u16 = 10;
 const SET_ELEM_LIST_TABLE: u16 = 1;
 const SET_ELEM_LIST_SET: u16 = 2;
-const SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const SET_ELEM_KEY: u16 = 1;
-const SET_ELEM_FLAGS: u16 = 3;
-const DATA_VALUE: u16 = 1;
+pub(crate) const SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub(crate) const SET_ELEM_KEY: u16 = 1;
+pub(crate) const SET_ELEM_FLAGS: u16 = 3;
+pub(crate) const DATA_VALUE: u16 = 1;
 const DATA_VERDICT: u16 = 2;
 const VERDICT_CODE: u16 = 1;
 const VERDICT_CHAIN: u16 = 2;
@@ -94,12 +93,12 @@ const VERDICT_CHAIN: u16 = 2;
 /// `NFT_SET_INTERVAL`.
 pub const SET_F_INTERVAL: u32 = 0x4;
 /// `NFT_SET_ELEM_INTERVAL_END`.
-const ELEM_F_INTERVAL_END: u32 = 0x1;
+pub(crate) const ELEM_F_INTERVAL_END: u32 = 0x1;
 /// nft's data types for set keys (user space only; `nft list` prints by them).
 const TYPE_IPADDR: u32 = 7;
 const TYPE_IP6ADDR: u32 = 8;
 
-const NF_DROP: i32 = 0;
+pub(crate) const NF_DROP: i32 = 0;
 const NF_ACCEPT: i32 = 1;
 const NFT_JUMP: i32 = -3;
 const NFT_RETURN: i32 = -5;
@@ -121,7 +120,7 @@ const NAT_RANGE_PROTO_RANDOM_FULLY: u32 = 0x10;
 const NFT_NAT_SNAT: u32 = 0;
 
 /// `NFTNL_UDATA_RULE_COMMENT`: the TLV type nft stores a rule's comment under.
-const UDATA_COMMENT: u8 = 0;
+pub(crate) const UDATA_COMMENT: u8 = 0;
 
 /// Prefix of every comment on a rule Calyx wrote.
 pub const COMMENT_PREFIX: &str = "calyx:";
@@ -632,7 +631,7 @@ pub fn tag_of(family: Family, rule: &Rule) -> String {
 }
 
 /// nft's user data for a rule comment: one TLV, the string NUL-terminated.
-fn userdata(comment: &str) -> Vec<u8> {
+pub(crate) fn userdata(comment: &str) -> Vec<u8> {
     let mut v = Vec::with_capacity(comment.len() + 3);
     v.push(UDATA_COMMENT);
     v.push((comment.len() + 1).min(255) as u8);
@@ -641,267 +640,10 @@ fn userdata(comment: &str) -> Vec<u8> {
     v
 }
 
-/// The comment in a rule's user data, if it has one.
-fn comment_of(udata: &[u8]) -> Option<String> {
-    let mut rest = udata;
-    while rest.len() >= 2 {
-        let (t, len) = (rest[0], rest[1] as usize);
-        let v = rest.get(2..2 + len)?;
-        if t == UDATA_COMMENT {
-            let s = v.split(|b| *b == 0).next().unwrap_or(&[]);
-            return Some(String::from_utf8_lossy(s).into_owned());
-        }
-        rest = &rest[2 + len..];
-    }
-    None
-}
-
-// ---- reading dump replies ----
-
-fn nfgen_body(payload: &[u8]) -> &[u8] {
-    payload.get(4..).unwrap_or(&[])
-}
-
-fn get_str(v: &[u8]) -> String {
-    String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or(&[])).into_owned()
-}
-
-fn be32(v: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?))
-}
-
-/// A chain as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelChain {
-    /// Name.
-    pub name: String,
-    /// Hook settings for a base chain; `None` for a regular chain.
-    pub base: Option<BaseChain>,
-    /// A base chain whose type or hook Calyx does not model (never equal to a desired one).
-    pub unknown_base: bool,
-}
-
-/// Parses an `NFT_MSG_NEWCHAIN` dump reply.
-pub fn parse_chain(payload: &[u8]) -> Option<KernelChain> {
-    let mut name = None;
-    let (mut hook, mut prio, mut policy, mut kind) = (None, None, None, None);
-    for (t, v) in wire::attrs(nfgen_body(payload)) {
-        match t {
-            CHAIN_NAME => name = Some(get_str(v)),
-            CHAIN_HOOK => {
-                for (ht, hv) in wire::attrs(v) {
-                    match ht {
-                        HOOK_HOOKNUM => hook = be32(hv),
-                        HOOK_PRIORITY => prio = be32(hv),
-                        _ => {}
-                    }
-                }
-            }
-            CHAIN_POLICY => policy = be32(v),
-            CHAIN_TYPE => kind = Some(get_str(v)),
-            _ => {}
-        }
-    }
-    let name = name?;
-    let mut unknown_base = false;
-    let base = match hook {
-        None => None,
-        Some(h) => {
-            let kind = match kind.as_deref() {
-                Some("filter") => Some(ChainType::Filter),
-                Some("nat") => Some(ChainType::Nat),
-                _ => None,
-            };
-            match (Hook::from_number(h), kind) {
-                (Some(hook), Some(kind)) => Some(BaseChain {
-                    kind,
-                    hook,
-                    priority: prio.unwrap_or(0) as i32,
-                    accept: policy != Some(NF_DROP as u32),
-                }),
-                _ => {
-                    unknown_base = true;
-                    None
-                }
-            }
-        }
-    };
-    Some(KernelChain {
-        name,
-        base,
-        unknown_base,
-    })
-}
-
-/// A rule as the kernel reports it: where it is, its handle and Calyx's comment if any.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelRule {
-    /// Chain name.
-    pub chain: String,
-    /// Handle (for deletion).
-    pub handle: u64,
-    /// The comment of its user data.
-    pub comment: Option<String>,
-}
-
-/// Parses an `NFT_MSG_NEWRULE` dump reply.
-pub fn parse_rule(payload: &[u8]) -> Option<KernelRule> {
-    let (mut chain, mut handle, mut comment) = (None, None, None);
-    for (t, v) in wire::attrs(nfgen_body(payload)) {
-        match t {
-            RULE_CHAIN => chain = Some(get_str(v)),
-            RULE_HANDLE => handle = Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?)),
-            RULE_USERDATA => comment = comment_of(v),
-            _ => {}
-        }
-    }
-    Some(KernelRule {
-        chain: chain?,
-        handle: handle?,
-        comment,
-    })
-}
-
-/// A set as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelSet {
-    /// Name.
-    pub name: String,
-    /// `NFT_SET_*` flags.
-    pub flags: u32,
-    /// Key length in bytes.
-    pub key_len: u32,
-}
-
-/// Parses an `NFT_MSG_NEWSET` dump reply.
-pub fn parse_set(payload: &[u8]) -> Option<KernelSet> {
-    let (mut name, mut flags, mut key_len) = (None, 0, 0);
-    for (t, v) in wire::attrs(nfgen_body(payload)) {
-        match t {
-            SET_NAME => name = Some(get_str(v)),
-            SET_FLAGS => flags = be32(v).unwrap_or(0),
-            SET_KEY_LEN => key_len = be32(v).unwrap_or(0),
-            _ => {}
-        }
-    }
-    Some(KernelSet {
-        name: name?,
-        flags,
-        key_len,
-    })
-}
-
-/// Parses an `NFT_MSG_NEWSETELEM` dump reply into `(key, interval_end)` pairs.
-pub fn parse_elems(payload: &[u8], out: &mut Vec<(u128, bool)>) {
-    for (t, v) in wire::attrs(nfgen_body(payload)) {
-        if t != SET_ELEM_LIST_ELEMENTS {
-            continue;
-        }
-        for (_, e) in wire::attrs(v) {
-            let (mut key, mut end) = (None, false);
-            for (et, ev) in wire::attrs(e) {
-                match et {
-                    SET_ELEM_KEY => {
-                        for (kt, kv) in wire::attrs(ev) {
-                            if kt == DATA_VALUE {
-                                key = match kv.len() {
-                                    4 => be32(kv).map(u128::from),
-                                    16 => kv.try_into().ok().map(u128::from_be_bytes),
-                                    _ => None,
-                                };
-                            }
-                        }
-                    }
-                    SET_ELEM_FLAGS => end = be32(ev).unwrap_or(0) & ELEM_F_INTERVAL_END != 0,
-                    _ => {}
-                }
-            }
-            if let Some(k) = key {
-                out.push((k, end));
-            }
-        }
-    }
-}
-
-/// Rebuilds ranges from interval-set elements (each start followed by its end; an end with
-/// no start before it, as nft writes for address 0, is skipped).
-pub fn ranges_of(mut elems: Vec<(u128, bool)>) -> Vec<Range> {
-    // Sorted by key; at equal keys an end comes first (it closes the previous range).
-    elems.sort_by_key(|(k, end)| (*k, !*end));
-    let mut out = Vec::new();
-    let mut open: Option<u128> = None;
-    for (k, end) in elems {
-        match (end, open) {
-            (false, None) => open = Some(k),
-            (false, Some(s)) => {
-                // A start while open: the previous range had no end (should not happen).
-                out.push(Range {
-                    start: s,
-                    end: None,
-                });
-                open = Some(k);
-            }
-            (true, Some(s)) => {
-                out.push(Range {
-                    start: s,
-                    end: Some(k),
-                });
-                open = None;
-            }
-            (true, None) => {}
-        }
-    }
-    if let Some(s) = open {
-        out.push(Range {
-            start: s,
-            end: None,
-        });
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn comment_roundtrip() {
-        let u = userdata("calyx: hello [0000abcd]");
-        assert_eq!(comment_of(&u).as_deref(), Some("calyx: hello [0000abcd]"));
-        // nft's own comment format reads the same.
-        assert_eq!(
-            comment_of(b"\x00\x09calyx hi\x00").as_deref(),
-            Some("calyx hi")
-        );
-        assert_eq!(comment_of(b"\x00\x40ab"), None);
-    }
-
-    #[test]
-    fn ranges_from_elements() {
-        let e = vec![(0x0a42_0000, true), (0x0a41_0000, false), (0, true)];
-        assert_eq!(
-            ranges_of(e),
-            vec![Range {
-                start: 0x0a41_0000,
-                end: Some(0x0a42_0000)
-            }]
-        );
-        let e = vec![(5, false), (9, true), (9, false)];
-        assert_eq!(
-            ranges_of(e),
-            vec![
-                Range {
-                    start: 5,
-                    end: Some(9)
-                },
-                Range {
-                    start: 9,
-                    end: None
-                }
-            ]
-        );
-    }
 
     #[test]
     fn tags_differ_by_expressions() {

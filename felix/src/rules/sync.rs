@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use std::io;
 
 use super::model::{Range, Ruleset, Table, TableId};
-use super::nft::{self, msg, Batch, KernelChain, KernelRule, KernelSet};
+use super::nft::{self, msg, Batch};
+use super::parse::{self, KernelChain, KernelRule, KernelSet};
 use super::sock::NfSocket;
 
 /// What the kernel holds of one of Calyx's tables.
@@ -50,13 +51,13 @@ pub fn read_table(sock: &mut NfSocket, id: &TableId) -> io::Result<Option<Kernel
         if table_attr(p, 1).as_deref() != Some(id.name.as_str()) {
             return;
         }
-        if let Some(c) = nft::parse_chain(p) {
+        if let Some(c) = parse::parse_chain(p) {
             t.chains.insert(c.name.clone(), (c, Vec::new()));
         }
     })?;
     let mut rules = Vec::new();
     sock.dump(msg::GETRULE, id.family, Some(&id.name), None, |p| {
-        if let Some(r) = nft::parse_rule(p) {
+        if let Some(r) = parse::parse_rule(p) {
             rules.push(r);
         }
     })?;
@@ -67,7 +68,7 @@ pub fn read_table(sock: &mut NfSocket, id: &TableId) -> io::Result<Option<Kernel
     }
     let mut sets = Vec::new();
     sock.dump(msg::GETSET, id.family, Some(&id.name), None, |p| {
-        if let Some(s) = nft::parse_set(p) {
+        if let Some(s) = parse::parse_set(p) {
             sets.push(s);
         }
     })?;
@@ -78,9 +79,9 @@ pub fn read_table(sock: &mut NfSocket, id: &TableId) -> io::Result<Option<Kernel
             id.family,
             Some(&id.name),
             Some(&s.name),
-            |p| nft::parse_elems(p, &mut elems),
+            |p| parse::parse_elems(p, &mut elems),
         )?;
-        t.sets.insert(s.name.clone(), (s, nft::ranges_of(elems)));
+        t.sets.insert(s.name.clone(), (s, parse::ranges_of(elems)));
     }
     Ok(Some(t))
 }
@@ -104,7 +105,7 @@ pub fn read_chain(
     }
     let mut rules = Vec::new();
     sock.dump(msg::GETRULE, id.family, Some(&id.name), Some(chain), |p| {
-        if let Some(r) = nft::parse_rule(p) {
+        if let Some(r) = parse::parse_rule(p) {
             rules.push(r);
         }
     })?;
