@@ -143,18 +143,20 @@ async fn table_is_written_read_back_and_repaired() {
         masq_v4_is(&ns, Some("10.65.0.0/16")) && !listing(&ns).contains("172.31.0.0")
     })
     .await;
-    // A base chain's priority changed (delete and re-create it by hand).
-    nft(&ns, "delete chain inet calyx forward").unwrap();
+    // A base chain's priority changed (deleted and re-created by hand in one nft transaction,
+    // so that the engine cannot repair in between).
     nft(
         &ns,
-        "add chain inet calyx forward { type filter hook forward priority 0 ; }",
+        "delete chain inet calyx forward ; \
+         add chain inet calyx forward { type filter hook forward priority 0 ; }",
     )
     .unwrap();
     wait_for("after a base chain edit", &ns, &h, || {
         listing(&ns).contains("priority filter - 10") && complete(&ns)
     })
     .await;
-    assert!(h.status().repairs >= 7, "{:?}", h.status());
+    // Changes made close together are repaired together (debounce): fewer repairs than edits.
+    assert!(h.status().repairs >= 4, "{:?}", h.status());
 
     // Desired changes: natOutgoing off, then on.
     h.set_desired(calyx::ruleset(&pools(false)));
@@ -251,6 +253,12 @@ fn listen(ns: &Netns, addr: &str) -> Listener {
 
 /// Connects from `ns` to `to`; the source address the listener saw, if it worked.
 fn connect(ns: &Netns, l: &Listener, to: &str) -> Option<String> {
+    connect_peer(ns, l, to).map(|p| p.ip().to_string())
+}
+
+/// Connects from `ns` to `to`; the peer (address and port) the listener saw, if it worked.
+/// The listener records the peer before it answers, so it is there once the answer is read.
+fn connect_peer(ns: &Netns, l: &Listener, to: &str) -> Option<SocketAddr> {
     let to: SocketAddr = to.parse().unwrap();
     let before = l.peers.lock().unwrap().len();
     let ok = run_in_netns(ns.path(), move || {
@@ -262,7 +270,7 @@ fn connect(ns: &Netns, l: &Listener, to: &str) -> Option<String> {
     .unwrap();
     ok.ok()?;
     let peers = l.peers.lock().unwrap();
-    peers.get(before).map(|p| p.ip().to_string())
+    peers.get(before).copied()
 }
 
 /// pod --(cali veth)-- node --(eth0)-- outside. The outside has no route to the pod CIDR
@@ -350,16 +358,8 @@ async fn nat_outgoing_and_forward_drop_carry_real_traffic() {
         listing(&node).contains("snat ip to 192.168.50.77")
     })
     .await;
-    let addr = run_in_netns(pod.path(), || {
-        let s = TcpStream::connect_timeout(
-            &"192.168.50.9:7000".parse().unwrap(),
-            Duration::from_millis(700),
-        );
-        s.map(|_| ())
-    })
-    .unwrap();
-    assert!(addr.is_ok(), "{addr:?}\n{}", listing(&node));
-    let last = *outside.peers.lock().unwrap().last().unwrap();
+    let last = connect_peer(&pod, &outside, "192.168.50.9:7000");
+    let last = last.unwrap_or_else(|| panic!("no connection\n{}", listing(&node)));
     assert_eq!(last.ip().to_string(), "192.168.50.77");
     assert!((40000..=40100).contains(&last.port()), "{last}");
 
