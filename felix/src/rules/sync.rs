@@ -362,3 +362,164 @@ pub fn plan(
     }
     Ok((b, stats))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::rules::calyx::{self, NatSettings};
+    use crate::rules::model::Family;
+
+    fn desired(pools: &[(&str, bool)]) -> (TableId, Table) {
+        let s = NatSettings {
+            pools: pools
+                .iter()
+                .map(|(c, n)| (c.parse().unwrap(), *n))
+                .collect(),
+            ..NatSettings::default()
+        };
+        let mut r = calyx::ruleset(&s);
+        r.tables.pop_first().unwrap()
+    }
+
+    /// What the kernel would report after `t` was written whole.
+    fn kernel_of(id: &TableId, t: &Table) -> KernelTable {
+        let mut k = KernelTable::default();
+        let mut handle = 0;
+        for (name, c) in &t.chains {
+            let rules = c
+                .rules
+                .iter()
+                .map(|r| {
+                    handle += 1;
+                    KernelRule {
+                        chain: name.clone(),
+                        handle,
+                        comment: Some(nft::tag_of(id.family, r)),
+                    }
+                })
+                .collect();
+            let kc = KernelChain {
+                name: name.clone(),
+                base: c.base,
+                unknown_base: false,
+            };
+            k.chains.insert(name.clone(), (kc, rules));
+        }
+        for (name, s) in &t.sets {
+            let ks = KernelSet {
+                name: name.clone(),
+                flags: nft::SET_F_INTERVAL,
+                key_len: s.version.addr_len() as u32,
+            };
+            k.sets.insert(name.clone(), (ks, s.ranges()));
+        }
+        k
+    }
+
+    fn plan_of(t: &Table, id: &TableId, k: Option<&KernelTable>) -> (Vec<String>, PlanStats) {
+        let mut b = Batch::new(100);
+        let mut stats = PlanStats::default();
+        plan_table(&mut b, id, t, k, &mut 0, &mut stats);
+        (b.finish().1, stats)
+    }
+
+    #[test]
+    fn equal_kernel_means_an_empty_transaction() {
+        let (id, t) = desired(&[("10.65.0.0/16", true), ("10.66.0.0/16", false)]);
+        let k = kernel_of(&id, &t);
+        let (ops, stats) = plan_of(&t, &id, Some(&k));
+        assert!(ops.is_empty() && stats.is_empty(), "{ops:?}");
+    }
+
+    #[test]
+    fn a_pool_change_is_one_element_request() {
+        let (id, before) = desired(&[("10.65.0.0/16", false), ("10.66.0.0/16", false)]);
+        let k = kernel_of(&id, &before);
+        let (_, after) = desired(&[("10.65.0.0/16", true), ("10.66.0.0/16", false)]);
+        let (ops, stats) = plan_of(&after, &id, Some(&k));
+        assert_eq!(
+            ops,
+            vec!["add 1 element(s) of set inet calyx masq-ipam-pools-v4"]
+        );
+        assert_eq!(stats.ranges_changed, 1);
+    }
+
+    #[test]
+    fn a_changed_rule_rewrites_its_chain_only() {
+        let (id, t) = desired(&[("10.65.0.0/16", true)]);
+        let mut k = kernel_of(&id, &t);
+        // Someone replaced the first rule of the forward chain.
+        k.chains.get_mut("forward").unwrap().1[0].comment = None;
+        let (ops, stats) = plan_of(&t, &id, Some(&k));
+        assert_eq!(ops[0], "flush chain inet calyx forward");
+        assert_eq!(ops.len(), 1 + t.chains["forward"].rules.len(), "{ops:?}");
+        assert!(ops[1..]
+            .iter()
+            .all(|o| o.starts_with("add rule inet calyx forward")));
+        assert_eq!(stats.chains_written, 1);
+    }
+
+    #[test]
+    fn missing_table_is_built_and_a_changed_hook_rebuilds() {
+        let (id, t) = desired(&[("10.65.0.0/16", true)]);
+        let (ops, stats) = plan_of(&t, &id, None);
+        assert_eq!(ops[0], "add table inet calyx");
+        assert_eq!(stats.tables_built, 1);
+        let mut k = kernel_of(&id, &t);
+        if let Some(b) = k.chains.get_mut("forward").unwrap().0.base.as_mut() {
+            b.priority = 0;
+        }
+        let (ops, _) = plan_of(&t, &id, Some(&k));
+        assert_eq!(
+            &ops[..3],
+            [
+                "add table inet calyx",
+                "delete table inet calyx",
+                "add table inet calyx"
+            ]
+        );
+    }
+
+    #[test]
+    fn foreign_chain_rules_kept_first() {
+        let id = TableId::new(Family::Ip, "filter");
+        let rules = &calyx::ruleset(&NatSettings {
+            accept_in_iptables_forward: true,
+            ..NatSettings::default()
+        })
+        .inserts[0]
+            .rules;
+        let theirs = KernelRule {
+            chain: "FORWARD".into(),
+            handle: 99,
+            comment: None,
+        };
+        let ours: Vec<KernelRule> = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| KernelRule {
+                chain: "FORWARD".into(),
+                handle: i as u64 + 1,
+                comment: Some(nft::tag_of(id.family, r)),
+            })
+            .collect();
+        let run = |k: &[KernelRule]| {
+            let mut b = Batch::new(1);
+            let mut stats = PlanStats::default();
+            plan_insert(&mut b, &id, "FORWARD", rules, k, &mut stats);
+            b.finish().1
+        };
+        // In place: nothing to do.
+        let mut k = ours.clone();
+        k.push(theirs.clone());
+        assert!(run(&k).is_empty());
+        // Someone inserted above ours: ours are deleted and inserted at the top again; theirs
+        // is never deleted.
+        let mut k = vec![theirs.clone()];
+        k.extend(ours.clone());
+        let ops = run(&k);
+        assert_eq!(ops.len(), 2 * rules.len(), "{ops:?}");
+        assert!(!ops.iter().any(|o| o.contains("handle 99")));
+    }
+}
