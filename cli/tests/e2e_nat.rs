@@ -131,27 +131,46 @@ fn scenario(test: &str, t: &str, prefix: &str, env: &[(&str, &str)]) {
     // Between pools, never NAT: the pod on node2 sees the first pod's own address.
     assert_eq!(on_b.reach(a, &b.ip, 7001).as_deref(), Some(a.ip.as_str()));
 
-    // natOutgoing off: outside access stops within seconds; on: it comes back.
-    let started = Instant::now();
-    nat_outgoing(&c, false);
-    let stopped = wait_until(Duration::from_secs(10), || {
-        ext.reach(a, &outside.ip, 7000).is_none()
-    });
-    assert!(stopped, "natOutgoing: false did not stop NAT\n{}", c.logs());
-    let off = started.elapsed();
-    let started = Instant::now();
-    nat_outgoing(&c, true);
-    let back = wait_until(Duration::from_secs(10), || {
-        ext.reach(a, &outside.ip, 7000).as_deref() == Some(c.nodes[0].ip.as_str())
-    });
-    assert!(back, "natOutgoing: true did not restore NAT\n{}", c.logs());
-    let on = started.elapsed();
-    println!(
-        "{test}: natOutgoing false -> outside unreachable after {:.2} s (one 2 s probe \
-         included); true -> reachable again after {:.2} s",
-        off.as_secs_f64(),
-        on.as_secs_f64()
-    );
+    // natOutgoing off: outside access stops within seconds; on: it comes back. Timed from
+    // the `calyx patch` returning to the set element changing in node1's kernel (polled with
+    // `nft` every few ms), and to the outside's view changing (probes of up to 2 s).
+    let masq = |c: &Cluster| {
+        c.nodes[0]
+            .ns
+            .exec(&["nft", "list", "set", "inet", "calyx", "masq-ipam-pools-v4"])
+            .contains("elements")
+    };
+    let mut figures = Vec::new();
+    for on in [false, true] {
+        let started = Instant::now();
+        nat_outgoing(&c, on);
+        let mut in_kernel = None;
+        while started.elapsed() < Duration::from_secs(10) {
+            if masq(&c) == on {
+                in_kernel = Some(started.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let in_kernel =
+            in_kernel.unwrap_or_else(|| panic!("natOutgoing {on}: set unchanged\n{}", c.logs()));
+        let seen = wait_until(Duration::from_secs(10), || {
+            let r = ext.reach(a, &outside.ip, 7000);
+            if on {
+                r.as_deref() == Some(c.nodes[0].ip.as_str())
+            } else {
+                r.is_none()
+            }
+        });
+        assert!(seen, "natOutgoing: {on} not in effect\n{}", c.logs());
+        figures.push(format!(
+            "natOutgoing {on}: in node1's kernel {:.0} ms after `calyx patch` returned, seen \
+             from the outside within {:.1} s",
+            in_kernel.as_secs_f64() * 1e3,
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    println!("{test}: {}", figures.join("; "));
 
     // Calyx's table deleted by hand on node1: repaired.
     nft(&c.nodes[0], &["delete", "table", "inet", "calyx"]);
@@ -188,6 +207,27 @@ fn scenario(test: &str, t: &str, prefix: &str, env: &[(&str, &str)]) {
     );
     assert_eq!(on_b.reach(a, &b.ip, 7001).as_deref(), Some(a.ip.as_str()));
     c.all_pairs_ping(&pods, Duration::from_secs(10), "FORWARD policy drop");
+
+    // FelixConfiguration natOutgoingAddress for node1 only (as calicoctl stores it): the
+    // outside sees that address; deleted, the node's own again.
+    let snat = format!("{prefix}.111");
+    c.nodes[0]
+        .ns
+        .exec(&["ip", "addr", "add", &format!("{snat}/32"), "dev", "eth0"]);
+    let key = "/calico/resources/v3/projectcalico.org/felixconfigurations/node.node1";
+    let value = format!(
+        r#"{{"kind":"FelixConfiguration","apiVersion":"projectcalico.org/v3","metadata":{{"name":"node.node1"}},"spec":{{"natOutgoingAddress":"{snat}"}}}}"#
+    );
+    c.underlay.etcd.etcdctl(&["put", key, &value]);
+    let snatted = wait_until(Duration::from_secs(10), || {
+        ext.reach(a, &outside.ip, 7000).as_deref() == Some(snat.as_str())
+    });
+    assert!(snatted, "natOutgoingAddress not applied\n{}", c.logs());
+    c.underlay.etcd.etcdctl(&["del", key]);
+    let back = wait_until(Duration::from_secs(10), || {
+        ext.reach(a, &outside.ip, 7000).as_deref() == Some(c.nodes[0].ip.as_str())
+    });
+    assert!(back, "natOutgoingAddress not removed\n{}", c.logs());
 }
 
 #[test]

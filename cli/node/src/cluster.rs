@@ -18,12 +18,15 @@ use futures::stream::{SelectAll, StreamExt};
 use ipnet::IpNet;
 use tracing::warn;
 
+use super::felixconfig;
+
 /// The prefixes a node watches: every resource kind Calyx models, and the block affinities.
 pub fn watch_prefixes() -> Vec<&'static str> {
     Kind::all()
         .into_iter()
         .map(Kind::key_prefix)
         .chain(std::iter::once(AFFINITY_KEY_PREFIX))
+        .chain(std::iter::once(felixconfig::KEY_PREFIX))
         .collect()
 }
 
@@ -40,6 +43,8 @@ pub struct ClusterState {
     pub bgp_peers: BTreeMap<String, BGPPeer>,
     /// Block CIDR -> the node it is affine to (confirmed affinities only).
     pub affinities: BTreeMap<IpNet, String>,
+    /// FelixConfiguration resources by name, as stored (see [`felixconfig`]).
+    pub felix_configs: BTreeMap<String, serde_json::Value>,
     /// The highest revision applied.
     pub revision: Revision,
 }
@@ -56,7 +61,9 @@ pub struct Touched {
 impl Touched {
     fn of_key(key: &str) -> Touched {
         Touched {
-            pools: key.starts_with(Kind::IPPool.key_prefix()),
+            // FelixConfiguration counts as a pool change: both feed the NAT rules.
+            pools: key.starts_with(Kind::IPPool.key_prefix())
+                || key.starts_with(felixconfig::KEY_PREFIX),
             topology: true,
         }
     }
@@ -105,6 +112,9 @@ impl ClusterState {
         if prefix == AFFINITY_KEY_PREFIX {
             self.affinities.clear();
         }
+        if prefix == felixconfig::KEY_PREFIX {
+            self.felix_configs.clear();
+        }
         match Kind::all().into_iter().find(|k| k.key_prefix() == prefix) {
             Some(Kind::IPPool) => self.pools.clear(),
             Some(Kind::Node) => self.nodes.clear(),
@@ -119,7 +129,16 @@ impl ClusterState {
     }
 
     fn put(&mut self, key: &str, value: &[u8]) {
-        if let Some((kind, name)) = Kind::from_key(key) {
+        if let Some(name) = key.strip_prefix(felixconfig::KEY_PREFIX) {
+            match serde_json::from_slice(value) {
+                Ok(v) => {
+                    self.felix_configs.insert(name.to_string(), v);
+                }
+                Err(e) => {
+                    warn!(%key, error = %e, "ignoring a FelixConfiguration that does not decode")
+                }
+            }
+        } else if let Some((kind, name)) = Kind::from_key(key) {
             let (resource, dropped) = match Resource::from_json_lenient(kind, value) {
                 Ok(decoded) => decoded,
                 Err(e) => {
@@ -163,7 +182,9 @@ impl ClusterState {
     }
 
     fn delete(&mut self, key: &str) {
-        if let Some((kind, name)) = Kind::from_key(key) {
+        if let Some(name) = key.strip_prefix(felixconfig::KEY_PREFIX) {
+            self.felix_configs.remove(name);
+        } else if let Some((kind, name)) = Kind::from_key(key) {
             match kind {
                 Kind::IPPool => {
                     self.pools.remove(name);

@@ -15,6 +15,7 @@ pub mod checksystem;
 pub mod cluster;
 pub mod config;
 mod dataplane;
+mod felixconfig;
 mod http;
 mod natrules;
 pub mod routes;
@@ -284,7 +285,7 @@ async fn main_loop<S: Store + Clone>(
             _ = tick.tick() => {
                 if pending.pools {
                     if let Some(rules) = rules {
-                        natrules::feed(rules, &state, &mut sent_nat);
+                        natrules::feed(rules, &state, &config.nodename, &mut sent_nat);
                     }
                     tunnels_pending = true;
                     tunnels_retry = Instant::now();
