@@ -228,6 +228,40 @@ fn scenario(test: &str, t: &str, prefix: &str, env: &[(&str, &str)]) {
         ext.reach(a, &outside.ip, 7000).as_deref() == Some(c.nodes[0].ip.as_str())
     });
     assert!(back, "natOutgoingAddress not removed\n{}", c.logs());
+
+    if env.contains(&("CALICO_IPV4POOL_VXLAN", "Always")) {
+        // FelixConfiguration vxlanVNI / vxlanPort: vxlan.calico is rebuilt on every node and
+        // pods still reach each other.
+        let key = "/calico/resources/v3/projectcalico.org/felixconfigurations/default";
+        let value = r#"{"kind":"FelixConfiguration","apiVersion":"projectcalico.org/v3","metadata":{"name":"default"},"spec":{"vxlanVNI":5000,"vxlanPort":4790}}"#;
+        let started = Instant::now();
+        c.underlay.etcd.etcdctl(&["put", key, value]);
+        let rebuilt = wait_until(Duration::from_secs(15), || {
+            c.nodes.iter().all(|n| {
+                // The device is briefly absent while felix recreates it.
+                let d = Command::new("ip")
+                    .args(["-n", n.ns.name(), "-d", "link", "show", "vxlan.calico"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                d.contains("id 5000") && d.contains("dstport 4790")
+            })
+        });
+        assert!(rebuilt, "vxlan.calico not rebuilt\n{}", c.logs());
+        let rebuilt_after = started.elapsed();
+        c.all_pairs_ping(
+            &pods,
+            Duration::from_secs(30),
+            "vxlanVNI 5000, vxlanPort 4790",
+        );
+        println!(
+            "{test}: vxlanVNI/vxlanPort changed: devices rebuilt after {:.1} s, pods ping again \
+             after {:.1} s",
+            rebuilt_after.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(on_b.reach(a, &b.ip, 7001).as_deref(), Some(a.ip.as_str()));
+    }
 }
 
 #[test]

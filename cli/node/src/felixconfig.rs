@@ -4,7 +4,8 @@
 //! calicoctl wrote applies unchanged; only the fields Calyx acts on are interpreted, and a bad
 //! value is logged and ignored (Felix's default applies), never fatal.
 //!
-//! Acted on so far: `natOutgoingAddress`, `natPortRange`, `natOutgoingExclusions` (live).
+//! Acted on so far, all live: `natOutgoingAddress`, `natPortRange`, `natOutgoingExclusions`,
+//! `vxlanVNI`, `vxlanPort`.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -25,6 +26,23 @@ pub struct FelixSettings {
     pub nat_port_range: Option<(u16, u16)>,
     /// `natOutgoingExclusions`.
     pub nat_outgoing_exclusions: NatExclusions,
+    /// `vxlanVNI` (Felix's default 4096 when unset).
+    pub vxlan_vni: Option<u32>,
+    /// `vxlanPort` (Felix's default 4789 when unset).
+    pub vxlan_port: Option<u16>,
+}
+
+/// An integer field within `range`; a bad value is logged and ignored.
+fn int_field(spec: &BTreeMap<String, Value>, field: &str, range: (u64, u64)) -> Option<u64> {
+    let v = spec.get(field)?;
+    match v.as_u64() {
+        Some(n) if (range.0..=range.1).contains(&n) => Some(n),
+        _ => {
+            warn!(value = %v, field, min = range.0, max = range.1,
+                  "FelixConfiguration: out of range or not an integer; ignored");
+            None
+        }
+    }
 }
 
 /// The `spec` fields of `default` overridden by those of `node.<node>`.
@@ -94,6 +112,9 @@ pub fn effective(configs: &BTreeMap<String, Value>, node: &str) -> FelixSettings
             }
         }
     }
+    // A VNI is 24 bits.
+    s.vxlan_vni = int_field(&spec, "vxlanVNI", (1, 0xff_ffff)).and_then(|n| u32::try_from(n).ok());
+    s.vxlan_port = int_field(&spec, "vxlanPort", (1, 65535)).and_then(|n| u16::try_from(n).ok());
     s
 }
 
@@ -140,5 +161,11 @@ mod tests {
         assert_eq!(effective(&BTreeMap::new(), "x"), FelixSettings::default());
         assert_eq!(port_range(&json!(8080)), Some((8080, 8080)));
         assert_eq!(port_range(&json!("1024")), Some((1024, 1024)));
+        let c = configs(&[(
+            "default",
+            json!({"spec": {"vxlanVNI": 5000, "vxlanPort": 70000}}),
+        )]);
+        let s = effective(&c, "x");
+        assert_eq!((s.vxlan_vni, s.vxlan_port), (Some(5000), None));
     }
 }
