@@ -181,6 +181,19 @@ fn scenario(test: &str, t: &str, prefix: &str, env: &[(&str, &str)]) {
     });
     assert!(repaired, "table not repaired\n{}", c.logs());
     assert!(ext.reach(a, &outside.ip, 7000).is_some());
+    // ... and counted in the node's metrics.
+    let metrics = || {
+        c.nodes[0].ns.exec(&[
+            "bash",
+            "-c",
+            "exec 3<>/dev/tcp/127.0.0.1/9099; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3",
+        ])
+    };
+    let counted = wait_until(Duration::from_secs(5), || {
+        let m = metrics();
+        m.contains("calyx_rules_in_sync 1") && !m.contains("calyx_rules_repairs_total 0\n")
+    });
+    assert!(counted, "{}", metrics());
 
     // A FORWARD policy DROP set with iptables-nft's table on both nodes (as Docker does):
     // pod traffic still flows, to the outside and between nodes.

@@ -344,6 +344,10 @@ async fn main_loop<S: Store + Clone>(
                     reconciler,
                     resolver.as_ref().map_or(0, |r| r.stats.bgp_routes.load(Ordering::Relaxed)),
                 );
+                if let Some(rules) = rules {
+                    let r = natrules::status(rules);
+                    update_status(status, |s| s.rules = r);
+                }
                 if let Some(bgp) = &bgp {
                     let peers = bgp.peer_status();
                     update_status(status, |s| {

@@ -84,6 +84,17 @@ pub fn feed(rules: &RulesHandle, state: &ClusterState, me: &str, sent: &mut Opti
     }
 }
 
+/// The engine's figures for the node's status.
+pub fn status(rules: &RulesHandle) -> crate::status::RulesStatus {
+    let s = rules.status();
+    crate::status::RulesStatus {
+        in_sync: s.in_sync,
+        transactions: s.transactions,
+        repairs: s.repairs,
+        last_error: s.last_error,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
