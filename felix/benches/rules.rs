@@ -9,7 +9,8 @@
 //! * writing the whole table from nothing;
 //! * a full resync that finds nothing to do (read back every chain, rule and set element and
 //!   compare);
-//! * the repair of the table deleted by hand (read back, rebuild in one transaction).
+//! * the repair of the table deleted by hand (read back, rebuild in one transaction);
+//! * the resident memory the worker and its desired ruleset add.
 //!
 //! Medians of several runs; figures are printed, never asserted.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -94,6 +95,16 @@ fn pool0_masqueraded(sock: &mut NfSocket) -> bool {
     .unwrap_or(false)
 }
 
+/// `VmRSS` of this process, KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn main() {
     if Command::new("nft").arg("--version").output().is_err() {
         eprintln!("rules bench: the `nft` command is missing (package nftables); skipped");
@@ -105,6 +116,7 @@ fn main() {
         .unwrap_or(1000);
     let runs = 7;
     let ns = Ns::new("rules");
+    let rss_before = rss_kib();
     let mut worker = run_in_netns(ns.path(), Worker::open).unwrap().unwrap();
 
     // Write from nothing (the table deleted between runs).
@@ -117,6 +129,7 @@ fn main() {
         ns.nft("delete table inet calyx");
     }
     worker.sync().unwrap();
+    let rss_after = rss_kib();
 
     // No-op resync.
     let mut noop = Vec::new();
@@ -205,5 +218,9 @@ fn main() {
     println!(
         "  one pool toggled, handle -> kernel (engine):  {} (includes the probe's own read-back)",
         ms(median(live))
+    );
+    println!(
+        "  resident memory of the worker with the ruleset: {} KiB (socket buffers are kernel memory)",
+        rss_after.saturating_sub(rss_before)
     );
 }
