@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use calyx_tests::cluster::{Cluster, NodeNs, Pod};
 use calyx_tests::netns::Netns;
-use calyx_tests::wait_until;
+use calyx_tests::{wait_until, workspace_binary};
 
 fn tag(test: &str) -> String {
     format!("cxn{}{}", test, std::process::id() % 10_000)
@@ -107,7 +107,7 @@ fn scenario(test: &str, t: &str, prefix: &str, env: &[(&str, &str)]) {
         eprintln!("SKIPPED {test}: the `nft` command is missing (package nftables)");
         return;
     }
-    let Some(c) = Cluster::start(test, t, prefix, 2, env, |_| {}) else {
+    let Some(mut c) = Cluster::start(test, t, prefix, 2, env, |_| {}) else {
         return;
     };
     // The outside host: on the underlay's bridge, default route to the underlay, no route
@@ -275,6 +275,31 @@ fn scenario(test: &str, t: &str, prefix: &str, env: &[(&str, &str)]) {
         );
         assert_eq!(on_b.reach(a, &b.ip, 7001).as_deref(), Some(a.ip.as_str()));
     }
+
+    // Uninstall on node1: the daemon stopped, `calyx node remove-rules` deletes Calyx's table
+    // and its rules in iptables' FORWARD; the chain, its policy and the rest stay.
+    drop((ext, on_b));
+    c.daemons[0].stop();
+    let node1 = &c.nodes[0];
+    let out = Command::new("ip")
+        .args(["netns", "exec", node1.ns.name()])
+        .arg(workspace_binary("calyx"))
+        .args(["node", "remove-rules"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("deleted table inet calyx"), "{text}");
+    assert!(!node1
+        .ns
+        .try_exec(&["nft", "list", "table", "inet", "calyx"]));
+    let fwd = node1
+        .ns
+        .exec(&["nft", "list", "chain", "ip", "filter", "FORWARD"]);
+    assert!(
+        !fwd.contains("calyx") && fwd.contains("policy drop"),
+        "{fwd}"
+    );
 }
 
 #[test]

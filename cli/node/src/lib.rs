@@ -17,7 +17,7 @@ pub mod config;
 mod dataplane;
 mod felixconfig;
 mod http;
-mod natrules;
+pub mod natrules;
 pub mod routes;
 mod startup;
 pub mod status;

@@ -84,6 +84,34 @@ pub fn feed(rules: &RulesHandle, state: &ClusterState, me: &str, sent: &mut Opti
     }
 }
 
+/// Deletes Calyx's nftables rules from this host (uninstall): table `inet calyx` and Calyx's
+/// rules in iptables-nft's `FORWARD` chains; nothing else. A running daemon writes them back.
+/// Returns one line per thing removed.
+pub fn remove_rules() -> Result<Vec<String>, calyx_felix::rules::Error> {
+    let mut worker =
+        calyx_felix::rules::Worker::open().map_err(calyx_felix::rules::Error::Socket)?;
+    // What Calyx may have written: its table and its inserts, whatever the pools were.
+    let everything = calyx::ruleset(&NatSettings {
+        accept_in_iptables_forward: true,
+        ..NatSettings::default()
+    });
+    worker.set_desired(everything.clone());
+    let stats = worker.remove_all()?;
+    let mut out = Vec::new();
+    if stats.tables_deleted > 0 {
+        for t in everything.tables.keys() {
+            out.push(format!("deleted table {t}"));
+        }
+    }
+    if stats.inserts_written > 0 {
+        out.push(format!(
+            "deleted Calyx's rules from {} foreign chain(s) (iptables-nft FORWARD)",
+            stats.inserts_written
+        ));
+    }
+    Ok(out)
+}
+
 /// The engine's figures for the node's status.
 pub fn status(rules: &RulesHandle) -> crate::status::RulesStatus {
     let s = rules.status();
