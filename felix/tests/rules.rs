@@ -114,6 +114,20 @@ async fn table_is_written_read_back_and_repaired() {
     let st = h.status();
     assert!(st.in_sync && st.last_error.is_none(), "{st:?}");
 
+    // Changes to other tables cost no check (notifications are filtered by table).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let checks = h.status().checks;
+    nft(&ns, "add table inet someone-else").unwrap();
+    nft(
+        &ns,
+        "add chain inet someone-else c { type filter hook input priority 0 ; }",
+    )
+    .unwrap();
+    nft(&ns, "add rule inet someone-else c counter accept").unwrap();
+    nft(&ns, "delete table inet someone-else").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.status().checks, checks, "{:?}", h.status());
+
     // Flushed by hand.
     nft(&ns, "flush table inet calyx").unwrap();
     wait_for("after flush table", &ns, &h, || complete(&ns)).await;

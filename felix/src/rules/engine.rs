@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::model::{Ruleset, TableId};
+use super::nft;
 use super::sock::{self, NfSocket};
 use super::sync::{self, PlanStats};
 use super::Error;
@@ -220,6 +221,9 @@ impl RulesEngine {
         let mut due = Instant::now();
         let mut retry = config.retry_initial;
         let mut next_resync = Instant::now() + config.resync_interval;
+        // Tables whose changes are worth a check: Calyx's, those it inserts into, and those
+        // it owned before (so that a table it still has to delete is watched too).
+        let mut watched: Vec<TableId> = Vec::new();
         loop {
             let pending = match shared.pending.lock() {
                 Ok(mut g) => g.take(),
@@ -229,6 +233,7 @@ impl RulesEngine {
                 return Err(Error::Worker("worker lost".into()));
             };
             if let Some(r) = pending {
+                watched = watched_tables(&r, &watched);
                 w.set_desired(r);
                 have_desired = true;
                 dirty = true;
@@ -294,7 +299,7 @@ impl RulesEngine {
                 g = afd.readable() => {
                     let mut guard = g.map_err(Error::Socket)?;
                     guard.clear_ready();
-                    if drain(&afd, &mut buf) && have_desired {
+                    if drain(&afd, &mut buf, &watched) && have_desired {
                         // Our own writes notify too: the check that follows them finds
                         // nothing to do and writes nothing, so this never loops.
                         if !dirty {
@@ -314,13 +319,58 @@ impl RulesEngine {
     }
 }
 
-/// Reads every pending notification; true if there was any (or some were lost).
-fn drain(afd: &AsyncFd<Socket>, buf: &mut [u8]) -> bool {
+/// The tables of `r` and its inserts, plus those watched before (kept: a table dropped from
+/// the desired ruleset must still be deleted, and a later change to it noticed).
+fn watched_tables(r: &Ruleset, before: &[TableId]) -> Vec<TableId> {
+    let mut v: Vec<TableId> = before.to_vec();
+    v.extend(r.tables.keys().cloned());
+    v.extend(r.inserts.iter().map(|i| i.table.clone()));
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Whether an nf_tables notification is about one of the `watched` tables (by family and
+/// the table attribute, the first of every table, chain, rule, set and element message).
+/// Generation messages (the end of every transaction) and unreadable ones say nothing.
+fn concerns(m: &crate::wire::RawMsg<'_>, watched: &[TableId]) -> bool {
+    if m.ty >> 8 != nft::SUBSYS || (m.ty & 0xff) == NFT_MSG_NEWGEN {
+        return false;
+    }
+    let Some(&family) = m.payload.first() else {
+        return false;
+    };
+    let Some(body) = m.payload.get(4..) else {
+        return false;
+    };
+    let table = crate::wire::attrs(body)
+        .find(|(t, _)| *t == 1)
+        .map(|(_, v)| v.split(|b| *b == 0).next().unwrap_or(&[]));
+    match table {
+        Some(name) => watched
+            .iter()
+            .any(|t| t.family.nfproto() == family && t.name.as_bytes() == name),
+        // Unknown shape: check rather than miss a change.
+        None => true,
+    }
+}
+
+/// `NFT_MSG_NEWGEN`.
+const NFT_MSG_NEWGEN: u16 = 15;
+
+/// Reads every pending notification; true if one concerned a `watched` table (or some were
+/// lost, which may have hidden one).
+fn drain(afd: &AsyncFd<Socket>, buf: &mut [u8], watched: &[TableId]) -> bool {
     let mut any = false;
     for _ in 0..10_000 {
         let mut b: &mut [u8] = &mut buf[..];
         match afd.get_ref().recv(&mut b, 0) {
-            Ok(_) => any = true,
+            Ok(n) => {
+                let n = n.min(buf.len());
+                if crate::wire::messages(&buf[..n]).any(|m| concerns(&m, watched)) {
+                    any = true;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return any,
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => any = true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -331,4 +381,41 @@ fn drain(afd: &AsyncFd<Socket>, buf: &mut [u8]) -> bool {
         }
     }
     any
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::rules::model::Family;
+    use crate::wire;
+
+    fn notification(m: u16, family: u8, table: &str) -> Vec<u8> {
+        let mut b = Vec::new();
+        let s = wire::begin_msg(&mut b, nft::ty(m), 0, 0);
+        b.extend_from_slice(&[family, 0, 0, 0]);
+        let mut v = table.as_bytes().to_vec();
+        v.push(0);
+        wire::put_attr(&mut b, 1, &v);
+        wire::end_msg(&mut b, s);
+        b
+    }
+
+    #[test]
+    fn notifications_filtered_by_family_and_table() {
+        let watched = vec![
+            TableId::new(Family::Inet, "calyx"),
+            TableId::new(Family::Ip, "filter"),
+        ];
+        let yes = |m, f, t: &str| {
+            let b = notification(m, f, t);
+            let msg = wire::messages(&b).next().unwrap();
+            concerns(&msg, &watched)
+        };
+        assert!(yes(nft::msg::DELTABLE, 1, "calyx"));
+        assert!(yes(nft::msg::NEWRULE, 2, "filter"));
+        assert!(!yes(nft::msg::NEWRULE, 1, "filter")); // inet filter is not ip filter
+        assert!(!yes(nft::msg::NEWSETELEM, 1, "kube-proxy"));
+        assert!(!yes(NFT_MSG_NEWGEN, 0, ""));
+    }
 }
