@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use calyx_felix::rules::calyx::{self, NatSettings};
+use calyx_felix::rules::calyx::{self, NatExclusions, NatSettings};
 use calyx_felix::rules::{RulesConfig, RulesEngine, RulesHandle, Worker};
 use calyx_felix::run_in_netns;
 use common::*;
@@ -376,6 +376,39 @@ async fn nat_outgoing_and_forward_drop_carry_real_traffic() {
     let last = last.unwrap_or_else(|| panic!("no connection\n{}", listing(&node)));
     assert_eq!(last.ip().to_string(), "192.168.50.77");
     assert!((40000..=40100).contains(&last.port()), "{last}");
+
+    // natPortRange with masquerade.
+    let mut s = pools(true);
+    s.nat_port_range = Some((41000, 41010));
+    h.set_desired(calyx::ruleset(&s));
+    wait_for("masquerade ports", &node, &h, || {
+        listing(&node).contains("masquerade to :41000-41010")
+    })
+    .await;
+    let last = connect_peer(&pod, &outside, "192.168.50.9:7000").unwrap();
+    assert_eq!(last.ip().to_string(), "192.168.50.1");
+    assert!((41000..=41010).contains(&last.port()), "{last}");
+
+    // natOutgoingExclusions: IPPoolsAndHostIPs with the outside's address as a host address:
+    // not NATed, so (with no route back to the pod) no connection.
+    let mut s = pools(true);
+    s.exclusions = NatExclusions::IpPoolsAndHostIps;
+    s.host_ips = vec!["192.168.50.9/32".parse().unwrap()];
+    h.set_desired(calyx::ruleset(&s));
+    wait_for("exclusions", &node, &h, || {
+        listing(&node).contains("@all-hosts-v4")
+    })
+    .await;
+    assert_eq!(connect(&pod, &outside, "192.168.50.9:7000"), None);
+    h.set_desired(calyx::ruleset(&pools(true)));
+    wait_for("no exclusions", &node, &h, || {
+        !listing(&node).contains("all-hosts-v4")
+    })
+    .await;
+    assert_eq!(
+        connect(&pod, &outside, "192.168.50.9:7000").as_deref(),
+        Some("192.168.50.1")
+    );
 
     // Without the accept rules in iptables' FORWARD, the DROP policy wins again: Calyx's own
     // forward chain alone cannot override another table's drop.
