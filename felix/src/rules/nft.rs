@@ -295,7 +295,7 @@ impl Batch {
         );
         put_str(&mut self.buf, RULE_TABLE, &t.name);
         put_str(&mut self.buf, RULE_CHAIN, chain);
-        let exprs = encode_exprs(t.family, rule);
+        let exprs = encode_exprs(rule);
         put_attr(&mut self.buf, RULE_EXPRESSIONS | NLA_F_NESTED, &exprs);
         put_attr(
             &mut self.buf,
@@ -520,7 +520,7 @@ fn port_regs(buf: &mut Vec<u8>, ports: Option<(u16, u16)>) -> bool {
 }
 
 /// Encodes a rule's expressions (the contents of `NFTA_RULE_EXPRESSIONS`).
-pub fn encode_exprs(_family: Family, rule: &Rule) -> Vec<u8> {
+pub fn encode_exprs(rule: &Rule) -> Vec<u8> {
     let mut b = Vec::with_capacity(256);
     for m in &rule.matches {
         match m {
@@ -626,8 +626,8 @@ pub fn rule_tag(rule: &Rule, exprs: &[u8]) -> String {
 }
 
 /// The tag a rule gets (see [`rule_tag`]).
-pub fn tag_of(family: Family, rule: &Rule) -> String {
-    rule_tag(rule, &encode_exprs(family, rule))
+pub fn tag_of(rule: &Rule) -> String {
+    rule_tag(rule, &encode_exprs(rule))
 }
 
 /// nft's user data for a rule comment: one TLV, the string NUL-terminated.
@@ -649,7 +649,7 @@ mod tests {
     fn tags_differ_by_expressions() {
         let a = Rule::new(vec![], Action::Accept, "x");
         let b = Rule::new(vec![], Action::Drop, "x");
-        assert_ne!(tag_of(Family::Inet, &a), tag_of(Family::Inet, &b));
-        assert!(tag_of(Family::Inet, &a).starts_with("calyx: x ["));
+        assert_ne!(tag_of(&a), tag_of(&b));
+        assert!(tag_of(&a).starts_with("calyx: x ["));
     }
 }

@@ -150,7 +150,9 @@ fn build_table(b: &mut Batch, id: &TableId, t: &Table, set_id: &mut u32) {
     }
 }
 
-fn needs_rebuild(id: &TableId, t: &Table, k: &KernelTable) -> bool {
+/// A structural difference the incremental path cannot fix in place: a base chain's hook, type
+/// or priority (the kernel cannot change them), or a set's type.
+fn needs_rebuild(t: &Table, k: &KernelTable) -> bool {
     for (name, (kc, _)) in &k.chains {
         if kc.unknown_base {
             return true;
@@ -168,7 +170,6 @@ fn needs_rebuild(id: &TableId, t: &Table, k: &KernelTable) -> bool {
             }
         }
     }
-    let _ = id;
     false
 }
 
@@ -187,7 +188,7 @@ pub fn plan_table(
         stats.tables_built += 1;
         return;
     };
-    if needs_rebuild(id, t, k) {
+    if needs_rebuild(t, k) {
         // Add first, so that the delete cannot fail if the table vanished meanwhile.
         b.add_table(id);
         b.del_table(id);
@@ -207,7 +208,7 @@ pub fn plan_table(
                     && krules
                         .iter()
                         .zip(&c.rules)
-                        .all(|(kr, r)| kr.comment.as_deref() == Some(&nft::tag_of(id.family, r)));
+                        .all(|(kr, r)| kr.comment.as_deref() == Some(&nft::tag_of(r)));
                 if !same {
                     if !krules.is_empty() {
                         b.flush_chain(id, name);
@@ -246,11 +247,10 @@ pub fn plan_table(
                     .filter(|r| want.binary_search(r).is_err())
                     .copied()
                     .collect();
-                let mut have_sorted = have.clone();
-                have_sorted.sort();
+                // Both sorted: `want` by construction, `have` as parse::ranges_of returns it.
                 let add: Vec<Range> = want
                     .iter()
-                    .filter(|r| have_sorted.binary_search(r).is_err())
+                    .filter(|r| have.binary_search(r).is_err())
                     .copied()
                     .collect();
                 b.set_ranges(id, name, s.version, &del, false);
@@ -286,7 +286,7 @@ pub fn plan_insert(
     kernel: &[KernelRule],
     stats: &mut PlanStats,
 ) {
-    let tags: Vec<String> = rules.iter().map(|r| nft::tag_of(id.family, r)).collect();
+    let tags: Vec<String> = rules.iter().map(nft::tag_of).collect();
     let ours = |r: &KernelRule| {
         r.comment
             .as_deref()
@@ -383,7 +383,7 @@ mod tests {
     }
 
     /// What the kernel would report after `t` was written whole.
-    fn kernel_of(id: &TableId, t: &Table) -> KernelTable {
+    fn kernel_of(t: &Table) -> KernelTable {
         let mut k = KernelTable::default();
         let mut handle = 0;
         for (name, c) in &t.chains {
@@ -395,7 +395,7 @@ mod tests {
                     KernelRule {
                         chain: name.clone(),
                         handle,
-                        comment: Some(nft::tag_of(id.family, r)),
+                        comment: Some(nft::tag_of(r)),
                     }
                 })
                 .collect();
@@ -427,7 +427,7 @@ mod tests {
     #[test]
     fn equal_kernel_means_an_empty_transaction() {
         let (id, t) = desired(&[("10.65.0.0/16", true), ("10.66.0.0/16", false)]);
-        let k = kernel_of(&id, &t);
+        let k = kernel_of(&t);
         let (ops, stats) = plan_of(&t, &id, Some(&k));
         assert!(ops.is_empty() && stats.is_empty(), "{ops:?}");
     }
@@ -435,7 +435,7 @@ mod tests {
     #[test]
     fn a_pool_change_is_one_element_request() {
         let (id, before) = desired(&[("10.65.0.0/16", false), ("10.66.0.0/16", false)]);
-        let k = kernel_of(&id, &before);
+        let k = kernel_of(&before);
         let (_, after) = desired(&[("10.65.0.0/16", true), ("10.66.0.0/16", false)]);
         let (ops, stats) = plan_of(&after, &id, Some(&k));
         assert_eq!(
@@ -448,7 +448,7 @@ mod tests {
     #[test]
     fn a_changed_rule_rewrites_its_chain_only() {
         let (id, t) = desired(&[("10.65.0.0/16", true)]);
-        let mut k = kernel_of(&id, &t);
+        let mut k = kernel_of(&t);
         // Someone replaced the first rule of the forward chain.
         k.chains.get_mut("forward").unwrap().1[0].comment = None;
         let (ops, stats) = plan_of(&t, &id, Some(&k));
@@ -466,7 +466,7 @@ mod tests {
         let (ops, stats) = plan_of(&t, &id, None);
         assert_eq!(ops[0], "add table inet calyx");
         assert_eq!(stats.tables_built, 1);
-        let mut k = kernel_of(&id, &t);
+        let mut k = kernel_of(&t);
         if let Some(b) = k.chains.get_mut("forward").unwrap().0.base.as_mut() {
             b.priority = 0;
         }
@@ -501,7 +501,7 @@ mod tests {
             .map(|(i, r)| KernelRule {
                 chain: "FORWARD".into(),
                 handle: i as u64 + 1,
-                comment: Some(nft::tag_of(id.family, r)),
+                comment: Some(nft::tag_of(r)),
             })
             .collect();
         let run = |k: &[KernelRule]| {
