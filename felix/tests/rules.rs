@@ -461,3 +461,52 @@ async fn iptables_nft_reads_and_keeps_working_with_calyx_rules() {
     assert!(rules().contains("-i docker1"), "{}", rules());
     eprintln!("iptables-nft -S FORWARD:\n{}", rules());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_transaction_changes_nothing_and_is_retried() {
+    if skip("rules_refused") {
+        return;
+    }
+    let ns = Netns::new("rulesref", "n");
+    let eng = start(&ns, &pools(true));
+    let h = eng.handle.clone();
+    wait_for("first write", &ns, &h, || complete(&ns)).await;
+    let before = listing(&ns);
+    // A change of pools together with a rule the kernel refuses (a jump to no chain): the
+    // whole transaction is refused, the pool change included.
+    let mut bad = calyx::ruleset(&pools(false));
+    let (_, table) = bad.tables.iter_mut().next().unwrap();
+    table
+        .chains
+        .get_mut("forward")
+        .unwrap()
+        .rules
+        .push(calyx_felix::rules::model::Rule::new(
+            vec![],
+            calyx_felix::rules::model::Action::Jump("no-such-chain".into()),
+            "broken",
+        ));
+    h.set_desired(bad);
+    wait_for("refused", &ns, &h, || h.status().last_error.is_some()).await;
+    let st = h.status();
+    assert!(!st.in_sync, "{st:?}");
+    assert!(
+        st.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("add rule inet calyx forward (broken)"),
+        "{st:?}"
+    );
+    assert_eq!(
+        listing(&ns),
+        before,
+        "a refused transaction changed the kernel"
+    );
+    // A good ruleset again: written, error cleared.
+    h.set_desired(calyx::ruleset(&pools(false)));
+    wait_for("recovered", &ns, &h, || {
+        let s = h.status();
+        s.in_sync && s.last_error.is_none() && masq_v4_is(&ns, None)
+    })
+    .await;
+}
