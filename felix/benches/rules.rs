@@ -3,9 +3,10 @@
 //! In a fresh network namespace, with `FELIX_BENCH_POOLS` pools (default 1,000; half of them
 //! natOutgoing, none adjacent so each is its own range in the sets), it measures and prints:
 //! * a pool change (one pool's natOutgoing toggled) until the kernel has committed it: through
-//!   the blocking worker (read back + diff + one transaction, acknowledged), and through the
-//!   running engine as the daemon uses it (handle -> engine task -> kernel), seen by polling
-//!   a separate read-back of the set;
+//!   the blocking worker (read back + diff + one transaction, acknowledged), the same planned
+//!   against the state last written (the engine's fast path), and through the running engine
+//!   as the daemon uses it (handle -> engine task -> kernel), seen by polling a separate
+//!   read-back of the set;
 //! * writing the whole table from nothing;
 //! * a full resync that finds nothing to do (read back every chain, rule and set element and
 //!   compare);
@@ -150,6 +151,17 @@ fn main() {
         assert_eq!(stats.ranges_changed, 1, "{stats:?}");
     }
 
+    // The same through the fast path (planned against what was last written, no read-back),
+    // as the engine does for a change of the desired rules when no one else changed the kernel.
+    let mut toggle_fast = Vec::new();
+    for i in 0..runs * 2 {
+        worker.set_desired(calyx::ruleset(&settings(n, i % 2 == 1)));
+        let t = Instant::now();
+        let stats = worker.sync_fast().unwrap();
+        toggle_fast.push(t.elapsed());
+        assert_eq!(stats.ranges_changed, 1, "{stats:?}");
+    }
+
     // Repair after a hand deletion.
     let mut repair = Vec::new();
     for _ in 0..runs {
@@ -214,6 +226,10 @@ fn main() {
     println!(
         "  one pool's natOutgoing toggled (worker):      {}",
         ms(median(toggle))
+    );
+    println!(
+        "  the same without read-back (fast path):       {}",
+        ms(median(toggle_fast))
     );
     println!(
         "  one pool toggled, handle -> kernel (engine):  {} (includes the probe's own read-back)",

@@ -181,6 +181,16 @@ async fn table_is_written_read_back_and_repaired() {
     })
     .await;
 
+    // Vandalism and a desired change at once (the change may be planned against the state
+    // last written before the notification is read): both end up in the kernel.
+    nft(&ns, "flush table inet calyx").unwrap();
+    h.set_desired(calyx::ruleset(&pools(false)));
+    wait_for("flush + change", &ns, &h, || {
+        let l = listing(&ns);
+        masq_v4_is(&ns, None) && l.contains("jump nat-outgoing") && l.contains("\"cali*\"")
+    })
+    .await;
+
     // Uninstall.
     drop(eng);
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -2,7 +2,7 @@
 //! to the latest one, and repairs drift when nf_tables reports a change or the resync period
 //! ends.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,10 +13,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::model::{Ruleset, TableId};
+use super::model::{ChainInsert, Ruleset, TableId};
 use super::nft;
 use super::sock::{self, NfSocket};
-use super::sync::{self, PlanStats};
+use super::sync::{self, KernelTable, PlanStats};
 use super::Error;
 
 /// Settings of a [`RulesEngine`].
@@ -99,6 +99,16 @@ pub struct Worker {
     /// ruleset deletes it).
     owned: BTreeSet<TableId>,
     inserted: BTreeSet<(TableId, String)>,
+    /// What the kernel holds as of the last successful sync, as long as nobody else is known
+    /// to have changed it since ([`Self::forget`]): lets a change of the desired rules be
+    /// planned without reading the tables back ([`Self::sync_fast`]).
+    known: Option<Known>,
+}
+
+/// The kernel's state as Calyx last wrote it.
+struct Known {
+    tables: BTreeMap<TableId, KernelTable>,
+    inserts: Vec<ChainInsert>,
 }
 
 impl Worker {
@@ -109,7 +119,14 @@ impl Worker {
             desired: Ruleset::default(),
             owned: BTreeSet::new(),
             inserted: BTreeSet::new(),
+            known: None,
         })
+    }
+
+    /// The netlink port id of the request socket: nf_tables notifications caused by this
+    /// worker's own transactions carry it.
+    pub fn port_id(&self) -> u32 {
+        self.sock.port_id()
     }
 
     /// Replaces the desired ruleset (applied by the next [`Self::sync`]).
@@ -120,15 +137,19 @@ impl Worker {
         self.desired = r;
     }
 
-    /// Reads the kernel and writes the difference in one transaction; returns what changed.
-    pub fn sync(&mut self) -> Result<PlanStats, Error> {
-        let dropped: Vec<TableId> = self
+    /// Someone else may have changed the kernel: the next sync reads it back.
+    pub fn forget(&mut self) {
+        self.known = None;
+    }
+
+    fn dropped(&self) -> (Vec<TableId>, Vec<(TableId, String)>) {
+        let dropped = self
             .owned
             .iter()
             .filter(|t| !self.desired.tables.contains_key(*t))
             .cloned()
             .collect();
-        let dropped_inserts: Vec<(TableId, String)> = self
+        let dropped_inserts = self
             .inserted
             .iter()
             .filter(|(t, c)| {
@@ -140,8 +161,59 @@ impl Worker {
             })
             .cloned()
             .collect();
-        let (batch, stats) = sync::plan(&mut self.sock, &self.desired, &dropped, &dropped_inserts)
+        (dropped, dropped_inserts)
+    }
+
+    /// Reads the kernel and writes the difference in one transaction; returns what changed.
+    pub fn sync(&mut self) -> Result<PlanStats, Error> {
+        let (dropped, dropped_inserts) = self.dropped();
+        let view = sync::read_view(&mut self.sock, &self.desired, &dropped, &dropped_inserts)
             .map_err(Error::Kernel)?;
+        self.write(&view, &dropped_inserts)
+    }
+
+    /// Like [`Self::sync`], but plans against the state Calyx last wrote instead of reading
+    /// the tables back, when that state is known (no change by anyone else noticed since,
+    /// the same foreign chains): a change costs work for what changed, not for the whole
+    /// table. Falls back to [`Self::sync`] otherwise.
+    pub fn sync_fast(&mut self) -> Result<PlanStats, Error> {
+        let (dropped, dropped_inserts) = self.dropped();
+        let view = match &self.known {
+            Some(k)
+                if dropped_inserts.is_empty()
+                    && k.inserts == self.desired.inserts
+                    && self.desired.tables.keys().all(|t| k.tables.contains_key(t)) =>
+            {
+                sync::KernelView {
+                    tables: self
+                        .desired
+                        .tables
+                        .keys()
+                        .map(|t| k.tables.get(t).cloned())
+                        .collect(),
+                    dropped_exist: dropped
+                        .iter()
+                        .filter(|t| k.tables.contains_key(*t))
+                        .cloned()
+                        .collect(),
+                    // As desired (unchanged since the last sync): nothing to plan.
+                    inserts: vec![None; self.desired.inserts.len()],
+                    dropped_inserts: Vec::new(),
+                }
+            }
+            _ => return self.sync(),
+        };
+        self.write(&view, &dropped_inserts)
+    }
+
+    fn write(
+        &mut self,
+        view: &sync::KernelView,
+        dropped_inserts: &[(TableId, String)],
+    ) -> Result<PlanStats, Error> {
+        let first = self.sock.reserve(1 << 16);
+        let (batch, stats) = sync::plan_view(first, &self.desired, view, dropped_inserts);
+        self.known = None;
         match self.sock.transact(batch).map_err(Error::Kernel)? {
             Ok(()) => {}
             Err(f) => {
@@ -151,6 +223,15 @@ impl Worker {
                 })
             }
         }
+        self.known = Some(Known {
+            tables: self
+                .desired
+                .tables
+                .iter()
+                .map(|(id, t)| (id.clone(), sync::assumed(t)))
+                .collect(),
+            inserts: self.desired.inserts.clone(),
+        });
         // Deleted tables are no longer ours to watch.
         self.owned.retain(|t| self.desired.tables.contains_key(t));
         let desired = &self.desired;
@@ -224,6 +305,12 @@ impl RulesEngine {
         // Tables whose changes are worth a check: Calyx's, those it inserts into, and those
         // it owned before (so that a table it still has to delete is watched too).
         let mut watched: Vec<TableId> = Vec::new();
+        // Notifications of the worker's own transactions carry its port id: not a change by
+        // anyone else.
+        let own_port = worker.as_ref().map_or(0, Worker::port_id);
+        // Read the kernel back at the next sync (at first, after a change by someone else, and
+        // at each periodic resync); otherwise plan against what Calyx last wrote.
+        let mut full = true;
         loop {
             let pending = match shared.pending.lock() {
                 Ok(mut g) => g.take(),
@@ -242,8 +329,9 @@ impl RulesEngine {
             }
             if have_desired && dirty && Instant::now() >= due {
                 let started = Instant::now();
+                let read_back = std::mem::replace(&mut full, false);
                 let joined = tokio::task::spawn_blocking(move || {
-                    let r = w.sync();
+                    let r = if read_back { w.sync() } else { w.sync_fast() };
                     (w, r)
                 })
                 .await;
@@ -299,9 +387,8 @@ impl RulesEngine {
                 g = afd.readable() => {
                     let mut guard = g.map_err(Error::Socket)?;
                     guard.clear_ready();
-                    if drain(&afd, &mut buf, &watched) && have_desired {
-                        // Our own writes notify too: the check that follows them finds
-                        // nothing to do and writes nothing, so this never loops.
+                    if drain(&afd, &mut buf, &watched, own_port) && have_desired {
+                        full = true;
                         if !dirty {
                             due = Instant::now() + config.debounce;
                         }
@@ -309,6 +396,7 @@ impl RulesEngine {
                     }
                 }
                 _ = tokio::time::sleep_until(wake_at.into()) => {
+                    full = true;
                     if !dirty {
                         dirty = true;
                         due = Instant::now();
@@ -333,7 +421,15 @@ fn watched_tables(r: &Ruleset, before: &[TableId]) -> Vec<TableId> {
 /// Whether an nf_tables notification is about one of the `watched` tables (by family and
 /// the table attribute, the first of every table, chain, rule, set and element message).
 /// Generation messages (the end of every transaction) and unreadable ones say nothing.
-fn concerns(m: &crate::wire::RawMsg<'_>, watched: &[TableId]) -> bool {
+fn concerns(m: &crate::wire::RawMsg<'_>, watched: &[TableId], own_port: u32) -> bool {
+    let pid = m
+        .whole
+        .get(12..16)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_ne_bytes);
+    if own_port != 0 && pid == Some(own_port) {
+        return false;
+    }
     if m.ty >> 8 != nft::SUBSYS || (m.ty & 0xff) == NFT_MSG_NEWGEN {
         return false;
     }
@@ -360,14 +456,14 @@ const NFT_MSG_NEWGEN: u16 = 15;
 
 /// Reads every pending notification; true if one concerned a `watched` table (or some were
 /// lost, which may have hidden one).
-fn drain(afd: &AsyncFd<Socket>, buf: &mut [u8], watched: &[TableId]) -> bool {
+fn drain(afd: &AsyncFd<Socket>, buf: &mut [u8], watched: &[TableId], own_port: u32) -> bool {
     let mut any = false;
     for _ in 0..10_000 {
         let mut b: &mut [u8] = &mut buf[..];
         match afd.get_ref().recv(&mut b, 0) {
             Ok(n) => {
                 let n = n.min(buf.len());
-                if crate::wire::messages(&buf[..n]).any(|m| concerns(&m, watched)) {
+                if crate::wire::messages(&buf[..n]).any(|m| concerns(&m, watched, own_port)) {
                     any = true;
                 }
             }
@@ -410,12 +506,17 @@ mod tests {
         let yes = |m, f, t: &str| {
             let b = notification(m, f, t);
             let msg = wire::messages(&b).next().unwrap();
-            concerns(&msg, &watched)
+            concerns(&msg, &watched, 77)
         };
         assert!(yes(nft::msg::DELTABLE, 1, "calyx"));
         assert!(yes(nft::msg::NEWRULE, 2, "filter"));
         assert!(!yes(nft::msg::NEWRULE, 1, "filter")); // inet filter is not ip filter
         assert!(!yes(nft::msg::NEWSETELEM, 1, "kube-proxy"));
         assert!(!yes(NFT_MSG_NEWGEN, 0, ""));
+        // The worker's own changes (its port id in the header) are no one else's.
+        let mut own = notification(nft::msg::DELTABLE, 1, "calyx");
+        own[12..16].copy_from_slice(&77u32.to_ne_bytes());
+        let msg = wire::messages(&own).next().unwrap();
+        assert!(!concerns(&msg, &watched, 77));
     }
 }

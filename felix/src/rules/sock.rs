@@ -32,6 +32,7 @@ pub struct NfSocket {
     sock: Socket,
     seq: u32,
     inb: Vec<u8>,
+    port_id: u32,
 }
 
 impl NfSocket {
@@ -50,11 +51,20 @@ impl NfSocket {
             let _ = sock.set_rx_buf_sz(8 << 20);
         }
         set_timeout(&sock, REPLY_TIMEOUT)?;
+        let mut addr = SocketAddr::new(0, 0);
+        sock.get_address(&mut addr)?;
         Ok(NfSocket {
             sock,
             seq: 1,
             inb: vec![0u8; 256 * 1024],
+            port_id: addr.port_number(),
         })
+    }
+
+    /// The socket's netlink port id (the kernel's notifications of this socket's changes
+    /// carry it as their `nlmsg_pid`).
+    pub fn port_id(&self) -> u32 {
+        self.port_id
     }
 
     /// A fresh sequence number range of `n` numbers; returns the first.

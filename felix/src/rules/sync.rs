@@ -311,56 +311,107 @@ pub fn plan_insert(
     stats.inserts_written += 1;
 }
 
-/// Reads the kernel and returns the transaction that makes it match `desired`, also deleting
-/// the tables in `dropped` (owned before, no longer desired) and Calyx's rules from the
-/// foreign chains in `dropped_inserts`.
-pub fn plan(
+/// What the kernel holds of everything a sync looks at.
+#[derive(Debug, Clone, Default)]
+pub struct KernelView {
+    /// Each desired table (in the desired ruleset's order); `None`: absent.
+    pub tables: Vec<Option<KernelTable>>,
+    /// The dropped tables that still exist.
+    pub dropped_exist: Vec<TableId>,
+    /// The rules of each desired insert's chain (in order); `None`: chain absent, or (in a
+    /// view from the cache) known to be as desired.
+    pub inserts: Vec<Option<Vec<KernelRule>>>,
+    /// The rules of each dropped insert's chain.
+    pub dropped_inserts: Vec<Option<Vec<KernelRule>>>,
+}
+
+/// Reads what a sync of `desired` looks at.
+pub fn read_view(
     sock: &mut NfSocket,
     desired: &Ruleset,
     dropped: &[TableId],
     dropped_inserts: &[(TableId, String)],
-) -> io::Result<(Batch, PlanStats)> {
-    let mut reads = Vec::new();
+) -> io::Result<KernelView> {
+    let mut v = KernelView::default();
     for id in desired.tables.keys() {
-        reads.push(read_table(sock, id)?);
+        v.tables.push(read_table(sock, id)?);
     }
-    let mut dropped_exist = Vec::new();
     for id in dropped {
         if read_table(sock, id)?.is_some() {
-            dropped_exist.push(id);
+            v.dropped_exist.push(id.clone());
         }
     }
-    let mut insert_reads = Vec::new();
     for ins in &desired.inserts {
-        insert_reads.push(read_chain(sock, &ins.table, &ins.chain)?);
+        v.inserts.push(read_chain(sock, &ins.table, &ins.chain)?);
     }
-    let mut dropped_insert_reads = Vec::new();
     for (t, c) in dropped_inserts {
-        dropped_insert_reads.push(read_chain(sock, t, c)?);
+        v.dropped_inserts.push(read_chain(sock, t, c)?);
     }
-    let first = sock.reserve(1 << 16);
-    let mut b = Batch::new(first);
+    Ok(v)
+}
+
+/// What the kernel holds of `t` right after `t` was written (rule handles unknown: only
+/// foreign chains need them, and those are always read).
+pub fn assumed(t: &Table) -> KernelTable {
+    let mut k = KernelTable::default();
+    for (name, c) in &t.chains {
+        let rules = c
+            .rules
+            .iter()
+            .map(|r| KernelRule {
+                chain: name.clone(),
+                handle: 0,
+                comment: Some(nft::tag_of(r)),
+            })
+            .collect();
+        let kc = KernelChain {
+            name: name.clone(),
+            base: c.base,
+            unknown_base: false,
+        };
+        k.chains.insert(name.clone(), (kc, rules));
+    }
+    for (name, s) in &t.sets {
+        let ks = KernelSet {
+            name: name.clone(),
+            flags: nft::SET_F_INTERVAL,
+            key_len: s.version.addr_len() as u32,
+        };
+        k.sets.insert(name.clone(), (ks, s.ranges()));
+    }
+    k
+}
+
+/// The transaction that makes the kernel, as `view` describes it, match `desired` (and
+/// deletes what `view` lists as dropped).
+pub fn plan_view(
+    first_seq: u32,
+    desired: &Ruleset,
+    view: &KernelView,
+    dropped_inserts: &[(TableId, String)],
+) -> (Batch, PlanStats) {
+    let mut b = Batch::new(first_seq);
     let mut stats = PlanStats::default();
     let mut set_id = 0;
-    for ((id, t), k) in desired.tables.iter().zip(&reads) {
+    for ((id, t), k) in desired.tables.iter().zip(&view.tables) {
         plan_table(&mut b, id, t, k.as_ref(), &mut set_id, &mut stats);
     }
-    for id in dropped_exist {
+    for id in &view.dropped_exist {
         b.add_table(id);
         b.del_table(id);
         stats.tables_deleted += 1;
     }
-    for (ins, k) in desired.inserts.iter().zip(&insert_reads) {
+    for (ins, k) in desired.inserts.iter().zip(&view.inserts) {
         if let Some(k) = k {
             plan_insert(&mut b, &ins.table, &ins.chain, &ins.rules, k, &mut stats);
         }
     }
-    for ((t, c), k) in dropped_inserts.iter().zip(&dropped_insert_reads) {
+    for ((t, c), k) in dropped_inserts.iter().zip(&view.dropped_inserts) {
         if let Some(k) = k {
             plan_insert(&mut b, t, c, &[], k, &mut stats);
         }
     }
-    Ok((b, stats))
+    (b, stats)
 }
 
 #[cfg(test)]
@@ -382,41 +433,6 @@ mod tests {
         r.tables.pop_first().unwrap()
     }
 
-    /// What the kernel would report after `t` was written whole.
-    fn kernel_of(t: &Table) -> KernelTable {
-        let mut k = KernelTable::default();
-        let mut handle = 0;
-        for (name, c) in &t.chains {
-            let rules = c
-                .rules
-                .iter()
-                .map(|r| {
-                    handle += 1;
-                    KernelRule {
-                        chain: name.clone(),
-                        handle,
-                        comment: Some(nft::tag_of(r)),
-                    }
-                })
-                .collect();
-            let kc = KernelChain {
-                name: name.clone(),
-                base: c.base,
-                unknown_base: false,
-            };
-            k.chains.insert(name.clone(), (kc, rules));
-        }
-        for (name, s) in &t.sets {
-            let ks = KernelSet {
-                name: name.clone(),
-                flags: nft::SET_F_INTERVAL,
-                key_len: s.version.addr_len() as u32,
-            };
-            k.sets.insert(name.clone(), (ks, s.ranges()));
-        }
-        k
-    }
-
     fn plan_of(t: &Table, id: &TableId, k: Option<&KernelTable>) -> (Vec<String>, PlanStats) {
         let mut b = Batch::new(100);
         let mut stats = PlanStats::default();
@@ -427,7 +443,7 @@ mod tests {
     #[test]
     fn equal_kernel_means_an_empty_transaction() {
         let (id, t) = desired(&[("10.65.0.0/16", true), ("10.66.0.0/16", false)]);
-        let k = kernel_of(&t);
+        let k = assumed(&t);
         let (ops, stats) = plan_of(&t, &id, Some(&k));
         assert!(ops.is_empty() && stats.is_empty(), "{ops:?}");
     }
@@ -435,7 +451,7 @@ mod tests {
     #[test]
     fn a_pool_change_is_one_element_request() {
         let (id, before) = desired(&[("10.65.0.0/16", false), ("10.66.0.0/16", false)]);
-        let k = kernel_of(&before);
+        let k = assumed(&before);
         let (_, after) = desired(&[("10.65.0.0/16", true), ("10.66.0.0/16", false)]);
         let (ops, stats) = plan_of(&after, &id, Some(&k));
         assert_eq!(
@@ -448,7 +464,7 @@ mod tests {
     #[test]
     fn a_changed_rule_rewrites_its_chain_only() {
         let (id, t) = desired(&[("10.65.0.0/16", true)]);
-        let mut k = kernel_of(&t);
+        let mut k = assumed(&t);
         // Someone replaced the first rule of the forward chain.
         k.chains.get_mut("forward").unwrap().1[0].comment = None;
         let (ops, stats) = plan_of(&t, &id, Some(&k));
@@ -466,7 +482,7 @@ mod tests {
         let (ops, stats) = plan_of(&t, &id, None);
         assert_eq!(ops[0], "add table inet calyx");
         assert_eq!(stats.tables_built, 1);
-        let mut k = kernel_of(&t);
+        let mut k = assumed(&t);
         if let Some(b) = k.chains.get_mut("forward").unwrap().0.base.as_mut() {
             b.priority = 0;
         }
