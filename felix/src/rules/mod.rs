@@ -5,9 +5,11 @@
 //!   ordered rule lists — made to change a little at a time.
 //! * [`calyx`]: the rules Calyx needs (natOutgoing, accepting workload traffic in the forward
 //!   path), built from [`calyx::NatSettings`].
-//! * [`RulesEngine`]: reads back Calyx's tables, writes the difference in one transaction,
-//!   and repairs drift when nf_tables reports a change (anyone's: flushing or deleting the
-//!   table, editing a rule) or every [`RulesConfig::resync_interval`].
+//! * [`RulesEngine`]: writes the difference between the desired rules and the kernel's in one
+//!   transaction — planned against what it last wrote when only the desired rules changed,
+//!   against a read-back of its tables otherwise — and repairs drift when nf_tables reports a
+//!   change by someone else to its tables (flushing or deleting the table, editing a rule) or
+//!   every [`RulesConfig::resync_interval`].
 //!
 //! Ownership: the engine changes only the tables of the desired ruleset (everything in them
 //! is Calyx's; anything else found there is removed) and, in foreign chains named by
