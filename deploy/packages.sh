@@ -26,12 +26,17 @@ CALYX_DEMO_PACKAGES=(
     python3:python3
 )
 
-# What the test suite drives for real: the demo's parts plus FRR, GoBGP and tcpdump.
+# What the test suite drives for real: the demo's parts plus FRR, GoBGP, tcpdump, nft (the
+# rules tests inspect and vandalise Calyx's nftables table with it) and iptables-nft (they check
+# that it reads Calyx's rules in its FORWARD chain). The daemon itself speaks nf_tables netlink
+# and needs neither.
 CALYX_TEST_PACKAGES=(
     "${CALYX_DEMO_PACKAGES[@]}"
     frr:/usr/lib/frr/bgpd
     gobgpd:gobgpd
     tcpdump:tcpdump
+    nftables:nft
+    iptables:iptables-nft
 )
 
 # calyx_install_packages ENTRY... : apt-get install every package whose probe is missing.

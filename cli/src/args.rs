@@ -154,6 +154,10 @@ pub enum NodeCommand {
     /// capabilities), one line each, as `calicoctl node checksystem` does; exit 1 when a
     /// required one is missing.
     Checksystem,
+    /// Delete Calyx's nftables rules from this host (uninstall): table `inet calyx` and
+    /// Calyx's rules in iptables-nft's FORWARD chains, nothing else. Stop the daemon first:
+    /// a running daemon writes them back.
+    RemoveRules,
 }
 
 /// `calyx node status`.

@@ -63,6 +63,7 @@ pub mod nl;
 pub mod plan;
 mod reconciler;
 pub mod route;
+pub mod rules;
 pub mod status;
 pub mod sys;
 pub mod wire;

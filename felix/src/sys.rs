@@ -1,7 +1,7 @@
 //! The only places where this crate calls libc directly.
 //!
-//! Everything else goes through `netlink-sys` and `std`. Both functions are tiny wrappers around
-//! one system call each, with arguments whose validity is checked by the types.
+//! Everything else goes through `netlink-sys` and `std`. Each function is a tiny wrapper around
+//! one system call, with arguments whose validity is checked by the types.
 
 use std::fs::File;
 use std::io;
@@ -25,6 +25,31 @@ pub(crate) fn setsockopt_int(
             name,
             (&value as *const libc::c_int).cast::<libc::c_void>(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets `SO_RCVTIMEO`, so that a blocking receive gives up after `d` (`EAGAIN`).
+#[allow(unsafe_code)]
+pub(crate) fn set_recv_timeout(fd: &impl AsRawFd, d: std::time::Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_usec: d.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: the pointer refers to a live `timeval` on this stack frame and the length passed
+    // is exactly its size; the kernel only reads from it. An invalid fd only yields EBADF.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
         )
     };
     if rc == 0 {

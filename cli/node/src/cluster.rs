@@ -21,17 +21,19 @@ use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::felixconfig;
 use crate::borrowed::BorrowedView;
 
-/// The prefixes a node watches: every resource kind the daemon acts on, and the block
-/// affinities. FelixConfiguration is stored for others and not acted on yet, so it is not
-/// watched.
+/// The prefixes a node watches: every resource kind the daemon acts on, the block affinities,
+/// and FelixConfigurations (kept as stored JSON, see [`felixconfig`], rather than decoded as
+/// the datastore's kind).
 pub fn watch_prefixes() -> Vec<&'static str> {
     Kind::all()
         .into_iter()
         .filter(|k| *k != Kind::FelixConfiguration)
         .map(Kind::key_prefix)
         .chain(std::iter::once(AFFINITY_KEY_PREFIX))
+        .chain(std::iter::once(felixconfig::KEY_PREFIX))
         .collect()
 }
 
@@ -63,6 +65,8 @@ pub struct ClusterState {
     pub borrowed: BorrowedView,
     /// This node's workload addresses from its kernel (BGP mode; see [`crate::workloads`]).
     pub local_workloads: BTreeSet<IpAddr>,
+    /// FelixConfiguration resources by name, as stored (see [`felixconfig`]).
+    pub felix_configs: BTreeMap<String, serde_json::Value>,
     /// The highest revision applied.
     pub revision: Revision,
 }
@@ -83,7 +87,9 @@ impl Touched {
     fn of_key(key: &str) -> Touched {
         let blocks = key.starts_with(BLOCK_KEY_PREFIX);
         Touched {
-            pools: key.starts_with(Kind::IPPool.key_prefix()),
+            // FelixConfiguration counts as a pool change: both feed the NAT rules.
+            pools: key.starts_with(Kind::IPPool.key_prefix())
+                || key.starts_with(felixconfig::KEY_PREFIX),
             topology: !blocks,
             blocks,
         }
@@ -140,6 +146,9 @@ impl ClusterState {
             self.revision = self.revision.max(listing.revision);
             return;
         }
+        if prefix == felixconfig::KEY_PREFIX {
+            self.felix_configs.clear();
+        }
         match Kind::all().into_iter().find(|k| k.key_prefix() == prefix) {
             Some(Kind::IPPool) => self.pools.clear(),
             Some(Kind::Node) => self.nodes.clear(),
@@ -156,6 +165,15 @@ impl ClusterState {
     fn put(&mut self, key: &str, value: &[u8]) {
         if key.starts_with(BLOCK_KEY_PREFIX) {
             self.borrowed.put(key, value);
+        } else if let Some(name) = key.strip_prefix(felixconfig::KEY_PREFIX) {
+            match serde_json::from_slice(value) {
+                Ok(v) => {
+                    self.felix_configs.insert(name.to_string(), v);
+                }
+                Err(e) => {
+                    warn!(%key, error = %e, "ignoring a FelixConfiguration that does not decode")
+                }
+            }
         } else if let Some((kind, name)) = Kind::from_key(key) {
             // Lenient: fields of a newer Calico are kept, not refused.
             let resource = match Resource::from_json(kind, value) {
@@ -201,6 +219,8 @@ impl ClusterState {
     fn delete(&mut self, key: &str) {
         if key.starts_with(BLOCK_KEY_PREFIX) {
             self.borrowed.delete(key);
+        } else if let Some(name) = key.strip_prefix(felixconfig::KEY_PREFIX) {
+            self.felix_configs.remove(name);
         } else if let Some((kind, name)) = Kind::from_key(key) {
             match kind {
                 Kind::IPPool => {

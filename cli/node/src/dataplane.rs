@@ -77,10 +77,15 @@ pub fn host_state(state: &ClusterState, me: &str, backend: Backend) -> HostState
     };
     if v4_pools().any(is_vxlan) {
         if let Some(mac) = node.spec.vxlan_tunnel_mac_addr {
-            host.vxlan_v4 = Some(VxlanTunnel::calico(
+            let mut tunnel = VxlanTunnel::calico(
                 MacAddr(mac.0),
                 node.spec.ipv4_vxlan_tunnel_addr.map(IpAddr::V4),
-            ));
+            );
+            // FelixConfiguration vxlanVNI / vxlanPort (felix recreates the device on a change).
+            let felix = super::felixconfig::effective(&state.felix_configs, me);
+            tunnel.vni = felix.vxlan_vni.unwrap_or(tunnel.vni);
+            tunnel.port = felix.vxlan_port.unwrap_or(tunnel.port);
+            host.vxlan_v4 = Some(tunnel);
         }
     }
     if v4_pools().any(|p| p.spec.ipip_mode != EncapMode::Never) {

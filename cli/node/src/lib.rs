@@ -16,7 +16,9 @@ pub mod checksystem;
 pub mod cluster;
 pub mod config;
 mod dataplane;
+mod felixconfig;
 mod http;
+pub mod natrules;
 pub mod routes;
 mod startup;
 pub mod status;
@@ -117,6 +119,19 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         let task = tokio::spawn(rec.run(stop.child_token()));
         Some((handle, task))
     };
+    let rules = if config.backend == Backend::None {
+        None
+    } else {
+        // Without nf_tables the routes still work: natOutgoing and the forward rules are
+        // missing, which `calyx node checksystem` reports as a warning too.
+        match natrules::start(config.route_refresh_interval, stop.child_token()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warn!(error = %e, "no nftables rules (natOutgoing, forwarding): cannot open nfnetlink");
+                None
+            }
+        }
+    };
 
     let signalled = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(signalled.clone()));
@@ -126,6 +141,7 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         &client,
         &ipam,
         reconciler.as_ref().map(|(h, _)| h),
+        rules.as_ref().map(|(h, _)| h),
         &status,
         signalled,
     )
@@ -135,6 +151,9 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
     info!("shutting down");
     stop.cancel();
     if let Some((_, task)) = reconciler {
+        let _ = task.await;
+    }
+    if let Some((_, task)) = rules {
         let _ = task.await;
     }
     let _ = server.await;
@@ -218,12 +237,14 @@ async fn cancel_on_signal(token: CancellationToken) {
 }
 
 /// The watch → view → plans loop, until `shutdown` is cancelled (a signal, or a test).
+#[allow(clippy::too_many_arguments)] // the loop's collaborators: one handle each
 async fn main_loop<S: Store + Clone>(
     config: &NodeConfig,
     store: &S,
     client: &ResourceClient<S>,
     ipam: &Ipam<S>,
     reconciler: Option<&ReconcilerHandle>,
+    rules: Option<&calyx_felix::rules::RulesHandle>,
     status: &SharedStatus,
     shutdown: CancellationToken,
 ) -> Result<()> {
@@ -252,6 +273,7 @@ async fn main_loop<S: Store + Clone>(
     let mut sent_routes: BTreeMap<IpNet, RemoteRoute> = BTreeMap::new();
     let mut block_routes: BTreeMap<IpNet, RemoteRoute> = BTreeMap::new();
     let mut sent_pools: Option<Vec<PoolEncap>> = None;
+    let mut sent_nat = None;
     let mut pending = Touched {
         pools: true,
         topology: true,
@@ -302,6 +324,9 @@ async fn main_loop<S: Store + Clone>(
             }
             _ = tick.tick() => {
                 if pending.pools {
+                    if let Some(rules) = rules {
+                        natrules::feed(rules, &state, &config.nodename, &mut sent_nat);
+                    }
                     tunnels_pending = true;
                     tunnels_retry = Instant::now();
                     // The blocks are watched while some pool uses VXLAN: see `borrowed`.
@@ -383,6 +408,10 @@ async fn main_loop<S: Store + Clone>(
                     reconciler,
                     resolver.as_ref().map_or(0, |r| r.stats.bgp_routes.load(Ordering::Relaxed)),
                 );
+                if let Some(rules) = rules {
+                    let r = natrules::status(rules);
+                    update_status(status, |s| s.rules = r);
+                }
                 if let Some(bgp) = &bgp {
                     let peers = bgp.peer_status();
                     update_status(status, |s| {
@@ -686,7 +715,7 @@ mod tests {
                 stop.clone(),
             );
             tokio::spawn(async move {
-                main_loop(&cfg, &store, &client, &ipam, None, &status, stop).await
+                main_loop(&cfg, &store, &client, &ipam, None, None, &status, stop).await
             })
         };
         assert_eq!(

@@ -115,6 +115,22 @@ pub struct NodeStatus {
     pub bgp_rib_routes: u64,
     /// IPAM figures.
     pub ipam: IpamStatus,
+    /// nftables rules (natOutgoing, forwarding).
+    #[serde(default)]
+    pub rules: RulesStatus,
+}
+
+/// The nftables rules engine's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RulesStatus {
+    /// The kernel matched the desired rules at the last check.
+    pub in_sync: bool,
+    /// Transactions written.
+    pub transactions: u64,
+    /// Transactions that repaired a change someone else made to Calyx's rules.
+    pub repairs: u64,
+    /// The last error, until a check succeeds.
+    pub last_error: Option<String>,
 }
 
 /// Prometheus text exposition of a status snapshot.
@@ -255,6 +271,25 @@ pub fn metrics(status: &NodeStatus) -> String {
         "Addresses in use in this node's blocks.",
         "gauge",
         &[(String::new(), status.ipam.addresses_in_use as f64)],
+    );
+    let r = &status.rules;
+    metric(
+        "calyx_rules_in_sync",
+        "1 when Calyx's nftables rules matched the desired ones at the last check.",
+        "gauge",
+        &[(String::new(), f64::from(u8::from(r.in_sync)))],
+    );
+    metric(
+        "calyx_rules_transactions_total",
+        "nf_tables transactions written.",
+        "counter",
+        &[(String::new(), r.transactions as f64)],
+    );
+    metric(
+        "calyx_rules_repairs_total",
+        "nf_tables transactions that repaired Calyx's rules after someone else changed them.",
+        "counter",
+        &[(String::new(), r.repairs as f64)],
     );
     out
 }

@@ -33,6 +33,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Node(crate::args::NodeCommand::Status(args)) => node::status(args).await,
         Command::Node(crate::args::NodeCommand::Checksystem) => node::checksystem().await,
+        Command::Node(crate::args::NodeCommand::RemoveRules) => node::remove_rules().await,
         Command::Version => version::run(&datastore).await,
         Command::Ipam(command) => ipam::run(&datastore, command).await,
         Command::Completion(args) => {

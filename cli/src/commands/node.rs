@@ -43,6 +43,21 @@ pub async fn checksystem() -> Result<()> {
     Ok(())
 }
 
+/// `calyx node remove-rules`: deletes Calyx's nftables rules (uninstall).
+pub async fn remove_rules() -> Result<()> {
+    let removed = tokio::task::spawn_blocking(calyx_node::natrules::remove_rules)
+        .await
+        .context("removing the rules did not finish")?
+        .context("cannot remove Calyx's nftables rules")?;
+    if removed.is_empty() {
+        println!("no Calyx nftables rules on this host");
+    }
+    for line in removed {
+        println!("{line}");
+    }
+    Ok(())
+}
+
 /// A plain HTTP/1.0 GET on the local endpoint, bounded in time.
 async fn fetch(addr: &str, path: &str) -> Result<String> {
     let exchange = async {

@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod fixtures;
+#[allow(unused_imports)] // not every test binary uses the fixtures
 pub use fixtures::*;
 
 use calyx_felix::route::{self, ParsedRoute};

@@ -1,0 +1,655 @@
+//! The nf_tables netlink wire format, hand-written over [`crate::wire`]: the messages Calyx
+//! sends (tables, chains, rules, sets, elements, in batches) and the parts of dump replies it
+//! reads back. Constants are from `linux/netfilter/nf_tables.h` and `nfnetlink.h`.
+
+use crate::wire::{self, begin_msg, end_msg, put_attr};
+
+use super::model::{
+    Action, AddrSet, Chain, Family, IfName, IpVersion, Match, Range, Rule, TableId,
+};
+
+/// `NFNL_SUBSYS_NFTABLES`.
+pub const SUBSYS: u16 = 10;
+/// `NFNL_MSG_BATCH_BEGIN`.
+const BATCH_BEGIN: u16 = 0x10;
+/// `NFNL_MSG_BATCH_END`.
+const BATCH_END: u16 = 0x11;
+
+/// `NFT_MSG_*` types (before the subsystem shift).
+pub mod msg {
+    /// New table.
+    pub const NEWTABLE: u16 = 0;
+    /// Get tables.
+    pub const GETTABLE: u16 = 1;
+    /// Delete a table.
+    pub const DELTABLE: u16 = 2;
+    /// New chain.
+    pub const NEWCHAIN: u16 = 3;
+    /// Get chains.
+    pub const GETCHAIN: u16 = 4;
+    /// Delete a chain.
+    pub const DELCHAIN: u16 = 5;
+    /// New rule.
+    pub const NEWRULE: u16 = 6;
+    /// Get rules.
+    pub const GETRULE: u16 = 7;
+    /// Delete rules.
+    pub const DELRULE: u16 = 8;
+    /// New set.
+    pub const NEWSET: u16 = 9;
+    /// Get sets.
+    pub const GETSET: u16 = 10;
+    /// Delete a set.
+    pub const DELSET: u16 = 11;
+    /// New set elements.
+    pub const NEWSETELEM: u16 = 12;
+    /// Get set elements.
+    pub const GETSETELEM: u16 = 13;
+    /// Delete set elements.
+    pub const DELSETELEM: u16 = 14;
+}
+
+/// The full netlink message type of an `NFT_MSG_*`.
+pub fn ty(m: u16) -> u16 {
+    (SUBSYS << 8) | m
+}
+
+const NLA_F_NESTED: u16 = 0x8000;
+const NLM_F_APPEND: u16 = 0x800;
+
+// Attributes.
+const TABLE_NAME: u16 = 1;
+const CHAIN_TABLE: u16 = 1;
+pub(crate) const CHAIN_NAME: u16 = 3;
+pub(crate) const CHAIN_HOOK: u16 = 4;
+pub(crate) const CHAIN_POLICY: u16 = 5;
+pub(crate) const CHAIN_TYPE: u16 = 7;
+pub(crate) const HOOK_HOOKNUM: u16 = 1;
+pub(crate) const HOOK_PRIORITY: u16 = 2;
+const RULE_TABLE: u16 = 1;
+pub(crate) const RULE_CHAIN: u16 = 2;
+pub(crate) const RULE_HANDLE: u16 = 3;
+const RULE_EXPRESSIONS: u16 = 4;
+pub(crate) const RULE_USERDATA: u16 = 7;
+const LIST_ELEM: u16 = 1;
+const EXPR_NAME: u16 = 1;
+const EXPR_DATA: u16 = 2;
+const SET_TABLE: u16 = 1;
+pub(crate) const SET_NAME: u16 = 2;
+pub(crate) const SET_FLAGS: u16 = 3;
+const SET_KEY_TYPE: u16 = 4;
+pub(crate) const SET_KEY_LEN: u16 = 5;
+const SET_ID: u16 = 10;
+const SET_ELEM_LIST_TABLE: u16 = 1;
+const SET_ELEM_LIST_SET: u16 = 2;
+pub(crate) const SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub(crate) const SET_ELEM_KEY: u16 = 1;
+pub(crate) const SET_ELEM_FLAGS: u16 = 3;
+pub(crate) const DATA_VALUE: u16 = 1;
+const DATA_VERDICT: u16 = 2;
+const VERDICT_CODE: u16 = 1;
+const VERDICT_CHAIN: u16 = 2;
+
+/// `NFT_SET_INTERVAL`.
+pub const SET_F_INTERVAL: u32 = 0x4;
+/// `NFT_SET_ELEM_INTERVAL_END`.
+pub(crate) const ELEM_F_INTERVAL_END: u32 = 0x1;
+/// nft's data types for set keys (user space only; `nft list` prints by them).
+const TYPE_IPADDR: u32 = 7;
+const TYPE_IP6ADDR: u32 = 8;
+
+pub(crate) const NF_DROP: i32 = 0;
+const NF_ACCEPT: i32 = 1;
+const NFT_JUMP: i32 = -3;
+const NFT_RETURN: i32 = -5;
+
+const REG_VERDICT: u32 = 0;
+const REG_1: u32 = 1;
+const REG_2: u32 = 2;
+const REG_3: u32 = 3;
+
+const META_IIFNAME: u32 = 6;
+const META_OIFNAME: u32 = 7;
+const META_NFPROTO: u32 = 15;
+const META_L4PROTO: u32 = 16;
+const PAYLOAD_NETWORK: u32 = 1;
+const LOOKUP_F_INV: u32 = 1;
+const NAT_RANGE_MAP_IPS: u32 = 0x1;
+const NAT_RANGE_PROTO_SPECIFIED: u32 = 0x2;
+const NAT_RANGE_PROTO_RANDOM_FULLY: u32 = 0x10;
+const NFT_NAT_SNAT: u32 = 0;
+
+/// `NFTNL_UDATA_RULE_COMMENT`: the TLV type nft stores a rule's comment under.
+pub(crate) const UDATA_COMMENT: u8 = 0;
+
+/// Prefix of every comment on a rule Calyx wrote.
+pub const COMMENT_PREFIX: &str = "calyx:";
+
+/// Starts an nfnetlink message: header and `nfgenmsg`.
+fn begin(buf: &mut Vec<u8>, m: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> usize {
+    let s = begin_msg(buf, ty(m), flags, seq);
+    buf.push(family);
+    buf.push(0); // NFNETLINK_V0
+    buf.extend_from_slice(&res_id.to_be_bytes());
+    s
+}
+
+fn put_str(buf: &mut Vec<u8>, t: u16, s: &str) {
+    let mut v = Vec::with_capacity(s.len() + 1);
+    v.extend_from_slice(s.as_bytes());
+    v.push(0);
+    put_attr(buf, t, &v);
+}
+
+fn put_be32(buf: &mut Vec<u8>, t: u16, v: u32) {
+    put_attr(buf, t, &v.to_be_bytes());
+}
+
+/// Opens a nested attribute; returns its offset for [`nest_end`].
+fn nest(buf: &mut Vec<u8>, t: u16) -> usize {
+    let s = buf.len();
+    buf.extend_from_slice(&0u16.to_ne_bytes());
+    buf.extend_from_slice(&(t | NLA_F_NESTED).to_ne_bytes());
+    s
+}
+
+fn nest_end(buf: &mut [u8], s: usize) {
+    let len = (buf.len() - s) as u16;
+    buf[s..s + 2].copy_from_slice(&len.to_ne_bytes());
+}
+
+/// Writes messages of one nf_tables transaction: `BATCH_BEGIN`, the requests (each asks for an
+/// acknowledgement, so every failure is reported by sequence number), `BATCH_END`.
+pub struct Batch {
+    /// The encoded datagram.
+    pub buf: Vec<u8>,
+    /// Sequence number of the first request.
+    pub first_seq: u32,
+    seq: u32,
+    /// Requests (between begin and end).
+    pub requests: usize,
+    /// What each request is, for error messages.
+    pub what: Vec<String>,
+}
+
+impl Batch {
+    /// Starts a batch whose requests are numbered from `first_seq`.
+    pub fn new(first_seq: u32) -> Batch {
+        let mut buf = Vec::with_capacity(4096);
+        let s = begin_raw(&mut buf, BATCH_BEGIN, first_seq.wrapping_sub(1));
+        end_msg(&mut buf, s);
+        Batch {
+            buf,
+            first_seq,
+            seq: first_seq,
+            requests: 0,
+            what: Vec::new(),
+        }
+    }
+
+    /// Ends the batch; returns the datagram.
+    pub fn finish(mut self) -> (Vec<u8>, Vec<String>) {
+        let s = begin_raw(&mut self.buf, BATCH_END, self.seq);
+        end_msg(&mut self.buf, s);
+        (self.buf, self.what)
+    }
+
+    fn start(&mut self, m: u16, flags: u16, family: Family, what: String) -> usize {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        self.requests += 1;
+        self.what.push(what);
+        begin(
+            &mut self.buf,
+            m,
+            wire::NLM_F_REQUEST | wire::NLM_F_ACK | flags,
+            seq,
+            family.nfproto(),
+            0,
+        )
+    }
+
+    /// Creates a table if it does not exist (never fails because it exists).
+    pub fn add_table(&mut self, t: &TableId) {
+        let s = self.start(
+            msg::NEWTABLE,
+            wire::NLM_F_CREATE,
+            t.family,
+            format!("add table {t}"),
+        );
+        put_str(&mut self.buf, TABLE_NAME, &t.name);
+        end_msg(&mut self.buf, s);
+    }
+
+    /// Deletes a table and everything in it.
+    pub fn del_table(&mut self, t: &TableId) {
+        let s = self.start(msg::DELTABLE, 0, t.family, format!("delete table {t}"));
+        put_str(&mut self.buf, TABLE_NAME, &t.name);
+        end_msg(&mut self.buf, s);
+    }
+
+    /// Creates a chain.
+    pub fn add_chain(&mut self, t: &TableId, name: &str, chain: &Chain) {
+        let s = self.start(
+            msg::NEWCHAIN,
+            wire::NLM_F_CREATE,
+            t.family,
+            format!("add chain {t} {name}"),
+        );
+        put_str(&mut self.buf, CHAIN_TABLE, &t.name);
+        put_str(&mut self.buf, CHAIN_NAME, name);
+        if let Some(b) = &chain.base {
+            let h = nest(&mut self.buf, CHAIN_HOOK);
+            put_be32(&mut self.buf, HOOK_HOOKNUM, b.hook.number());
+            put_be32(&mut self.buf, HOOK_PRIORITY, b.priority as u32);
+            nest_end(&mut self.buf, h);
+            put_be32(&mut self.buf, CHAIN_POLICY, if b.accept { 1 } else { 0 });
+            put_str(&mut self.buf, CHAIN_TYPE, b.kind.name());
+        }
+        end_msg(&mut self.buf, s);
+    }
+
+    /// Deletes a chain (it must hold no rules and be the target of no jump).
+    pub fn del_chain(&mut self, t: &TableId, name: &str) {
+        let s = self.start(
+            msg::DELCHAIN,
+            0,
+            t.family,
+            format!("delete chain {t} {name}"),
+        );
+        put_str(&mut self.buf, CHAIN_TABLE, &t.name);
+        put_str(&mut self.buf, CHAIN_NAME, name);
+        end_msg(&mut self.buf, s);
+    }
+
+    /// Deletes every rule of a chain.
+    pub fn flush_chain(&mut self, t: &TableId, name: &str) {
+        let s = self.start(msg::DELRULE, 0, t.family, format!("flush chain {t} {name}"));
+        put_str(&mut self.buf, RULE_TABLE, &t.name);
+        put_str(&mut self.buf, RULE_CHAIN, name);
+        end_msg(&mut self.buf, s);
+    }
+
+    /// Deletes one rule by handle.
+    pub fn del_rule(&mut self, t: &TableId, chain: &str, handle: u64) {
+        let s = self.start(
+            msg::DELRULE,
+            0,
+            t.family,
+            format!("delete rule {t} {chain} handle {handle}"),
+        );
+        put_str(&mut self.buf, RULE_TABLE, &t.name);
+        put_str(&mut self.buf, RULE_CHAIN, chain);
+        put_attr(&mut self.buf, RULE_HANDLE, &handle.to_be_bytes());
+        end_msg(&mut self.buf, s);
+    }
+
+    /// Appends a rule to a chain (`append`), or inserts it at the top (`!append`).
+    pub fn add_rule(&mut self, t: &TableId, chain: &str, rule: &Rule, append: bool) {
+        let flags = wire::NLM_F_CREATE | if append { NLM_F_APPEND } else { 0 };
+        let s = self.start(
+            msg::NEWRULE,
+            flags,
+            t.family,
+            format!("add rule {t} {chain} ({})", rule.comment),
+        );
+        put_str(&mut self.buf, RULE_TABLE, &t.name);
+        put_str(&mut self.buf, RULE_CHAIN, chain);
+        let exprs = encode_exprs(rule);
+        put_attr(&mut self.buf, RULE_EXPRESSIONS | NLA_F_NESTED, &exprs);
+        put_attr(
+            &mut self.buf,
+            RULE_USERDATA,
+            &userdata(&rule_tag(rule, &exprs)),
+        );
+        end_msg(&mut self.buf, s);
+    }
+
+    /// Creates an interval set of addresses.
+    pub fn add_set(&mut self, t: &TableId, name: &str, set: &AddrSet, id: u32) {
+        let s = self.start(
+            msg::NEWSET,
+            wire::NLM_F_CREATE,
+            t.family,
+            format!("add set {t} {name}"),
+        );
+        put_str(&mut self.buf, SET_TABLE, &t.name);
+        put_str(&mut self.buf, SET_NAME, name);
+        put_be32(&mut self.buf, SET_FLAGS, SET_F_INTERVAL);
+        let key_type = match set.version {
+            IpVersion::V4 => TYPE_IPADDR,
+            IpVersion::V6 => TYPE_IP6ADDR,
+        };
+        put_be32(&mut self.buf, SET_KEY_TYPE, key_type);
+        put_be32(&mut self.buf, SET_KEY_LEN, set.version.addr_len() as u32);
+        put_be32(&mut self.buf, SET_ID, id);
+        end_msg(&mut self.buf, s);
+    }
+
+    /// Deletes a set (no rule may refer to it).
+    pub fn del_set(&mut self, t: &TableId, name: &str) {
+        let s = self.start(msg::DELSET, 0, t.family, format!("delete set {t} {name}"));
+        put_str(&mut self.buf, SET_TABLE, &t.name);
+        put_str(&mut self.buf, SET_NAME, name);
+        end_msg(&mut self.buf, s);
+    }
+
+    /// Adds (`add`) or deletes ranges of a set, in messages of at most 256 ranges (a nested
+    /// attribute is at most 64 KiB).
+    pub fn set_ranges(
+        &mut self,
+        t: &TableId,
+        set: &str,
+        v: IpVersion,
+        ranges: &[Range],
+        add: bool,
+    ) {
+        for chunk in ranges.chunks(256) {
+            let (m, flags, verb) = if add {
+                (msg::NEWSETELEM, wire::NLM_F_CREATE, "add")
+            } else {
+                (msg::DELSETELEM, 0, "delete")
+            };
+            let s = self.start(
+                m,
+                flags,
+                t.family,
+                format!("{verb} {} element(s) of set {t} {set}", chunk.len()),
+            );
+            put_str(&mut self.buf, SET_ELEM_LIST_TABLE, &t.name);
+            put_str(&mut self.buf, SET_ELEM_LIST_SET, set);
+            let list = nest(&mut self.buf, SET_ELEM_LIST_ELEMENTS);
+            for r in chunk {
+                put_elem(&mut self.buf, &addr_bytes(v, r.start), false);
+                if let Some(end) = r.end {
+                    put_elem(&mut self.buf, &addr_bytes(v, end), true);
+                }
+            }
+            nest_end(&mut self.buf, list);
+            end_msg(&mut self.buf, s);
+        }
+    }
+}
+
+fn begin_raw(buf: &mut Vec<u8>, t: u16, seq: u32) -> usize {
+    let s = begin_msg(buf, t, wire::NLM_F_REQUEST, seq);
+    buf.push(0); // AF_UNSPEC
+    buf.push(0);
+    buf.extend_from_slice(&SUBSYS.to_be_bytes());
+    s
+}
+
+fn put_elem(buf: &mut Vec<u8>, key: &[u8], end: bool) {
+    let e = nest(buf, LIST_ELEM);
+    let k = nest(buf, SET_ELEM_KEY);
+    put_attr(buf, DATA_VALUE, key);
+    nest_end(buf, k);
+    if end {
+        put_be32(buf, SET_ELEM_FLAGS, ELEM_F_INTERVAL_END);
+    }
+    nest_end(buf, e);
+}
+
+/// An address of a range in network byte order.
+pub fn addr_bytes(v: IpVersion, a: u128) -> Vec<u8> {
+    match v {
+        IpVersion::V4 => (a as u32).to_be_bytes().to_vec(),
+        IpVersion::V6 => a.to_be_bytes().to_vec(),
+    }
+}
+
+/// A dump request (`NLM_F_DUMP`) for `m` in `family`, filtered by table (and chain, for rules;
+/// by set, for elements) when given.
+pub fn dump_request(
+    buf: &mut Vec<u8>,
+    seq: u32,
+    m: u16,
+    family: Family,
+    table: Option<&str>,
+    second: Option<&str>,
+) {
+    let flags = wire::NLM_F_REQUEST | wire::NLM_F_DUMP;
+    let s = begin(buf, m, flags, seq, family.nfproto(), 0);
+    if let Some(t) = table {
+        put_str(buf, 1, t); // *_TABLE is attribute 1 in rule, chain, set and element lists
+    }
+    if let Some(x) = second {
+        // NFTA_RULE_CHAIN = 2, NFTA_SET_ELEM_LIST_SET = 2.
+        put_str(buf, 2, x);
+    }
+    end_msg(buf, s);
+}
+
+// ---- expressions ----
+
+fn expr(buf: &mut Vec<u8>, name: &str, body: impl FnOnce(&mut Vec<u8>)) {
+    let e = nest(buf, LIST_ELEM);
+    put_str(buf, EXPR_NAME, name);
+    let d = nest(buf, EXPR_DATA);
+    body(buf);
+    nest_end(buf, d);
+    nest_end(buf, e);
+}
+
+fn meta_load(buf: &mut Vec<u8>, key: u32) {
+    expr(buf, "meta", |b| {
+        put_be32(b, 2, key); // NFTA_META_KEY
+        put_be32(b, 1, REG_1); // NFTA_META_DREG
+    });
+}
+
+fn cmp_eq(buf: &mut Vec<u8>, data: &[u8]) {
+    expr(buf, "cmp", |b| {
+        put_be32(b, 1, REG_1); // NFTA_CMP_SREG
+        put_be32(b, 2, 0); // NFTA_CMP_OP: NFT_CMP_EQ
+        let d = nest(b, 3); // NFTA_CMP_DATA
+        put_attr(b, DATA_VALUE, data);
+        nest_end(b, d);
+    });
+}
+
+fn ifname(buf: &mut Vec<u8>, key: u32, name: &IfName) {
+    meta_load(buf, key);
+    match name {
+        // The kernel compares the register with the data's length: without the trailing
+        // NUL, "cali" matches every name that starts with it.
+        IfName::Prefix(p) => cmp_eq(buf, p.as_bytes()),
+        IfName::Exact(n) => {
+            let mut v = [0u8; 16];
+            let len = n.len().min(15);
+            v[..len].copy_from_slice(&n.as_bytes()[..len]);
+            cmp_eq(buf, &v);
+        }
+    }
+}
+
+fn payload_addr(buf: &mut Vec<u8>, v: IpVersion, src: bool) {
+    let (offset, len) = match (v, src) {
+        (IpVersion::V4, true) => (12, 4),
+        (IpVersion::V4, false) => (16, 4),
+        (IpVersion::V6, true) => (8, 16),
+        (IpVersion::V6, false) => (24, 16),
+    };
+    expr(buf, "payload", |b| {
+        put_be32(b, 1, REG_1); // NFTA_PAYLOAD_DREG
+        put_be32(b, 2, PAYLOAD_NETWORK); // NFTA_PAYLOAD_BASE
+        put_be32(b, 3, offset); // NFTA_PAYLOAD_OFFSET
+        put_be32(b, 4, len); // NFTA_PAYLOAD_LEN
+    });
+}
+
+fn lookup(buf: &mut Vec<u8>, set: &str, negate: bool) {
+    expr(buf, "lookup", |b| {
+        put_str(b, 1, set); // NFTA_LOOKUP_SET
+        put_be32(b, 2, REG_1); // NFTA_LOOKUP_SREG
+        put_be32(b, 5, if negate { LOOKUP_F_INV } else { 0 }); // NFTA_LOOKUP_FLAGS
+    });
+}
+
+fn verdict(buf: &mut Vec<u8>, code: i32, chain: Option<&str>) {
+    expr(buf, "immediate", |b| {
+        put_be32(b, 1, REG_VERDICT); // NFTA_IMMEDIATE_DREG
+        let d = nest(b, 2); // NFTA_IMMEDIATE_DATA
+        let v = nest(b, DATA_VERDICT);
+        put_be32(b, VERDICT_CODE, code as u32);
+        if let Some(c) = chain {
+            put_str(b, VERDICT_CHAIN, c);
+        }
+        nest_end(b, v);
+        nest_end(b, d);
+    });
+}
+
+fn immediate_data(buf: &mut Vec<u8>, reg: u32, data: &[u8]) {
+    expr(buf, "immediate", |b| {
+        put_be32(b, 1, reg);
+        let d = nest(b, 2);
+        put_attr(b, DATA_VALUE, data);
+        nest_end(b, d);
+    });
+}
+
+fn port_regs(buf: &mut Vec<u8>, ports: Option<(u16, u16)>) -> bool {
+    if let Some((lo, hi)) = ports {
+        immediate_data(buf, REG_2, &lo.to_be_bytes());
+        immediate_data(buf, REG_3, &hi.to_be_bytes());
+        true
+    } else {
+        false
+    }
+}
+
+/// Encodes a rule's expressions (the contents of `NFTA_RULE_EXPRESSIONS`).
+pub fn encode_exprs(rule: &Rule) -> Vec<u8> {
+    let mut b = Vec::with_capacity(256);
+    for m in &rule.matches {
+        match m {
+            Match::Protocol(v) => {
+                meta_load(&mut b, META_NFPROTO);
+                cmp_eq(&mut b, &[if *v == IpVersion::V4 { 2 } else { 10 }]);
+            }
+            Match::Iifname(n) => ifname(&mut b, META_IIFNAME, n),
+            Match::Oifname(n) => ifname(&mut b, META_OIFNAME, n),
+            Match::SaddrInSet {
+                version,
+                set,
+                negate,
+            } => {
+                payload_addr(&mut b, *version, true);
+                lookup(&mut b, set, *negate);
+            }
+            Match::DaddrInSet {
+                version,
+                set,
+                negate,
+            } => {
+                payload_addr(&mut b, *version, false);
+                lookup(&mut b, set, *negate);
+            }
+            Match::L4proto(p) => {
+                meta_load(&mut b, META_L4PROTO);
+                cmp_eq(&mut b, &[*p]);
+            }
+        }
+    }
+    match &rule.action {
+        Action::Accept => verdict(&mut b, NF_ACCEPT, None),
+        Action::Drop => verdict(&mut b, NF_DROP, None),
+        Action::Return => verdict(&mut b, NFT_RETURN, None),
+        Action::Jump(c) => verdict(&mut b, NFT_JUMP, Some(c)),
+        Action::Masquerade {
+            ports,
+            fully_random,
+        } => {
+            let has_ports = port_regs(&mut b, *ports);
+            expr(&mut b, "masq", |x| {
+                let mut flags = 0;
+                if *fully_random {
+                    flags |= NAT_RANGE_PROTO_RANDOM_FULLY;
+                }
+                if has_ports {
+                    flags |= NAT_RANGE_PROTO_SPECIFIED;
+                }
+                if flags != 0 {
+                    put_be32(x, 1, flags); // NFTA_MASQ_FLAGS
+                }
+                if has_ports {
+                    put_be32(x, 2, REG_2); // NFTA_MASQ_REG_PROTO_MIN
+                    put_be32(x, 3, REG_3); // NFTA_MASQ_REG_PROTO_MAX
+                }
+            });
+        }
+        Action::Snat {
+            addr,
+            ports,
+            fully_random,
+        } => {
+            let (data, nfproto) = match addr {
+                std::net::IpAddr::V4(a) => (a.octets().to_vec(), 2u32),
+                std::net::IpAddr::V6(a) => (a.octets().to_vec(), 10u32),
+            };
+            immediate_data(&mut b, REG_1, &data);
+            let has_ports = port_regs(&mut b, *ports);
+            expr(&mut b, "nat", |x| {
+                put_be32(x, 1, NFT_NAT_SNAT); // NFTA_NAT_TYPE
+                put_be32(x, 2, nfproto); // NFTA_NAT_FAMILY
+                put_be32(x, 3, REG_1); // NFTA_NAT_REG_ADDR_MIN
+                put_be32(x, 4, REG_1); // NFTA_NAT_REG_ADDR_MAX
+                let mut flags = NAT_RANGE_MAP_IPS;
+                if has_ports {
+                    put_be32(x, 5, REG_2); // NFTA_NAT_REG_PROTO_MIN
+                    put_be32(x, 6, REG_3); // NFTA_NAT_REG_PROTO_MAX
+                    flags |= NAT_RANGE_PROTO_SPECIFIED;
+                }
+                if *fully_random {
+                    flags |= NAT_RANGE_PROTO_RANDOM_FULLY;
+                }
+                put_be32(x, 7, flags); // NFTA_NAT_FLAGS
+            });
+        }
+    }
+    b
+}
+
+/// The comment Calyx stores on a rule: its purpose and a hash of its expressions, so that a
+/// rule someone replaced (with new expressions, and nft's own comment or none) no longer
+/// matches what Calyx expects and is rewritten.
+pub fn rule_tag(rule: &Rule, exprs: &[u8]) -> String {
+    // FNV-1a: stable across builds and versions, unlike std's hasher.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in exprs {
+        h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+    }
+    let mut comment = rule.comment.clone();
+    comment.truncate(100);
+    format!("{COMMENT_PREFIX} {comment} [{h:08x}]")
+}
+
+/// The tag a rule gets (see [`rule_tag`]).
+pub fn tag_of(rule: &Rule) -> String {
+    rule_tag(rule, &encode_exprs(rule))
+}
+
+/// nft's user data for a rule comment: one TLV, the string NUL-terminated.
+pub(crate) fn userdata(comment: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(comment.len() + 3);
+    v.push(UDATA_COMMENT);
+    v.push((comment.len() + 1).min(255) as u8);
+    v.extend_from_slice(&comment.as_bytes()[..comment.len().min(254)]);
+    v.push(0);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn tags_differ_by_expressions() {
+        let a = Rule::new(vec![], Action::Accept, "x");
+        let b = Rule::new(vec![], Action::Drop, "x");
+        assert_ne!(tag_of(&a), tag_of(&b));
+        assert!(tag_of(&a).starts_with("calyx: x ["));
+    }
+}
