@@ -91,7 +91,8 @@ for m in $(seq 1 "$MEMBERS"); do
 done
 declare -A ETCD_PID
 start_member() {
-    in_ns u etcd --name "etcd$1" --data-dir "$STATE/etcd$1" \
+    # Not through in_ns: `ip netns exec` becomes etcd itself, so $! is etcd's PID (killed below).
+    ip netns exec "$P-u" etcd --name "etcd$1" --data-dir "$STATE/etcd$1" \
         --listen-client-urls "http://$NET.$1:2379" --advertise-client-urls "http://$NET.$1:2379" \
         --listen-peer-urls "http://$NET.$1:2380" --initial-advertise-peer-urls "http://$NET.$1:2380" \
         --initial-cluster "$CLUSTER" --initial-cluster-state "$2" \
@@ -202,7 +203,17 @@ for e in json.load(sys.stdin):
     ip netns exec "$P-p11" ping -c 20 -i 0.2 "${POD_IP[31]}" >"$STATE/failover-ping.log" 2>&1 &
     ping_pid=$!
     kill -9 "${ETCD_PID[$leader]}"
-    in_ns u etcdctl --endpoints "$ETCD_ENDPOINTS" endpoint status -w table 2>/dev/null || true
+    wait "${ETCD_PID[$leader]}" 2>/dev/null || true
+    # Until one of the two left leads (etcdctl reports the dead member as an error).
+    for _ in $(seq 1 50); do
+        in_ns u etcdctl --endpoints "$ETCD_ENDPOINTS" endpoint status -w json 2>/dev/null |
+            python3 -c '
+import json, sys
+sys.exit(0 if any(e["Status"]["header"]["member_id"] == e["Status"]["leader"]
+                  for e in json.load(sys.stdin)) else 1)' && break
+        sleep 0.2
+    done
+    in_ns u etcdctl --endpoints "$ETCD_ENDPOINTS" endpoint status -w table 2>&1 || true
     log "a new pod on node2 while etcd$leader is down"
     pod="$P-p23"
     ip netns add "$pod"
