@@ -287,7 +287,13 @@ pub fn parse_duration(variable: &'static str, value: &str) -> Result<Duration, C
         .filter(|_| scale > 0)
         .and_then(|n| n.checked_mul(scale))
         .map(Duration::from_secs)
-        .ok_or_else(|| bad(variable, value, "expected seconds, or a number with s, m or h"))
+        .ok_or_else(|| {
+            bad(
+                variable,
+                value,
+                "expected seconds, or a number with s, m or h",
+            )
+        })
 }
 
 /// Parses `IP` / `IP6`.
@@ -642,7 +648,10 @@ mod tests {
 
     #[test]
     fn gc_grace_parses() {
-        assert_eq!(args(&[]).resolve().unwrap().ipam_gc_grace, Duration::from_secs(900));
+        assert_eq!(
+            args(&[]).resolve().unwrap().ipam_gc_grace,
+            Duration::from_secs(900)
+        );
         let c = args(&["--ipam-gc-grace", "3"]).resolve().unwrap();
         assert_eq!(c.ipam_gc_grace, Duration::from_secs(3));
         assert_eq!(
