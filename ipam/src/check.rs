@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use calyx_datastore::resources::Kind;
+use calyx_datastore::resources::{Kind, WorkloadEndpoint, WORKLOAD_ENDPOINT_PREFIX};
 use calyx_datastore::store::{Operation, Precondition, Revision, Store, Transaction};
 use ipnet::IpNet;
 use serde::Serialize;
@@ -29,6 +29,7 @@ use serde::Serialize;
 use crate::block;
 use crate::error::Result;
 use crate::ipam::{encode, lock};
+use crate::leak::{self, WorkloadClaims};
 use crate::model::{
     affinity_from_key, affinity_key, block_key, handle_id_from_key, handle_key, AffinityState,
     AllocationBlock, BlockAffinity, IPAMHandle, AFFINITY_KEY_PREFIX, BLOCK_KEY_PREFIX,
@@ -46,6 +47,9 @@ pub struct CheckOptions {
     /// When given, allocations whose handle is not in this set are reported as not live
     /// (tunnel addresses excepted: they live as long as their node).
     pub live_handles: Option<HashSet<String>>,
+    /// Also read the WorkloadEndpoints and report allocations none of them accounts for
+    /// ([`CheckReport::leaked`], by the rule of [`crate::leak`]), as calicoctl's `ipam check`.
+    pub workload_leaks: bool,
 }
 
 /// One allocation, as the report shows it.
@@ -137,6 +141,12 @@ pub struct CheckReport {
     pub allocations_without_handle: Vec<AllocationRef>,
     /// Allocations whose handle is not live (only with [`CheckOptions::live_handles`]).
     pub not_live: Vec<AllocationRef>,
+    /// With [`CheckOptions::workload_leaks`]: WorkloadEndpoints read.
+    pub workload_endpoints: Option<usize>,
+    /// With [`CheckOptions::workload_leaks`]: allocations no WorkloadEndpoint accounts for
+    /// (tunnel, WireGuard and reserved addresses excepted). Not counted by
+    /// [`CheckReport::is_clean`]: an address mid-ADD is one until its endpoint is written.
+    pub leaked: Vec<AllocationRef>,
     /// Handle records that do not match the blocks (including ones that point at nothing).
     pub handle_mismatches: Vec<HandleMismatch>,
     /// Blocks affine to nodes that do not exist.
@@ -197,6 +207,12 @@ impl CheckReport {
         if !self.fixed.is_empty() || !self.fix_failures.is_empty() {
             line(self.fixed.len(), "repairs made");
             line(self.fix_failures.len(), "repairs failed (run again)");
+        }
+        if let Some(weps) = self.workload_endpoints {
+            s.push_str(&format!(
+                "Found {weps} workload endpoints.\nFound {} leaked IPs\n",
+                self.leaked.len()
+            ));
         }
         s
     }
@@ -264,6 +280,21 @@ impl<S: Store> Ipam<S> {
         })
     }
 
+    /// Every WorkloadEndpoint in the store; undecodable ones are skipped with a warning.
+    pub async fn workload_endpoints(&self) -> Result<Vec<WorkloadEndpoint>> {
+        let mut out = Vec::new();
+        for kv in self.store().list(WORKLOAD_ENDPOINT_PREFIX).await?.kvs {
+            if WorkloadEndpoint::split_key(&kv.key).is_none() {
+                continue;
+            }
+            match WorkloadEndpoint::from_json(&kv.value) {
+                Ok(w) => out.push(w),
+                Err(e) => tracing::warn!(key = %kv.key, error = %e, "undecodable endpoint"),
+            }
+        }
+        Ok(out)
+    }
+
     /// Checks the IPAM data for inconsistencies and leaks; repairs the safe ones with `fix`.
     pub async fn check(&self, opts: &CheckOptions) -> Result<CheckReport> {
         let snap = self.snapshot().await?;
@@ -275,7 +306,8 @@ impl<S: Store> Ipam<S> {
         };
         // Per handle, per block, the count the blocks hold; and each allocation.
         let mut actual: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
-        let mut allocs: Vec<(AllocationRef, bool)> = Vec::new();
+        // Each allocation, whether it is a tunnel address, whether it is never garbage.
+        let mut allocs: Vec<(AllocationRef, bool, bool)> = Vec::new();
         let mut prev: Option<IpNet> = None;
         for (cidr, (b, _)) in &snap.blocks {
             let problems = block::consistency_problems(b);
@@ -337,12 +369,25 @@ impl<S: Store> Ipam<S> {
                         pod,
                     },
                     tunnel,
+                    leak::gc_exempt(&attr),
                 ));
             }
         }
         // Handles.
         let mut fix_handles: BTreeSet<String> = BTreeSet::new();
-        for (a, tunnel) in &allocs {
+        let claims = if opts.workload_leaks {
+            let weps = self.workload_endpoints().await?;
+            r.workload_endpoints = Some(weps.len());
+            Some(WorkloadClaims::new(&weps))
+        } else {
+            None
+        };
+        for (a, tunnel, exempt) in &allocs {
+            if let (Some(claims), false, Some(h)) = (&claims, exempt, &a.handle) {
+                if !claims.claims(h, a.ip) {
+                    r.leaked.push(a.clone());
+                }
+            }
             let counted = a.handle.as_ref().is_some_and(|h| {
                 snap.handles
                     .get(h)

@@ -15,6 +15,7 @@ pub mod check;
 pub mod error;
 pub mod fixtures;
 mod ipam;
+pub mod leak;
 pub mod model;
 pub mod node;
 pub mod pools;

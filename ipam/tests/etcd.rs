@@ -107,6 +107,7 @@ async fn three_nodes_four_allocators_each() {
         .check(&CheckOptions {
             fix: false,
             live_handles: Some(live.keys().cloned().collect()),
+            workload_leaks: false,
         })
         .await
         .unwrap();
@@ -197,6 +198,7 @@ async fn etcd_restart_in_the_middle() {
     let opts = CheckOptions {
         fix: false,
         live_handles: Some(live_set.clone()),
+        workload_leaks: false,
     };
     let report = ipam.check(&opts).await.unwrap();
     println!("{}", report.summary());

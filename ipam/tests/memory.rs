@@ -549,3 +549,53 @@ mod sequences {
         }
     }
 }
+
+#[tokio::test]
+async fn check_reports_allocations_without_an_endpoint_as_leaked() {
+    use calyx_ipam::check::CheckOptions;
+    let ipam = setup("10.0.0.0/24", 26).await;
+    let with_wep = ipam
+        .assign(args("k8s-pod-network.c1", "node1"))
+        .await
+        .unwrap();
+    let by_ip = ipam
+        .assign(args("k8s-pod-network.c2", "node1"))
+        .await
+        .unwrap();
+    let leaked = ipam
+        .assign(args("k8s-pod-network.c3", "node1"))
+        .await
+        .unwrap();
+    ipam.assign_tunnel_address("node1", TunnelKind::Vxlan)
+        .await
+        .unwrap();
+    // c1's endpoint names its container; c2's (another sandbox's) lists its address.
+    for (name, container, ip) in [("a", "c1", with_wep[0]), ("b", "old", by_ip[0])] {
+        let wep = format!(
+            r#"{{"kind":"WorkloadEndpoint","apiVersion":"projectcalico.org/v3","metadata":{{"name":"{name}","namespace":"default"}},"spec":{{"node":"node1","containerID":"{container}","ipNetworks":["{ip}/32"]}}}}"#
+        );
+        ipam.store()
+            .create(
+                &format!("/calico/resources/v3/projectcalico.org/workloadendpoints/default/{name}"),
+                wep.into_bytes(),
+            )
+            .await
+            .unwrap();
+    }
+    let report = ipam
+        .check(&CheckOptions {
+            workload_leaks: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.workload_endpoints, Some(2));
+    let ips: Vec<IpAddr> = report.leaked.iter().map(|a| a.ip).collect();
+    assert_eq!(ips, leaked, "{report:#?}");
+    assert!(report.summary().contains("Found 1 leaked IPs"));
+    // Leaks are reported, not failures (an ADD in progress has no endpoint yet).
+    assert!(report.is_clean());
+    // Without the option nothing is read or reported.
+    let plain = ipam.check(&Default::default()).await.unwrap();
+    assert!(plain.leaked.is_empty() && plain.workload_endpoints.is_none());
+}

@@ -330,6 +330,8 @@ pub struct Pod {
     node_ns: String,
     container_id: String,
     conf: String,
+    /// Set by [`Pod::kill`]: no DEL on drop.
+    killed: bool,
 }
 
 /// A bounded background `ping -i 0.1`, counting replies.
@@ -444,12 +446,24 @@ impl Pod {
             node_ns: node.ns.name().to_string(),
             container_id: id,
             conf,
+            killed: false,
         }
     }
 
     /// Pings `ip` from the pod; true when a reply came.
     pub fn ping(&self, ip: &str) -> bool {
         self.ns.try_exec(&["ping", "-c", "1", "-W", "2", ip])
+    }
+
+    /// The container ID the runtime gave CNI.
+    pub fn container_id(&self) -> &str {
+        &self.container_id
+    }
+
+    /// The pod dies as when its runtime crashes: its network namespace goes (and the veth
+    /// pair with it, the host end included), and no CNI DEL is ever called.
+    pub fn kill(mut self) {
+        self.killed = true;
     }
 
     /// CNI DEL (idempotent).
@@ -466,6 +480,9 @@ impl Pod {
 
 impl Drop for Pod {
     fn drop(&mut self) {
+        if self.killed {
+            return;
+        }
         let _ = self.del();
     }
 }

@@ -312,6 +312,7 @@ fn scenario(cluster: &mut EtcdCluster, fault: Fault) {
             .check(&CheckOptions {
                 fix: false,
                 live_handles: Some(live),
+                workload_leaks: false,
             })
             .await
             .unwrap();

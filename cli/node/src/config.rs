@@ -103,6 +103,11 @@ pub struct NodeRunArgs {
     /// calico-node's manifests set it; none by default, as in calico-node.
     #[arg(long, env = "CLUSTER_TYPE", default_value = "")]
     pub cluster_type: String,
+    /// Grace period before the garbage collector frees a leaked address or removes a stale
+    /// WorkloadEndpoint: seconds, or a duration with a unit (`90s`, `15m`, `1h`). Calico's
+    /// kube-controllers default, 15 minutes.
+    #[arg(long, env = "CALYX_IPAM_GC_GRACE", default_value = "15m")]
+    pub ipam_gc_grace: String,
 }
 
 /// A configuration value that cannot be used; Display names the variable and the value.
@@ -225,6 +230,8 @@ pub struct NodeConfig {
     pub route_refresh_interval: Duration,
     /// Cluster types for ClusterInformation (`CLUSTER_TYPE`), possibly empty.
     pub cluster_type: String,
+    /// Garbage collection grace period.
+    pub ipam_gc_grace: Duration,
 }
 
 /// Parses a pool mode with the spellings calico-node accepts.
@@ -259,6 +266,34 @@ fn parse_number<T: std::str::FromStr>(
         .trim()
         .parse()
         .map_err(|_| bad(variable, value, format!("expected {what}")))
+}
+
+/// Parses a duration: plain seconds, or a number with a unit `s`, `m` or `h`.
+pub fn parse_duration(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let v = value.trim();
+    let (number, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => 0,
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .filter(|_| scale > 0)
+        .and_then(|n| n.checked_mul(scale))
+        .map(Duration::from_secs)
+        .ok_or_else(|| {
+            bad(
+                variable,
+                value,
+                "expected seconds, or a number with s, m or h",
+            )
+        })
 }
 
 /// Parses `IP` / `IP6`.
@@ -576,6 +611,7 @@ impl NodeRunArgs {
             route_protocol,
             route_refresh_interval: Duration::from_secs(refresh.max(1)),
             cluster_type: self.cluster_type.trim().to_string(),
+            ipam_gc_grace: parse_duration("CALYX_IPAM_GC_GRACE", &self.ipam_gc_grace)?,
         })
     }
 }
@@ -608,6 +644,24 @@ mod tests {
         let mut argv = vec!["calyx", "--nodename", "node1"];
         argv.extend_from_slice(extra);
         Wrapper::parse_from(argv).args
+    }
+
+    #[test]
+    fn gc_grace_parses() {
+        assert_eq!(
+            args(&[]).resolve().unwrap().ipam_gc_grace,
+            Duration::from_secs(900)
+        );
+        let c = args(&["--ipam-gc-grace", "3"]).resolve().unwrap();
+        assert_eq!(c.ipam_gc_grace, Duration::from_secs(3));
+        assert_eq!(
+            parse_duration("X", "2h").unwrap(),
+            Duration::from_secs(7200)
+        );
+        for bad in ["", "m", "3d", "-1", "1.5m"] {
+            let e = parse_duration("CALYX_IPAM_GC_GRACE", bad).unwrap_err();
+            assert_eq!(e.variable, "CALYX_IPAM_GC_GRACE");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod config;
 mod dataplane;
 mod felixconfig;
+pub mod gc;
 mod http;
 pub mod natrules;
 pub mod routes;
@@ -102,6 +103,15 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         ..NodeStatus::default()
     }));
     let server = tokio::spawn(http::serve(listener, status.clone(), stop.clone()));
+    // Its own task (see `tasks`): it reads the store on its own timer and never blocks the
+    // main loop.
+    let collector = tokio::spawn(gc::run(
+        ipam.clone(),
+        config.nodename.clone(),
+        config.ipam_gc_grace,
+        status.clone(),
+        stop.child_token(),
+    ));
 
     if config.backend != Backend::None {
         enable_forwarding(ipv6.is_some());
@@ -156,6 +166,7 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
     if let Some((_, task)) = rules {
         let _ = task.await;
     }
+    let _ = collector.await;
     let _ = server.await;
     result
 }
@@ -648,6 +659,7 @@ mod tests {
             route_protocol: 80,
             route_refresh_interval: Duration::from_secs(90),
             cluster_type: String::new(),
+            ipam_gc_grace: Duration::from_secs(900),
         }
     }
 

@@ -118,6 +118,24 @@ pub struct NodeStatus {
     /// nftables rules (natOutgoing, forwarding).
     #[serde(default)]
     pub rules: RulesStatus,
+    /// Garbage collection of leaked addresses and stale endpoints ([`crate::gc`]).
+    #[serde(default)]
+    pub gc: GcStatus,
+}
+
+/// The garbage collector's figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcStatus {
+    /// Scans done.
+    pub scans: u64,
+    /// Addresses freed since start.
+    pub addresses_freed: u64,
+    /// WorkloadEndpoints removed since start.
+    pub endpoints_removed: u64,
+    /// Handles and endpoints seen leaked or stale at the last scan, still in their grace.
+    pub waiting: u64,
+    /// The last scan's error, until a scan succeeds.
+    pub last_error: Option<String>,
 }
 
 /// The nftables rules engine's figures.
@@ -203,6 +221,25 @@ pub fn metrics(status: &NodeStatus) -> String {
                 )
             })
             .collect::<Vec<_>>(),
+    );
+    let gc = &status.gc;
+    metric(
+        "calyx_ipam_gc_addresses_freed_total",
+        "Leaked addresses of this node freed by the garbage collector.",
+        "counter",
+        &[(String::new(), gc.addresses_freed as f64)],
+    );
+    metric(
+        "calyx_ipam_gc_endpoints_removed_total",
+        "WorkloadEndpoints of this node removed because their interface is gone.",
+        "counter",
+        &[(String::new(), gc.endpoints_removed as f64)],
+    );
+    metric(
+        "calyx_ipam_gc_waiting",
+        "Leaked addresses' handles and stale endpoints waiting for their grace period.",
+        "gauge",
+        &[(String::new(), gc.waiting as f64)],
     );
     let d = &status.dataplane;
     metric(

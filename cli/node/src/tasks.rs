@@ -26,6 +26,12 @@
 //! Beside the watches, the main loop follows this node's workload routes in the kernel (BGP
 //! mode, [`crate::workloads`]: a task that publishes the latest address set, latest wins).
 //!
+//! The IPAM garbage collector ([`crate::gc`]) is a task of its own on a timer (every half
+//! grace period, at most a minute): it lists the IPAM blocks and the WorkloadEndpoints (no
+//! watch), reads the host's interfaces, releases this node's leaked addresses through the
+//! IPAM's compare-and-swap release and writes its counts into the status. It talks to no
+//! other task, so it waits on nobody but etcd.
+//!
 //! Who waits on whom (no cycle, so no deadlock under a route storm): the main loop waits on
 //! the speaker (peer changes) and on the resolver's input queue; the speaker's RIB waits on the
 //! resolver draining its feed; the resolver waits on felix's queue; felix waits on nobody. The

@@ -87,8 +87,24 @@ pub async fn run(datastore: &DatastoreArgs, command: IpamCommand) -> Result<()> 
         } => {
             let live_handles = live_handles.as_deref().map(read_handles).transpose()?;
             let ipam = ipam(datastore).await?;
-            let report = ipam.check(&CheckOptions { fix, live_handles }).await?;
+            let report = ipam
+                .check(&CheckOptions {
+                    fix,
+                    live_handles,
+                    workload_leaks: true,
+                })
+                .await?;
             print!("{}", report.summary());
+            // calicoctl's rule: an allocation no WorkloadEndpoint accounts for is leaked; the
+            // node agents free their own after a grace period.
+            for a in &report.leaked {
+                println!(
+                    "leaked: {} held by {} on node {} (no WorkloadEndpoint)",
+                    a.ip,
+                    a.handle.as_deref().unwrap_or("no handle"),
+                    a.node.as_deref().unwrap_or("unknown")
+                );
+            }
             for a in &report.not_live {
                 println!(
                     "leaked: {} held by {} (release with `calyx ipam release --handle`)",
