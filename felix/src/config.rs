@@ -59,3 +59,43 @@ impl Default for Config {
         }
     }
 }
+
+/// The settings of a [`Config`] that may change while the reconciler runs
+/// ([`crate::ReconcilerHandle::set_live`]): FelixConfiguration's `deviceRouteProtocol`,
+/// `ipipMTU`, `vxlanMTU`, `vxlanMTUV6` and `routeRefreshInterval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveConfig {
+    /// See [`Config::route_protocol`]. On a change the routes of the old protocol are moved
+    /// to the new one (replaced in place, so no gap and no duplicate) or deleted.
+    pub route_protocol: u8,
+    /// See [`Config::ipip_mtu`].
+    pub ipip_mtu: Option<u32>,
+    /// See [`Config::vxlan_mtu`].
+    pub vxlan_mtu: Option<u32>,
+    /// See [`Config::vxlan_v6_mtu`].
+    pub vxlan_v6_mtu: Option<u32>,
+    /// See [`Config::route_refresh_interval`].
+    pub route_refresh_interval: Duration,
+}
+
+impl Config {
+    /// The live part of this configuration.
+    pub fn live(&self) -> LiveConfig {
+        LiveConfig {
+            route_protocol: self.route_protocol,
+            ipip_mtu: self.ipip_mtu,
+            vxlan_mtu: self.vxlan_mtu,
+            vxlan_v6_mtu: self.vxlan_v6_mtu,
+            route_refresh_interval: self.route_refresh_interval,
+        }
+    }
+
+    /// Takes the live settings from `live`.
+    pub fn set_live(&mut self, live: LiveConfig) {
+        self.route_protocol = live.route_protocol;
+        self.ipip_mtu = live.ipip_mtu;
+        self.vxlan_mtu = live.vxlan_mtu;
+        self.vxlan_v6_mtu = live.vxlan_v6_mtu;
+        self.route_refresh_interval = live.route_refresh_interval;
+    }
+}

@@ -137,6 +137,46 @@ impl Engine {
         self.host = host;
     }
 
+    /// Takes new live settings. An MTU change schedules a device pass (MTUs are set in
+    /// place); a new route protocol moves our routes over at once: each route of the old
+    /// protocol that is still desired is replaced in place by the same route under the new
+    /// protocol (`NLM_F_REPLACE` matches the route's key, not its protocol, so there is no
+    /// moment without a route and never two), the others are deleted under the old protocol.
+    /// A full pass follows, which reads back the routes of the new protocol.
+    pub(crate) fn set_live(&mut self, live: crate::config::LiveConfig) {
+        let old = self.cfg.live();
+        if live == old {
+            return;
+        }
+        if (live.ipip_mtu, live.vxlan_mtu, live.vxlan_v6_mtu)
+            != (old.ipip_mtu, old.vxlan_mtu, old.vxlan_v6_mtu)
+        {
+            self.need_links = true;
+        }
+        if live.route_protocol != old.route_protocol {
+            let (mut deletes, mut moves) = (Vec::new(), Vec::new());
+            for k in self.track.kernel.keys() {
+                match self.plan.routes().get(k) {
+                    Some(want) => moves.push((*k, Op::Write(WriteMode::Replace, want.clone()))),
+                    None => deletes.push((*k, Op::Delete)),
+                }
+            }
+            tracing::info!(
+                from = old.route_protocol,
+                to = live.route_protocol,
+                moved = moves.len(),
+                deleted = deletes.len(),
+                "route protocol changed"
+            );
+            // Deletes must carry the old protocol (the kernel matches it), writes the new.
+            self.apply(&deletes, false);
+            self.cfg.route_protocol = live.route_protocol;
+            self.apply(&moves, false);
+            self.request_full();
+        }
+        self.cfg.set_live(live);
+    }
+
     /// Applies route updates to the plan; only the keys they change are diffed and written in
     /// the next passes.
     pub(crate) fn update_routes(&mut self, updates: impl IntoIterator<Item = RouteUpdate>) {

@@ -68,7 +68,7 @@ pub mod status;
 pub mod sys;
 pub mod wire;
 
-pub use config::Config;
+pub use config::{Config, LiveConfig};
 pub use model::{
     DesiredState, Encap, HostState, IpipTunnel, MacAddr, RemoteHop, RemoteRoute, RouteUpdate, Vtep,
     VxlanTunnel,

@@ -9,7 +9,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::engine::Engine;
 use crate::inbox::{Inbox, Taken};
 use crate::model::{DesiredState, HostState, RouteUpdate};
@@ -80,6 +80,12 @@ impl ReconcilerHandle {
             .push(batch)
             .await
             .map_err(|_| Error::Stopped)
+    }
+
+    /// Replaces the live settings (tunnel MTUs, route protocol, resync interval); the
+    /// reconciler applies them before anything fed after this call. Never waits.
+    pub fn set_live(&self, live: LiveConfig) {
+        self.shared.inbox.set_live(live);
     }
 
     /// Current status snapshot.
@@ -260,6 +266,9 @@ impl Reconciler {
 
 /// Hands what was taken from the inbox to the engine, in order.
 fn absorb(eng: &mut Engine, taken: Taken) {
+    if let Some(live) = taken.live {
+        eng.set_live(live);
+    }
     if let Some(host) = taken.host {
         eng.set_host(host);
     }
