@@ -94,11 +94,13 @@ pub struct NodeRunArgs {
     #[arg(long, env = "CALYX_STATE_DIR", default_value = "/var/lib/calyx")]
     pub state_dir: PathBuf,
     /// Route protocol number that marks the routes Calyx owns (Felix uses 80).
-    #[arg(long, env = "CALYX_ROUTE_PROTOCOL", default_value = "80")]
-    pub route_protocol: String,
-    /// Seconds between full dataplane resyncs.
-    #[arg(long, env = "CALYX_ROUTE_REFRESH_INTERVAL", default_value = "90")]
-    pub route_refresh_interval: String,
+    /// When set, it beats FelixConfiguration's `deviceRouteProtocol`.
+    #[arg(long, env = "CALYX_ROUTE_PROTOCOL")]
+    pub route_protocol: Option<String>,
+    /// Seconds between full dataplane resyncs (default 90); when set, it beats
+    /// FelixConfiguration's `routeRefreshInterval`.
+    #[arg(long, env = "CALYX_ROUTE_REFRESH_INTERVAL")]
+    pub route_refresh_interval: Option<String>,
     /// Comma-separated cluster types recorded in ClusterInformation (`k8s,bgp`), as
     /// calico-node's manifests set it; none by default, as in calico-node.
     #[arg(long, env = "CLUSTER_TYPE", default_value = "")]
@@ -221,8 +223,12 @@ pub struct NodeConfig {
     pub state_dir: PathBuf,
     /// Route protocol number.
     pub route_protocol: u8,
+    /// Whether `route_protocol` was set (then FelixConfiguration cannot change it).
+    pub route_protocol_set: bool,
     /// Full resync interval.
     pub route_refresh_interval: Duration,
+    /// Whether `route_refresh_interval` was set (then FelixConfiguration cannot change it).
+    pub route_refresh_interval_set: bool,
     /// Cluster types for ClusterInformation (`CLUSTER_TYPE`), possibly empty.
     pub cluster_type: String,
 }
@@ -530,14 +536,12 @@ impl NodeRunArgs {
             }
         };
         let wait: u64 = parse_number("CALYX_DATASTORE_WAIT", &self.datastore_wait, "seconds")?;
-        let refresh: u64 = parse_number(
-            "CALYX_ROUTE_REFRESH_INTERVAL",
-            &self.route_refresh_interval,
-            "seconds",
-        )?;
+        let refresh_text = self.route_refresh_interval.as_deref().unwrap_or("90");
+        let refresh: u64 = parse_number("CALYX_ROUTE_REFRESH_INTERVAL", refresh_text, "seconds")?;
+        let protocol_text = self.route_protocol.as_deref().unwrap_or("80");
         let route_protocol: u8 = parse_number(
             "CALYX_ROUTE_PROTOCOL",
-            &self.route_protocol,
+            protocol_text,
             "a route protocol number 1-255",
         )?;
         let hold: u16 = parse_number(
@@ -555,7 +559,7 @@ impl NodeRunArgs {
         if route_protocol == 0 {
             return Err(bad(
                 "CALYX_ROUTE_PROTOCOL",
-                &self.route_protocol,
+                protocol_text,
                 "expected a route protocol number 1-255",
             ));
         }
@@ -574,7 +578,9 @@ impl NodeRunArgs {
             bgp_hold_time: hold,
             state_dir: self.state_dir.clone(),
             route_protocol,
+            route_protocol_set: self.route_protocol.is_some(),
             route_refresh_interval: Duration::from_secs(refresh.max(1)),
+            route_refresh_interval_set: self.route_refresh_interval.is_some(),
             cluster_type: self.cluster_type.trim().to_string(),
         })
     }

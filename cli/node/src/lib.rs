@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod config;
 mod dataplane;
 mod felixconfig;
+mod felixlive;
 mod http;
 pub mod natrules;
 pub mod routes;
@@ -24,6 +25,8 @@ mod startup;
 pub mod status;
 pub mod tasks;
 pub mod workloads;
+
+pub use felixlive::set_log_level_hook;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -274,6 +277,7 @@ async fn main_loop<S: Store + Clone>(
     let mut block_routes: BTreeMap<IpNet, RemoteRoute> = BTreeMap::new();
     let mut sent_pools: Option<Vec<PoolEncap>> = None;
     let mut sent_nat = None;
+    let mut felix_applied = felixlive::Applied::default();
     let mut pending = Touched {
         pools: true,
         topology: true,
@@ -324,6 +328,7 @@ async fn main_loop<S: Store + Clone>(
             }
             _ = tick.tick() => {
                 if pending.pools {
+                    felix_applied.feed(&state, config, reconciler);
                     if let Some(rules) = rules {
                         natrules::feed(rules, &state, &config.nodename, &mut sent_nat);
                     }
@@ -630,7 +635,7 @@ mod tests {
     use calyx_datastore::resources::{parse_documents, Kind};
     use calyx_datastore::store::memory::MemoryStore;
 
-    fn config() -> NodeConfig {
+    pub(crate) fn config() -> NodeConfig {
         NodeConfig {
             nodename: "a".into(),
             ipv4: config::AddressSetting::None,
@@ -646,7 +651,9 @@ mod tests {
             bgp_hold_time: 9,
             state_dir: std::env::temp_dir().join(format!("calyx-loop-{}", std::process::id())),
             route_protocol: 80,
+            route_protocol_set: false,
             route_refresh_interval: Duration::from_secs(90),
+            route_refresh_interval_set: false,
             cluster_type: String::new(),
         }
     }
