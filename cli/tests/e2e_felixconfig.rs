@@ -1,0 +1,85 @@
+//! FelixConfiguration's dataplane fields end to end (issue 17 part 4): a VXLAN cluster of
+//! `calyx node run` daemons, a FelixConfiguration written to etcd as calicoctl stores it, and
+//! each node's kernel checked: `vxlanMTU` on `vxlan.calico`, `deviceRouteProtocol` on the
+//! routes (moved, none left under the old protocol, none doubled), pods still reaching each
+//! other; deleted, everything goes back to the defaults.
+
+// Test code: a panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use calyx_tests::cluster::{Cluster, NodeNs};
+use calyx_tests::wait_until;
+
+const KEY: &str = "/calico/resources/v3/projectcalico.org/felixconfigurations/default";
+
+/// Whether `node`'s kernel shows `mtu` on `vxlan.calico` and `routes` routes of protocol
+/// `proto` via it, and none of protocol `not`.
+fn node_shows(node: &NodeNs, mtu: u32, proto: u8, not: u8, routes: usize) -> bool {
+    let link = node.ns.exec(&["ip", "link", "show", "dev", "vxlan.calico"]);
+    let ours = node.ns.exec(&[
+        "ip",
+        "route",
+        "show",
+        "proto",
+        &proto.to_string(),
+        "dev",
+        "vxlan.calico",
+    ]);
+    let old = node
+        .ns
+        .exec(&["ip", "route", "show", "proto", &not.to_string()]);
+    link.contains(&format!("mtu {mtu} ")) && ours.lines().count() == routes && old.is_empty()
+}
+
+#[test]
+fn felix_configuration_mtu_and_route_protocol_live() {
+    let t = format!("cxfc{}", std::process::id() % 10_000);
+    let env = [
+        ("CALICO_NETWORKING_BACKEND", "vxlan"),
+        ("CALICO_IPV4POOL_CIDR", "10.194.0.0/16"),
+        ("CALICO_IPV4POOL_VXLAN", "Always"),
+    ];
+    let Some(c) = Cluster::start(
+        "felix_configuration_mtu_and_route_protocol_live",
+        &t,
+        "10.94.1",
+        2,
+        &env,
+        |_| {},
+    ) else {
+        return;
+    };
+    let pods = c.pods(&t, 1);
+    c.all_pairs_ping(&pods, Duration::from_secs(30), "pods up");
+    // Each node routes the other node's block via its VTEP.
+    let ok = wait_until(Duration::from_secs(10), || {
+        c.nodes.iter().all(|n| node_shows(n, 1450, 80, 99, 1))
+    });
+    assert!(ok, "defaults not in place\n{}", c.logs());
+
+    let value = r#"{"kind":"FelixConfiguration","apiVersion":"projectcalico.org/v3","metadata":{"name":"default"},"spec":{"vxlanMTU":1400,"deviceRouteProtocol":99,"routeRefreshInterval":"10s"}}"#;
+    let started = Instant::now();
+    c.underlay.etcd().etcdctl(&["put", KEY, value]);
+    let ok = wait_until(Duration::from_secs(15), || {
+        c.nodes.iter().all(|n| node_shows(n, 1400, 99, 80, 1))
+    });
+    assert!(
+        ok,
+        "vxlanMTU / deviceRouteProtocol not applied\n{}",
+        c.logs()
+    );
+    println!(
+        "vxlanMTU 1400 and deviceRouteProtocol 99 on every node after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    c.all_pairs_ping(&pods, Duration::from_secs(30), "after the change");
+
+    c.underlay.etcd().etcdctl(&["del", KEY]);
+    let ok = wait_until(Duration::from_secs(15), || {
+        c.nodes.iter().all(|n| node_shows(n, 1450, 80, 99, 1))
+    });
+    assert!(ok, "defaults not restored\n{}", c.logs());
+    c.all_pairs_ping(&pods, Duration::from_secs(30), "after the deletion");
+}
