@@ -1,5 +1,6 @@
 //! Reconciler configuration (Felix's settings of the same meaning).
 
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 /// Name of the IPIP device.
@@ -28,6 +29,12 @@ pub struct Config {
     pub vxlan_v6_mtu: Option<u32>,
     /// Full resync period (Felix `routeRefreshInterval`, default 90 s).
     pub route_refresh_interval: Duration,
+    /// Preferred source address of the IPv4 unicast routes (Felix
+    /// `deviceRouteSourceAddress`); must be an address of this host.
+    pub route_src_v4: Option<Ipv4Addr>,
+    /// Preferred source address of the IPv6 unicast routes (Felix
+    /// `deviceRouteSourceAddressIPv6`).
+    pub route_src_v6: Option<Ipv6Addr>,
     /// First retry delay of a failed route; doubled on each failure.
     pub retry_initial: Duration,
     /// Upper bound of the retry delay.
@@ -52,6 +59,8 @@ impl Default for Config {
             vxlan_mtu: None,
             vxlan_v6_mtu: None,
             route_refresh_interval: Duration::from_secs(90),
+            route_src_v4: None,
+            route_src_v6: None,
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(30),
             update_queue_limit: 262_144,
@@ -62,7 +71,8 @@ impl Default for Config {
 
 /// The settings of a [`Config`] that may change while the reconciler runs
 /// ([`crate::ReconcilerHandle::set_live`]): FelixConfiguration's `deviceRouteProtocol`,
-/// `ipipMTU`, `vxlanMTU`, `vxlanMTUV6` and `routeRefreshInterval`.
+/// `ipipMTU`, `vxlanMTU`, `vxlanMTUV6`, `routeRefreshInterval` and
+/// `deviceRouteSourceAddress` / `deviceRouteSourceAddressIPv6`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveConfig {
     /// See [`Config::route_protocol`]. On a change the routes of the old protocol are moved
@@ -76,6 +86,10 @@ pub struct LiveConfig {
     pub vxlan_v6_mtu: Option<u32>,
     /// See [`Config::route_refresh_interval`].
     pub route_refresh_interval: Duration,
+    /// See [`Config::route_src_v4`]. A change rewrites the routes whose source differs.
+    pub route_src_v4: Option<Ipv4Addr>,
+    /// See [`Config::route_src_v6`].
+    pub route_src_v6: Option<Ipv6Addr>,
 }
 
 impl Config {
@@ -87,6 +101,8 @@ impl Config {
             vxlan_mtu: self.vxlan_mtu,
             vxlan_v6_mtu: self.vxlan_v6_mtu,
             route_refresh_interval: self.route_refresh_interval,
+            route_src_v4: self.route_src_v4,
+            route_src_v6: self.route_src_v6,
         }
     }
 
@@ -97,5 +113,7 @@ impl Config {
         self.vxlan_mtu = live.vxlan_mtu;
         self.vxlan_v6_mtu = live.vxlan_v6_mtu;
         self.route_refresh_interval = live.route_refresh_interval;
+        self.route_src_v4 = live.route_src_v4;
+        self.route_src_v6 = live.route_src_v6;
     }
 }

@@ -80,6 +80,22 @@ impl Track {
     }
 }
 
+/// What a route read from the kernel counts as: its spec, or [`RouteSpec::Unsupported`]
+/// (which differs from every desired spec, so it gets rewritten) when it is a unicast route
+/// whose source address is not the one configured for its family.
+fn seen_spec(p: &route::ParsedRoute, src: (Option<IpAddr>, Option<IpAddr>)) -> RouteSpec {
+    let want_src = if p.key.dst.addr().is_ipv4() {
+        src.0
+    } else {
+        src.1
+    };
+    match p.spec.clone() {
+        Some(RouteSpec::Blackhole) => RouteSpec::Blackhole,
+        Some(spec) if p.prefsrc == want_src => spec,
+        _ => RouteSpec::Unsupported,
+    }
+}
+
 /// The reconciliation state machine over one request socket.
 pub(crate) struct Engine {
     cfg: Config,
@@ -174,6 +190,11 @@ impl Engine {
             self.apply(&moves, false);
             self.request_full();
         }
+        if (live.route_src_v4, live.route_src_v6) != (old.route_src_v4, old.route_src_v6) {
+            // The dump that follows sees every route with another source as differing.
+            self.need_dump = true;
+            self.check_all = true;
+        }
         self.cfg.set_live(live);
     }
 
@@ -230,6 +251,14 @@ impl Engine {
             .map(|f| f.next_retry)
             .min()
             .map_or(periodic, |r| r.min(periodic))
+    }
+
+    /// The configured source addresses (IPv4, IPv6).
+    fn route_src(&self) -> (Option<IpAddr>, Option<IpAddr>) {
+        (
+            self.cfg.route_src_v4.map(IpAddr::V4),
+            self.cfg.route_src_v6.map(IpAddr::V6),
+        )
     }
 
     fn tracked_index(&self, idx: u32) -> bool {
@@ -346,7 +375,7 @@ impl Engine {
         let want = self.plan.routes().get(&p.key);
         if p.protocol == self.cfg.route_protocol {
             let have = if new {
-                Some(p.spec.unwrap_or(RouteSpec::Unsupported))
+                Some(seen_spec(&p, self.route_src()))
             } else {
                 None
             };
@@ -379,6 +408,7 @@ impl Engine {
     /// cache rebuilt from a second dump. Returns whether it was rebuilt.
     fn dump_routes(&mut self) -> std::io::Result<bool> {
         let (table, proto) = (self.cfg.table, self.cfg.route_protocol);
+        let src = self.route_src();
         let mut matched = 0usize;
         let mut differs = false;
         {
@@ -392,7 +422,7 @@ impl Engine {
                         }
                         if let Some(p) = route::parse(m.payload) {
                             if p.protocol == proto && p.key.table == table {
-                                let spec = p.spec.unwrap_or(RouteSpec::Unsupported);
+                                let spec = seen_spec(&p, src);
                                 if kernel.get(&p.key) == Some(&spec) {
                                     matched += 1;
                                 } else {
@@ -420,7 +450,7 @@ impl Engine {
                     }
                     if let Some(p) = route::parse(m.payload) {
                         if p.protocol == proto && p.key.table == table {
-                            kernel.insert(p.key, p.spec.unwrap_or(RouteSpec::Unsupported));
+                            kernel.insert(p.key, seen_spec(&p, src));
                         }
                     }
                 },
@@ -605,10 +635,18 @@ impl Engine {
             return stats;
         }
         let proto = self.cfg.route_protocol;
+        let (src_v4, src_v6) = self.route_src();
         let res = self.nl.batch(ops.len(), |i, buf, seq, ack| {
             let (k, op) = &ops[i];
             match op {
-                Op::Write(mode, spec) => route::encode_new(buf, seq, ack, *mode, proto, k, spec),
+                Op::Write(mode, spec) => {
+                    let src = if k.dst.addr().is_ipv4() {
+                        src_v4
+                    } else {
+                        src_v6
+                    };
+                    route::encode_new_src(buf, seq, ack, *mode, proto, k, spec, src)
+                }
                 Op::Delete => route::encode_del(buf, seq, ack, proto, k),
             }
         });

@@ -138,3 +138,58 @@ async fn route_refresh_interval_changes_live() {
     assert!(ok, "resyncs: {} from {before}", run.handle.status().resyncs);
     run.stop().await;
 }
+
+#[test]
+fn route_source_address_changes_live() {
+    if skip_without_root("live_src") {
+        return;
+    }
+    let ns = node_ns("livesrc", "n", "192.168.1.10/24", None);
+    ns.ip("addr add 192.168.1.20/32 dev eth0");
+    let mut rec = ns.reconciler(Config::default());
+    let d = v4_state();
+    let remote = d.remote_routes.len();
+    rec.set_desired(d);
+    rec.reconcile_once();
+    let with_src = |src: &str| {
+        ns.ip("route show proto 80")
+            .lines()
+            .filter(|l| l.contains(&format!("src {src}")))
+            .count()
+    };
+    assert_eq!(with_src("192.168.1.20"), 0);
+    let live = LiveConfig {
+        route_src_v4: Some("192.168.1.20".parse().unwrap()),
+        ..Config::default().live()
+    };
+    rec.handle().set_live(live);
+    let stats = rec.reconcile_once();
+    // Every unicast route rewritten in place with the source; blackholes have none.
+    assert_eq!(
+        with_src("192.168.1.20"),
+        remote,
+        "{stats:?}\n{}",
+        ns.routes_text()
+    );
+    assert_eq!(stats.replaced, remote, "{stats:?}");
+    // Nothing more to do: what the kernel reports back matches what was written.
+    let again = rec.reconcile_once();
+    assert_eq!(again.replaced + again.added, 0, "{again:?}");
+    // A route whose source is changed under us is repaired.
+    ns.ip("route replace 10.65.1.0/26 via 192.168.1.11 dev eth0 proto 80");
+    rec.reconcile_once();
+    assert_eq!(with_src("192.168.1.20"), remote, "{}", ns.routes_text());
+    // Unset: the sources go.
+    rec.handle().set_live(Config::default().live());
+    rec.reconcile_once();
+    assert_eq!(with_src("192.168.1.20"), 0, "{}", ns.routes_text());
+    assert_eq!(
+        ns.ip("route show proto 80")
+            .lines()
+            .filter(|l| !l.starts_with(char::is_whitespace))
+            .count(),
+        remote + 1,
+        "one blackhole for the local block\n{}",
+        ns.routes_text()
+    );
+}

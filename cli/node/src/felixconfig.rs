@@ -6,7 +6,8 @@
 //!
 //! Acted on, all live: `natOutgoingAddress`, `natPortRange`, `natOutgoingExclusions`,
 //! `vxlanVNI`, `vxlanPort`, `ipipMTU`, `vxlanMTU`, `vxlanMTUV6`, `routeRefreshInterval`,
-//! `deviceRouteProtocol`, `logSeverityScreen`.
+//! `deviceRouteProtocol`, `deviceRouteSourceAddress`, `deviceRouteSourceAddressIPv6`,
+//! `logSeverityScreen`.
 //!
 //! Precedence as in Felix: a `FELIX_<FIELD>` environment variable (the field's name in upper
 //! case, e.g. `FELIX_VXLANMTU`, `FELIX_IPINIPMTU`) beats the datastore; Calyx's own settings
@@ -14,7 +15,7 @@
 //! which the caller applies.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use calyx_felix::rules::calyx::NatExclusions;
@@ -47,6 +48,10 @@ pub struct FelixSettings {
     pub route_refresh_interval: Option<Duration>,
     /// `deviceRouteProtocol`.
     pub device_route_protocol: Option<u8>,
+    /// `deviceRouteSourceAddress`.
+    pub device_route_source_v4: Option<Ipv4Addr>,
+    /// `deviceRouteSourceAddressIPv6`.
+    pub device_route_source_v6: Option<Ipv6Addr>,
     /// `logSeverityScreen` as a tracing level (`debug`, `info`, `warn`, `error`).
     pub log_severity_screen: Option<&'static str>,
 }
@@ -65,8 +70,27 @@ const ENV_FIELDS: &[(&str, &str)] = &[
     ("vxlanMTUV6", "FELIX_VXLANMTUV6"),
     ("routeRefreshInterval", "FELIX_ROUTEREFRESHINTERVAL"),
     ("deviceRouteProtocol", "FELIX_DEVICEROUTEPROTOCOL"),
+    ("deviceRouteSourceAddress", "FELIX_DEVICEROUTESOURCEADDRESS"),
+    (
+        "deviceRouteSourceAddressIPv6",
+        "FELIX_DEVICEROUTESOURCEADDRESSIPV6",
+    ),
     ("logSeverityScreen", "FELIX_LOGSEVERITYSCREEN"),
 ];
+
+/// An address field of the family `T`; empty means unset, anything else bad is logged.
+fn addr_field<T: std::str::FromStr>(spec: &BTreeMap<String, Value>, field: &str) -> Option<T> {
+    let v = spec.get(field)?;
+    let text = v.as_str().map(str::trim);
+    if text.is_none_or(str::is_empty) && (v.is_null() || text.is_some()) {
+        return None;
+    }
+    let parsed = text.and_then(|t| t.parse().ok());
+    if parsed.is_none() {
+        warn!(value = %v, field, "FelixConfiguration: not an address of the right family; ignored");
+    }
+    parsed
+}
 
 /// The `FELIX_*` environment settings as spec fields (string values), read through `var`
 /// (the process environment in the daemon). An empty variable counts as unset.
@@ -240,6 +264,8 @@ pub fn effective_with(
     s.vxlan_mtu_v6 = mtu("vxlanMTUV6").map(|m| m.max(1280));
     s.device_route_protocol =
         int_field(&spec, "deviceRouteProtocol", (1, 255)).and_then(|n| u8::try_from(n).ok());
+    s.device_route_source_v4 = addr_field(&spec, "deviceRouteSourceAddress");
+    s.device_route_source_v6 = addr_field(&spec, "deviceRouteSourceAddressIPv6");
     if let Some(v) = spec.get("routeRefreshInterval") {
         match duration(v) {
             Some(d) => s.route_refresh_interval = Some(d),
@@ -336,6 +362,21 @@ mod tests {
         assert_eq!(s.route_refresh_interval, Some(Duration::ZERO));
         assert_eq!(s.device_route_protocol, None);
         assert_eq!(s.log_severity_screen, None);
+        let src = configs(&[(
+            "default",
+            json!({"spec": {"deviceRouteSourceAddress": "192.0.2.7",
+                            "deviceRouteSourceAddressIPv6": "192.0.2.7"}}),
+        )]);
+        let s = effective_with(&src, "n0", &none);
+        assert_eq!(s.device_route_source_v4, Some("192.0.2.7".parse().unwrap()));
+        assert_eq!(s.device_route_source_v6, None, "wrong family");
+        let src = configs(&[(
+            "default",
+            json!({"spec": {"deviceRouteSourceAddress": "", "deviceRouteSourceAddressIPv6": "fd00::7"}}),
+        )]);
+        let s = effective_with(&src, "n0", &none);
+        assert_eq!(s.device_route_source_v4, None);
+        assert_eq!(s.device_route_source_v6, Some("fd00::7".parse().unwrap()));
         assert_eq!(duration(&json!("500ms")), Some(Duration::from_millis(500)));
         assert_eq!(duration(&json!("2h")), Some(Duration::from_secs(7200)));
         assert_eq!(duration(&json!("1.5")), Some(Duration::from_millis(1500)));

@@ -1,5 +1,6 @@
 //! Applies the live FelixConfiguration settings that are not NAT rules or the VXLAN device's
-//! identity: the tunnel MTUs, `deviceRouteProtocol` and `routeRefreshInterval` (to felix's
+//! identity: the tunnel MTUs, `deviceRouteProtocol`, `deviceRouteSourceAddress(IPv6)` and
+//! `routeRefreshInterval` (to felix's
 //! reconciler, [`calyx_felix::ReconcilerHandle::set_live`]) and `logSeverityScreen` (to the
 //! daemon's log filter, through the hook the binary installs with [`set_log_level_hook`]).
 //! Calyx's own settings win: `CALYX_ROUTE_PROTOCOL` and `CALYX_ROUTE_REFRESH_INTERVAL` when
@@ -51,6 +52,8 @@ pub fn live_config(felix: &FelixSettings, config: &NodeConfig) -> LiveConfig {
         vxlan_mtu: felix.vxlan_mtu,
         vxlan_v6_mtu: felix.vxlan_mtu_v6,
         route_refresh_interval,
+        route_src_v4: felix.device_route_source_v4,
+        route_src_v6: felix.device_route_source_v6,
     }
 }
 
