@@ -47,10 +47,34 @@ fn felix_configuration_mtu_and_route_protocol_live() {
         "10.94.1",
         2,
         &env,
-        |_| {},
+        |u| {
+            // Start-up settings: a metrics endpoint on 9191; healthPort loses to the
+            // CALYX_HEALTH_LISTEN the test daemons are given.
+            let value = r#"{"kind":"FelixConfiguration","apiVersion":"projectcalico.org/v3","metadata":{"name":"default"},"spec":{"prometheusMetricsEnabled":true,"prometheusMetricsPort":9191,"healthPort":9199}}"#;
+            u.etcd().etcdctl(&["put", KEY, value]);
+        },
     ) else {
         return;
     };
+    for n in &c.nodes {
+        let get = |port: u16| {
+            n.ns.try_exec(&[
+                "bash",
+                "-c",
+                &format!(
+                    "exec 3<>/dev/tcp/{}/{port} && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 \
+                     && grep -q '^calyx_' <&3",
+                    n.ip
+                ),
+            ])
+        };
+        assert!(get(9191), "no metrics on 9191\n{}", c.logs());
+        assert!(
+            !n.ns
+                .try_exec(&["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9199"]),
+            "healthPort beat CALYX_HEALTH_LISTEN"
+        );
+    }
     let pods = c.pods(&t, 1);
     c.all_pairs_ping(&pods, Duration::from_secs(30), "pods up");
     // Each node routes the other node's block via its VTEP.

@@ -74,9 +74,10 @@ pub struct NodeRunArgs {
     /// Create no default pools.
     #[arg(long, env = "NO_DEFAULT_POOLS", default_value = "false")]
     pub no_default_pools: String,
-    /// Address of the health, metrics and status HTTP endpoint.
-    #[arg(long, env = "CALYX_HEALTH_LISTEN", default_value = "127.0.0.1:9099")]
-    pub health_listen: String,
+    /// Address of the health, metrics and status HTTP endpoint (default 127.0.0.1:9099, the
+    /// port then from FelixConfiguration's `healthPort` when that is set).
+    #[arg(long, env = "CALYX_HEALTH_LISTEN")]
+    pub health_listen: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "CALYX_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -213,6 +214,8 @@ pub struct NodeConfig {
     pub default_ipv6_pool: Option<DefaultPool>,
     /// Health/metrics/status listen address.
     pub health_listen: SocketAddr,
+    /// Whether `health_listen` was set (then FelixConfiguration's `healthPort` is ignored).
+    pub health_listen_set: bool,
     /// How long to wait for the datastore at start-up.
     pub datastore_wait: Duration,
     /// BGP graceful restart on.
@@ -517,13 +520,11 @@ impl NodeRunArgs {
             }
             _ => None,
         };
-        let health_listen = self.health_listen.trim().parse().map_err(|_| {
-            bad(
-                "CALYX_HEALTH_LISTEN",
-                &self.health_listen,
-                "expected ADDRESS:PORT",
-            )
-        })?;
+        let health_text = self.health_listen.as_deref().unwrap_or("127.0.0.1:9099");
+        let health_listen = health_text
+            .trim()
+            .parse()
+            .map_err(|_| bad("CALYX_HEALTH_LISTEN", health_text, "expected ADDRESS:PORT"))?;
         // Logging is set up from the raw value before this runs; checked here all the same.
         match self.log_format.trim().to_ascii_lowercase().as_str() {
             "text" | "" | "json" => {}
@@ -573,6 +574,7 @@ impl NodeRunArgs {
             default_ipv4_pool: (!no_default_pools).then_some(v4pool),
             default_ipv6_pool: if no_default_pools { None } else { v6pool },
             health_listen,
+            health_listen_set: self.health_listen.is_some(),
             datastore_wait: Duration::from_secs(wait),
             graceful_restart: parse_bool("CALYX_GRACEFUL_RESTART", &self.graceful_restart)?,
             bgp_hold_time: hold,

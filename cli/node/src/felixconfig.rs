@@ -52,6 +52,12 @@ pub struct FelixSettings {
     pub device_route_source_v4: Option<Ipv4Addr>,
     /// `deviceRouteSourceAddressIPv6`.
     pub device_route_source_v6: Option<Ipv6Addr>,
+    /// `healthPort` (read at start-up).
+    pub health_port: Option<u16>,
+    /// `prometheusMetricsEnabled` (read at start-up).
+    pub prometheus_metrics_enabled: bool,
+    /// `prometheusMetricsPort` (Felix's default 9091 when unset; read at start-up).
+    pub prometheus_metrics_port: Option<u16>,
     /// `logSeverityScreen` as a tracing level (`debug`, `info`, `warn`, `error`).
     pub log_severity_screen: Option<&'static str>,
 }
@@ -76,7 +82,48 @@ const ENV_FIELDS: &[(&str, &str)] = &[
         "FELIX_DEVICEROUTESOURCEADDRESSIPV6",
     ),
     ("logSeverityScreen", "FELIX_LOGSEVERITYSCREEN"),
+    ("healthPort", "FELIX_HEALTHPORT"),
+    ("prometheusMetricsEnabled", "FELIX_PROMETHEUSMETRICSENABLED"),
+    ("prometheusMetricsPort", "FELIX_PROMETHEUSMETRICSPORT"),
 ];
+
+/// A boolean as JSON or as the environment writes it (`true`, `False`, ...).
+fn bool_field(spec: &BTreeMap<String, Value>, field: &str) -> Option<bool> {
+    let v = spec.get(field)?;
+    let b = v
+        .as_bool()
+        .or_else(|| match v.as_str()?.trim().to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        });
+    if b.is_none() {
+        warn!(value = %v, field, "FelixConfiguration: not a boolean; ignored");
+    }
+    b
+}
+
+/// The FelixConfiguration resources that concern `node`, read once from `store` (for the
+/// settings taken at start-up). A resource that cannot be read or decoded is left out.
+pub async fn read<S: calyx_datastore::store::Store>(
+    store: &S,
+    node: &str,
+) -> BTreeMap<String, Value> {
+    let mut configs = BTreeMap::new();
+    for name in ["default".to_string(), format!("node.{node}")] {
+        match store.get(&format!("{KEY_PREFIX}{name}")).await {
+            Ok(Some(kv)) => match serde_json::from_slice(&kv.value) {
+                Ok(v) => {
+                    configs.insert(name, v);
+                }
+                Err(e) => warn!(%name, error = %e, "FelixConfiguration does not decode; ignored"),
+            },
+            Ok(None) => {}
+            Err(e) => warn!(%name, error = %e, "cannot read FelixConfiguration; defaults apply"),
+        }
+    }
+    configs
+}
 
 /// An address field of the family `T`; empty means unset, anything else bad is logged.
 fn addr_field<T: std::str::FromStr>(spec: &BTreeMap<String, Value>, field: &str) -> Option<T> {
@@ -266,6 +313,10 @@ pub fn effective_with(
         int_field(&spec, "deviceRouteProtocol", (1, 255)).and_then(|n| u8::try_from(n).ok());
     s.device_route_source_v4 = addr_field(&spec, "deviceRouteSourceAddress");
     s.device_route_source_v6 = addr_field(&spec, "deviceRouteSourceAddressIPv6");
+    let port = |field| int_field(&spec, field, (1, 65535)).and_then(|n| u16::try_from(n).ok());
+    s.health_port = port("healthPort");
+    s.prometheus_metrics_port = port("prometheusMetricsPort");
+    s.prometheus_metrics_enabled = bool_field(&spec, "prometheusMetricsEnabled").unwrap_or(false);
     if let Some(v) = spec.get("routeRefreshInterval") {
         match duration(v) {
             Some(d) => s.route_refresh_interval = Some(d),
@@ -382,6 +433,28 @@ mod tests {
         assert_eq!(duration(&json!("1.5")), Some(Duration::from_millis(1500)));
         assert_eq!(duration(&json!("10x")), None);
         assert_eq!(duration(&json!("")), None);
+    }
+
+    #[test]
+    fn start_up_settings() {
+        let c = configs(&[(
+            "default",
+            json!({"spec": {"healthPort": 9199, "prometheusMetricsEnabled": true,
+                            "prometheusMetricsPort": 0}}),
+        )]);
+        let none = BTreeMap::new();
+        let s = effective_with(&c, "n", &none);
+        assert_eq!(s.health_port, Some(9199));
+        assert!(s.prometheus_metrics_enabled);
+        assert_eq!(s.prometheus_metrics_port, None, "0 is out of range");
+        let env = env_overrides(|k| match k {
+            "FELIX_PROMETHEUSMETRICSENABLED" => Some("False".into()),
+            "FELIX_PROMETHEUSMETRICSPORT" => Some("9191".into()),
+            _ => None,
+        });
+        let s = effective_with(&c, "n", &env);
+        assert!(!s.prometheus_metrics_enabled);
+        assert_eq!(s.prometheus_metrics_port, Some(9191));
     }
 
     #[test]

@@ -70,13 +70,32 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         "starting"
     );
 
-    // Bind the endpoint before writing anything, so that a port in use stops start-up early.
-    let listener = http::bind(config.health_listen).await.with_context(|| {
-        format!(
-            "CALYX_HEALTH_LISTEN={}: cannot listen",
-            config.health_listen
-        )
-    })?;
+    // Bind the endpoints before writing anything, so that a port in use stops start-up
+    // early. FelixConfiguration's healthPort and prometheusMetrics* are read here, once (as
+    // Felix, which restarts to change them).
+    let felix = felixconfig::effective(
+        &felixconfig::read(&store, &config.nodename).await,
+        &config.nodename,
+    );
+    let mut health_listen = config.health_listen;
+    if let (false, Some(port)) = (config.health_listen_set, felix.health_port) {
+        health_listen.set_port(port);
+    }
+    let listener = http::bind(health_listen)
+        .await
+        .with_context(|| format!("health endpoint {health_listen}: cannot listen"))?;
+    // Felix serves its metrics on all addresses (prometheusMetricsHost unset).
+    let metrics_listen = felix.prometheus_metrics_enabled.then(|| {
+        std::net::SocketAddr::from(([0, 0, 0, 0], felix.prometheus_metrics_port.unwrap_or(9091)))
+    });
+    let metrics_listener = match metrics_listen {
+        Some(addr) => Some(
+            http::bind(addr)
+                .await
+                .with_context(|| format!("prometheusMetricsPort {addr}: cannot listen"))?,
+        ),
+        None => None,
+    };
 
     startup::ensure_default_pools(&client, &config).await?;
     startup::ensure_cluster_information(&client, &config.cluster_type).await?;
@@ -105,6 +124,9 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         ..NodeStatus::default()
     }));
     let server = tokio::spawn(http::serve(listener, status.clone(), stop.clone()));
+    // The same endpoint again (its /metrics for Prometheus), stopped with the first.
+    let _metrics_server =
+        metrics_listener.map(|l| tokio::spawn(http::serve(l, status.clone(), stop.clone())));
 
     if config.backend != Backend::None {
         enable_forwarding(ipv6.is_some());
@@ -646,6 +668,7 @@ mod tests {
             default_ipv4_pool: None,
             default_ipv6_pool: None,
             health_listen: "127.0.0.1:0".parse().unwrap(),
+            health_listen_set: true,
             datastore_wait: Duration::from_secs(1),
             graceful_restart: false,
             bgp_hold_time: 9,
