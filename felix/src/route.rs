@@ -419,6 +419,48 @@ mod tests {
     }
 
     #[test]
+    fn source_address_roundtrip_only_on_its_family() {
+        let k = key("10.65.2.0/26");
+        let spec = RouteSpec::Via(NextHop {
+            gateway: "192.168.1.12".parse().unwrap(),
+            oif: 7,
+            onlink: false,
+        });
+        let src: IpAddr = "192.168.1.20".parse().unwrap();
+        let mut buf = Vec::new();
+        encode_new_src(
+            &mut buf,
+            1,
+            true,
+            WriteMode::Replace,
+            99,
+            &k,
+            &spec,
+            Some(src),
+        );
+        let p = parse(wire::messages(&buf).next().unwrap().payload).unwrap();
+        assert_eq!(
+            (p.prefsrc, p.spec, p.protocol),
+            (Some(src), Some(spec.clone()), 99)
+        );
+        // An IPv6 source is not put on an IPv4 route.
+        let mut buf = Vec::new();
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        encode_new_src(
+            &mut buf,
+            1,
+            true,
+            WriteMode::Create,
+            80,
+            &k,
+            &spec,
+            Some(v6),
+        );
+        let p = parse(wire::messages(&buf).next().unwrap().payload).unwrap();
+        assert_eq!(p.prefsrc, None);
+    }
+
+    #[test]
     fn ipip_onlink_route_message() {
         // `10.65.2.0/26 via 192.168.1.12 dev tunl0 onlink proto 80`
         let k = key("10.65.2.0/26");
