@@ -2,7 +2,8 @@
 //! `calyx node run` daemons, a FelixConfiguration written to etcd as calicoctl stores it, and
 //! each node's kernel checked: `vxlanMTU` on `vxlan.calico`, `deviceRouteProtocol` on the
 //! routes (moved, none left under the old protocol, none doubled), pods still reaching each
-//! other; deleted, everything goes back to the defaults.
+//! other; deleted, everything goes back to the defaults. Then `deviceRouteSourceAddress` for
+//! one node, and the start-up settings `prometheusMetrics*` and `healthPort`.
 
 // Test code: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,7 +35,7 @@ fn node_shows(node: &NodeNs, mtu: u32, proto: u8, not: u8, routes: usize) -> boo
 }
 
 #[test]
-fn felix_configuration_mtu_and_route_protocol_live() {
+fn felix_configuration_dataplane_fields() {
     let t = format!("cxfc{}", std::process::id() % 10_000);
     let env = [
         ("CALICO_NETWORKING_BACKEND", "vxlan"),
@@ -42,7 +43,7 @@ fn felix_configuration_mtu_and_route_protocol_live() {
         ("CALICO_IPV4POOL_VXLAN", "Always"),
     ];
     let Some(c) = Cluster::start(
-        "felix_configuration_mtu_and_route_protocol_live",
+        "felix_configuration_dataplane_fields",
         &t,
         "10.94.1",
         2,
@@ -106,4 +107,26 @@ fn felix_configuration_mtu_and_route_protocol_live() {
     });
     assert!(ok, "defaults not restored\n{}", c.logs());
     c.all_pairs_ping(&pods, Duration::from_secs(30), "after the deletion");
+
+    // deviceRouteSourceAddress for node1 only (its own address): its routes get the source,
+    // node2's do not; deleted, it goes again.
+    let key = "/calico/resources/v3/projectcalico.org/felixconfigurations/node.node1";
+    let value = format!(
+        r#"{{"kind":"FelixConfiguration","apiVersion":"projectcalico.org/v3","metadata":{{"name":"node.node1"}},"spec":{{"deviceRouteSourceAddress":"{}"}}}}"#,
+        c.nodes[0].ip
+    );
+    c.underlay.etcd().etcdctl(&["put", key, &value]);
+    let with_src = |n: &NodeNs| {
+        n.ns.exec(&["ip", "route", "show", "proto", "80", "dev", "vxlan.calico"])
+            .lines()
+            .filter(|l| l.contains(&format!(" src {}", c.nodes[0].ip)))
+            .count()
+    };
+    let ok = wait_until(Duration::from_secs(15), || with_src(&c.nodes[0]) == 1);
+    assert!(ok, "deviceRouteSourceAddress not applied\n{}", c.logs());
+    assert_eq!(with_src(&c.nodes[1]), 0);
+    c.all_pairs_ping(&pods, Duration::from_secs(30), "with a route source");
+    c.underlay.etcd().etcdctl(&["del", key]);
+    let ok = wait_until(Duration::from_secs(15), || with_src(&c.nodes[0]) == 0);
+    assert!(ok, "deviceRouteSourceAddress not removed\n{}", c.logs());
 }
