@@ -133,4 +133,26 @@ mod tests {
         let l = live_config(&off, &node_config(false, false));
         assert_eq!(l.route_refresh_interval, REFRESH_OFF);
     }
+
+    #[test]
+    fn log_level_goes_to_the_hook_on_change_only() {
+        static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        set_log_level_hook(|level| {
+            SEEN.lock().unwrap().push(level.to_string());
+            Ok(())
+        });
+        let config = node_config(false, false);
+        let mut state = ClusterState::default();
+        let mut applied = Applied::default();
+        applied.feed(&state, &config, None);
+        state.felix_configs.insert(
+            "default".into(),
+            serde_json::json!({"spec": {"logSeverityScreen": "Debug"}}),
+        );
+        applied.feed(&state, &config, None);
+        applied.feed(&state, &config, None);
+        state.felix_configs.clear();
+        applied.feed(&state, &config, None);
+        assert_eq!(*SEEN.lock().unwrap(), ["info", "debug", "info"]);
+    }
 }
