@@ -41,6 +41,8 @@ fn felix_configuration_dataplane_fields() {
         ("CALICO_NETWORKING_BACKEND", "vxlan"),
         ("CALICO_IPV4POOL_CIDR", "10.194.0.0/16"),
         ("CALICO_IPV4POOL_VXLAN", "Always"),
+        // No explicit log level (an empty setting counts as unset): logSeverityScreen rules.
+        ("CALYX_LOG_LEVEL", ""),
     ];
     let Some(c) = Cluster::start(
         "felix_configuration_dataplane_fields",
@@ -129,4 +131,27 @@ fn felix_configuration_dataplane_fields() {
     c.underlay.etcd().etcdctl(&["del", key]);
     let ok = wait_until(Duration::from_secs(15), || with_src(&c.nodes[0]) == 0);
     assert!(ok, "deviceRouteSourceAddress not removed\n{}", c.logs());
+
+    // logSeverityScreen: at Error the daemon's own notice of the change is filtered out; at
+    // Debug it is written.
+    let set_level = |level: &str| {
+        let value = format!(
+            r#"{{"kind":"FelixConfiguration","apiVersion":"projectcalico.org/v3","metadata":{{"name":"default"}},"spec":{{"logSeverityScreen":"{level}"}}}}"#
+        );
+        c.underlay.etcd().etcdctl(&["put", KEY, &value]);
+    };
+    let notices = |level: &str| {
+        c.daemons[0]
+            .log()
+            .lines()
+            .filter(|l| l.contains("log level from FelixConfiguration") && l.contains(level))
+            .count()
+    };
+    set_level("Error");
+    std::thread::sleep(Duration::from_secs(2));
+    set_level("Debug");
+    let ok = wait_until(Duration::from_secs(15), || notices("debug") == 1);
+    assert!(ok, "logSeverityScreen Debug not applied\n{}", c.logs());
+    assert_eq!(notices("error"), 0, "{}", c.logs());
+    c.underlay.etcd().etcdctl(&["del", KEY]);
 }
