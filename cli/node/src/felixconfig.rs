@@ -309,8 +309,12 @@ pub fn effective_with(
     s.vxlan_mtu = mtu("vxlanMTU");
     // IPv6 needs at least 1280.
     s.vxlan_mtu_v6 = mtu("vxlanMTUV6").map(|m| m.max(1280));
+    // Calyx owns every route of this protocol in table main. 1-4 (redirect, kernel, boot,
+    // static) are what `ip route add`, the kernel and calyx-cni's pod routes carry: owning
+    // them would delete those, so they are refused (Felix's default 3 included; in Felix it
+    // marks the workload routes Felix itself programs, which here are calyx-cni's).
     s.device_route_protocol =
-        int_field(&spec, "deviceRouteProtocol", (1, 255)).and_then(|n| u8::try_from(n).ok());
+        int_field(&spec, "deviceRouteProtocol", (5, 255)).and_then(|n| u8::try_from(n).ok());
     s.device_route_source_v4 = addr_field(&spec, "deviceRouteSourceAddress");
     s.device_route_source_v6 = addr_field(&spec, "deviceRouteSourceAddressIPv6");
     let port = |field| int_field(&spec, field, (1, 65535)).and_then(|n| u16::try_from(n).ok());
@@ -408,6 +412,11 @@ mod tests {
         assert_eq!(s.route_refresh_interval, Some(Duration::from_secs(90)));
         assert_eq!(s.device_route_protocol, Some(99));
         assert_eq!(s.log_severity_screen, Some("warn"));
+        let boot = configs(&[("default", json!({"spec": {"deviceRouteProtocol": 3}}))]);
+        assert_eq!(
+            effective_with(&boot, "n0", &none).device_route_protocol,
+            None
+        );
         // node.n1's bad values are ignored (no fallback to default's: the field is replaced).
         let s = effective_with(&c, "n1", &none);
         assert_eq!(s.route_refresh_interval, Some(Duration::ZERO));
