@@ -44,7 +44,7 @@ struct Queue {
 #[derive(Default)]
 pub(crate) struct Taken {
     pub(crate) host: Option<HostState>,
-    /// The latest live settings, if they were set (applied before the host state).
+    /// The latest live settings, if they were set (applied after the host state and routes).
     pub(crate) live: Option<LiveConfig>,
     pub(crate) batches: Vec<Vec<RouteUpdate>>,
 }

@@ -82,8 +82,8 @@ impl ReconcilerHandle {
             .map_err(|_| Error::Stopped)
     }
 
-    /// Replaces the live settings (tunnel MTUs, route protocol, resync interval); the
-    /// reconciler applies them before anything fed after this call. Never waits.
+    /// Replaces the live settings (tunnel MTUs, route protocol, route source, resync
+    /// interval); the reconciler's next pass uses them. Never waits.
     pub fn set_live(&self, live: LiveConfig) {
         self.shared.inbox.set_live(live);
     }
@@ -266,14 +266,17 @@ impl Reconciler {
 
 /// Hands what was taken from the inbox to the engine, in order.
 fn absorb(eng: &mut Engine, taken: Taken) {
-    if let Some(live) = taken.live {
-        eng.set_live(live);
-    }
     if let Some(host) = taken.host {
         eng.set_host(host);
     }
     for batch in taken.batches {
         eng.update_routes(batch);
+    }
+    // Last, so that a protocol change moves every route the plan holds by now. (Before the
+    // first device pass the plan lacks the routes over devices not yet known: at start-up
+    // those are deleted under the old protocol and created again under the new one.)
+    if let Some(live) = taken.live {
+        eng.set_live(live);
     }
 }
 

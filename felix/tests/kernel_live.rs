@@ -77,6 +77,19 @@ fn route_protocol_and_mtu_change_live() {
     rec.reconcile_once();
     assert!(ns.ip("link show dev vxlan.calico").contains("mtu 1450"));
     assert_eq!(count(99), ours);
+
+    // A restart after the protocol changed: a new reconciler starts with the default (99
+    // here), is told 80 before its first pass, and still moves the routes of 99.
+    drop(rec);
+    let mut rec = ns.reconciler(Config {
+        route_protocol: 99,
+        ..Config::default()
+    });
+    rec.handle().set_live(Config::default().live());
+    rec.set_desired(v4_state());
+    rec.reconcile_once();
+    assert_eq!(count(99), 0, "{}", ns.routes_text());
+    assert_eq!(count(80), ours, "{}", ns.routes_text());
 }
 
 #[test]

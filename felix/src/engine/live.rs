@@ -43,6 +43,13 @@ impl Engine {
             self.need_links = true;
         }
         if live.route_protocol != old.route_protocol {
+            // The routes of the old protocol as the kernel holds them now: before the first
+            // pass (a restart after the protocol was changed) the cache is still empty.
+            match self.dump_routes() {
+                Ok(true) => self.recount(),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "route dump before a protocol change"),
+            }
             let (mut deletes, mut moves) = (Vec::new(), Vec::new());
             for k in self.track.kernel.keys() {
                 match self.plan.routes().get(k) {
