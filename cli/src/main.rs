@@ -18,17 +18,22 @@ use crate::args::Cli;
 fn main() -> ExitCode {
     forget_empty_settings();
     let cli = Cli::parse();
-    let (level, json) = match &cli.command {
+    let (level, json, daemon) = match &cli.command {
         args::Command::Node(args::NodeCommand::Run(run)) => (
             cli.log_level.clone().unwrap_or_else(|| "info".into()),
             run.log_format.eq_ignore_ascii_case("json"),
+            true,
         ),
         _ => (
             cli.log_level.clone().unwrap_or_else(|| "warn".into()),
             false,
+            false,
         ),
     };
-    init_logging(&level, json);
+    // FelixConfiguration's logSeverityScreen may set the daemon's level while it runs, unless
+    // the level was given explicitly (CALYX_LOG_LEVEL, --log-level or RUST_LOG), which wins.
+    let reloadable = daemon && cli.log_level.is_none() && std::env::var_os("RUST_LOG").is_none();
+    init_logging(&level, json, reloadable);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -79,16 +84,31 @@ fn forget_empty_settings() {
     }
 }
 
-fn init_logging(level: &str, json: bool) {
+fn init_logging(level: &str, json: bool, reloadable: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // The same steps for both formats, whose builders differ in type.
+    macro_rules! finish {
+        ($b:expr) => {{
+            let b = $b.with_filter_reloading();
+            if reloadable {
+                let handle = b.reload_handle();
+                calyx_node::set_log_level_hook(move |level| {
+                    let filter =
+                        tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+                    handle.reload(filter).map_err(|e| e.to_string())
+                });
+            }
+            b.init();
+        }};
+    }
     if json {
-        builder.json().init();
+        finish!(builder.json());
     } else {
-        builder.init();
+        finish!(builder);
     }
 }

@@ -24,6 +24,9 @@ use crate::route::{self, RouteKey, RouteSpec, WriteMode};
 use crate::status::{ApplyStats, ReconcilerStatus, RouteFailure};
 use crate::wire;
 
+mod live;
+use live::seen_spec;
+
 #[derive(Debug, Clone)]
 struct Failure {
     error: String,
@@ -192,6 +195,14 @@ impl Engine {
             .map_or(periodic, |r| r.min(periodic))
     }
 
+    /// The configured source addresses (IPv4, IPv6).
+    fn route_src(&self) -> (Option<IpAddr>, Option<IpAddr>) {
+        (
+            self.cfg.route_src_v4.map(IpAddr::V4),
+            self.cfg.route_src_v6.map(IpAddr::V6),
+        )
+    }
+
     fn tracked_index(&self, idx: u32) -> bool {
         let env = self.plan.env();
         [
@@ -306,7 +317,7 @@ impl Engine {
         let want = self.plan.routes().get(&p.key);
         if p.protocol == self.cfg.route_protocol {
             let have = if new {
-                Some(p.spec.unwrap_or(RouteSpec::Unsupported))
+                Some(seen_spec(&p, self.route_src()))
             } else {
                 None
             };
@@ -339,6 +350,7 @@ impl Engine {
     /// cache rebuilt from a second dump. Returns whether it was rebuilt.
     fn dump_routes(&mut self) -> std::io::Result<bool> {
         let (table, proto) = (self.cfg.table, self.cfg.route_protocol);
+        let src = self.route_src();
         let mut matched = 0usize;
         let mut differs = false;
         {
@@ -352,7 +364,7 @@ impl Engine {
                         }
                         if let Some(p) = route::parse(m.payload) {
                             if p.protocol == proto && p.key.table == table {
-                                let spec = p.spec.unwrap_or(RouteSpec::Unsupported);
+                                let spec = seen_spec(&p, src);
                                 if kernel.get(&p.key) == Some(&spec) {
                                     matched += 1;
                                 } else {
@@ -380,7 +392,7 @@ impl Engine {
                     }
                     if let Some(p) = route::parse(m.payload) {
                         if p.protocol == proto && p.key.table == table {
-                            kernel.insert(p.key, p.spec.unwrap_or(RouteSpec::Unsupported));
+                            kernel.insert(p.key, seen_spec(&p, src));
                         }
                     }
                 },
@@ -565,10 +577,18 @@ impl Engine {
             return stats;
         }
         let proto = self.cfg.route_protocol;
+        let (src_v4, src_v6) = self.route_src();
         let res = self.nl.batch(ops.len(), |i, buf, seq, ack| {
             let (k, op) = &ops[i];
             match op {
-                Op::Write(mode, spec) => route::encode_new(buf, seq, ack, *mode, proto, k, spec),
+                Op::Write(mode, spec) => {
+                    let src = if k.dst.addr().is_ipv4() {
+                        src_v4
+                    } else {
+                        src_v6
+                    };
+                    route::encode_new_src(buf, seq, ack, *mode, proto, k, spec, src)
+                }
                 Op::Delete => route::encode_del(buf, seq, ack, proto, k),
             }
         });

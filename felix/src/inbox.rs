@@ -21,6 +21,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
+use crate::config::LiveConfig;
 use crate::model::{DesiredState, HostState, RouteUpdate};
 
 /// The reconciler has stopped; nothing will take updates any more.
@@ -31,6 +32,7 @@ pub(crate) struct Closed;
 #[derive(Default)]
 struct Queue {
     host: Option<HostState>,
+    live: Option<LiveConfig>,
     batches: Vec<Vec<RouteUpdate>>,
     /// Routes queued (sum of [`RouteUpdate::weight`]).
     queued: usize,
@@ -42,12 +44,14 @@ struct Queue {
 #[derive(Default)]
 pub(crate) struct Taken {
     pub(crate) host: Option<HostState>,
+    /// The latest live settings, if they were set (applied after the host state and routes).
+    pub(crate) live: Option<LiveConfig>,
     pub(crate) batches: Vec<Vec<RouteUpdate>>,
 }
 
 impl Taken {
     pub(crate) fn is_empty(&self) -> bool {
-        self.host.is_none() && self.batches.is_empty()
+        self.host.is_none() && self.live.is_none() && self.batches.is_empty()
     }
 }
 
@@ -84,6 +88,12 @@ impl Inbox {
     /// Replaces the host part; never waits.
     pub(crate) fn set_host(&self, host: HostState) {
         self.lock().host = Some(host);
+        self.work.notify_one();
+    }
+
+    /// Replaces the live settings; never waits.
+    pub(crate) fn set_live(&self, live: LiveConfig) {
+        self.lock().live = Some(live);
         self.work.notify_one();
     }
 
@@ -139,6 +149,7 @@ impl Inbox {
             q.queued = 0;
             Taken {
                 host: q.host.take(),
+                live: q.live.take(),
                 batches: std::mem::take(&mut q.batches),
             }
         };
@@ -219,6 +230,7 @@ mod tests {
         assert_eq!(
             flat(Taken {
                 host: None,
+                live: None,
                 batches: t.batches
             }),
             vec![RouteUpdate::ReplaceAll(d.remote_routes)]

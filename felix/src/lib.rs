@@ -19,6 +19,9 @@
 //!   kernel's routes; a change to one of ours is repaired at once, a relevant link or address
 //!   event (underlay down/up, a tunnel deleted) triggers a full resync, and one also runs every
 //!   [`Config::route_refresh_interval`].
+//! * **Live settings.** [`ReconcilerHandle::set_live`] changes the tunnel MTUs, the route
+//!   protocol (routes moved to the new one in place), the routes' source address and the
+//!   resync interval while it runs ([`LiveConfig`]).
 //! * **Errors** are per route, retried with exponential back-off and listed in
 //!   [`ReconcilerStatus`].
 //!
@@ -68,7 +71,7 @@ pub mod status;
 pub mod sys;
 pub mod wire;
 
-pub use config::Config;
+pub use config::{Config, LiveConfig};
 pub use model::{
     DesiredState, Encap, HostState, IpipTunnel, MacAddr, RemoteHop, RemoteRoute, RouteUpdate, Vtep,
     VxlanTunnel,

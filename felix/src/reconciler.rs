@@ -9,7 +9,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::engine::Engine;
 use crate::inbox::{Inbox, Taken};
 use crate::model::{DesiredState, HostState, RouteUpdate};
@@ -80,6 +80,12 @@ impl ReconcilerHandle {
             .push(batch)
             .await
             .map_err(|_| Error::Stopped)
+    }
+
+    /// Replaces the live settings (tunnel MTUs, route protocol, route source, resync
+    /// interval); the reconciler's next pass uses them. Never waits.
+    pub fn set_live(&self, live: LiveConfig) {
+        self.shared.inbox.set_live(live);
     }
 
     /// Current status snapshot.
@@ -265,6 +271,12 @@ fn absorb(eng: &mut Engine, taken: Taken) {
     }
     for batch in taken.batches {
         eng.update_routes(batch);
+    }
+    // Last, so that a protocol change moves every route the plan holds by now. (Before the
+    // first device pass the plan lacks the routes over devices not yet known: at start-up
+    // those are deleted under the old protocol and created again under the new one.)
+    if let Some(live) = taken.live {
+        eng.set_live(live);
     }
 }
 

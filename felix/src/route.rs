@@ -13,6 +13,7 @@ const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 const RTA_PRIORITY: u16 = 6;
+const RTA_PREFSRC: u16 = 7;
 const RTA_MULTIPATH: u16 = 9;
 const RTA_TABLE: u16 = 15;
 /// `RTN_UNICAST`.
@@ -162,6 +163,23 @@ pub fn encode_new(
     key: &RouteKey,
     spec: &RouteSpec,
 ) {
+    encode_new_src(buf, seq, ack, mode, proto, key, spec, None);
+}
+
+/// [`encode_new`] with a preferred source address (`src`, RTA_PREFSRC) on a unicast route;
+/// a `src` of the other family than the route's is left out.
+#[allow(clippy::too_many_arguments)] // one message's fields
+pub fn encode_new_src(
+    buf: &mut Vec<u8>,
+    seq: u32,
+    ack: bool,
+    mode: WriteMode,
+    proto: u8,
+    key: &RouteKey,
+    spec: &RouteSpec,
+    src: Option<IpAddr>,
+) {
+    let src = src.filter(|s| s.is_ipv4() == key.dst.addr().is_ipv4());
     let mut flags = NLM_F_REQUEST | NLM_F_CREATE;
     flags |= match mode {
         WriteMode::Create => NLM_F_EXCL,
@@ -182,6 +200,9 @@ pub fn encode_new(
             put_key_attrs(buf, key);
             put_ip(buf, RTA_GATEWAY, &h.gateway);
             put_u32(buf, RTA_OIF, h.oif);
+            if let Some(src) = &src {
+                put_ip(buf, RTA_PREFSRC, src);
+            }
         }
         RouteSpec::Multipath(hops) => {
             put_rtmsg(buf, key, proto, RTN_UNICAST, 0);
@@ -200,6 +221,9 @@ pub fn encode_new(
                 put_ip(&mut mp, RTA_GATEWAY, &h.gateway);
             }
             put_attr(buf, RTA_MULTIPATH, &mp);
+            if let Some(src) = &src {
+                put_ip(buf, RTA_PREFSRC, src);
+            }
         }
     }
     end_msg(buf, start);
@@ -241,6 +265,8 @@ pub struct ParsedRoute {
     /// The spec, when the route is of a shape this crate writes (blackhole or unicast via
     /// gateways); `None` for anything else (a unicast route without gateway, say).
     pub spec: Option<RouteSpec>,
+    /// Its preferred source address (`src`), if any.
+    pub prefsrc: Option<IpAddr>,
 }
 
 fn ip_from(fam: u8, v: &[u8]) -> Option<IpAddr> {
@@ -273,6 +299,7 @@ pub fn parse(payload: &[u8]) -> Option<ParsedRoute> {
     }
     let mut dst: Option<IpAddr> = None;
     let mut gw: Option<IpAddr> = None;
+    let mut prefsrc: Option<IpAddr> = None;
     let mut oif = 0u32;
     let mut metric = 0u32;
     let mut mp: Option<&[u8]> = None;
@@ -280,6 +307,7 @@ pub fn parse(payload: &[u8]) -> Option<ParsedRoute> {
         match ty {
             RTA_DST => dst = ip_from(fam, v),
             RTA_GATEWAY => gw = ip_from(fam, v),
+            RTA_PREFSRC => prefsrc = ip_from(fam, v),
             RTA_OIF => oif = get_u32(v)?,
             RTA_PRIORITY => metric = get_u32(v)?,
             RTA_TABLE => table = get_u32(v)?,
@@ -336,6 +364,7 @@ pub fn parse(payload: &[u8]) -> Option<ParsedRoute> {
         protocol,
         kind,
         spec,
+        prefsrc,
     })
 }
 
@@ -387,6 +416,48 @@ mod tests {
         assert_eq!(p.key, k);
         assert_eq!(p.spec, Some(RouteSpec::Blackhole));
         assert_eq!(p.protocol, 80);
+    }
+
+    #[test]
+    fn source_address_roundtrip_only_on_its_family() {
+        let k = key("10.65.2.0/26");
+        let spec = RouteSpec::Via(NextHop {
+            gateway: "192.168.1.12".parse().unwrap(),
+            oif: 7,
+            onlink: false,
+        });
+        let src: IpAddr = "192.168.1.20".parse().unwrap();
+        let mut buf = Vec::new();
+        encode_new_src(
+            &mut buf,
+            1,
+            true,
+            WriteMode::Replace,
+            99,
+            &k,
+            &spec,
+            Some(src),
+        );
+        let p = parse(wire::messages(&buf).next().unwrap().payload).unwrap();
+        assert_eq!(
+            (p.prefsrc, p.spec, p.protocol),
+            (Some(src), Some(spec.clone()), 99)
+        );
+        // An IPv6 source is not put on an IPv4 route.
+        let mut buf = Vec::new();
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        encode_new_src(
+            &mut buf,
+            1,
+            true,
+            WriteMode::Create,
+            80,
+            &k,
+            &spec,
+            Some(v6),
+        );
+        let p = parse(wire::messages(&buf).next().unwrap().payload).unwrap();
+        assert_eq!(p.prefsrc, None);
     }
 
     #[test]

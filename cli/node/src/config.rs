@@ -74,9 +74,10 @@ pub struct NodeRunArgs {
     /// Create no default pools.
     #[arg(long, env = "NO_DEFAULT_POOLS", default_value = "false")]
     pub no_default_pools: String,
-    /// Address of the health, metrics and status HTTP endpoint.
-    #[arg(long, env = "CALYX_HEALTH_LISTEN", default_value = "127.0.0.1:9099")]
-    pub health_listen: String,
+    /// Address of the health, metrics and status HTTP endpoint (default 127.0.0.1:9099, the
+    /// port then from FelixConfiguration's `healthPort` when that is set).
+    #[arg(long, env = "CALYX_HEALTH_LISTEN")]
+    pub health_listen: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "CALYX_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -94,11 +95,13 @@ pub struct NodeRunArgs {
     #[arg(long, env = "CALYX_STATE_DIR", default_value = "/var/lib/calyx")]
     pub state_dir: PathBuf,
     /// Route protocol number that marks the routes Calyx owns (Felix uses 80).
-    #[arg(long, env = "CALYX_ROUTE_PROTOCOL", default_value = "80")]
-    pub route_protocol: String,
-    /// Seconds between full dataplane resyncs.
-    #[arg(long, env = "CALYX_ROUTE_REFRESH_INTERVAL", default_value = "90")]
-    pub route_refresh_interval: String,
+    /// When set, it beats FelixConfiguration's `deviceRouteProtocol`.
+    #[arg(long, env = "CALYX_ROUTE_PROTOCOL")]
+    pub route_protocol: Option<String>,
+    /// Seconds between full dataplane resyncs (default 90); when set, it beats
+    /// FelixConfiguration's `routeRefreshInterval`.
+    #[arg(long, env = "CALYX_ROUTE_REFRESH_INTERVAL")]
+    pub route_refresh_interval: Option<String>,
     /// Comma-separated cluster types recorded in ClusterInformation (`k8s,bgp`), as
     /// calico-node's manifests set it; none by default, as in calico-node.
     #[arg(long, env = "CLUSTER_TYPE", default_value = "")]
@@ -216,6 +219,8 @@ pub struct NodeConfig {
     pub default_ipv6_pool: Option<DefaultPool>,
     /// Health/metrics/status listen address.
     pub health_listen: SocketAddr,
+    /// Whether `health_listen` was set (then FelixConfiguration's `healthPort` is ignored).
+    pub health_listen_set: bool,
     /// How long to wait for the datastore at start-up.
     pub datastore_wait: Duration,
     /// BGP graceful restart on.
@@ -226,8 +231,12 @@ pub struct NodeConfig {
     pub state_dir: PathBuf,
     /// Route protocol number.
     pub route_protocol: u8,
+    /// Whether `route_protocol` was set (then FelixConfiguration cannot change it).
+    pub route_protocol_set: bool,
     /// Full resync interval.
     pub route_refresh_interval: Duration,
+    /// Whether `route_refresh_interval` was set (then FelixConfiguration cannot change it).
+    pub route_refresh_interval_set: bool,
     /// Cluster types for ClusterInformation (`CLUSTER_TYPE`), possibly empty.
     pub cluster_type: String,
     /// Garbage collection grace period.
@@ -546,13 +555,11 @@ impl NodeRunArgs {
             }
             _ => None,
         };
-        let health_listen = self.health_listen.trim().parse().map_err(|_| {
-            bad(
-                "CALYX_HEALTH_LISTEN",
-                &self.health_listen,
-                "expected ADDRESS:PORT",
-            )
-        })?;
+        let health_text = self.health_listen.as_deref().unwrap_or("127.0.0.1:9099");
+        let health_listen = health_text
+            .trim()
+            .parse()
+            .map_err(|_| bad("CALYX_HEALTH_LISTEN", health_text, "expected ADDRESS:PORT"))?;
         // Logging is set up from the raw value before this runs; checked here all the same.
         match self.log_format.trim().to_ascii_lowercase().as_str() {
             "text" | "" | "json" => {}
@@ -565,14 +572,12 @@ impl NodeRunArgs {
             }
         };
         let wait: u64 = parse_number("CALYX_DATASTORE_WAIT", &self.datastore_wait, "seconds")?;
-        let refresh: u64 = parse_number(
-            "CALYX_ROUTE_REFRESH_INTERVAL",
-            &self.route_refresh_interval,
-            "seconds",
-        )?;
+        let refresh_text = self.route_refresh_interval.as_deref().unwrap_or("90");
+        let refresh: u64 = parse_number("CALYX_ROUTE_REFRESH_INTERVAL", refresh_text, "seconds")?;
+        let protocol_text = self.route_protocol.as_deref().unwrap_or("80");
         let route_protocol: u8 = parse_number(
             "CALYX_ROUTE_PROTOCOL",
-            &self.route_protocol,
+            protocol_text,
             "a route protocol number 1-255",
         )?;
         let hold: u16 = parse_number(
@@ -590,7 +595,7 @@ impl NodeRunArgs {
         if route_protocol == 0 {
             return Err(bad(
                 "CALYX_ROUTE_PROTOCOL",
-                &self.route_protocol,
+                protocol_text,
                 "expected a route protocol number 1-255",
             ));
         }
@@ -604,12 +609,15 @@ impl NodeRunArgs {
             default_ipv4_pool: (!no_default_pools).then_some(v4pool),
             default_ipv6_pool: if no_default_pools { None } else { v6pool },
             health_listen,
+            health_listen_set: self.health_listen.is_some(),
             datastore_wait: Duration::from_secs(wait),
             graceful_restart: parse_bool("CALYX_GRACEFUL_RESTART", &self.graceful_restart)?,
             bgp_hold_time: hold,
             state_dir: self.state_dir.clone(),
             route_protocol,
+            route_protocol_set: self.route_protocol.is_some(),
             route_refresh_interval: Duration::from_secs(refresh.max(1)),
+            route_refresh_interval_set: self.route_refresh_interval.is_some(),
             cluster_type: self.cluster_type.trim().to_string(),
             ipam_gc_grace: parse_duration("CALYX_IPAM_GC_GRACE", &self.ipam_gc_grace)?,
         })

@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod config;
 mod dataplane;
 mod felixconfig;
+mod felixlive;
 pub mod gc;
 mod http;
 pub mod natrules;
@@ -25,6 +26,8 @@ mod startup;
 pub mod status;
 pub mod tasks;
 pub mod workloads;
+
+pub use felixlive::set_log_level_hook;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -68,13 +71,32 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         "starting"
     );
 
-    // Bind the endpoint before writing anything, so that a port in use stops start-up early.
-    let listener = http::bind(config.health_listen).await.with_context(|| {
-        format!(
-            "CALYX_HEALTH_LISTEN={}: cannot listen",
-            config.health_listen
-        )
-    })?;
+    // Bind the endpoints before writing anything, so that a port in use stops start-up
+    // early. FelixConfiguration's healthPort and prometheusMetrics* are read here, once (as
+    // Felix, which restarts to change them).
+    let felix = felixconfig::effective(
+        &felixconfig::read(&store, &config.nodename).await,
+        &config.nodename,
+    );
+    let mut health_listen = config.health_listen;
+    if let (false, Some(port)) = (config.health_listen_set, felix.health_port) {
+        health_listen.set_port(port);
+    }
+    let listener = http::bind(health_listen)
+        .await
+        .with_context(|| format!("health endpoint {health_listen}: cannot listen"))?;
+    // Felix serves its metrics on all addresses (prometheusMetricsHost unset).
+    let metrics_listen = felix.prometheus_metrics_enabled.then(|| {
+        std::net::SocketAddr::from(([0, 0, 0, 0], felix.prometheus_metrics_port.unwrap_or(9091)))
+    });
+    let metrics_listener = match metrics_listen {
+        Some(addr) => Some(
+            http::bind(addr)
+                .await
+                .with_context(|| format!("prometheusMetricsPort {addr}: cannot listen"))?,
+        ),
+        None => None,
+    };
 
     startup::ensure_default_pools(&client, &config).await?;
     startup::ensure_cluster_information(&client, &config.cluster_type).await?;
@@ -103,6 +125,9 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         ..NodeStatus::default()
     }));
     let server = tokio::spawn(http::serve(listener, status.clone(), stop.clone()));
+    // The same endpoint again (its /metrics for Prometheus), stopped with the first.
+    let _metrics_server =
+        metrics_listener.map(|l| tokio::spawn(http::serve(l, status.clone(), stop.clone())));
     // Its own task (see `tasks`): it reads the store on its own timer and never blocks the
     // main loop.
     let collector = tokio::spawn(gc::run(
@@ -285,6 +310,7 @@ async fn main_loop<S: Store + Clone>(
     let mut block_routes: BTreeMap<IpNet, RemoteRoute> = BTreeMap::new();
     let mut sent_pools: Option<Vec<PoolEncap>> = None;
     let mut sent_nat = None;
+    let mut felix_applied = felixlive::Applied::default();
     let mut pending = Touched {
         pools: true,
         topology: true,
@@ -335,6 +361,7 @@ async fn main_loop<S: Store + Clone>(
             }
             _ = tick.tick() => {
                 if pending.pools {
+                    felix_applied.feed(&state, config, reconciler);
                     if let Some(rules) = rules {
                         natrules::feed(rules, &state, &config.nodename, &mut sent_nat);
                     }
@@ -641,7 +668,7 @@ mod tests {
     use calyx_datastore::resources::{parse_documents, Kind};
     use calyx_datastore::store::memory::MemoryStore;
 
-    fn config() -> NodeConfig {
+    pub(crate) fn config() -> NodeConfig {
         NodeConfig {
             nodename: "a".into(),
             ipv4: config::AddressSetting::None,
@@ -652,12 +679,15 @@ mod tests {
             default_ipv4_pool: None,
             default_ipv6_pool: None,
             health_listen: "127.0.0.1:0".parse().unwrap(),
+            health_listen_set: true,
             datastore_wait: Duration::from_secs(1),
             graceful_restart: false,
             bgp_hold_time: 9,
             state_dir: std::env::temp_dir().join(format!("calyx-loop-{}", std::process::id())),
             route_protocol: 80,
+            route_protocol_set: false,
             route_refresh_interval: Duration::from_secs(90),
+            route_refresh_interval_set: false,
             cluster_type: String::new(),
             ipam_gc_grace: Duration::from_secs(900),
         }
