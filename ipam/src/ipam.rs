@@ -525,7 +525,9 @@ impl<S: Store> Ipam<S> {
                     break;
                 }
             }
-            if pools.is_none() && open.iter().any(|w| w.args.pools.is_some()) {
+            // Always read: even an unrestricted request must know which cached blocks belong
+            // to `Manual` pools (claimed earlier for a request that named the pool).
+            if pools.is_none() {
                 match pools::list_pools(self.store()).await {
                     Ok(p) => pools = Some(p),
                     Err(e) => {
@@ -1051,10 +1053,11 @@ pub(crate) fn find_unclaimed(
         .find(|cidr| !existing.contains_key(cidr))
 }
 
-/// Whether a block may serve a request restricted to `wanted` pools.
+/// Whether a block may serve a request restricted to `wanted` pools. An unrestricted request may
+/// use any block but those of `Manual` pools (a block whose pool is gone stays usable, as before).
 fn block_allowed(cidr: &IpNet, wanted: Option<&[String]>, pools: Option<&[Pool]>) -> bool {
     let Some(wanted) = wanted else {
-        return true;
+        return !pools.is_some_and(|pools| pools.iter().any(|p| p.manual && p.cidr.contains(cidr)));
     };
     pools.is_some_and(|pools| {
         pools

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use calyx_datastore::store::etcd::{EtcdConfig, EtcdStore};
 use calyx_ipam::check::CheckOptions;
-use calyx_ipam::fixtures::{put_node, put_pool};
+use calyx_ipam::fixtures::{put_node, put_pool, set_pool_manual};
 use calyx_ipam::{AllocationAttrs, AssignArgs, Family, Ipam};
 use calyx_tests::etcd::Etcd;
 
@@ -233,4 +233,33 @@ async fn etcd_restart_in_the_middle() {
     assert!(after.is_clean(), "{after:#?}");
     assert_accounted(&ipam, &live).await;
     drop(etcd);
+}
+
+/// A `Manual` pool on etcd: used only by requests that name it, also by a second client whose
+/// cache holds the node's block of that pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_pool_only_by_name() {
+    let Some(etcd) = Etcd::start("manual_pool_only_by_name") else {
+        return;
+    };
+    let ipam = setup(etcd.endpoint()).await;
+    put_pool(ipam.store(), "manual", "10.99.0.0/24", 26, "all()")
+        .await
+        .unwrap();
+    set_pool_manual(ipam.store(), "manual", true).await.unwrap();
+    let mut named = args("named", "node0");
+    named.pools = Some(vec!["10.99.0.0/24".to_string()]);
+    let m = ipam.assign(named).await.unwrap();
+    assert!(m[0].to_string().starts_with("10.99.0."), "{m:?}");
+    let other = Ipam::new(connect(etcd.endpoint()).await);
+    for i in 0..20 {
+        let ip = other.assign(args(&format!("h{i}"), "node0")).await.unwrap()[0];
+        assert!(ip.to_string().starts_with("10.10."), "{ip}");
+    }
+    let b = other
+        .ensure_block("node1", Family::V4)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b.to_string().starts_with("10.10."), "{b}");
 }
