@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use calyx_datastore::resources::{AssignmentMode, IPPool, Kind, Node};
+use calyx_datastore::resources::{AssignmentMode, IPPool, IPReservation, Kind, Node};
 use calyx_datastore::selector::Selector;
 use calyx_datastore::store::Store;
 use ipnet::IpNet;
@@ -134,6 +134,22 @@ pub async fn list_pools<S: Store>(store: &S) -> Result<Vec<Pool>> {
         }
     }
     Ok(pools)
+}
+
+/// Every reserved network of every IPReservation (undecodable ones are skipped with a warning,
+/// as are entries that are not CIDRs or addresses): automatic assignment never hands these out.
+pub async fn list_reserved<S: Store>(store: &S) -> Result<Vec<IpNet>> {
+    let listing = store.list(Kind::IPReservation.key_prefix()).await?;
+    let mut out = Vec::new();
+    for kv in listing.kvs {
+        match serde_json::from_slice::<IPReservation>(&kv.value) {
+            Ok(r) => out.extend(r.spec.nets()),
+            Err(e) => {
+                tracing::warn!(key = %kv.key, error = %e, "skipping undecodable IP reservation")
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A node's labels; `None` when the node does not exist.

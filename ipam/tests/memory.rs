@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use calyx_datastore::store::memory::MemoryStore;
 use calyx_datastore::store::Store;
-use calyx_ipam::fixtures::{delete_node, put_node, put_pool, set_pool_disabled, set_pool_manual};
+use calyx_ipam::fixtures::{
+    delete_node, put_node, put_pool, put_reservation, set_pool_disabled, set_pool_manual,
+};
 use calyx_ipam::model::{affinity_key, block_key, handle_key};
 use calyx_ipam::{AllocationAttrs, AssignArgs, Family, Ipam, IpamError, TunnelKind};
 
@@ -642,4 +644,38 @@ async fn manual_pools_serve_only_requests_that_name_them() {
     put_node(ipam.store(), "node3", &[]).await.unwrap();
     let err = ipam.assign(args("x", "node3")).await.unwrap_err();
     assert!(matches!(err, IpamError::Exhausted { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn reserved_addresses_are_never_assigned_automatically() {
+    let store = MemoryStore::new();
+    // Two /28 blocks; the first block is reserved whole, the second's first four addresses too.
+    put_pool(&store, "pool", "10.0.0.0/27", 28, "all()")
+        .await
+        .unwrap();
+    put_reservation(&store, "r", &["10.0.0.0/28", "10.0.0.16/30"])
+        .await
+        .unwrap();
+    put_node(&store, "node1", &[]).await.unwrap();
+    let ipam = Ipam::new(store);
+    let mut got = HashSet::new();
+    for i in 0..12 {
+        let a = ipam.assign(args(&format!("h{i}"), "node1")).await.unwrap()[0];
+        let IpAddr::V4(v4) = a else { panic!("{a}") };
+        assert!(v4.octets()[3] >= 20, "reserved {a} handed out");
+        assert!(got.insert(a));
+    }
+    // 10.0.0.20-31 are all taken now; the reserved ones are not borrowed or claimed either.
+    let err = ipam.assign(args("full", "node1")).await.unwrap_err();
+    assert!(matches!(err, IpamError::Exhausted { .. }), "{err}");
+    // The fully reserved block was never claimed.
+    let blocks = ipam.node_blocks("node1").await.unwrap();
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    assert_eq!(blocks[0].cidr.to_string(), "10.0.0.16/28");
+    // An explicit request is not automatic assignment: Calico's reservations do not refuse it.
+    let ip: IpAddr = "10.0.0.17".parse().unwrap();
+    ipam.assign_ip(ip, "static", "node1", &AllocationAttrs::default())
+        .await
+        .unwrap();
+    assert_eq!(ipam.handle_addresses("static").await.unwrap(), vec![ip]);
 }
