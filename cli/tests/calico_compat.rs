@@ -641,3 +641,41 @@ fn ipreservations_apply_get_delete() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(etcd.etcdctl(&["get", key]).trim().is_empty());
 }
+
+/// `calyx get ipamconfigurations` shows IPAM's own record (`/calico/ipam/v2/config`, as Calico
+/// writes it) as calicoctl's `IPAMConfiguration` `default`.
+#[test]
+fn ipamconfigurations_shown_from_ipam_record() {
+    let test = "ipamconfigurations_shown_from_ipam_record";
+    let Some(etcd) = calyx_tests::etcd::Etcd::start(test) else {
+        return;
+    };
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_calyx"))
+            .args(args)
+            .env("ETCD_ENDPOINTS", etcd.endpoint())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    // Nothing stored: nothing to show, and `default` does not exist.
+    let out = run(&["get", "ipamconfigurations"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "NAME\n");
+    assert!(!run(&["get", "ipamconfig", "default"]).status.success());
+    etcd.etcdctl(&[
+        "put",
+        "/calico/ipam/v2/config",
+        r#"{"strict_affinity":true,"auto_allocate_blocks":true,"maxBlocksPerHost":3}"#,
+    ]);
+    let out = run(&["get", "ipamconfigurations"]);
+    assert_eq!(text(&out.stdout), "NAME\ndefault\n");
+    let out = run(&["get", "ipamconfig", "default", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "IPAMConfiguration");
+    assert_eq!(v["spec"]["strictAffinity"], true);
+    assert_eq!(v["spec"]["autoAllocateBlocks"], true);
+    assert_eq!(v["spec"]["maxBlocksPerHost"], 3);
+    assert!(!run(&["get", "ipamconfig", "other"]).status.success());
+}
