@@ -92,6 +92,20 @@ fn columns(kind: Kind, wide: bool) -> Vec<Column> {
             vec![c("NAME", |v| text(v, "/metadata/name"))]
         }
         (Kind::FelixConfiguration, true) => vec![c("NAME", |v| text(v, "/metadata/name"))],
+        (Kind::IPReservation, _) => vec![
+            c("NAME", |v| text(v, "/metadata/name")),
+            c("CIDRS", |v| {
+                v.pointer("/spec/reservedCIDRs")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default()
+            }),
+        ],
         (Kind::Node, true) => vec![
             c("NAME", |v| text(v, "/metadata/name")),
             c("ASN", |v| match text(v, "/spec/bgp/asNumber") {

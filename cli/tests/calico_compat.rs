@@ -579,3 +579,103 @@ spec:
     }
     assert_eq!(etcd.etcdctl(&["get", "--prefix", "/calico"]), before);
 }
+
+/// `IPReservation` as calicoctl handles it: apply, get (table `NAME CIDRS`, JSON as written, at
+/// Calico's key), typos and bad CIDRs refused, delete.
+#[test]
+fn ipreservations_apply_get_delete() {
+    let test = "ipreservations_apply_get_delete";
+    let Some(etcd) = calyx_tests::etcd::Etcd::start(test) else {
+        return;
+    };
+    let run = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_calyx"))
+            .args(args)
+            .env("ETCD_ENDPOINTS", etcd.endpoint())
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let yaml = "apiVersion: projectcalico.org/v3\nkind: IPReservation\nmetadata: {name: infra}\n\
+                spec:\n  reservedCIDRs: [10.0.0.0/30, 10.0.1.7, 'fd00::/126']\n";
+    let out = run(&["apply", "-f", "-"], yaml);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = "/calico/resources/v3/projectcalico.org/ipreservations/infra";
+    let stored = etcd.etcdctl(&["get", key, "--print-value-only"]);
+    let v: Value = serde_json::from_str(stored.trim()).unwrap();
+    assert_eq!(v["kind"], "IPReservation");
+    assert_eq!(v["spec"]["reservedCIDRs"][1], "10.0.1.7");
+    let out = run(&["get", "ipreservations"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("CIDRS"), "{table}");
+    assert!(table.contains("10.0.0.0/30,10.0.1.7,fd00::/126"), "{table}");
+    let out = run(&["get", "ipr", "infra", "-o", "json"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["spec"]["reservedCIDRs"][2], "fd00::/126");
+    for (bad, want) in [
+        (
+            yaml.replace("reservedCIDRs", "reservedCidrs"),
+            "reservedCidrs",
+        ),
+        (yaml.replace("10.0.1.7", "10.0.1.300"), "reservedCIDRs[1]"),
+    ] {
+        let out = run(&["apply", "-f", "-"], &bad);
+        assert!(!out.status.success(), "{bad} was accepted");
+        assert!(text(&out.stderr).contains(want), "{}", text(&out.stderr));
+    }
+    let out = run(&["delete", "ipreservation", "infra"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(etcd.etcdctl(&["get", key]).trim().is_empty());
+}
+
+/// `calyx get ipamconfigurations` shows IPAM's own record (`/calico/ipam/v2/config`, as Calico
+/// writes it) as calicoctl's `IPAMConfiguration` `default`.
+#[test]
+fn ipamconfigurations_shown_from_ipam_record() {
+    let test = "ipamconfigurations_shown_from_ipam_record";
+    let Some(etcd) = calyx_tests::etcd::Etcd::start(test) else {
+        return;
+    };
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_calyx"))
+            .args(args)
+            .env("ETCD_ENDPOINTS", etcd.endpoint())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    // Nothing stored: nothing to show, and `default` does not exist.
+    let out = run(&["get", "ipamconfigurations"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "NAME\n");
+    assert!(!run(&["get", "ipamconfig", "default"]).status.success());
+    etcd.etcdctl(&[
+        "put",
+        "/calico/ipam/v2/config",
+        r#"{"strict_affinity":true,"auto_allocate_blocks":true,"maxBlocksPerHost":3}"#,
+    ]);
+    let out = run(&["get", "ipamconfigurations"]);
+    assert_eq!(text(&out.stdout), "NAME\ndefault\n");
+    let out = run(&["get", "ipamconfig", "default", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "IPAMConfiguration");
+    assert_eq!(v["spec"]["strictAffinity"], true);
+    assert_eq!(v["spec"]["autoAllocateBlocks"], true);
+    assert_eq!(v["spec"]["maxBlocksPerHost"], 3);
+    assert!(!run(&["get", "ipamconfig", "other"]).status.success());
+}

@@ -8,11 +8,59 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use crate::model::{AllocationAttribute, AllocationBlock};
 
 /// Number of free ordinals.
 pub fn free_count(block: &AllocationBlock) -> usize {
     block.allocations.iter().filter(|a| a.is_none()).count()
+}
+
+/// The reservations (IPReservation `reservedCIDRs`) that touch `cidr`; usually none, which
+/// keeps the per-ordinal checks below off the common path.
+fn touching<'a>(cidr: &IpNet, reserved: &'a [IpNet]) -> Vec<&'a IpNet> {
+    reserved
+        .iter()
+        .filter(|r| r.contains(&cidr.network()) || cidr.contains(&r.network()))
+        .collect()
+}
+
+/// Whether `ordinal` of the block at `cidr` lies in one of `touching`.
+fn is_reserved(cidr: &IpNet, ordinal: usize, touching: &[&IpNet]) -> bool {
+    !touching.is_empty()
+        && crate::model::ordinal_to_ip(cidr, ordinal)
+            .is_some_and(|ip| touching.iter().any(|r| r.contains(&ip)))
+}
+
+/// Number of free ordinals that automatic assignment may take: free and outside `reserved`.
+pub fn free_unreserved(block: &AllocationBlock, reserved: &[IpNet]) -> usize {
+    let t = touching(&block.cidr, reserved);
+    if t.is_empty() {
+        return free_count(block);
+    }
+    block
+        .allocations
+        .iter()
+        .enumerate()
+        .filter(|(o, a)| a.is_none() && !is_reserved(&block.cidr, *o, &t))
+        .count()
+}
+
+/// Whether a block `cidr` that does not exist yet would have an address outside `reserved`.
+pub fn fresh_has_unreserved(cidr: &IpNet, reserved: &[IpNet]) -> bool {
+    let t = touching(cidr, reserved);
+    if t.is_empty() {
+        return true;
+    }
+    // A reservation that covers the whole block settles it without walking its addresses.
+    if t.iter()
+        .any(|r| r.contains(&cidr.network()) && r.prefix_len() <= cidr.prefix_len())
+    {
+        return false;
+    }
+    let size = 1usize << (cidr.max_prefix_len() - cidr.prefix_len()).min(20);
+    (0..size).any(|o| !is_reserved(cidr, o, &t))
 }
 
 /// Allocates up to `count` free ordinals to `attr`; returns the ordinals taken (fewer than
@@ -22,15 +70,40 @@ pub fn allocate(
     count: usize,
     attr: &AllocationAttribute,
 ) -> Vec<usize> {
+    allocate_unreserved(block, count, attr, &[])
+}
+
+/// [`allocate`], skipping free ordinals inside `reserved` (as Calico's automatic assignment
+/// skips IPReservations); skipped ordinals keep their place in `unallocated`.
+pub fn allocate_unreserved(
+    block: &mut AllocationBlock,
+    count: usize,
+    attr: &AllocationAttribute,
+    reserved: &[IpNet],
+) -> Vec<usize> {
     if count == 0 {
         return Vec::new();
     }
     repair_unallocated(block);
-    let take = count.min(block.unallocated.len());
-    if take == 0 {
+    let t = touching(&block.cidr, reserved);
+    let ordinals: Vec<usize> = if t.is_empty() {
+        let take = count.min(block.unallocated.len());
+        block.unallocated.drain(..take).collect()
+    } else {
+        let cidr = block.cidr;
+        let picked: Vec<usize> = block
+            .unallocated
+            .iter()
+            .copied()
+            .filter(|&o| !is_reserved(&cidr, o, &t))
+            .take(count)
+            .collect();
+        block.unallocated.retain(|o| !picked.contains(o));
+        picked
+    };
+    if ordinals.is_empty() {
         return Vec::new();
     }
-    let ordinals: Vec<usize> = block.unallocated.drain(..take).collect();
     let index = attribute_index(block, attr);
     block.sequence_number += 1;
     for &o in &ordinals {

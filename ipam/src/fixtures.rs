@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use calyx_datastore::resources::{IPPool, IPPoolSpec, Kind, Node, NodeSpec};
+use calyx_datastore::resources::{
+    AssignmentMode, IPPool, IPPoolSpec, IPReservation, IPReservationSpec, Kind, Node, NodeSpec,
+};
 use calyx_datastore::store::Store;
 use ipnet::IpNet;
 
@@ -39,6 +41,34 @@ pub async fn set_pool_disabled<S: Store>(store: &S, name: &str, disabled: bool) 
     };
     let mut pool: IPPool = crate::ipam::decode(&kv)?;
     pool.spec.disabled = disabled;
+    let value = serde_json::to_vec(&pool).map_err(|e| IpamError::Invalid(e.to_string()))?;
+    store.update(&key, value, kv.mod_revision).await?;
+    Ok(())
+}
+
+/// Writes (or overwrites) an IPReservation `name` reserving `cidrs`.
+pub async fn put_reservation<S: Store>(store: &S, name: &str, cidrs: &[&str]) -> Result<()> {
+    let spec = IPReservationSpec {
+        reserved_cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
+        ..Default::default()
+    };
+    let r = IPReservation::new(name, spec);
+    let value = serde_json::to_vec(&r).map_err(|e| IpamError::Invalid(e.to_string()))?;
+    let txn = calyx_datastore::store::Transaction::new().then(
+        calyx_datastore::store::Operation::put(Kind::IPReservation.key(name), value),
+    );
+    store.transaction(txn).await?;
+    Ok(())
+}
+
+/// Sets a pool's `assignmentMode` to `Manual` (`true`) or back to unset (automatic).
+pub async fn set_pool_manual<S: Store>(store: &S, name: &str, manual: bool) -> Result<()> {
+    let key = Kind::IPPool.key(name);
+    let Some(kv) = store.get(&key).await? else {
+        return Err(IpamError::Invalid(format!("no pool {name}")));
+    };
+    let mut pool: IPPool = crate::ipam::decode(&kv)?;
+    pool.spec.assignment_mode = manual.then_some(AssignmentMode::Manual);
     let value = serde_json::to_vec(&pool).map_err(|e| IpamError::Invalid(e.to_string()))?;
     store.update(&key, value, kv.mod_revision).await?;
     Ok(())

@@ -487,6 +487,7 @@ impl<S: Store> Ipam<S> {
         let mut slow: Vec<Work> = Vec::new();
         let mut read_handles = false;
         let mut pools: Option<Vec<Pool>> = None;
+        let mut reserved: Option<Vec<IpNet>> = None;
         let mut attempt = 0u32;
         while !open.is_empty() {
             attempt += 1;
@@ -525,7 +526,9 @@ impl<S: Store> Ipam<S> {
                     break;
                 }
             }
-            if pools.is_none() && open.iter().any(|w| w.args.pools.is_some()) {
+            // Always read: even an unrestricted request must know which cached blocks belong
+            // to `Manual` pools (claimed earlier for a request that named the pool).
+            if pools.is_none() {
                 match pools::list_pools(self.store()).await {
                     Ok(p) => pools = Some(p),
                     Err(e) => {
@@ -534,6 +537,16 @@ impl<S: Store> Ipam<S> {
                     }
                 }
             }
+            if reserved.is_none() {
+                match pools::list_reserved(self.store()).await {
+                    Ok(r) => reserved = Some(r),
+                    Err(e) => {
+                        fail_all(open, &e);
+                        return slow;
+                    }
+                }
+            }
+            let reserved_nets: &[IpNet] = reserved.as_deref().unwrap_or_default();
             // Plan: take addresses from copies of the cached blocks.
             let mut scratch: BTreeMap<IpNet, AllocationBlock> = BTreeMap::new();
             let mut planned: Vec<(Work, BTreeMap<IpNet, Vec<usize>>)> = Vec::new();
@@ -555,11 +568,11 @@ impl<S: Store> Ipam<S> {
                 let free: usize = eligible
                     .iter()
                     .map(|cidr| match scratch.get(cidr) {
-                        Some(b) => block::free_count(b),
+                        Some(b) => block::free_unreserved(b, reserved_nets),
                         None => cache
                             .blocks
                             .get(cidr)
-                            .map_or(0, |c| block::free_count(&c.block)),
+                            .map_or(0, |c| block::free_unreserved(&c.block, reserved_nets)),
                     })
                     .sum();
                 if free < need {
@@ -576,14 +589,15 @@ impl<S: Store> Ipam<S> {
                         continue;
                     };
                     // Only blocks that give addresses go into the transaction.
-                    let free_here = scratch
-                        .get(&cidr)
-                        .map_or_else(|| block::free_count(&cached.block), block::free_count);
+                    let free_here = scratch.get(&cidr).map_or_else(
+                        || block::free_unreserved(&cached.block, reserved_nets),
+                        |b| block::free_unreserved(b, reserved_nets),
+                    );
                     if free_here == 0 {
                         continue;
                     }
                     let b = scratch.entry(cidr).or_insert_with(|| cached.block.clone());
-                    let got = block::allocate(b, remaining, &w.attr);
+                    let got = block::allocate_unreserved(b, remaining, &w.attr, reserved_nets);
                     remaining -= got.len();
                     if !got.is_empty() {
                         taken.insert(cidr, got);
@@ -829,8 +843,9 @@ impl<S: Store> Ipam<S> {
                 guard,
                 claim,
                 affine,
+                reserved,
             } = plan;
-            let got = block::allocate(&mut block, w.need(), &w.attr);
+            let got = block::allocate_unreserved(&mut block, w.need(), &w.attr, &reserved);
             if got.is_empty() {
                 // The plan promised room; the block must have been stale. Re-read.
                 cache.loaded = false;
@@ -896,12 +911,14 @@ impl<S: Store> Ipam<S> {
             cache.loaded = true;
         }
         let all_pools = pools::list_pools(self.store()).await?;
+        let reserved = pools::list_reserved(self.store()).await?;
+        let free = |b: &AllocationBlock| block::free_unreserved(b, &reserved);
         let allowed = |cidr: &IpNet| block_allowed(cidr, w.args.pools.as_deref(), Some(&all_pools));
         // An affine block with room (the cache may have been refreshed since the batch).
         if let Some((cidr, c)) = cache
             .blocks
             .iter()
-            .find(|(cidr, c)| !c.block.deleted && allowed(cidr) && block::free_count(&c.block) > 0)
+            .find(|(cidr, c)| !c.block.deleted && allowed(cidr) && free(&c.block) > 0)
         {
             return Ok(SlowPlan {
                 cidr: *cidr,
@@ -909,6 +926,7 @@ impl<S: Store> Ipam<S> {
                 guard: Precondition::ModRevision(block_key(cidr), c.rev),
                 claim: false,
                 affine: true,
+                reserved,
             });
         }
         let (cfg, _) = self.config_with_rev().await?;
@@ -954,7 +972,7 @@ impl<S: Store> Ipam<S> {
                         rev: *rev,
                     },
                 );
-                found_affine = found_affine || (allowed(cidr) && block::free_count(b) > 0);
+                found_affine = found_affine || (allowed(cidr) && free(b) > 0);
             }
         }
         if found_affine {
@@ -974,7 +992,7 @@ impl<S: Store> Ipam<S> {
         } else {
             reason = "every block of the usable pools is claimed".to_string();
             for pool in &usable {
-                if let Some(cidr) = find_unclaimed(pool, &existing) {
+                if let Some(cidr) = find_unclaimed(pool, &existing, &reserved) {
                     let mut block = AllocationBlock::new_affine(cidr, node)
                         .ok_or_else(|| IpamError::Invalid(format!("block {cidr} is too large")))?;
                     block.strict_affinity = cfg.strict_affinity;
@@ -984,6 +1002,7 @@ impl<S: Store> Ipam<S> {
                         guard: Precondition::Absent(block_key(&cidr)),
                         claim: true,
                         affine: true,
+                        reserved,
                     });
                 }
             }
@@ -1003,7 +1022,7 @@ impl<S: Store> Ipam<S> {
                 && !b.deleted
                 && !b.strict_affinity
                 && usable.iter().any(|p| p.cidr.contains(*cidr))
-                && block::free_count(b) > 0
+                && free(b) > 0
         });
         match candidate {
             Some((cidr, (b, rev))) => Ok(SlowPlan {
@@ -1012,6 +1031,7 @@ impl<S: Store> Ipam<S> {
                 guard: Precondition::ModRevision(block_key(cidr), *rev),
                 claim: false,
                 affine: false,
+                reserved,
             }),
             None => {
                 reason.push_str(", and no other node's block has a free address to borrow");
@@ -1033,13 +1053,16 @@ struct SlowPlan {
     claim: bool,
     /// The block is affine to the requesting node.
     affine: bool,
+    /// The IPReservation networks read with the plan, skipped when allocating.
+    reserved: Vec<IpNet>,
 }
 
-/// A block of `pool` that does not exist yet, looking from a random place so that nodes racing
-/// for blocks rarely pick the same one.
+/// A block of `pool` that does not exist yet and has an address outside `reserved`, looking
+/// from a random place so that nodes racing for blocks rarely pick the same one.
 pub(crate) fn find_unclaimed(
     pool: &Pool,
     existing: &BTreeMap<IpNet, (AllocationBlock, Revision)>,
+    reserved: &[IpNet],
 ) -> Option<IpNet> {
     let n = pool.block_count();
     if n == 0 {
@@ -1048,13 +1071,14 @@ pub(crate) fn find_unclaimed(
     let start = rand::rng().random_range(0..n);
     (0..n)
         .filter_map(|i| pool.block((start + i) % n))
-        .find(|cidr| !existing.contains_key(cidr))
+        .find(|cidr| !existing.contains_key(cidr) && block::fresh_has_unreserved(cidr, reserved))
 }
 
-/// Whether a block may serve a request restricted to `wanted` pools.
+/// Whether a block may serve a request restricted to `wanted` pools. An unrestricted request may
+/// use any block but those of `Manual` pools (a block whose pool is gone stays usable, as before).
 fn block_allowed(cidr: &IpNet, wanted: Option<&[String]>, pools: Option<&[Pool]>) -> bool {
     let Some(wanted) = wanted else {
-        return true;
+        return !pools.is_some_and(|pools| pools.iter().any(|p| p.manual && p.cidr.contains(cidr)));
     };
     pools.is_some_and(|pools| {
         pools

@@ -84,6 +84,7 @@ impl<S: Store> Ipam<S> {
                 .await?
                 .unwrap_or_default();
             let usable = pools::usable_pools(&all, family, &labels, false, None)?;
+            let reserved = pools::list_reserved(self.store()).await?;
             let (cfg, _) = self.config_with_rev().await?;
             let listing = self
                 .store()
@@ -97,7 +98,10 @@ impl<S: Store> Ipam<S> {
                     Some((b.cidr, (b, kv.mod_revision)))
                 })
                 .collect();
-            let Some(cidr) = usable.iter().find_map(|p| find_unclaimed(p, &existing)) else {
+            let Some(cidr) = usable
+                .iter()
+                .find_map(|p| find_unclaimed(p, &existing, &reserved))
+            else {
                 return Ok(None);
             };
             let mut block = AllocationBlock::new_affine(cidr, node)

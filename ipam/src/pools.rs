@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use calyx_datastore::resources::{IPPool, Kind, Node};
+use calyx_datastore::resources::{AssignmentMode, IPPool, IPReservation, Kind, Node};
 use calyx_datastore::selector::Selector;
 use calyx_datastore::store::Store;
 use ipnet::IpNet;
@@ -28,6 +28,9 @@ pub struct Pool {
     pub allows_workloads: bool,
     /// Whether tunnel addresses may come from the pool.
     pub allows_tunnels: bool,
+    /// `assignmentMode: Manual`: the pool serves only requests that name it, never automatic
+    /// assignment (as Calico's IPAM, which leaves such pools out unless requested).
+    pub manual: bool,
 }
 
 impl Pool {
@@ -41,6 +44,7 @@ impl Pool {
             node_selector: p.spec.node_selector.clone(),
             allows_workloads: p.spec.allows_workloads(),
             allows_tunnels: p.spec.allows_tunnels(),
+            manual: p.spec.assignment_mode == Some(AssignmentMode::Manual),
         }
     }
 
@@ -132,6 +136,22 @@ pub async fn list_pools<S: Store>(store: &S) -> Result<Vec<Pool>> {
     Ok(pools)
 }
 
+/// Every reserved network of every IPReservation (undecodable ones are skipped with a warning,
+/// as are entries that are not CIDRs or addresses): automatic assignment never hands these out.
+pub async fn list_reserved<S: Store>(store: &S) -> Result<Vec<IpNet>> {
+    let listing = store.list(Kind::IPReservation.key_prefix()).await?;
+    let mut out = Vec::new();
+    for kv in listing.kvs {
+        match serde_json::from_slice::<IPReservation>(&kv.value) {
+            Ok(r) => out.extend(r.spec.nets()),
+            Err(e) => {
+                tracing::warn!(key = %kv.key, error = %e, "skipping undecodable IP reservation")
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A node's labels; `None` when the node does not exist.
 pub async fn node_labels<S: Store>(
     store: &S,
@@ -153,7 +173,8 @@ pub async fn node_exists<S: Store>(store: &S, node: &str) -> Result<bool> {
 }
 
 /// The pools `node` (with `labels`) may take new blocks of `family` from, for workloads or
-/// tunnels, restricted to `wanted` when given. Disabled pools are never returned.
+/// tunnels, restricted to `wanted` when given. Disabled pools are never returned; `Manual` pools
+/// only when `wanted` names them.
 pub fn usable_pools<'a>(
     pools: &'a [Pool],
     family: Family,
@@ -173,7 +194,7 @@ pub fn usable_pools<'a>(
             if !p.is_named_by(w) {
                 continue;
             }
-        } else if !p.selects(labels)? {
+        } else if p.manual || !p.selects(labels)? {
             continue;
         }
         out.push(p);
@@ -195,6 +216,7 @@ mod tests {
             node_selector: sel.to_string(),
             allows_workloads: true,
             allows_tunnels: true,
+            manual: false,
         }
     }
 
@@ -237,6 +259,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(named.len(), 1);
+        // A Manual pool only when named.
+        let manual = vec![Pool {
+            manual: true,
+            ..pool("10.3.0.0/24", 26, "all()")
+        }];
+        assert!(usable_pools(&manual, Family::V4, &labels, false, None)
+            .unwrap()
+            .is_empty());
+        assert!(usable_pools(&manual, Family::V4, &labels, true, None)
+            .unwrap()
+            .is_empty());
+        let named = ["p-10.3.0.0/24".to_string()];
+        assert_eq!(
+            usable_pools(&manual, Family::V4, &labels, false, Some(&named))
+                .unwrap()
+                .len(),
+            1
+        );
         let bad = vec![pool("10.0.0.0/24", 26, "rack ==")];
         let err = usable_pools(&bad, Family::V4, &labels, false, None).unwrap_err();
         assert!(err.to_string().contains("nodeSelector"), "{err}");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use calyx_datastore::store::etcd::{EtcdConfig, EtcdStore};
 use calyx_ipam::check::CheckOptions;
-use calyx_ipam::fixtures::{put_node, put_pool};
+use calyx_ipam::fixtures::{put_node, put_pool, put_reservation, set_pool_manual};
 use calyx_ipam::{AllocationAttrs, AssignArgs, Family, Ipam};
 use calyx_tests::etcd::Etcd;
 
@@ -233,4 +233,69 @@ async fn etcd_restart_in_the_middle() {
     assert!(after.is_clean(), "{after:#?}");
     assert_accounted(&ipam, &live).await;
     drop(etcd);
+}
+
+/// A `Manual` pool on etcd: used only by requests that name it, also by a second client whose
+/// cache holds the node's block of that pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_pool_only_by_name() {
+    let Some(etcd) = Etcd::start("manual_pool_only_by_name") else {
+        return;
+    };
+    let ipam = setup(etcd.endpoint()).await;
+    put_pool(ipam.store(), "manual", "10.99.0.0/24", 26, "all()")
+        .await
+        .unwrap();
+    set_pool_manual(ipam.store(), "manual", true).await.unwrap();
+    let mut named = args("named", "node0");
+    named.pools = Some(vec!["10.99.0.0/24".to_string()]);
+    let m = ipam.assign(named).await.unwrap();
+    assert!(m[0].to_string().starts_with("10.99.0."), "{m:?}");
+    let other = Ipam::new(connect(etcd.endpoint()).await);
+    for i in 0..20 {
+        let ip = other.assign(args(&format!("h{i}"), "node0")).await.unwrap()[0];
+        assert!(ip.to_string().starts_with("10.10."), "{ip}");
+    }
+    let b = other
+        .ensure_block("node1", Family::V4)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b.to_string().starts_with("10.10."), "{b}");
+}
+
+/// IPReservation on etcd: a pool whose first addresses are reserved never hands them out, to
+/// allocators in several clients on several nodes, until the unreserved rest is used up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_first_addresses_never_handed_out() {
+    let Some(etcd) = Etcd::start("reserved_first_addresses_never_handed_out") else {
+        return;
+    };
+    let store = connect(etcd.endpoint()).await;
+    put_pool(&store, "small", "10.20.0.0/26", 28, "all()")
+        .await
+        .unwrap();
+    put_reservation(&store, "first", &["10.20.0.0/29", "10.20.0.8"])
+        .await
+        .unwrap();
+    for n in 0..2 {
+        put_node(&store, &format!("node{n}"), &[]).await.unwrap();
+    }
+    let mut got = HashSet::new();
+    let clients = [
+        Ipam::new(connect(etcd.endpoint()).await),
+        Ipam::new(connect(etcd.endpoint()).await),
+    ];
+    // 64 addresses, 9 reserved: 55 to hand out, then nothing.
+    for i in 0..55 {
+        let ipam = &clients[i % 2];
+        let ip = ipam
+            .assign(args(&format!("h{i}"), &format!("node{}", i % 2)))
+            .await
+            .unwrap()[0];
+        let IpAddr::V4(v4) = ip else { panic!("{ip}") };
+        assert!(v4.octets()[3] > 8, "reserved {ip} handed out");
+        assert!(got.insert(ip), "{ip} twice");
+    }
+    assert!(clients[0].assign(args("one-more", "node0")).await.is_err());
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use calyx_datastore::store::memory::MemoryStore;
 use calyx_datastore::store::Store;
-use calyx_ipam::fixtures::{delete_node, put_node, put_pool, set_pool_disabled};
+use calyx_ipam::fixtures::{
+    delete_node, put_node, put_pool, put_reservation, set_pool_disabled, set_pool_manual,
+};
 use calyx_ipam::model::{affinity_key, block_key, handle_key};
 use calyx_ipam::{AllocationAttrs, AssignArgs, Family, Ipam, IpamError, TunnelKind};
 
@@ -598,4 +600,82 @@ async fn check_reports_allocations_without_an_endpoint_as_leaked() {
     // Without the option nothing is read or reported.
     let plain = ipam.check(&Default::default()).await.unwrap();
     assert!(plain.leaked.is_empty() && plain.workload_endpoints.is_none());
+}
+
+#[tokio::test]
+async fn manual_pools_serve_only_requests_that_name_them() {
+    let store = MemoryStore::new();
+    put_pool(&store, "auto", "10.0.0.0/24", 26, "all()")
+        .await
+        .unwrap();
+    put_pool(&store, "manual", "10.9.0.0/24", 26, "all()")
+        .await
+        .unwrap();
+    set_pool_manual(&store, "manual", true).await.unwrap();
+    put_node(&store, "node1", &[]).await.unwrap();
+    let ipam = Ipam::new(store);
+    let auto: IpAddr = "10.0.0.0".parse().unwrap();
+    let in_auto = |ip: &IpAddr| "10.0.0.0/24".parse::<ipnet::IpNet>().unwrap().contains(ip);
+    // Named: served from the Manual pool, which claims a block affine to node1.
+    let mut named = args("named", "node1");
+    named.pools = Some(vec!["manual".to_string()]);
+    let m = ipam.assign(named).await.unwrap();
+    assert!(m[0].to_string().starts_with("10.9.0."), "{m:?}");
+    // Unnamed: never from the Manual pool, not even from its block affine to this node.
+    for i in 0..5 {
+        let a = ipam.assign(args(&format!("h{i}"), "node1")).await.unwrap();
+        assert!(in_auto(&a[0]), "{a:?} (auto pool starts at {auto})");
+    }
+    // Block claims at start-up and tunnel addresses skip it too.
+    put_node(ipam.store(), "node2", &[]).await.unwrap();
+    let b = ipam
+        .ensure_block("node2", Family::V4)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b.to_string().starts_with("10.0.0."), "{b}");
+    let t = ipam
+        .assign_tunnel_address("node2", TunnelKind::Vxlan)
+        .await
+        .unwrap();
+    assert!(in_auto(&t), "{t}");
+    // With only the Manual pool left, unnamed requests find nothing.
+    set_pool_disabled(ipam.store(), "auto", true).await.unwrap();
+    put_node(ipam.store(), "node3", &[]).await.unwrap();
+    let err = ipam.assign(args("x", "node3")).await.unwrap_err();
+    assert!(matches!(err, IpamError::Exhausted { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn reserved_addresses_are_never_assigned_automatically() {
+    let store = MemoryStore::new();
+    // Two /28 blocks; the first block is reserved whole, the second's first four addresses too.
+    put_pool(&store, "pool", "10.0.0.0/27", 28, "all()")
+        .await
+        .unwrap();
+    put_reservation(&store, "r", &["10.0.0.0/28", "10.0.0.16/30"])
+        .await
+        .unwrap();
+    put_node(&store, "node1", &[]).await.unwrap();
+    let ipam = Ipam::new(store);
+    let mut got = HashSet::new();
+    for i in 0..12 {
+        let a = ipam.assign(args(&format!("h{i}"), "node1")).await.unwrap()[0];
+        let IpAddr::V4(v4) = a else { panic!("{a}") };
+        assert!(v4.octets()[3] >= 20, "reserved {a} handed out");
+        assert!(got.insert(a));
+    }
+    // 10.0.0.20-31 are all taken now; the reserved ones are not borrowed or claimed either.
+    let err = ipam.assign(args("full", "node1")).await.unwrap_err();
+    assert!(matches!(err, IpamError::Exhausted { .. }), "{err}");
+    // The fully reserved block was never claimed.
+    let blocks = ipam.node_blocks("node1").await.unwrap();
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    assert_eq!(blocks[0].cidr.to_string(), "10.0.0.16/28");
+    // An explicit request is not automatic assignment: Calico's reservations do not refuse it.
+    let ip: IpAddr = "10.0.0.17".parse().unwrap();
+    ipam.assign_ip(ip, "static", "node1", &AllocationAttrs::default())
+        .await
+        .unwrap();
+    assert_eq!(ipam.handle_addresses("static").await.unwrap(), vec![ip]);
 }

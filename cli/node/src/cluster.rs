@@ -26,11 +26,11 @@ use crate::borrowed::BorrowedView;
 
 /// The prefixes a node watches: every resource kind the daemon acts on, the block affinities,
 /// and FelixConfigurations (kept as stored JSON, see [`felixconfig`], rather than decoded as
-/// the datastore's kind).
+/// the datastore's kind). IPReservations are not watched: IPAM reads them when it assigns.
 pub fn watch_prefixes() -> Vec<&'static str> {
     Kind::all()
         .into_iter()
-        .filter(|k| *k != Kind::FelixConfiguration)
+        .filter(|k| !matches!(k, Kind::FelixConfiguration | Kind::IPReservation))
         .map(Kind::key_prefix)
         .chain(std::iter::once(AFFINITY_KEY_PREFIX))
         .chain(std::iter::once(felixconfig::KEY_PREFIX))
@@ -154,7 +154,7 @@ impl ClusterState {
             Some(Kind::Node) => self.nodes.clear(),
             Some(Kind::BGPConfiguration) => self.bgp_configs.clear(),
             Some(Kind::BGPPeer) => self.bgp_peers.clear(),
-            Some(Kind::FelixConfiguration) | None => {}
+            Some(Kind::FelixConfiguration | Kind::IPReservation) | None => {}
         }
         for kv in &listing.kvs {
             self.put(&kv.key, &kv.value);
@@ -197,7 +197,7 @@ impl ClusterState {
                 Resource::BGPPeer(p) => {
                     self.bgp_peers.insert(name, p);
                 }
-                Resource::FelixConfiguration(_) => {}
+                Resource::FelixConfiguration(_) | Resource::IPReservation(_) => {}
             }
         } else if let Some((host, cidr)) = affinity_from_key(key) {
             match serde_json::from_slice::<BlockAffinity>(value) {
@@ -235,7 +235,7 @@ impl ClusterState {
                 Kind::BGPPeer => {
                     self.bgp_peers.remove(name);
                 }
-                Kind::FelixConfiguration => {}
+                Kind::FelixConfiguration | Kind::IPReservation => {}
             }
         } else if let Some((host, cidr)) = affinity_from_key(key) {
             if self.affinities.get(&cidr).is_some_and(|h| h == host) {

@@ -17,6 +17,9 @@ pub async fn run(datastore: &DatastoreArgs, args: GetArgs) -> Result<()> {
     if super::wep::is_wep_kind(&args.kind) {
         return super::wep::get(datastore, args).await;
     }
+    if super::ipamconfig::is_ipam_config_kind(&args.kind) {
+        return super::ipamconfig::get(datastore, args).await;
+    }
     if let Some(raw) = super::raw::raw_kind(&args.kind) {
         return super::raw::get(datastore, args, raw).await;
     }

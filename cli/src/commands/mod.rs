@@ -3,6 +3,7 @@
 mod delete_node;
 mod get;
 mod ipam;
+mod ipamconfig;
 mod label;
 mod node;
 mod raw;

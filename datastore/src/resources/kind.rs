@@ -16,13 +16,15 @@ pub enum Kind {
     Node,
     /// `FelixConfiguration`: Felix's settings, stored and shown as written.
     FelixConfiguration,
+    /// `IPReservation`: addresses IPAM never hands out automatically.
+    IPReservation,
 }
 
 /// The text did not name a known kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown resource kind {0:?} (expected one of ippool, bgppeer, bgpconfiguration, node, \
-     felixconfiguration, or their plurals and short names; calyx get also shows \
+     felixconfiguration, ipreservation, or their plurals and short names; calyx get also shows \
      workloadendpoints, clusterinformations and kubecontrollersconfigurations)"
 )]
 pub struct UnknownKind(pub String);
@@ -30,9 +32,10 @@ pub struct UnknownKind(pub String);
 impl Kind {
     /// Every kind, in the order in which they should be applied (configuration before the
     /// objects that depend on it).
-    pub fn all() -> [Kind; 5] {
+    pub fn all() -> [Kind; 6] {
         [
             Kind::FelixConfiguration,
+            Kind::IPReservation,
             Kind::BGPConfiguration,
             Kind::IPPool,
             Kind::Node,
@@ -43,7 +46,7 @@ impl Kind {
     /// Parses a kind the way calicoctl does on its command line: case-insensitive, singular,
     /// plural or short name. `ippool(s)`, `ipp(s)`, `pool(s)`; `bgppeer(s)`, `bgpp(s)`, `bp(s)`;
     /// `bgpconfiguration(s)`, `bgpconfig(s)`, `bgpc(s)`; `node(s)`, `no(s)`;
-    /// `felixconfiguration(s)`, `felixconfig(s)`.
+    /// `felixconfiguration(s)`, `felixconfig(s)`; `ipreservation(s)`, `ipr(s)`.
     pub fn parse(s: &str) -> Result<Kind, UnknownKind> {
         match s.trim().to_ascii_lowercase().as_str() {
             "ippool" | "ippools" | "ipp" | "ipps" | "pool" | "pools" => Ok(Kind::IPPool),
@@ -54,6 +57,7 @@ impl Kind {
             "felixconfiguration" | "felixconfigurations" | "felixconfig" | "felixconfigs" => {
                 Ok(Kind::FelixConfiguration)
             }
+            "ipreservation" | "ipreservations" | "ipr" | "iprs" => Ok(Kind::IPReservation),
             _ => Err(UnknownKind(s.to_string())),
         }
     }
@@ -67,6 +71,7 @@ impl Kind {
             "BGPConfiguration" => Some(Kind::BGPConfiguration),
             "Node" => Some(Kind::Node),
             "FelixConfiguration" => Some(Kind::FelixConfiguration),
+            "IPReservation" => Some(Kind::IPReservation),
             _ => None,
         }
     }
@@ -84,6 +89,7 @@ impl Kind {
             Kind::BGPConfiguration => "BGPConfiguration",
             Kind::Node => "Node",
             Kind::FelixConfiguration => "FelixConfiguration",
+            Kind::IPReservation => "IPReservation",
         }
     }
 
@@ -95,6 +101,7 @@ impl Kind {
             Kind::BGPConfiguration => "bgpconfigurations",
             Kind::Node => "nodes",
             Kind::FelixConfiguration => "felixconfigurations",
+            Kind::IPReservation => "ipreservations",
         }
     }
 
@@ -109,6 +116,7 @@ impl Kind {
             Kind::FelixConfiguration => {
                 "/calico/resources/v3/projectcalico.org/felixconfigurations/"
             }
+            Kind::IPReservation => "/calico/resources/v3/projectcalico.org/ipreservations/",
         }
     }
 

@@ -28,6 +28,7 @@ mod document;
 mod felixconfig;
 pub mod ipam;
 mod ippool;
+mod ipreservation;
 mod kind;
 mod node;
 pub(crate) mod object;
@@ -51,6 +52,7 @@ pub use felixconfig::FelixConfiguration;
 pub use ippool::{
     check_pool_overlaps, AllowedUse, AssignmentMode, EncapMode, IPPool, IPPoolSpec, ALL_NODES,
 };
+pub use ipreservation::{parse_reserved, IPReservation, IPReservationSpec};
 pub use kind::{Kind, UnknownKind};
 pub use node::{Node, NodeAddress, NodeBGPSpec, NodeSpec, OrchRef};
 pub use object::{ObjectMeta, API_VERSION};
@@ -78,6 +80,8 @@ pub enum Resource {
     Node(Node),
     /// A [`FelixConfiguration`] (stored as written).
     FelixConfiguration(FelixConfiguration),
+    /// An [`IPReservation`].
+    IPReservation(IPReservation),
 }
 
 /// A stored value could not be decoded as a resource of the expected kind.
@@ -101,6 +105,7 @@ impl Resource {
             Resource::BGPConfiguration(_) => Kind::BGPConfiguration,
             Resource::Node(_) => Kind::Node,
             Resource::FelixConfiguration(_) => Kind::FelixConfiguration,
+            Resource::IPReservation(_) => Kind::IPReservation,
         }
     }
 
@@ -117,6 +122,7 @@ impl Resource {
             Resource::BGPConfiguration(r) => &r.metadata,
             Resource::Node(r) => &r.metadata,
             Resource::FelixConfiguration(r) => &r.metadata,
+            Resource::IPReservation(r) => &r.metadata,
         }
     }
 
@@ -128,6 +134,7 @@ impl Resource {
             Resource::BGPConfiguration(r) => &mut r.metadata,
             Resource::Node(r) => &mut r.metadata,
             Resource::FelixConfiguration(r) => &mut r.metadata,
+            Resource::IPReservation(r) => &mut r.metadata,
         }
     }
 
@@ -153,6 +160,7 @@ impl Resource {
             Resource::BGPConfiguration(r) => r.validate_all(),
             Resource::Node(r) => r.validate_all(),
             Resource::FelixConfiguration(r) => r.validate_all(),
+            Resource::IPReservation(r) => r.validate_all(),
         }
     }
 
@@ -180,6 +188,7 @@ impl Resource {
             Kind::FelixConfiguration => {
                 serde_json::from_slice(bytes).map(Resource::FelixConfiguration)
             }
+            Kind::IPReservation => serde_json::from_slice(bytes).map(Resource::IPReservation),
         };
         fast.map_err(|json_err| {
             // Decode again through the path-tracking decoder for a better message.
@@ -275,6 +284,11 @@ impl From<FelixConfiguration> for Resource {
         Resource::FelixConfiguration(r)
     }
 }
+impl From<IPReservation> for Resource {
+    fn from(r: IPReservation) -> Self {
+        Resource::IPReservation(r)
+    }
+}
 
 impl Serialize for Resource {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -284,6 +298,7 @@ impl Serialize for Resource {
             Resource::BGPConfiguration(r) => r.serialize(s),
             Resource::Node(r) => r.serialize(s),
             Resource::FelixConfiguration(r) => r.serialize(s),
+            Resource::IPReservation(r) => r.serialize(s),
         }
     }
 }
@@ -306,6 +321,7 @@ impl<'de> Deserialize<'de> for Resource {
             Kind::BGPConfiguration => serde_json::from_value(v).map(Resource::BGPConfiguration),
             Kind::Node => serde_json::from_value(v).map(Resource::Node),
             Kind::FelixConfiguration => serde_json::from_value(v).map(Resource::FelixConfiguration),
+            Kind::IPReservation => serde_json::from_value(v).map(Resource::IPReservation),
         };
         r.map_err(D::Error::custom)
     }

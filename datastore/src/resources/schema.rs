@@ -362,6 +362,16 @@ const FELIX: Shape = Object(&[
     ("spec", FELIX_SPEC),
 ]);
 
+/// `IPReservationSpec` (`api/pkg/apis/projectcalico/v3/ipreservation.go`): one field.
+const IPRESERVATION_SPEC: Shape = Object(&[("reservedCIDRs", Any)]);
+
+const IPRESERVATION: Shape = Object(&[
+    ("apiVersion", Any),
+    ("kind", Any),
+    ("metadata", METADATA),
+    ("spec", IPRESERVATION_SPEC),
+]);
+
 /// The shape of a whole object of `kind`.
 pub(crate) fn shape(kind: Kind) -> Shape {
     match kind {
@@ -370,6 +380,7 @@ pub(crate) fn shape(kind: Kind) -> Shape {
         Kind::BGPConfiguration => BGPCONFIG,
         Kind::Node => NODE,
         Kind::FelixConfiguration => FELIX,
+        Kind::IPReservation => IPRESERVATION,
     }
 }
 
