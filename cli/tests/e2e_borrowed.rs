@@ -180,20 +180,7 @@ fn borrowed_addresses_are_reachable_in_vxlan_mode() {
 /// Every allocation as (address, `node` attribute).
 fn allocations(c: &Cluster) -> Vec<(Ipv4Addr, String)> {
     let mut out = Vec::new();
-    for line in c
-        .underlay
-        .etcd()
-        .etcdctl(&[
-            "get",
-            "--prefix",
-            "--print-value-only",
-            "/calico/ipam/v2/assignment/",
-        ])
-        .lines()
-    {
-        let Ok(b) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
+    for b in c.underlay.ipam_blocks() {
         let Some(net) = b["cidr"].as_str().and_then(|c| c.parse::<Ipv4Net>().ok()) else {
             continue;
         };

@@ -33,15 +33,8 @@ fn route_to(node: &NodeNs, ip: &str) -> String {
 /// The (block CIDR, owner node) pairs in IPAM.
 fn blocks(underlay: &Underlay) -> Vec<(String, String)> {
     underlay
-        .etcd()
-        .etcdctl(&[
-            "get",
-            "--prefix",
-            "--print-value-only",
-            "/calico/ipam/v2/assignment/",
-        ])
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .ipam_blocks()
+        .into_iter()
         .filter_map(|b| {
             let cidr = b["cidr"].as_str()?.to_string();
             let host = b["affinity"].as_str()?.strip_prefix("host:")?.to_string();
@@ -53,19 +46,7 @@ fn blocks(underlay: &Underlay) -> Vec<(String, String)> {
 /// Every allocated address of every block (an address held twice shows up twice).
 fn allocated_addresses(underlay: &Underlay) -> Vec<std::net::Ipv4Addr> {
     let mut out = Vec::new();
-    for line in underlay
-        .etcd()
-        .etcdctl(&[
-            "get",
-            "--prefix",
-            "--print-value-only",
-            "/calico/ipam/v2/assignment/",
-        ])
-        .lines()
-    {
-        let Ok(b) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
+    for b in underlay.ipam_blocks() {
         let Some(net) = b["cidr"]
             .as_str()
             .and_then(|c| c.parse::<ipnet::Ipv4Net>().ok())

@@ -100,6 +100,21 @@ impl Underlay {
         }
     }
 
+    /// Every IPAM block as stored (`/calico/ipam/v2/assignment/...`), read with etcdctl from
+    /// the single etcd of [`Underlay::new`].
+    pub fn ipam_blocks(&self) -> Vec<serde_json::Value> {
+        self.etcd()
+            .etcdctl(&[
+                "get",
+                "--prefix",
+                "--print-value-only",
+                "/calico/ipam/v2/assignment/",
+            ])
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// etcd's client URLs as the nodes reach them (comma-separated for a cluster).
     pub fn etcd_endpoint(&self) -> String {
         match &self.etcd {
