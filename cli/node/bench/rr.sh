@@ -59,33 +59,8 @@ RUN= P= U=
 log() { echo "[$(date +%T)] $*" >&2; }
 client_ip() { echo "10.77.$(( 100 + $1 / 250 )).$(( $1 % 250 + 1 ))"; }
 
-teardown() {
-  [ -n "$P" ] || return 0
-  local ns p all
-  all=$( (printf '%s\n' "${PIDS[@]}"
-          for ns in "${NSS[@]}"; do ip netns pids "$ns" 2>/dev/null || true; done) | sort -u | grep . || true)
-  for p in $all; do kill -TERM "$p" 2>/dev/null || true; done
-  for _ in $(seq 20); do
-    local alive=0
-    for p in $all; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ $alive = 0 ] && break
-    sleep 0.25
-  done
-  for p in $all; do kill -KILL "$p" 2>/dev/null || true; done
-  for p in $all; do wait "$p" 2>/dev/null || true; done
-  for ns in "${NSS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-  for d in "${ETCD_DIRS[@]}"; do rm -rf "$d"; done
-  PIDS=() NSS=() ETCD_DIRS=() P=
-}
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  teardown
-  if [ -n "$KEEP" ]; then echo "run directory kept: $TOP" >&2; else rm -rf "$TOP"; fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'log interrupted; exit 130' INT TERM
+# shellcheck source=cli/node/bench/teardown.sh
+source "$HERE/teardown.sh"
 
 # /proc figures of every process in the given namespaces: "cpu_s rss_MiB_sum".
 stat_ns() {
