@@ -105,6 +105,27 @@ impl From<IpamError> for CniError {
 /// overrides it.
 pub const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(90);
 
+/// The time one command may take: `CALYX_CNI_TIMEOUT` (whole seconds above 0) when set
+/// (`value`), else [`DEFAULT_DEADLINE`]; a bad value is the runtime's INVALID_ENV error.
+pub fn deadline(value: Option<String>) -> Result<std::time::Duration, CniError> {
+    match value {
+        None => Ok(DEFAULT_DEADLINE),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s > 0)
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| {
+                CniError::new(
+                    codes::INVALID_ENV,
+                    "bad CALYX_CNI_TIMEOUT",
+                    format!("{v:?}: expected a number of seconds above 0"),
+                )
+            }),
+    }
+}
+
 /// Runs `attempt` until it succeeds, fails with an error that retrying cannot mend, or
 /// `deadline` passes; the last error is returned then. Only [`codes::TRY_AGAIN_LATER`] errors
 /// (datastore unavailable, too many conflicts) are retried. Safe for every CNI command: ADD

@@ -28,7 +28,7 @@ use ipnet::IpNet;
 use calyx_datastore::store::etcd::{EtcdConfig, EtcdStore};
 use std::path::PathBuf;
 
-use crate::ipam_plugin::{codes, parse_request, retry_until, CniError, DEFAULT_DEADLINE, NO_ETCD};
+use crate::ipam_plugin::{codes, parse_request, retry_until, CniError, NO_ETCD};
 
 /// Who the endpoint belongs to, from the CNI environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,22 +208,7 @@ impl Datastore {
         config.ca_cert_file = ca.as_ref().map(PathBuf::from);
         config.cert_file = cert.as_ref().map(PathBuf::from);
         config.key_file = key.as_ref().map(PathBuf::from);
-        let budget = match env("CALYX_CNI_TIMEOUT") {
-            None => DEFAULT_DEADLINE,
-            Some(v) => v
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|s| *s > 0)
-                .map(std::time::Duration::from_secs)
-                .ok_or_else(|| {
-                    CniError::new(
-                        codes::INVALID_ENV,
-                        "bad CALYX_CNI_TIMEOUT",
-                        format!("{v:?}: expected a number of seconds above 0"),
-                    )
-                })?,
-        };
+        let budget = crate::ipam_plugin::deadline(env("CALYX_CNI_TIMEOUT"))?;
         Ok(Some(Datastore {
             node: req.node,
             config,

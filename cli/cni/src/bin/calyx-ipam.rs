@@ -121,22 +121,7 @@ fn run(req: &Request) -> Result<Option<serde_json::Value>, CniError> {
 /// The time one command may take, from `CALYX_CNI_TIMEOUT` (seconds) or
 /// [`cni::DEFAULT_DEADLINE`].
 fn deadline() -> Result<std::time::Duration, CniError> {
-    match std::env::var("CALYX_CNI_TIMEOUT") {
-        Err(_) => Ok(cni::DEFAULT_DEADLINE),
-        Ok(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|s| *s > 0)
-            .map(std::time::Duration::from_secs)
-            .ok_or_else(|| {
-                CniError::new(
-                    codes::INVALID_ENV,
-                    "bad CALYX_CNI_TIMEOUT",
-                    format!("{v:?}: expected a number of seconds above 0"),
-                )
-            }),
-    }
+    cni::deadline(std::env::var("CALYX_CNI_TIMEOUT").ok())
 }
 
 fn etcd_config(req: &Request) -> anyhow::Result<EtcdConfig> {
