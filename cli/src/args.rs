@@ -81,9 +81,31 @@ pub enum Command {
     /// The node daemon and its status.
     #[command(subcommand)]
     Node(NodeCommand),
-    /// IP address management: usage, consistency, release, settings.
+    /// IP address management: usage, consistency, release, settings, pool splits.
     #[command(subcommand)]
     Ipam(IpamCommand),
+    /// Datastore operations: locking it for a migration.
+    #[command(subcommand)]
+    Datastore(DatastoreCommand),
+}
+
+/// `calyx datastore ...`.
+#[derive(Debug, Subcommand)]
+pub enum DatastoreCommand {
+    /// Migration steps, as `calicoctl datastore migrate`.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+}
+
+/// `calyx datastore migrate ...`.
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Lock the datastore (ClusterInformation `datastoreReady: false`): CNI ADD and DEL are
+    /// refused and the agents' address collection pauses until it is unlocked; needed by
+    /// `calyx ipam split`.
+    Lock,
+    /// Unlock the datastore (`datastoreReady: true`).
+    Unlock,
 }
 
 /// `calyx ipam ...`.
@@ -131,6 +153,18 @@ pub enum IpamCommand {
         /// Everything of a node (its addresses, blocks and affinities).
         #[arg(long)]
         node: Option<String>,
+    },
+    /// Split an IP pool into NUMBER (a power of two) smaller pools of equal size named
+    /// `split-<pool>-<i>`, as `calicoctl ipam split`; the datastore must be locked.
+    Split {
+        /// How many pools to make (2, 4, 8, ... 64).
+        number: u32,
+        /// CIDR of the pool to split.
+        #[arg(long)]
+        cidr: Option<String>,
+        /// Name of the pool to split (wins over `--cidr`, as in calicoctl).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Change IPAM settings.
     Configure {
@@ -226,6 +260,9 @@ pub struct DeleteArgs {
     /// Succeed when the resource does not exist.
     #[arg(long)]
     pub skip_not_exists: bool,
+    /// Namespace of a namespaced kind (workloadendpoint); `default` when omitted.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
 }
 
 /// `calyx patch`.

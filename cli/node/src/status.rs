@@ -136,6 +136,9 @@ pub struct GcStatus {
     pub waiting: u64,
     /// The last scan's error, until a scan succeeds.
     pub last_error: Option<String>,
+    /// Scans are skipped: the datastore is locked for a migration (`datastoreReady: false`).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// The nftables rules engine's figures.
@@ -240,6 +243,12 @@ pub fn metrics(status: &NodeStatus) -> String {
         "Leaked addresses' handles and stale endpoints waiting for their grace period.",
         "gauge",
         &[(String::new(), gc.waiting as f64)],
+    );
+    metric(
+        "calyx_ipam_gc_paused",
+        "1 while the collector waits for the datastore to be unlocked after a migration.",
+        "gauge",
+        &[(String::new(), f64::from(u8::from(gc.paused)))],
     );
     let d = &status.dataplane;
     metric(

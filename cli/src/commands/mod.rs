@@ -5,6 +5,7 @@ mod get;
 mod ipam;
 mod ipamconfig;
 mod label;
+mod migrate;
 mod node;
 mod raw;
 mod version;
@@ -37,6 +38,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Node(crate::args::NodeCommand::RemoveRules) => node::remove_rules().await,
         Command::Version => version::run(&datastore).await,
         Command::Ipam(command) => ipam::run(&datastore, command).await,
+        Command::Datastore(crate::args::DatastoreCommand::Migrate(command)) => {
+            migrate::run(&datastore, command).await
+        }
         Command::Completion(args) => {
             let mut command = Cli::command();
             clap_complete::generate(args.shell, &mut command, "calyx", &mut std::io::stdout());
