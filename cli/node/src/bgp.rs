@@ -106,6 +106,9 @@ pub fn plan(state: &ClusterState, me: &str, router_id: RouterIdSetting) -> Optio
         local_as: node_as(node, global_as),
         listen: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)),
         cluster_id: my_cluster,
+        // Calico's BIRD runs its kernel protocol with `merge paths on`: equal best routes
+        // from several peers become one ECMP route.
+        multipath: true,
         ..GlobalConfig::default()
     };
 
