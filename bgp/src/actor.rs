@@ -293,6 +293,9 @@ impl Actor {
             }
             RibMsg::Originate(p, a) => self.rib.originate(p, a),
             RibMsg::Withdraw(p) => self.rib.withdraw_local(p),
+            RibMsg::Lookup(q, reply) => {
+                let _ = reply.send(self.rib.lookup(&q));
+            }
             RibMsg::Subscribe(s) => {
                 self.rib.set_tracking(true);
                 for c in self.rib.snapshot() {

@@ -87,6 +87,51 @@ pub enum Command {
     /// Datastore operations: locking it for a migration.
     #[command(subcommand)]
     Datastore(DatastoreCommand),
+    /// This node's BGP table and peers, from its daemon (`birdc show route all` and `show
+    /// protocols all` for a Calico user).
+    #[command(subcommand)]
+    Bgp(BgpCommand),
+}
+
+/// `calyx bgp ...`.
+#[derive(Debug, Subcommand)]
+pub enum BgpCommand {
+    /// Paths in the node's BGP table, best first (`*>`), with their attributes and the peer
+    /// they came from.
+    Routes(BgpRoutesArgs),
+    /// The node's BGP peers in detail: state, counters, negotiated capabilities.
+    Peers(BgpPeersArgs),
+}
+
+/// `calyx bgp routes`.
+#[derive(Debug, Args)]
+pub struct BgpRoutesArgs {
+    /// A prefix (that destination only) or an address (the most specific destination
+    /// holding it); every destination when omitted.
+    pub target: Option<String>,
+    /// Only paths learned from this peer.
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// At most this many destinations (default 10000).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    pub limit: usize,
+    /// The daemon's health/status endpoint.
+    #[arg(long, env = "CALYX_HEALTH_LISTEN", default_value = "127.0.0.1:9099")]
+    pub health_listen: String,
+    /// Output format.
+    #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
+}
+
+/// `calyx bgp peers`.
+#[derive(Debug, Args)]
+pub struct BgpPeersArgs {
+    /// The daemon's health/status endpoint.
+    #[arg(long, env = "CALYX_HEALTH_LISTEN", default_value = "127.0.0.1:9099")]
+    pub health_listen: String,
+    /// Output format.
+    #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
 }
 
 /// `calyx datastore ...`.

@@ -1,10 +1,12 @@
 //! Paths from several routers through a running node daemon: two real BIRD 2 top-of-rack
 //! routers announce the same prefix to `calyx node run` (BGP backend), and the node's kernel
 //! gets one ECMP route with both next hops, as Calico's BIRD (`merge paths on`) programs it;
-//! when one ToR goes, the route keeps only the other.
+//! when one ToR goes, the route keeps only the other. `calyx bgp routes` and `calyx bgp
+//! peers` on the node show those paths and sessions as `birdc` would.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::process::Command;
 use std::time::Duration;
 
 use calyx_tests::bgp_daemons::Daemon as Bird;
@@ -26,6 +28,22 @@ fn tor_config(tor_ip: &str, node_ip: &str) -> String {
 fn kernel_route(node: &NodeNs) -> String {
     node.ns
         .exec(&["ip", "-4", "route", "show", PREFIX, "proto", "80"])
+}
+
+/// Runs `calyx ARGS` inside the node's namespace (where its daemon's endpoint is);
+/// (success, stdout, stderr).
+fn calyx_on(node: &NodeNs, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", node.ns.name()])
+        .arg(calyx_tests::workspace_binary("calyx"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 fn next_hops(route: &str) -> Vec<String> {
@@ -85,6 +103,65 @@ fn two_tors_with_one_prefix_make_one_ecmp_kernel_route() {
         "{}",
         kernel_route(node)
     );
+
+    // The looking glass: both paths of the prefix, one best, with the ToRs' AS path.
+    let (ok, table, err) = calyx_on(node, &["bgp", "routes", PREFIX]);
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = table.lines().filter(|l| l.contains(PREFIX)).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert_eq!(
+        rows.iter().filter(|l| l.starts_with("*>")).count(),
+        1,
+        "{table}"
+    );
+    for tor in [tor_a, tor_b] {
+        assert!(
+            rows.iter()
+                .any(|l| l.contains(&format!("{tor} (AS65001)")) && l.contains("65001")),
+            "{table}"
+        );
+    }
+    // An address finds its most specific destination; a peer filter keeps its paths only.
+    let (ok, json, err) = calyx_on(
+        node,
+        &["bgp", "routes", "100.64.7.9", "--peer", tor_b, "-o", "json"],
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["routes"][0]["prefix"], PREFIX, "{v}");
+    assert_eq!(v["routes"][0]["paths"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["routes"][0]["paths"][0]["from"], tor_b, "{v}");
+    assert_eq!(v["routes"][0]["paths"][0]["asPath"], "65001", "{v}");
+    // The whole table holds the node's own block too (originated: next hop self).
+    let (ok, all, err) = calyx_on(node, &["bgp", "routes"]);
+    assert!(ok, "{err}");
+    assert!(
+        all.lines()
+            .any(|l| l.contains("10.176.") && l.contains("self") && l.contains("local")),
+        "{all}"
+    );
+    // Bad input is one line, and nothing is asked.
+    let (ok, _, err) = calyx_on(node, &["bgp", "routes", "100.64.7.0/33"]);
+    assert!(!ok && err.trim().lines().count() == 1, "{err}");
+    // The peers' snapshot is refreshed with the status (every 100 ms): wait for it.
+    let established = |peers: &str, tor: &str| {
+        peers
+            .lines()
+            .any(|l| l.starts_with(tor) && l.contains("Established") && l.contains("65001"))
+    };
+    let mut peers = String::new();
+    let seen = wait_until(Duration::from_secs(30), || {
+        let (ok, out, _) = calyx_on(node, &["bgp", "peers"]);
+        peers = out;
+        ok && established(&peers, tor_a) && established(&peers, tor_b)
+    });
+    assert!(seen, "{peers}");
+    for tor in [tor_a, tor_b] {
+        assert!(
+            peers.contains(&format!("{tor}: capabilities: ipv4-unicast, 4-octet-as")),
+            "{peers}"
+        );
+    }
 
     // One ToR goes away (its session ends with a Cease): only the other stays.
     bird_b.stop(Duration::from_secs(5));

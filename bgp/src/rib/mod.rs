@@ -8,11 +8,15 @@
 //! change log; each peer catches up with the log at its own pace (a peer whose session is slow
 //! only delays itself), sending the export of the current best path, or a withdrawal if it
 //! has none and was sent one before, so repeated changes collapse. Modules: [`select`] ranks
-//! paths, [`export`] decides and rewrites what each peer is sent.
+//! paths, [`export`] decides and rewrites what each peer is sent, [`lookup`] answers queries
+//! about the table (`calyx bgp routes`).
 
 mod export;
+mod lookup;
 mod select;
 mod table;
+
+pub use lookup::{PathEntry, RouteEntry, RouteQuery, RouteTable, DEFAULT_LIMIT};
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -405,6 +405,21 @@ impl Bgp {
             .collect()
     }
 
+    /// Publishes the running speaker's lookup handle and peers for the looking glass
+    /// ([`crate::lookingglass`]); nothing (503 answers) while no speaker runs.
+    pub fn publish(&self, view: &crate::lookingglass::SharedBgp) {
+        let (lookup, peers) = match &self.speaker {
+            Some(s) => (
+                Some(s.lookup_handle()),
+                serde_json::to_value(s.status()).unwrap_or_default(),
+            ),
+            None => (None, serde_json::Value::Null),
+        };
+        let mut v = view.write().unwrap_or_else(|p| p.into_inner());
+        v.lookup = lookup;
+        v.peers = peers;
+    }
+
     /// Stops the speaker: with graceful restart, close without a NOTIFICATION so that peers
     /// keep our routes while we restart; otherwise a Cease to every peer.
     pub async fn shutdown(self) {

@@ -20,6 +20,7 @@ mod felixconfig;
 mod felixlive;
 pub mod gc;
 mod http;
+mod lookingglass;
 pub mod natrules;
 pub mod routes;
 mod startup;
@@ -124,10 +125,14 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         ipv6: ipv6.map(|n| n.to_string()),
         ..NodeStatus::default()
     }));
-    let server = tokio::spawn(http::serve(listener, status.clone(), stop.clone()));
+    let endpoints = http::Endpoints {
+        status: status.clone(),
+        bgp: lookingglass::SharedBgp::default(),
+    };
+    let server = tokio::spawn(http::serve(listener, endpoints.clone(), stop.clone()));
     // The same endpoint again (its /metrics for Prometheus), stopped with the first.
     let _metrics_server =
-        metrics_listener.map(|l| tokio::spawn(http::serve(l, status.clone(), stop.clone())));
+        metrics_listener.map(|l| tokio::spawn(http::serve(l, endpoints.clone(), stop.clone())));
     // Its own task (see `tasks`): it reads the store on its own timer and never blocks the
     // main loop.
     let collector = tokio::spawn(gc::run(
@@ -177,7 +182,7 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         &ipam,
         reconciler.as_ref().map(|(h, _)| h),
         rules.as_ref().map(|(h, _)| h),
-        &status,
+        &endpoints,
         signalled,
     )
     .await;
@@ -281,9 +286,10 @@ async fn main_loop<S: Store + Clone>(
     ipam: &Ipam<S>,
     reconciler: Option<&ReconcilerHandle>,
     rules: Option<&calyx_felix::rules::RulesHandle>,
-    status: &SharedStatus,
+    endpoints: &http::Endpoints,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let status = &endpoints.status;
     let (mut state, mut watch) = ClusterWatch::start(store).await?;
     let stop = CancellationToken::new();
     let resolver = reconciler.map(|felix| {
@@ -451,6 +457,7 @@ async fn main_loop<S: Store + Clone>(
                     update_status(status, |s| s.rules = r);
                 }
                 if let Some(bgp) = &bgp {
+                    bgp.publish(&endpoints.bgp);
                     let peers = bgp.peer_status();
                     update_status(status, |s| {
                         s.peers = peers;
@@ -757,7 +764,11 @@ mod tests {
                 stop.clone(),
             );
             tokio::spawn(async move {
-                main_loop(&cfg, &store, &client, &ipam, None, None, &status, stop).await
+                let endpoints = http::Endpoints {
+                    status,
+                    bgp: lookingglass::SharedBgp::default(),
+                };
+                main_loop(&cfg, &store, &client, &ipam, None, None, &endpoints, stop).await
             })
         };
         assert_eq!(
