@@ -7,6 +7,7 @@ pub mod bgp_daemons;
 pub mod cluster;
 pub mod etcd;
 pub mod netns;
+pub mod podman;
 
 use std::net::TcpListener;
 use std::path::Path;

@@ -959,8 +959,18 @@ fn lookup_answers_prefixes_addresses_peers_and_limits() {
     let mut rib = Rib::new(global());
     add(&mut rib, 1, [10, 0, 0, 2], 65001, |_| {});
     add(&mut rib, 2, [10, 0, 0, 3], 65002, |_| {});
-    announce(&mut rib, 1, &["10.1.0.0/16", "10.1.2.0/24"], attrs(&[65001], [10, 0, 0, 2]));
-    announce(&mut rib, 2, &["10.1.0.0/16"], attrs(&[65002, 65009], [10, 0, 0, 3]));
+    announce(
+        &mut rib,
+        1,
+        &["10.1.0.0/16", "10.1.2.0/24"],
+        attrs(&[65001], [10, 0, 0, 2]),
+    );
+    announce(
+        &mut rib,
+        2,
+        &["10.1.0.0/16"],
+        attrs(&[65002, 65009], [10, 0, 0, 3]),
+    );
     rib.originate(p4("192.168.5.0/26"), PathAttributes::default());
 
     let q = |prefix: Option<&str>, address: Option<&str>, peer: Option<&str>, limit| RouteQuery {
@@ -992,8 +1002,14 @@ fn lookup_answers_prefixes_addresses_peers_and_limits() {
     // ... and with a peer filter, the most specific one that peer has.
     let t = rib.lookup(&q(None, Some("10.1.2.9"), Some("10.0.0.3"), 0));
     assert_eq!(t.routes[0].prefix.to_string(), "10.1.0.0/16");
-    assert!(rib.lookup(&q(None, Some("172.16.0.1"), None, 0)).routes.is_empty());
-    assert!(rib.lookup(&q(Some("10.9.0.0/16"), None, None, 0)).routes.is_empty());
+    assert!(rib
+        .lookup(&q(None, Some("172.16.0.1"), None, 0))
+        .routes
+        .is_empty());
+    assert!(rib
+        .lookup(&q(Some("10.9.0.0/16"), None, None, 0))
+        .routes
+        .is_empty());
     // Everything, sorted; our own route has no peer and next hop "self".
     let t = rib.lookup(&RouteQuery::default());
     let prefixes: Vec<String> = t.routes.iter().map(|r| r.prefix.to_string()).collect();
