@@ -10,10 +10,12 @@
 #   4. imported into podman as an OCI image with the Containerfile's entrypoint, command and
 #      labels.
 #
-#   deploy/build-image.sh [--profile release|debug] [--tag NAME] [--output FILE.tar]
+#   deploy/build-image.sh [--profile release|debug] [--bin-dir DIR] [--tag NAME] [--output FILE]
 #
-# --profile: the cargo profile of the binaries (release by default; the test suite uses the
-#            debug binaries it has already built, to save a release build on 2 cores).
+# --profile: the cargo profile of the binaries (release by default).
+# --bin-dir: take calyx, calyx-cni and calyx-ipam from DIR as they are, without cargo (the test
+#            suite passes the debug binaries it has already built, to save a release build on
+#            2 cores, and it cannot run cargo while cargo runs it).
 # --tag:     the image name (default localhost/calyx:<version>).
 # --output:  also write the image as an OCI archive (podman save --format oci-archive).
 # CALYX_DEBIAN_MIRROR (default http://deb.debian.org/debian) and CALYX_DEBIAN_SUITE
@@ -24,11 +26,13 @@ cd "$(dirname "$0")/.."
 . deploy/packages.sh
 
 profile=release
+bin_dir=
 tag=
 output=
 while [ $# -gt 0 ]; do
     case "$1" in
         --profile) profile=${2:?--profile needs release or debug}; shift 2 ;;
+        --bin-dir) bin_dir=${2:?--bin-dir needs a directory}; shift 2 ;;
         --tag) tag=${2:?--tag needs a name}; shift 2 ;;
         --output) output=${2:?--output needs a file}; shift 2 ;;
         *) echo "build-image: unknown argument $1" >&2; exit 2 ;;
@@ -43,13 +47,17 @@ tag=${tag:-localhost/calyx:${version:-0.1.0}}
 mirror=${CALYX_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 suite=${CALYX_DEBIAN_SUITE:-bookworm}
 
-calyx_install_packages "${CALYX_BUILD_PACKAGES[@]}" "${CALYX_IMAGE_PACKAGES[@]}"
-
-echo "==> cargo build ($profile) of calyx, calyx-cni, calyx-ipam"
-cargo_flags=(--locked --bins -p calyx -p calyx-cni)
-[ "$profile" = release ] && cargo_flags+=(--release)
-cargo build "${cargo_flags[@]}"
-bin_dir=${CARGO_TARGET_DIR:-target}/$profile
+if [ -z "$bin_dir" ]; then
+    calyx_install_packages "${CALYX_BUILD_PACKAGES[@]}" "${CALYX_IMAGE_PACKAGES[@]}"
+    echo "==> cargo build ($profile) of calyx, calyx-cni, calyx-ipam"
+    cargo_flags=(--locked --bins -p calyx -p calyx-cni)
+    [ "$profile" = release ] && cargo_flags+=(--release)
+    cargo build "${cargo_flags[@]}"
+    bin_dir=${CARGO_TARGET_DIR:-target}/$profile
+else
+    calyx_install_packages "${CALYX_IMAGE_PACKAGES[@]}"
+    profile="from $bin_dir"
+fi
 for b in calyx calyx-cni calyx-ipam; do
     [ -x "$bin_dir/$b" ] || { echo "build-image: $bin_dir/$b was not built" >&2; exit 1; }
 done
@@ -89,4 +97,4 @@ if [ -n "$output" ]; then
     podman save --format oci-archive -o "$output" "$tag"
 fi
 size=$(podman image inspect --format '{{.Size}}' "$tag")
-echo "built $tag: $((size / 1024 / 1024)) MiB ($profile binaries)"
+echo "built $tag: $((size / 1024 / 1024)) MiB (binaries: $profile)"

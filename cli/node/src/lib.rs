@@ -201,15 +201,30 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
     result
 }
 
-/// Pods are routed through this host: forwarding on, as Felix sets it.
+/// Pods are routed through this host: forwarding on, as Felix sets it. A knob that is already
+/// on is left alone, so a container with a read-only /proc/sys (the DaemonSet's: not
+/// privileged) works on a host that turned forwarding on itself (kubeadm requires it); when it
+/// is off and cannot be turned on, start-up says so in one error line: pods on this node would
+/// not be reachable from other nodes.
 fn enable_forwarding(v6: bool) {
-    let mut knobs = vec!["/proc/sys/net/ipv4/ip_forward"];
+    let mut knobs = vec![("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward")];
     if v6 {
-        knobs.push("/proc/sys/net/ipv6/conf/all/forwarding");
+        knobs.push((
+            "/proc/sys/net/ipv6/conf/all/forwarding",
+            "net.ipv6.conf.all.forwarding",
+        ));
     }
-    for knob in knobs {
+    for (knob, name) in knobs {
+        if std::fs::read_to_string(knob).is_ok_and(|v| v.trim() == "1") {
+            continue;
+        }
         if let Err(e) = std::fs::write(knob, "1") {
-            warn!(%knob, error = %e, "cannot enable forwarding");
+            tracing::error!(
+                %knob, error = %e,
+                "{name} is 0 and cannot be set here (read-only /proc/sys without privileges): \
+                 pods on this node cannot be reached from other nodes until the host sets \
+                 {name}=1"
+            );
         }
     }
 }
