@@ -121,6 +121,9 @@ pub struct NodeStatus {
     /// Garbage collection of leaked addresses and stale endpoints ([`crate::gc`]).
     #[serde(default)]
     pub gc: GcStatus,
+    /// BGP passwords that could not be read from their Secret ([`crate::secrets`]).
+    #[serde(default)]
+    pub bgp_secrets: Vec<crate::secrets::Problem>,
 }
 
 /// The garbage collector's figures.
@@ -221,6 +224,12 @@ pub fn metrics(status: &NodeStatus) -> String {
                 )
             })
             .collect::<Vec<_>>(),
+    );
+    metric(
+        "calyx_bgp_secrets_missing",
+        "BGP passwords referenced by the configuration whose Secret file cannot be used.",
+        "gauge",
+        &[(String::new(), status.bgp_secrets.len() as f64)],
     );
     let gc = &status.gc;
     metric(
@@ -362,6 +371,14 @@ pub fn render(status: &NodeStatus) -> String {
             &rows,
         ));
         out.push('\n');
+    }
+    for p in &status.bgp_secrets {
+        out.push_str(&format!(
+            "BGP password {} (used by {}) unavailable: {}\n",
+            p.secret,
+            p.used_by.join(", "),
+            p.reason
+        ));
     }
     out
 }
