@@ -1,10 +1,12 @@
 //! BGP as Calico configures it (issue 16, parts 1-3), end to end: `calyx node run` in network
 //! namespaces against real etcd and real peers. TCP MD5 passwords from Secrets mounted as
 //! files, checked against FRR (wrong never comes up, right does, a changed file is applied
-//! live, a missing one is a status line and a metric); the node-to-node mesh with
+//! live, a missing one is a status line and a metric; `localASNumber` and `maxRestartTime` as
+//! FRR sees them); the node-to-node mesh with
 //! `nodeMeshPassword`, per-node `listenPort` and `bindMode: NodeIP`; an eBGP top-of-rack one
 //! routed hop away (multihop), reached through the static route of `reachableBy`; and the
-//! communities of `prefixAdvertisements`, per node, as a BIRD top-of-rack shows them.
+//! communities of `prefixAdvertisements`, per node, and the service ranges, as a BIRD
+//! top-of-rack shows them.
 //! Every wait is bounded; every namespace and process is removed on drop.
 
 // Test code: a panic is a failed test.
@@ -101,7 +103,8 @@ fn md5_password_from_a_mounted_secret_with_frr() {
     let tor = u.add_node(9);
     u.apply(&format!(
         "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\n\
-         spec:\n  peerIP: {}\n  asNumber: 65001\n  password:\n    secretKeyRef:\n      \
+         spec:\n  peerIP: {}\n  asNumber: 65001\n  localASNumber: 64600\n  \
+         maxRestartTime: 33s\n  password:\n    secretKeyRef:\n      \
          name: bgp-secrets\n      key: tor-password\n",
         tor.ip
     ));
@@ -109,7 +112,7 @@ fn md5_password_from_a_mounted_secret_with_frr() {
         &tor.ns,
         &format!(
             "frr defaults traditional\nhostname tor\nlog stdout critical\n!\nrouter bgp 65001\n \
-             bgp router-id {r}\n no bgp ebgp-requires-policy\n neighbor {n} remote-as 64512\n \
+             bgp router-id {r}\n no bgp ebgp-requires-policy\n neighbor {n} remote-as 64600\n \
              neighbor {n} password right-one\n neighbor {n} timers 3 9\n \
              neighbor {n} timers connect 1\n!\n",
             r = tor.ip,
@@ -195,6 +198,13 @@ fn md5_password_from_a_mounted_secret_with_frr() {
         up,
         "{}",
         diag("the right password did not bring the session up")
+    );
+    // FRR expects AS 64600 (`localASNumber`) and sees the BGPPeer's `maxRestartTime`.
+    let neighbor = frr.vtysh(&format!("show bgp neighbors {}", node.ip));
+    assert!(neighbor.contains("remote AS 64600"), "{neighbor}");
+    assert!(
+        neighbor.contains("Remote Restart timer is 33 seconds"),
+        "{neighbor}"
     );
     assert!(!d.log().contains("panicked"));
     println!("MD5 session to FRR up after a live Secret change");
@@ -438,7 +448,10 @@ fn communities_seen_by_a_bird_tor() {
     let tor_ip = "10.164.1.19";
     u.apply(&format!(
         "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n\
-         spec:\n  communities:\n  - name: rack\n    value: '64512:100'\n  \
+         spec:\n  serviceClusterIPs: [{{cidr: 10.96.0.0/12}}]\n  \
+         serviceExternalIPs: [{{cidr: 192.0.2.0/24}}]\n  \
+         serviceLoadBalancerIPs: [{{cidr: 198.51.100.0/28}}]\n  \
+         communities:\n  - name: rack\n    value: '64512:100'\n  \
          prefixAdvertisements:\n  - cidr: 10.204.0.0/16\n    communities: [rack, '64512:100:7']\n\
          ---\n\
          apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: node.node2\n\
@@ -519,6 +532,19 @@ fn communities_seen_by_a_bird_tor() {
         "node2's block:\n{b2}"
     );
     assert!(!b2.contains("64512,100"), "node2's block:\n{b2}");
+    // The service ranges, from every node (as Calico advertises them).
+    let services = |i: usize| {
+        let from = bird.birdc(&["show", "route", "protocol", &format!("n{}", i + 1)]);
+        ["10.96.0.0/12", "192.0.2.0/24", "198.51.100.0/28"]
+            .iter()
+            .all(|cidr| from.contains(cidr))
+    };
+    let advertised = wait_until(Duration::from_secs(30), || services(0) && services(1));
+    assert!(
+        advertised,
+        "{}",
+        diag("service ranges not learned from both nodes")
+    );
     // A live change of the communities re-announces with the new ones, no restart.
     u.apply(
         "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: node.node2\n\
