@@ -256,9 +256,14 @@ impl Planner<'_> {
             // As confd (bgp_processor.go): a reflector treats an iBGP peer given by address
             // as its client; such a peer has no cluster ID of its own to compare.
             route_reflector_client: self.my_cluster.is_some() && asn.0 == local_as,
-            // confd makes a global peering with another Calico node one-way like the mesh.
+            // confd makes a global peering with another Calico node (any node at that
+            // address) one-way like the mesh.
             passive: label == PeerLabel::Global
-                && calico_node.is_some()
+                && self
+                    .state
+                    .nodes
+                    .values()
+                    .any(|n| node_ipv4(n).map(IpAddr::V4) == Some(ip.addr))
                 && matches!(ip.addr, IpAddr::V4(a) if waits_for(a, self.my_ip)),
             label,
             ..PeerConfig::default()
@@ -268,16 +273,25 @@ impl Planner<'_> {
         Some(cfg)
     }
 
-    /// The Calico nodes at `addr` with AS `asn` (and listening on `port` when given): those a
+    /// The Calico nodes at `addr` with AS `asn` (and, when `port` is given, listening there
+    /// by their own or the cluster's `listenPort`; any port when neither is set): those a
     /// `peerIP` BGPPeer names (confd's `nodesWithIPPortAndAS`).
     fn nodes_at(&self, addr: IpAddr, asn: Asn, port: Option<u16>) -> Vec<&str> {
+        let port_matches = |name: &str| {
+            let Some(p) = port else { return true };
+            self.settings
+                .of_node(name)
+                .and_then(|c| c.spec.listen_port)
+                .or(self.settings.global.spec.listen_port)
+                .is_none_or(|l| l == p)
+        };
         self.state
             .nodes
             .iter()
             .filter(|(name, n)| {
                 node_ipv4(n).map(IpAddr::V4) == Some(addr)
                     && node_as(n, self.global_as) == asn.0
-                    && port.is_none_or(|p| p == self.settings.listen_port(name))
+                    && port_matches(name)
             })
             .map(|(name, _)| name.as_str())
             .collect()

@@ -557,3 +557,32 @@ fn communities_of_prefix_advertisements_and_the_node_override() {
         .originate
         .contains_key(&"192.0.2.0/28".parse::<IpNet>().unwrap()));
 }
+
+#[test]
+fn a_global_peer_ip_of_a_node_uses_its_listen_port_and_is_one_way() {
+    let mut s = two_nodes();
+    let mut cfg = BGPConfiguration::new("default", Default::default());
+    cfg.spec.node_to_node_mesh_enabled = Some(false);
+    s.bgp_configs.insert("default".into(), cfg);
+    let mut b_cfg = BGPConfiguration::new("node.b", Default::default());
+    b_cfg.spec.listen_port = Some(1791);
+    s.bgp_configs.insert("node.b".into(), b_cfg);
+    let mut spec = BGPPeerSpec::default();
+    spec.peer_ip = Some(PeerIp {
+        addr: ip("10.0.0.2"),
+        port: None,
+    });
+    spec.as_number = Some(Asn(64512));
+    s.bgp_peers
+        .insert("to-b".into(), BGPPeer::new("to-b", spec));
+    let a = plan_of(&s, "a", &Secrets::default());
+    let to_b = &a.peers[&ip("10.0.0.2")];
+    assert_eq!((to_b.port, to_b.passive), (1791, true));
+    assert_eq!(to_b.label, PeerLabel::Global);
+    // b peers back (reverse peering), connecting to a's port.
+    let b = plan_of(&s, "b", &Secrets::default());
+    let to_a = &b.peers[&ip("10.0.0.1")];
+    assert_eq!((to_a.port, to_a.passive), (179, false));
+    assert_eq!(to_a.label, PeerLabel::NodeSpecific);
+    assert_eq!(b.global.listen.unwrap().port(), 1791);
+}
