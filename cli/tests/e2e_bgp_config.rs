@@ -345,13 +345,14 @@ fn ebgp_tor_one_routed_hop_away_over_reachable_by() {
          spec:\n  node: {}\n  peerIP: {}\n  asNumber: 65001\n  reachableBy: {gateway}\n",
         node.name, tor.ip
     ));
-    // BIRD as the ToR: eBGP multihop, the node two hops away.
+    // BIRD as the ToR: eBGP multihop, the node two hops away; it announces one route.
     let bird = Peer::bird(
         &tor.ns,
         &format!(
             "router id {r};\nprotocol device {{}}\n\
+             protocol static {{ ipv4; route 10.250.0.0/24 blackhole; }}\n\
              protocol bgp node1 {{ local {r} as 65001; neighbor {n} as 64512; multihop 2; \
-             hold time 9; ipv4 {{ import all; export none; }}; }}\n",
+             hold time 9; ipv4 {{ import all; export where source = RTS_STATIC; }}; }}\n",
             r = tor.ip,
             n = node.ip
         ),
@@ -393,6 +394,18 @@ fn ebgp_tor_one_routed_hop_away_over_reachable_by() {
         r.contains("10.203.") && r.contains(&node.ip)
     });
     assert!(learned, "{}", diag("the ToR did not learn the block"));
+    // The ToR's route reaches the kernel through the gateway of the static route, as BIRD's
+    // `gateway recursive` resolves a multihop next hop.
+    let installed = wait_until(Duration::from_secs(30), || {
+        node.ns
+            .exec(&["ip", "route", "show", "10.250.0.0/24"])
+            .contains(&format!("via {gateway}"))
+    });
+    assert!(
+        installed,
+        "{}",
+        diag("the ToR's route is not in the kernel via the gateway")
+    );
     // reachableBy removed: the static route goes (routes follow the resources).
     u.apply(&format!(
         "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\n\
