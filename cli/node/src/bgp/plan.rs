@@ -4,7 +4,7 @@
 //! snapshot and the resolved passwords in, the wanted setup out.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use calyx_bgp::{GlobalConfig, PeerConfig, PeerLabel};
 use calyx_datastore::resources::{
@@ -39,6 +39,14 @@ fn node_ipv4(node: &Node) -> Option<Ipv4Addr> {
         .bgp
         .as_ref()
         .and_then(|b| b.ipv4_address)
+        .map(|n| n.addr())
+}
+
+fn node_ipv6(node: &Node) -> Option<Ipv6Addr> {
+    node.spec
+        .bgp
+        .as_ref()
+        .and_then(|b| b.ipv6_address)
         .map(|n| n.addr())
 }
 
@@ -94,7 +102,7 @@ fn seconds(d: &GoDuration) -> u16 {
 /// The cluster's and this node's BGP settings: `default`, and `node.<name>` over it for the
 /// fields confd lets a node override (`listenPort`, `prefixAdvertisements`,
 /// `logSeverityScreen`); every other field is read from `default` only, as in confd.
-pub(super) struct Settings<'a> {
+struct Settings<'a> {
     global: &'a BGPConfiguration,
     state: &'a ClusterState,
 }
@@ -133,15 +141,12 @@ impl<'a> Settings<'a> {
 
 /// The peer settings a BGPPeer gives every peering it makes (confd's
 /// `setPeerConfigFieldsFromV3Resource` and the template's constants).
-fn peer_fields(
-    cfg: &mut PeerConfig,
-    spec: &BGPPeerSpec,
-    my_ip: Option<Ipv4Addr>,
-    secrets: &Secrets,
-) {
+fn peer_fields(cfg: &mut PeerConfig, spec: &BGPPeerSpec, me: &Node, secrets: &Secrets) {
     cfg.password = secrets.password(spec.password.as_ref());
+    // The node's address of the peer's family (confd uses the IPv6 one for IPv6 peers).
     cfg.local_address = match spec.source_address.unwrap_or_default() {
-        SourceAddress::UseNodeIP => my_ip.map(IpAddr::V4),
+        SourceAddress::UseNodeIP if cfg.address.is_ipv4() => node_ipv4(me).map(IpAddr::V4),
+        SourceAddress::UseNodeIP => node_ipv6(me).map(IpAddr::V6),
         SourceAddress::None => None,
     };
     cfg.graceful_restart_time = spec.max_restart_time.as_ref().map(seconds);
@@ -191,6 +196,7 @@ fn applies_to(spec: &BGPPeerSpec, name: &str, node: &Node) -> bool {
 struct Planner<'a> {
     state: &'a ClusterState,
     me: &'a str,
+    node: &'a Node,
     my_ip: Option<Ipv4Addr>,
     my_as: u32,
     my_cluster: Option<Ipv4Addr>,
@@ -228,7 +234,7 @@ impl Planner<'_> {
             passive: waits_for(ip, self.my_ip),
             ..PeerConfig::default()
         };
-        peer_fields(&mut cfg, &peer.spec, self.my_ip, self.secrets);
+        peer_fields(&mut cfg, &peer.spec, self.node, self.secrets);
         next_hop(&mut cfg, &peer.spec, self.my_as);
         Some(cfg)
     }
@@ -268,7 +274,7 @@ impl Planner<'_> {
             label,
             ..PeerConfig::default()
         };
-        peer_fields(&mut cfg, spec, self.my_ip, self.secrets);
+        peer_fields(&mut cfg, spec, self.node, self.secrets);
         next_hop(&mut cfg, spec, local_as);
         Some(cfg)
     }
@@ -419,6 +425,7 @@ pub fn plan(
     let planner = Planner {
         state,
         me,
+        node,
         my_ip,
         my_as: global.local_as,
         my_cluster,

@@ -586,3 +586,26 @@ fn a_global_peer_ip_of_a_node_uses_its_listen_port_and_is_one_way() {
     assert_eq!(to_a.label, PeerLabel::NodeSpecific);
     assert_eq!(b.global.listen.unwrap().port(), 1791);
 }
+
+#[test]
+fn the_source_address_is_the_node_address_of_the_peer_family() {
+    let mut s = two_nodes();
+    if let Some(bgp) = s.nodes.get_mut("a").and_then(|n| n.spec.bgp.as_mut()) {
+        bgp.ipv6_address = Some("fd00::1/64".parse().unwrap());
+    }
+    let mut spec = BGPPeerSpec::default();
+    spec.peer_ip = Some(PeerIp {
+        addr: ip("fd00::99"),
+        port: None,
+    });
+    spec.as_number = Some(Asn(65001));
+    s.bgp_peers.insert("v6".into(), BGPPeer::new("v6", spec));
+    let a = plan_of(&s, "a", &Secrets::default());
+    assert_eq!(a.peers[&ip("fd00::99")].local_address, Some(ip("fd00::1")));
+    let b = plan_of(&s, "b", &Secrets::default());
+    assert_eq!(
+        b.peers[&ip("fd00::99")].local_address,
+        None,
+        "b has no IPv6 address"
+    );
+}
