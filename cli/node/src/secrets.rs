@@ -101,7 +101,12 @@ fn path_of(dir: &Path, r: &SecretRef) -> Result<PathBuf, String> {
 /// Reads one password: the file's bytes as UTF-8, at most 80 bytes (what TCP MD5 takes).
 pub fn read(dir: &Path, r: &SecretRef) -> Result<String, String> {
     let path = path_of(dir, r)?;
-    let bytes = match std::fs::read(&path) {
+    // At most one byte more than a key may have: a huge file is refused, not read whole.
+    let limit = u64::try_from(MAX_KEY_LEN + 1).unwrap_or(u64::MAX);
+    let bytes = match std::fs::File::open(&path).and_then(|f| {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, limit), &mut b).map(|_| b)
+    }) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(format!(
@@ -114,9 +119,8 @@ pub fn read(dir: &Path, r: &SecretRef) -> Result<String, String> {
     };
     if bytes.len() > MAX_KEY_LEN {
         return Err(format!(
-            "{} holds {} bytes; a TCP MD5 key has at most {MAX_KEY_LEN}",
-            path.display(),
-            bytes.len()
+            "{} holds more than {MAX_KEY_LEN} bytes; a TCP MD5 key has at most {MAX_KEY_LEN}",
+            path.display()
         ));
     }
     if bytes.is_empty() {
@@ -275,7 +279,7 @@ mod tests {
     fn bad_references_and_values_are_problems_not_panics() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("s")).unwrap();
-        std::fs::write(dir.path().join("s/long"), "x".repeat(81)).unwrap();
+        std::fs::write(dir.path().join("s/long"), "x".repeat(100_000)).unwrap();
         std::fs::write(dir.path().join("s/empty"), "").unwrap();
         std::fs::write(dir.path().join("s/bin"), [0xff, 0xfe]).unwrap();
         let r = |n: &str, k: &str| SecretRef {
