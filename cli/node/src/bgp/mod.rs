@@ -2,9 +2,10 @@
 //! resources, route reflector clusters), what it originates (its blocks and the service
 //! ranges), and the speaker that makes it so, fed to the dataplane as best routes.
 //!
-//! [`plan`] (module [`plan`](self::plan)) is pure (the datastore snapshot in, the wanted BGP
-//! setup out) and unit-tested; [`Bgp`] applies plans to a running [`Speaker`], restarting it
-//! only when the global settings (AS, router ID, listen address) change.
+//! [`plan()`] (in `plan.rs`, the translation of Calico's resources as confd renders them) is
+//! pure: the datastore snapshot and the resolved passwords in, the wanted BGP setup out;
+//! `tests.rs` checks it rule by rule. [`Bgp`] applies plans to a running [`Speaker`],
+//! restarting it only when the global settings (AS, router ID, listen address) change.
 
 mod plan;
 #[cfg(test)]
