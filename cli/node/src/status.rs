@@ -455,6 +455,24 @@ mod tests {
     }
 
     #[test]
+    fn missing_bgp_passwords_are_a_status_line_and_a_metric() {
+        let status = NodeStatus {
+            bgp_secrets: vec![crate::secrets::Problem {
+                secret: "bgp/tor".into(),
+                used_by: vec!["BGPPeer \"tor\"".into()],
+                reason: "/etc/calyx/bgp-secrets/bgp/tor does not exist".into(),
+            }],
+            ..NodeStatus::default()
+        };
+        assert!(render(&status).ends_with(
+            "BGP password bgp/tor (used by BGPPeer \"tor\") unavailable: \
+             /etc/calyx/bgp-secrets/bgp/tor does not exist\n"
+        ));
+        assert!(metrics(&status).contains("calyx_bgp_secrets_missing 1\n"));
+        assert!(metrics(&NodeStatus::default()).contains("calyx_bgp_secrets_missing 0\n"));
+    }
+
+    #[test]
     fn metrics_are_prometheus_text() {
         let text = metrics(&NodeStatus {
             version: "0.1.0".into(),
