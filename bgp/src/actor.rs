@@ -446,9 +446,11 @@ impl Actor {
         if let Some(pw) = &cfg.password {
             self.listener_md5(a, Some(pw));
         }
-        let counters = self
-            .rib
-            .add_peer(id, cfg.clone(), Asn(self.global.local_as));
+        let counters = self.rib.add_peer(
+            id,
+            cfg.clone(),
+            Asn(cfg.effective_local_as(self.global.local_as)),
+        );
         let shared = Arc::new(PeerShared::new(counters));
         let (incoming, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
         let commands = Arc::new(PeerCommands::default());

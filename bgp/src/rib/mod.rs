@@ -839,12 +839,12 @@ impl Rib {
 
     /// AS_PATH / ORIGINATOR_ID / CLUSTER_LIST loop checks (RFC 4271 §9.1.2, RFC 4456 §8).
     fn loops(&self, id: PeerId, a: &calyx_proto::PathAttributes) -> bool {
-        let allowed = self
-            .peers
-            .get(&id)
-            .map(|p| usize::from(p.cfg.allowed_local_as))
-            .unwrap_or(0);
-        let own = self.global.local_as;
+        let peer = self.peers.get(&id);
+        let allowed = peer.map_or(0, |p| usize::from(p.cfg.allowed_local_as));
+        // The AS this session presents, as BIRD checks `local as` per protocol.
+        let own = peer
+            .and_then(|p| p.cfg.local_as)
+            .map_or(self.global.local_as, Asn);
         let count = a
             .as_path
             .as_ref()

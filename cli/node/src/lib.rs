@@ -23,6 +23,7 @@ mod http;
 mod lookingglass;
 pub mod natrules;
 pub mod routes;
+pub mod secrets;
 mod startup;
 pub mod status;
 pub mod tasks;
@@ -353,6 +354,8 @@ async fn main_loop<S: Store + Clone>(
     // drop them until the next plan.
     let mut bgp_replan = true;
     let mut bgp_waits = workloads.is_some().then(|| Instant::now() + WORKLOADS_WAIT);
+    let mut secrets = secrets::Secrets::new(config.bgp_secrets_dir.clone());
+    let mut secrets_tick = tokio::time::interval(secrets::POLL_INTERVAL);
     let mut tick = tokio::time::interval(DEBOUNCE);
     let mut ipam_tick = tokio::time::interval(IPAM_STATUS_INTERVAL);
     update_status(status, |s| s.datastore_synced = true);
@@ -375,6 +378,12 @@ async fn main_loop<S: Store + Clone>(
                     // The follower ended (only when stopping): keep the last set.
                     None => workloads = None,
                 }
+            }
+            // Passwords: a changed Secret file is a new plan (see `secrets`).
+            _ = secrets_tick.tick(), if bgp.is_some() => {
+                bgp_replan |= secrets.refresh(&state);
+                let problems = secrets.problems().to_vec();
+                update_status(status, |s| s.bgp_secrets = problems);
             }
             _ = ipam_tick.tick() => {
                 let ipam_status = own_blocks_status(store, &state, &config.nodename).await;
@@ -417,7 +426,9 @@ async fn main_loop<S: Store + Clone>(
                 if bgp_replan && !waiting {
                     bgp_replan = false;
                     if let Some(bgp) = bgp.as_mut() {
-                        if let Some(plan) = bgp::plan(&state, me, config.router_id) {
+                        // A new reference is resolved now, not at the next poll.
+                        secrets.refresh(&state);
+                        if let Some(plan) = bgp::plan(&state, me, config.router_id, &secrets) {
                             bgp.apply(plan).await;
                         }
                     }
@@ -706,6 +717,7 @@ mod tests {
             graceful_restart: false,
             bgp_hold_time: 9,
             state_dir: std::env::temp_dir().join(format!("calyx-loop-{}", std::process::id())),
+            bgp_secrets_dir: std::env::temp_dir().join("calyx-no-secrets"),
             route_protocol: 80,
             route_protocol_set: false,
             route_refresh_interval: Duration::from_secs(90),
