@@ -7,59 +7,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
+use calyx_tests::cli::{calyx, dump, fails, ok};
 use calyx_tests::etcd::Etcd;
 use serde_json::Value;
 
-const CALYX: &str = env!("CARGO_BIN_EXE_calyx");
 const POOLS: &str = "/calico/resources/v3/projectcalico.org/ippools/";
 const WEPS: &str = "/calico/resources/v3/projectcalico.org/workloadendpoints/";
-
-fn calyx(etcd: &Etcd, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(CALYX)
-        .args(args)
-        .env("ETCD_ENDPOINTS", etcd.endpoint())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
-fn ok(etcd: &Etcd, args: &[&str]) -> String {
-    let out = calyx(etcd, args, None);
-    assert!(
-        out.status.success(),
-        "calyx {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command that must fail; returns its single stderr line.
-fn fails(etcd: &Etcd, args: &[&str]) -> String {
-    let out = calyx(etcd, args, None);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !out.status.success(),
-        "calyx {args:?} should fail; stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got:\n{stderr}");
-    lines[0].to_string()
-}
-
-/// Everything under /calico, to prove that a refused command wrote nothing.
-fn dump(etcd: &Etcd) -> String {
-    etcd.etcdctl(&["get", "--prefix", "/calico"])
-}
 
 /// Runs the `calyx-ipam` CNI plugin as a runtime does; returns (success, stdout JSON).
 fn ipam_plugin(
@@ -129,7 +84,7 @@ fn lock_split_unlock_keeps_every_allocation() {
 
     // Not locked: split refused, nothing written.
     let before = dump(&etcd);
-    let line = fails(&etcd, &["ipam", "split", "4", "--name", "p"]);
+    let line = fails(&etcd, &["ipam", "split", "4", "--name", "p"], None);
     assert!(line.contains("datastore is not locked"), "{line}");
     assert_eq!(dump(&etcd), before);
 
@@ -164,7 +119,7 @@ fn lock_split_unlock_keeps_every_allocation() {
         (vec!["ipam", "split", "32", "--name", "p"], "spec.blockSize"),
         (vec!["ipam", "split", "4"], "--cidr"),
     ] {
-        let line = fails(&etcd, &args);
+        let line = fails(&etcd, &args, None);
         assert!(line.contains(want), "{args:?}: {line}");
         assert_eq!(dump(&etcd), locked, "{args:?} wrote something");
     }
@@ -247,12 +202,12 @@ fn delete_workload_endpoint_by_name_and_namespace() {
     etcd.etcdctl(&["put", &other, &wep.to_string()]);
 
     // Namespaced: without -n it is looked up in `default`, and only that one goes.
-    let line = fails(&etcd, &["delete", "wep", "nope", "-n", "shop"]);
+    let line = fails(&etcd, &["delete", "wep", "nope", "-n", "shop"], None);
     assert!(line.contains("does not exist"), "{line}");
     ok(&etcd, &["delete", "workloadendpoint", name, "-n", "shop"]);
     assert!(etcd.etcdctl(&["get", &key]).trim().is_empty());
     assert!(!etcd.etcdctl(&["get", &other]).trim().is_empty());
-    let line = fails(&etcd, &["delete", "wep", name, "-n", "shop"]);
+    let line = fails(&etcd, &["delete", "wep", name, "-n", "shop"], None);
     assert!(line.contains("does not exist"), "{line}");
     ok(
         &etcd,

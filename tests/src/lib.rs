@@ -4,6 +4,7 @@
 //! itself in `Drop`, also when the test fails.
 
 pub mod bgp_daemons;
+pub mod cli;
 pub mod cluster;
 pub mod etcd;
 pub mod netns;
