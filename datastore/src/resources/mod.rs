@@ -22,6 +22,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod bgpconfig;
+mod bgpfilter;
 mod bgppeer;
 mod clusterinfo;
 mod document;
@@ -40,6 +41,10 @@ mod wep;
 pub use bgpconfig::{
     BGPConfiguration, BGPConfigurationSpec, BindMode, Community, CommunityValue,
     PrefixAdvertisement, ServiceCidr, DEFAULT_BGP_CONFIGURATION, LOG_SEVERITIES,
+};
+pub use bgpfilter::{
+    parse_filter_cidr, BGPFilter, BGPFilterPrefixLength, BGPFilterRule, BGPFilterSpec,
+    FilterFamily, FILTER_ACTIONS, MATCH_OPERATORS, SOURCE_REMOTE_PEERS,
 };
 pub use bgppeer::{
     BGPPassword, BGPPeer, BGPPeerSpec, NextHopMode, ReversePeering, SecretKeyRef, SourceAddress,
@@ -84,6 +89,8 @@ pub enum Resource {
     FelixConfiguration(FelixConfiguration),
     /// An [`IPReservation`].
     IPReservation(IPReservation),
+    /// A [`BGPFilter`].
+    BGPFilter(BGPFilter),
 }
 
 /// A stored value could not be decoded as a resource of the expected kind.
@@ -108,6 +115,7 @@ impl Resource {
             Resource::Node(_) => Kind::Node,
             Resource::FelixConfiguration(_) => Kind::FelixConfiguration,
             Resource::IPReservation(_) => Kind::IPReservation,
+            Resource::BGPFilter(_) => Kind::BGPFilter,
         }
     }
 
@@ -125,6 +133,7 @@ impl Resource {
             Resource::Node(r) => &r.metadata,
             Resource::FelixConfiguration(r) => &r.metadata,
             Resource::IPReservation(r) => &r.metadata,
+            Resource::BGPFilter(r) => &r.metadata,
         }
     }
 
@@ -137,6 +146,7 @@ impl Resource {
             Resource::Node(r) => &mut r.metadata,
             Resource::FelixConfiguration(r) => &mut r.metadata,
             Resource::IPReservation(r) => &mut r.metadata,
+            Resource::BGPFilter(r) => &mut r.metadata,
         }
     }
 
@@ -163,6 +173,7 @@ impl Resource {
             Resource::Node(r) => r.validate_all(),
             Resource::FelixConfiguration(r) => r.validate_all(),
             Resource::IPReservation(r) => r.validate_all(),
+            Resource::BGPFilter(r) => r.validate_all(),
         }
     }
 
@@ -191,6 +202,7 @@ impl Resource {
                 serde_json::from_slice(bytes).map(Resource::FelixConfiguration)
             }
             Kind::IPReservation => serde_json::from_slice(bytes).map(Resource::IPReservation),
+            Kind::BGPFilter => serde_json::from_slice(bytes).map(Resource::BGPFilter),
         };
         fast.map_err(|json_err| {
             // Decode again through the path-tracking decoder for a better message.
@@ -286,6 +298,11 @@ impl From<FelixConfiguration> for Resource {
         Resource::FelixConfiguration(r)
     }
 }
+impl From<BGPFilter> for Resource {
+    fn from(r: BGPFilter) -> Self {
+        Resource::BGPFilter(r)
+    }
+}
 impl From<IPReservation> for Resource {
     fn from(r: IPReservation) -> Self {
         Resource::IPReservation(r)
@@ -301,6 +318,7 @@ impl Serialize for Resource {
             Resource::Node(r) => r.serialize(s),
             Resource::FelixConfiguration(r) => r.serialize(s),
             Resource::IPReservation(r) => r.serialize(s),
+            Resource::BGPFilter(r) => r.serialize(s),
         }
     }
 }
@@ -324,6 +342,7 @@ impl<'de> Deserialize<'de> for Resource {
             Kind::Node => serde_json::from_value(v).map(Resource::Node),
             Kind::FelixConfiguration => serde_json::from_value(v).map(Resource::FelixConfiguration),
             Kind::IPReservation => serde_json::from_value(v).map(Resource::IPReservation),
+            Kind::BGPFilter => serde_json::from_value(v).map(Resource::BGPFilter),
         };
         r.map_err(D::Error::custom)
     }
