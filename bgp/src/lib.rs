@@ -29,7 +29,7 @@ pub use config::{GlobalConfig, PeerConfig, PeerLabel};
 pub use fsm::State;
 pub use policy::{
     DefaultAction, MatchOperator, PeerType, Policy, PolicyRule, PrefixMatch, RouteFamily,
-    RuleAction,
+    RuleAction, Verdict,
 };
 pub use rib::{BestRouteChange, PathEntry, RouteEntry, RouteQuery, RouteTable};
 pub use speaker::{Error, PeerStatus, RouteLookup, Speaker};

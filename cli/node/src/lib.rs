@@ -431,6 +431,8 @@ async fn main_loop<S: Store + Clone>(
                         if let Some(plan) = bgp::plan(&state, me, config.router_id, &secrets) {
                             bgp.apply(plan).await;
                         }
+                        let problems = bgp::filter_problems(&state, me);
+                        update_status(status, |s| s.bgp_filters = problems);
                     }
                 }
                 if let (Some(felix), Some(resolver)) = (reconciler, &resolver) {

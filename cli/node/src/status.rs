@@ -124,6 +124,10 @@ pub struct NodeStatus {
     /// BGP passwords that could not be read from their Secret ([`crate::secrets`]).
     #[serde(default)]
     pub bgp_secrets: Vec<crate::secrets::Problem>,
+    /// BGPFilters named by this node's peerings that do not exist or have rules Calyx skips
+    /// ([`crate::bgp::filter_problems`]).
+    #[serde(default)]
+    pub bgp_filters: Vec<crate::bgp::FilterProblem>,
 }
 
 /// The garbage collector's figures.
@@ -233,6 +237,12 @@ pub fn metrics(status: &NodeStatus) -> String {
         "BGP passwords referenced by the configuration whose Secret file cannot be used.",
         "gauge",
         &[(String::new(), status.bgp_secrets.len() as f64)],
+    );
+    metric(
+        "calyx_bgp_filter_problems",
+        "BGPFilters named by this node's peerings that do not exist, or rules of them skipped.",
+        "gauge",
+        &[(String::new(), status.bgp_filters.len() as f64)],
     );
     let gc = &status.gc;
     metric(
@@ -385,6 +395,14 @@ pub fn render(status: &NodeStatus) -> String {
         out.push_str(&format!(
             "BGP password {} (used by {}) unavailable: {}\n",
             p.secret,
+            p.used_by.join(", "),
+            p.reason
+        ));
+    }
+    for p in &status.bgp_filters {
+        out.push_str(&format!(
+            "BGPFilter {:?} (used by {}): {}\n",
+            p.filter,
             p.used_by.join(", "),
             p.reason
         ));
