@@ -176,8 +176,8 @@ fn check_rule(p: &mut Problems<'_>, at: &str, family: FilterFamily, r: &BGPFilte
     }
     if !r.cidr.is_empty() && parse_filter_cidr(&r.cidr, family).is_none() {
         let want = match family {
-            FilterFamily::V4 => "not an IPv4 CIDR",
-            FilterFamily::V6 => "not an IPv6 CIDR",
+            FilterFamily::V4 => "is not an IPv4 CIDR",
+            FilterFamily::V6 => "is not an IPv6 CIDR",
         };
         p.push(format!("{at}.cidr"), quoted(&r.cidr), want);
     }
