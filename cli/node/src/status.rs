@@ -482,6 +482,24 @@ mod tests {
     }
 
     #[test]
+    fn bgp_filter_problems_are_a_status_line_and_a_metric() {
+        let status = NodeStatus {
+            bgp_filters: vec![crate::bgp::FilterProblem {
+                filter: "gone".into(),
+                used_by: vec!["BGPPeer \"tor\"".into()],
+                reason: "no such BGPFilter; the peering runs as if it were not named".into(),
+            }],
+            ..NodeStatus::default()
+        };
+        assert!(render(&status).ends_with(
+            "BGPFilter \"gone\" (used by BGPPeer \"tor\"): no such BGPFilter; the peering runs \
+             as if it were not named\n"
+        ));
+        assert!(metrics(&status).contains("calyx_bgp_filter_problems 1\n"));
+        assert!(metrics(&NodeStatus::default()).contains("calyx_bgp_filter_problems 0\n"));
+    }
+
+    #[test]
     fn missing_bgp_passwords_are_a_status_line_and_a_metric() {
         let status = NodeStatus {
             bgp_secrets: vec![crate::secrets::Problem {
