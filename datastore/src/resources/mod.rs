@@ -1,13 +1,14 @@
 //! Calico `projectcalico.org/v3` resources: typed structs with Calico's field names and defaults,
 //! validation, multi-document YAML/JSON parsing, and the IPAM objects Calico keeps in etcd.
 //!
-//! - [`Kind`]: the four kinds, their command-line names and etcd key prefixes.
+//! - [`Kind`]: the kinds, their command-line names and etcd key prefixes.
 //! - [`IPPool`], [`BGPPeer`], [`BGPConfiguration`], [`Node`]: `{metadata, spec}` structs that
 //!   (de)serialize with `apiVersion` and `kind`. Decoding is lenient: every level keeps the
 //!   fields Calyx does not model in an `extra` map and writes them back unchanged, so objects
 //!   written by Calico 3.2x-3.31 (or a newer one) lose nothing when Calyx updates them. User
 //!   input is strict instead: [`parse_documents`] and `patch` refuse fields that are not in
 //!   Calico 3.31's API (`schema`).
+//! - [`BGPFilter`]: import/export rules a BGPPeer names; [`IPReservation`]: reserved addresses.
 //! - [`WorkloadEndpoint`]: the per-pod object Calico's CNI plugin writes (namespaced).
 //! - [`Resource`]: any of them, with the operations the store and the CLI need.
 //! - [`parse_documents`]: the `calyx apply -f` input: YAML or JSON, several documents, lists.
