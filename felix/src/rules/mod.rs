@@ -23,6 +23,7 @@ mod engine;
 pub mod model;
 pub mod nft;
 pub mod parse;
+pub mod policy;
 pub mod sock;
 pub mod sync;
 

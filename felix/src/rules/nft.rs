@@ -101,6 +101,7 @@ const TYPE_IP6ADDR: u32 = 8;
 pub(crate) const NF_DROP: i32 = 0;
 const NF_ACCEPT: i32 = 1;
 const NFT_JUMP: i32 = -3;
+const NFT_GOTO: i32 = -4;
 const NFT_RETURN: i32 = -5;
 
 const REG_VERDICT: u32 = 0;
@@ -113,6 +114,10 @@ const META_OIFNAME: u32 = 7;
 const META_NFPROTO: u32 = 15;
 const META_L4PROTO: u32 = 16;
 const PAYLOAD_NETWORK: u32 = 1;
+const PAYLOAD_TRANSPORT: u32 = 2;
+const CMP_EQ: u32 = 0;
+const CMP_NEQ: u32 = 1;
+const CT_STATE: u32 = 0;
 const LOOKUP_F_INV: u32 = 1;
 const NAT_RANGE_MAP_IPS: u32 = 0x1;
 const NAT_RANGE_PROTO_SPECIFIED: u32 = 0x2;
@@ -439,13 +444,69 @@ fn meta_load(buf: &mut Vec<u8>, key: u32) {
 }
 
 fn cmp_eq(buf: &mut Vec<u8>, data: &[u8]) {
+    cmp(buf, CMP_EQ, data);
+}
+
+fn cmp(buf: &mut Vec<u8>, op: u32, data: &[u8]) {
     expr(buf, "cmp", |b| {
         put_be32(b, 1, REG_1); // NFTA_CMP_SREG
-        put_be32(b, 2, 0); // NFTA_CMP_OP: NFT_CMP_EQ
+        put_be32(b, 2, op); // NFTA_CMP_OP
         let d = nest(b, 3); // NFTA_CMP_DATA
         put_attr(b, DATA_VALUE, data);
         nest_end(b, d);
     });
+}
+
+fn payload_transport(buf: &mut Vec<u8>, offset: u32, len: u32) {
+    expr(buf, "payload", |b| {
+        put_be32(b, 1, REG_1); // NFTA_PAYLOAD_DREG
+        put_be32(b, 2, PAYLOAD_TRANSPORT); // NFTA_PAYLOAD_BASE
+        put_be32(b, 3, offset); // NFTA_PAYLOAD_OFFSET
+        put_be32(b, 4, len); // NFTA_PAYLOAD_LEN
+    });
+}
+
+/// `ct state & mask != 0` (`== 0` when negated). The state register is in host byte order.
+fn ct_state(buf: &mut Vec<u8>, mask: u32, negate: bool) {
+    expr(buf, "ct", |b| {
+        put_be32(b, 1, REG_1); // NFTA_CT_DREG
+        put_be32(b, 2, CT_STATE); // NFTA_CT_KEY
+    });
+    expr(buf, "bitwise", |b| {
+        put_be32(b, 1, REG_1); // NFTA_BITWISE_SREG
+        put_be32(b, 2, REG_1); // NFTA_BITWISE_DREG
+        put_be32(b, 3, 4); // NFTA_BITWISE_LEN
+        let m = nest(b, 4); // NFTA_BITWISE_MASK
+        put_attr(b, DATA_VALUE, &mask.to_ne_bytes());
+        nest_end(b, m);
+        let x = nest(b, 5); // NFTA_BITWISE_XOR
+        put_attr(b, DATA_VALUE, &[0u8; 4]);
+        nest_end(b, x);
+    });
+    cmp(buf, if negate { CMP_EQ } else { CMP_NEQ }, &[0u8; 4]);
+}
+
+/// `th dport first-last` (or `!=`): a `cmp` for one port, a `range` for more.
+fn port(buf: &mut Vec<u8>, dst: bool, first: u16, last: u16, negate: bool) {
+    payload_transport(buf, if dst { 2 } else { 0 }, 2);
+    if first == last {
+        cmp(
+            buf,
+            if negate { CMP_NEQ } else { CMP_EQ },
+            &first.to_be_bytes(),
+        );
+    } else {
+        expr(buf, "range", |b| {
+            put_be32(b, 1, REG_1); // NFTA_RANGE_SREG
+            put_be32(b, 2, u32::from(negate)); // NFTA_RANGE_OP: EQ 0, NEQ 1
+            let f = nest(b, 3); // NFTA_RANGE_FROM_DATA
+            put_attr(b, DATA_VALUE, &first.to_be_bytes());
+            nest_end(b, f);
+            let t = nest(b, 4); // NFTA_RANGE_TO_DATA
+            put_attr(b, DATA_VALUE, &last.to_be_bytes());
+            nest_end(b, t);
+        });
+    }
 }
 
 fn ifname(buf: &mut Vec<u8>, key: u32, name: &IfName) {
@@ -550,6 +611,30 @@ pub fn encode_exprs(rule: &Rule) -> Vec<u8> {
                 meta_load(&mut b, META_L4PROTO);
                 cmp_eq(&mut b, &[*p]);
             }
+            Match::NotL4proto(p) => {
+                meta_load(&mut b, META_L4PROTO);
+                cmp(&mut b, CMP_NEQ, &[*p]);
+            }
+            Match::CtState { mask, negate } => ct_state(&mut b, *mask, *negate),
+            Match::Port {
+                dst,
+                first,
+                last,
+                negate,
+            } => port(&mut b, *dst, *first, *last, *negate),
+            Match::Icmp { ty, code, negate } => {
+                let op = if *negate { CMP_NEQ } else { CMP_EQ };
+                match code {
+                    Some(c) => {
+                        payload_transport(&mut b, 0, 2);
+                        cmp(&mut b, op, &[*ty, *c]);
+                    }
+                    None => {
+                        payload_transport(&mut b, 0, 1);
+                        cmp(&mut b, op, &[*ty]);
+                    }
+                }
+            }
         }
     }
     match &rule.action {
@@ -557,6 +642,10 @@ pub fn encode_exprs(rule: &Rule) -> Vec<u8> {
         Action::Drop => verdict(&mut b, NF_DROP, None),
         Action::Return => verdict(&mut b, NFT_RETURN, None),
         Action::Jump(c) => verdict(&mut b, NFT_JUMP, Some(c)),
+        Action::Goto(c) => verdict(&mut b, NFT_GOTO, Some(c)),
+        Action::Log(prefix) => expr(&mut b, "log", |x| {
+            put_str(x, 2, prefix); // NFTA_LOG_PREFIX
+        }),
         Action::Masquerade {
             ports,
             fully_random,
