@@ -21,6 +21,7 @@ mod felixlive;
 pub mod gc;
 mod http;
 pub mod natrules;
+pub mod policy;
 pub mod routes;
 mod startup;
 pub mod status;
@@ -168,6 +169,24 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         }
     };
 
+    // Network policy: its own rules engine (table `inet calyx-policy`) and datastore watches.
+    let policy_task = if rules.is_none() {
+        None
+    } else {
+        match policy::start(
+            store.clone(),
+            config.nodename.clone(),
+            config.route_refresh_interval,
+            stop.child_token(),
+        ) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!(error = %e, "no network policy: cannot open nfnetlink");
+                None
+            }
+        }
+    };
+
     let signalled = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(signalled.clone()));
     let result = main_loop(
@@ -189,6 +208,9 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         let _ = task.await;
     }
     if let Some((_, task)) = rules {
+        let _ = task.await;
+    }
+    if let Some(task) = policy_task {
         let _ = task.await;
     }
     let _ = collector.await;
