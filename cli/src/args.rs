@@ -84,6 +84,23 @@ pub enum Command {
     /// IP address management: usage, consistency, release, settings.
     #[command(subcommand)]
     Ipam(IpamCommand),
+    /// Network policy: which tiers, policies and profiles apply to a workload.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `calyx policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// The tiers, policies (in evaluation order) and profiles that apply to one
+    /// WorkloadEndpoint, per direction.
+    Show {
+        /// The WorkloadEndpoint's name (as `calyx get wep -o wide` shows it).
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
 }
 
 /// `calyx ipam ...`.
@@ -226,6 +243,9 @@ pub struct DeleteArgs {
     /// Succeed when the resource does not exist.
     #[arg(long)]
     pub skip_not_exists: bool,
+    /// Namespace of a namespaced kind (networkpolicy, networkset); `default` when omitted.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
 }
 
 /// `calyx patch`.

@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 use calyx_datastore::client::{ClientError, WriteMode, WriteOutcome};
+use calyx_datastore::policy::PolicyKind;
 use calyx_datastore::resources::Kind;
+use calyx_datastore::store::Store;
 
 use crate::args::{DatastoreArgs, DeleteArgs, FileArgs};
 use crate::connect;
@@ -22,20 +24,38 @@ pub enum Action {
 
 /// Parses and validates every document, then writes them all or none.
 pub async fn write(datastore: &DatastoreArgs, args: &FileArgs, action: Action) -> Result<()> {
-    let resources = super::read_documents(&args.filename)?;
+    let (resources, policies) = super::read_all_documents(&args.filename)?;
     let client = connect::client(datastore).await?;
     let mode = match action {
         Action::Create => WriteMode::Create,
         Action::Replace => WriteMode::Replace,
         Action::Apply | Action::Validate => WriteMode::Apply,
     };
-    let count = resources.len();
+    let count = resources.len() + policies.len();
     if action == Action::Validate {
-        client.check_all(mode, &resources).await?;
+        if !resources.is_empty() {
+            client.check_all(mode, &resources).await?;
+        }
         println!("Successfully validated {count} resource(s)");
         return Ok(());
     }
-    let outcomes = client.write_all(mode, resources).await?;
+    // The policy kinds are written after the others (each group in one transaction).
+    let mut outcomes = if resources.is_empty() {
+        Vec::new()
+    } else {
+        client.write_all(mode, resources).await?
+    };
+    if !policies.is_empty() {
+        let created =
+            calyx_datastore::policy::store::write_all(client.store(), mode, policies).await?;
+        outcomes.extend(created.into_iter().map(|c| {
+            if c {
+                WriteOutcome::Created
+            } else {
+                WriteOutcome::Replaced
+            }
+        }));
+    }
     let verb = match action {
         Action::Create => "created",
         Action::Replace => "replaced",
@@ -55,19 +75,51 @@ pub async fn write(datastore: &DatastoreArgs, args: &FileArgs, action: Action) -
 /// Deletes the resources named in a file (all must exist unless `--skip-not-exists`), or one
 /// by kind and name. A Node is deleted with everything of it (see [`super::delete_node`]).
 pub async fn delete(datastore: &DatastoreArgs, args: DeleteArgs) -> Result<()> {
+    // Policy kinds: (kind, namespace, name).
+    let mut policy_targets: Vec<(PolicyKind, String, String)> = Vec::new();
     let targets: Vec<(Kind, String)> = match &args.filename {
-        Some(path) => super::read_documents(path)?
-            .iter()
-            .map(|r| (r.kind(), r.name().to_string()))
-            .collect(),
+        Some(path) => {
+            let (resources, policies) = super::read_all_documents(path)?;
+            policy_targets.extend(
+                policies
+                    .iter()
+                    .map(|p| (p.kind, p.namespace().to_string(), p.name().to_string())),
+            );
+            resources
+                .iter()
+                .map(|r| (r.kind(), r.name().to_string()))
+                .collect()
+        }
         None => {
             let (Some(kind), Some(name)) = (&args.kind, &args.name) else {
                 anyhow::bail!("give -f FILE, or KIND and NAME");
             };
-            vec![(super::parse_kind(kind)?, name.clone())]
+            match PolicyKind::parse(kind) {
+                Some(k) => {
+                    let ns = args.namespace.clone().unwrap_or_else(|| "default".into());
+                    policy_targets.push((k, ns, name.clone()));
+                    Vec::new()
+                }
+                None => vec![(super::parse_kind(kind)?, name.clone())],
+            }
         }
     };
     let client = connect::client(datastore).await?;
+    if !args.skip_not_exists {
+        for (kind, ns, name) in &policy_targets {
+            if client.store().get(&kind.key(ns, name)).await?.is_none() {
+                anyhow::bail!("{kind} {name:?} does not exist");
+            }
+        }
+    }
+    let mut policies_deleted = 0;
+    for (kind, ns, name) in &policy_targets {
+        if calyx_datastore::policy::store::delete(client.store(), *kind, ns, name).await? {
+            policies_deleted += 1;
+        } else if !args.skip_not_exists {
+            anyhow::bail!("{kind} {name:?} does not exist");
+        }
+    }
     if !args.skip_not_exists {
         for (kind, name) in &targets {
             if client.get(*kind, name).await?.is_none() {
@@ -75,7 +127,7 @@ pub async fn delete(datastore: &DatastoreArgs, args: DeleteArgs) -> Result<()> {
             }
         }
     }
-    let mut deleted = 0;
+    let mut deleted = policies_deleted;
     for (kind, name) in &targets {
         if *kind == Kind::Node {
             // A Node takes its IPAM state, endpoints, peers and per-node settings with it.

@@ -17,6 +17,7 @@
 pub mod k8s;
 pub mod rule;
 mod schema;
+pub mod store;
 
 use std::fmt;
 

@@ -1,0 +1,136 @@
+//! Reading and writing the policy kinds in the store: all of a batch in one transaction
+//! guarded by the revisions read, as `calyx apply` writes the other kinds.
+
+use serde_json::Value;
+
+use super::{PolicyKind, PolicyObject};
+use crate::client::{new_uid, rfc3339_now, WriteMode};
+use crate::store::{Operation, Precondition, Store, StoreError, Transaction};
+
+/// Why a policy write or read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyStoreError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// `create` found the object; `replace` or `delete` did not.
+    #[error("{kind} {name:?} {what}")]
+    Existence {
+        /// Kind.
+        kind: PolicyKind,
+        /// `namespace/name` or `name`.
+        name: String,
+        /// `already exists` / `does not exist`.
+        what: &'static str,
+    },
+    /// Another writer changed an object between the read and the write.
+    #[error("a policy object was modified concurrently; nothing was written, try again")]
+    Conflict,
+}
+
+/// Lists the objects of `kind` (of one namespace, for a namespaced kind and `Some`), with
+/// `metadata.resourceVersion` set to the etcd revision. Undecodable values are skipped.
+pub async fn list<S: Store>(
+    store: &S,
+    kind: PolicyKind,
+    namespace: Option<&str>,
+) -> Result<Vec<PolicyObject>, StoreError> {
+    let prefix = match (kind.namespaced(), namespace) {
+        (true, Some(ns)) => format!("{}{ns}/", kind.key_prefix()),
+        _ => kind.key_prefix(),
+    };
+    let listing = store.list(&prefix).await?;
+    let mut out = Vec::new();
+    for kv in &listing.kvs {
+        if PolicyKind::from_key(&kv.key).map(|k| k.0) != Some(kind) {
+            continue;
+        }
+        if let Ok(mut o) = PolicyObject::from_stored(kind, &kv.value) {
+            if let Some(Value::Object(m)) = o.value.get_mut("metadata") {
+                m.insert(
+                    "resourceVersion".into(),
+                    Value::from(kv.mod_revision.to_string()),
+                );
+            }
+            out.push(o);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes every object in one transaction; returns, per object, whether it was created.
+/// `apply` keeps an existing object's `uid` and `creationTimestamp`; new objects get them.
+pub async fn write_all<S: Store>(
+    store: &S,
+    mode: WriteMode,
+    objects: Vec<PolicyObject>,
+) -> Result<Vec<bool>, PolicyStoreError> {
+    let mut txn = Transaction::new();
+    let mut created = Vec::new();
+    for mut o in objects {
+        let key = o.key();
+        let existing = store.get(&key).await?;
+        let meta_of = |v: &Value, k: &str| v.pointer(&format!("/metadata/{k}")).cloned();
+        let set_meta = |o: &mut PolicyObject, k: &str, v: Value| {
+            if let Some(Value::Object(m)) = o.value.get_mut("metadata") {
+                m.entry(k.to_string()).or_insert(v);
+            }
+        };
+        match (&existing, mode) {
+            (Some(_), WriteMode::Create) => {
+                return Err(PolicyStoreError::Existence {
+                    kind: o.kind,
+                    name: o.display_name(),
+                    what: "already exists",
+                })
+            }
+            (None, WriteMode::Replace) => {
+                return Err(PolicyStoreError::Existence {
+                    kind: o.kind,
+                    name: o.display_name(),
+                    what: "does not exist",
+                })
+            }
+            (Some(kv), _) => {
+                let old: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+                for k in ["uid", "creationTimestamp"] {
+                    if let Some(v) = meta_of(&old, k) {
+                        set_meta(&mut o, k, v);
+                    }
+                }
+                txn = txn.when(Precondition::ModRevision(key.clone(), kv.mod_revision));
+                created.push(false);
+            }
+            (None, _) => {
+                set_meta(&mut o, "uid", Value::from(new_uid()));
+                set_meta(&mut o, "creationTimestamp", Value::from(rfc3339_now()));
+                txn = txn.when(Precondition::Absent(key.clone()));
+                created.push(true);
+            }
+        }
+        txn = txn.then(Operation::put(key, o.to_json()));
+    }
+    if txn.operations.is_empty() {
+        return Ok(created);
+    }
+    match store.transaction(txn).await {
+        Ok(_) => Ok(created),
+        Err(StoreError::TransactionFailed) => Err(PolicyStoreError::Conflict),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes one object; `Ok(false)` when it did not exist.
+pub async fn delete<S: Store>(
+    store: &S,
+    kind: PolicyKind,
+    namespace: &str,
+    name: &str,
+) -> Result<bool, StoreError> {
+    let key = kind.key(namespace, name);
+    match store.delete(&key, None).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
