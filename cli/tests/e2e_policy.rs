@@ -52,8 +52,8 @@ fn script() -> String {
     )
 }
 
-fn tag() -> String {
-    format!("cxp{}", std::process::id() % 10_000)
+fn tag(mode: &str) -> String {
+    format!("cxp{mode}{}", std::process::id() % 10_000)
 }
 
 /// Every pod's probes of every other pod, in pod order (`None` on the diagonal).
@@ -285,16 +285,37 @@ fn name_port(c: &Cluster, p: &PodInfo) {
 
 #[test]
 fn policy_truth_table_in_bgp_mode() {
-    let test = "policy_truth_table_in_bgp_mode";
+    truth_table(
+        "policy_truth_table_in_bgp_mode",
+        &tag("b"),
+        "10.72.9",
+        &[
+            ("CALICO_NETWORKING_BACKEND", "bird"),
+            ("CALICO_IPV4POOL_CIDR", "10.253.0.0/16"),
+        ],
+    );
+}
+
+#[test]
+fn policy_truth_table_in_vxlan_mode() {
+    truth_table(
+        "policy_truth_table_in_vxlan_mode",
+        &tag("v"),
+        "10.72.10",
+        &[
+            ("CALICO_NETWORKING_BACKEND", "vxlan"),
+            ("CALICO_IPV4POOL_CIDR", "10.254.0.0/16"),
+            ("CALICO_IPV4POOL_VXLAN", "Always"),
+        ],
+    );
+}
+
+/// The whole table on a 2-node cluster started with `env`.
+fn truth_table(test: &str, t: &str, prefix: &str, env: &[(&str, &str)]) {
     if !calyx_tests::require_binaries(test, &["python3", "nft", "ping"]) {
         return;
     }
-    let t = tag();
-    let env = [
-        ("CALICO_NETWORKING_BACKEND", "bird"),
-        ("CALICO_IPV4POOL_CIDR", "10.253.0.0/16"),
-    ];
-    let Some(c) = Cluster::start(test, &t, "10.72.9", 2, &env, |u| u.apply(&profiles())) else {
+    let Some(c) = Cluster::start(test, t, prefix, 2, env, |u| u.apply(&profiles())) else {
         return;
     };
     let mut pods = Vec::new();
@@ -335,7 +356,10 @@ fn policy_truth_table_in_bgp_mode() {
     }
 
     let mut figures = Vec::new();
-    figures.push(("no policy".to_string(), check(&c, &pods, "no policy", |_, _| ALL)));
+    figures.push((
+        "no policy".to_string(),
+        check(&c, &pods, "no policy", |_, _| ALL),
+    ));
     let c_ips: Vec<String> = pods
         .iter()
         .filter(|p| p.ns == "c")
@@ -355,12 +379,17 @@ fn policy_truth_table_in_bgp_mode() {
     c.underlay.apply(&yaml);
     let show = c.calyx_ok(&["policy", "show", &a0.wep, "-n", "a"]);
     assert!(
-        show.contains("tier security") && show.contains("GlobalNetworkPolicy security.guard-a")
-            && show.contains("NetworkPolicy a/only-81") && show.contains("Profiles: kns.a"),
+        show.contains("tier security")
+            && show.contains("GlobalNetworkPolicy security.guard-a")
+            && show.contains("NetworkPolicy a/only-81")
+            && show.contains("Profiles: kns.a"),
         "{show}"
     );
     let gnp = c.calyx_ok(&["get", "globalnetworkpolicies", "-o", "wide"]);
-    assert!(gnp.starts_with("NAME") && gnp.contains("security.guard-a   security   "), "{gnp}");
+    assert!(
+        gnp.starts_with("NAME") && gnp.contains("security.guard-a   security   "),
+        "{gnp}"
+    );
     let tiers = c.calyx_ok(&["get", "tiers"]);
     assert!(tiers.contains("security   100"), "{tiers}");
 
@@ -369,7 +398,11 @@ fn policy_truth_table_in_bgp_mode() {
     let by_label = "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: by-label, namespace: a}\nspec:\n  selector: all()\n  ingress:\n  - action: Allow\n    source: {selector: access == 'yes', namespaceSelector: all()}\n";
     c.underlay.apply(by_label);
     check(&c, &pods, "by label, nobody labelled", |_, to| {
-        if to.ns == "a" { NONE } else { ALL }
+        if to.ns == "a" {
+            NONE
+        } else {
+            ALL
+        }
     });
     let b0 = &pods[3];
     let start = Instant::now();
@@ -387,16 +420,21 @@ fn policy_truth_table_in_bgp_mode() {
             break;
         }
     }
-    let moved = moved.unwrap_or_else(|| panic!("b0 never got through after its label:\n{}", c.logs()));
+    let moved =
+        moved.unwrap_or_else(|| panic!("b0 never got through after its label:\n{}", c.logs()));
     eprintln!("label change to allowed traffic: {moved:.2} s (including the probe's own time)");
     check(&c, &pods, "by label, b0 labelled", |from, to| {
-        if to.ns == "a" && from.wep != b0.wep { NONE } else { ALL }
+        if to.ns == "a" && from.wep != b0.wep {
+            NONE
+        } else {
+            ALL
+        }
     });
     delete(&c, by_label);
 
     eprintln!("figures (seconds from apply to the whole matrix as expected, probes included):");
     for (name, secs) in figures {
-        eprintln!("  {secs:5.1}  {name}");
+        eprintln!("  {secs:5.1}  {name} ({test})");
     }
     drop(servers);
 }
