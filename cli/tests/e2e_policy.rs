@@ -190,11 +190,14 @@ fn profiles() -> String {
         .collect()
 }
 
+/// The expected probe of a pair (from, to).
+type Expect = Box<dyn Fn(&PodInfo, &PodInfo) -> Probe>;
+
 /// One policy set of the table: its YAML and the expected probe of each pair.
 struct Case {
     name: &'static str,
     yaml: String,
-    expect: Box<dyn Fn(&PodInfo, &PodInfo) -> Probe>,
+    expect: Expect,
 }
 
 fn cases(c_ips: &[String]) -> Vec<Case> {

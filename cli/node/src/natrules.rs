@@ -96,11 +96,9 @@ pub fn remove_rules() -> Result<Vec<String>, calyx_felix::rules::Error> {
         ..NatSettings::default()
     });
     // And the network policy table (written by the daemon's second engine).
-    everything.tables.extend(
-        calyx_felix::rules::policy::ruleset(&Default::default())
-            .tables
-            .into_iter(),
-    );
+    everything
+        .tables
+        .extend(calyx_felix::rules::policy::ruleset(&Default::default()).tables);
     worker.set_desired(everything.clone());
     let stats = worker.remove_all()?;
     let mut out = Vec::new();

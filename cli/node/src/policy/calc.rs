@@ -158,13 +158,12 @@ fn short_hash(s: &str) -> String {
 }
 
 /// Builds the sets and the rules; one per calculation.
-struct Calc<'a> {
+struct Calc {
     entities: Vec<Entity>,
     sets: BTreeMap<String, BTreeSet<IpNet>>,
-    _view: &'a PolicyView,
 }
 
-impl<'a> Calc<'a> {
+impl Calc {
     fn matching(
         &self,
         scope: Scope<'_>,
@@ -358,11 +357,12 @@ fn order_key(o: Option<f64>) -> (bool, f64) {
     (o.is_none(), o.unwrap_or(0.0))
 }
 
-/// The policies that apply to `w`, by tier (keys of [`PolicyView::objects`]).
-fn applicable_keys(
-    view: &PolicyView,
-    w: &WorkloadEndpoint,
-) -> Vec<(String, bool, Vec<(String, PolicyType)>)> {
+/// One tier's policies for a workload: tier name, `defaultAction: Pass`, and the policies
+/// (keys of [`PolicyView::objects`]) with each direction they apply in, in order.
+type TierPolicies = (String, bool, Vec<(String, PolicyType)>);
+
+/// The policies that apply to `w`, by tier in order.
+fn applicable_keys(view: &PolicyView, w: &WorkloadEndpoint) -> Vec<TierPolicies> {
     let labels = effective_labels(view, w);
     let ns = &w.metadata.namespace;
     let ns_labels = namespace_labels(view, ns);
@@ -463,7 +463,6 @@ pub fn policy_state(view: &PolicyView, me: &str) -> PolicyState {
     let mut calc = Calc {
         entities: entities(view),
         sets: BTreeMap::new(),
-        _view: view,
     };
     let mut state = PolicyState::default();
     for w in view.weps.values() {
@@ -477,8 +476,7 @@ pub fn policy_state(view: &PolicyView, me: &str) -> PolicyState {
             let mut d = DirectionRules::default();
             for (tier, pass, list) in &tiers {
                 let mut policies = Vec::new();
-                for (key, t) in list.iter().filter(|(_, t)| *t == dir) {
-                    let _ = t;
+                for (key, _) in list.iter().filter(|(_, t)| *t == dir) {
                     let Some(o) = view.objects.get(key) else {
                         continue;
                     };
