@@ -112,23 +112,54 @@ fn every_policy_match_is_accepted_and_reads_back() {
     }
     let ns = Netns::new("polnft", "n");
     let s = state();
-    let (first, second) = run_in_netns(ns.path(), move || {
+    // The same after changes: one workload's egress gone and a new workload, written as a
+    // difference (set and map elements, changed chains) on the table read back.
+    let mut changed = state();
+    let ep = changed.endpoints.values().next().unwrap().clone();
+    changed.endpoints.get_mut("cali0123456789a").unwrap().egress = DirectionRules::default();
+    changed.endpoints.insert("calib".into(), ep);
+    changed
+        .sets
+        .get_mut("s-web")
+        .unwrap()
+        .insert("10.65.1.3/32".parse().unwrap());
+    let (first, second, third, fourth) = run_in_netns(ns.path(), move || {
         let mut w = Worker::open().unwrap();
+        w.set_desired(policy::ruleset(&changed));
+        w.sync().unwrap();
         w.set_desired(policy::ruleset(&s));
         let first = w.sync().unwrap();
         let second = w.sync().unwrap();
-        (first, second)
+        w.set_desired(policy::ruleset(&changed));
+        let third = w.sync().unwrap();
+        let fourth = w.sync().unwrap();
+        w.set_desired(policy::ruleset(&s));
+        w.sync().unwrap();
+        (first, second, third, fourth)
     })
     .unwrap();
-    assert!(first.tables_built == 1, "{first:?}");
+    assert_eq!(first.tables_built, 0, "{first:?}");
+    assert!(
+        first.ranges_changed > 0 && first.chains_written > 0,
+        "{first:?}"
+    );
+    assert!(
+        third.ranges_changed > 0 && third.tables_built == 0,
+        "{third:?}"
+    );
+    assert!(fourth.is_empty(), "a second sync changed {fourth:?}");
     assert!(second.is_empty(), "a second sync changed {second:?}");
     let l = ns.exec("nft list table inet calyx-policy").unwrap();
     for want in [
         "type filter hook forward priority filter; policy accept;",
         "iifname \"cali*\" ct state invalid drop",
         "ct state established,related accept",
-        "oifname \"cali0123456789a\" jump tw-cali0123456789a-t0",
-        "iifname \"cali0123456789a\" jump fw-cali0123456789a-t0",
+        "iifname \"cali*\" iifname != @workloads drop",
+        "oifname \"cali*\" oifname != @workloads drop",
+        "iifname vmap @from-workload",
+        "oifname vmap @to-workload",
+        "\"cali0123456789a\" : jump tw-cali0123456789a-t0",
+        "\"cali0123456789a\" : jump fw-cali0123456789a-t0",
         "log prefix \"calyx GlobalNetworkPolicy pass (ingress tier security) \"",
         "meta l4proto != udp goto tw-cali0123456789a-t1",
         "ip saddr @s-web-v4 tcp dport 80 tcp dport != 8001 return",

@@ -101,6 +101,19 @@ pub struct Table {
     pub chains: BTreeMap<String, Chain>,
     /// Named address sets by name.
     pub sets: BTreeMap<String, AddrSet>,
+    /// Named sets of interface names, or verdict maps keyed by interface name, by name.
+    pub if_maps: BTreeMap<String, IfMap>,
+}
+
+/// A set of interface names (`type ifname`), or a verdict map from interface names to the
+/// chain to jump to (`type ifname : verdict`, used as `iifname vmap @NAME`): one lookup per
+/// packet, whatever the number of elements.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IfMap {
+    /// A verdict map (`jump CHAIN` per element) rather than a plain set.
+    pub verdicts: bool,
+    /// Interface name -> chain to jump to (empty for a plain set).
+    pub elements: BTreeMap<String, String>,
 }
 
 /// The netfilter hook of a base chain.
@@ -303,6 +316,16 @@ pub enum Match {
     },
     /// Layer-4 protocol number (`meta l4proto`).
     L4proto(u8),
+    /// The input (`oif: false`) or output interface is (or, negated, is not) in a named
+    /// interface set of the same table ([`IfMap`] without verdicts).
+    IfnameInSet {
+        /// Output interface rather than input.
+        oif: bool,
+        /// Set name.
+        set: String,
+        /// `!=`.
+        negate: bool,
+    },
     /// Layer-4 protocol is not this one (`meta l4proto != N`).
     NotL4proto(u8),
     /// Connection tracking state (`ct state & MASK != 0`, or `== 0` when negated); masks are
@@ -364,6 +387,14 @@ pub enum Action {
     Goto(String),
     /// `log prefix "..."`, then the next rule (not a verdict).
     Log(String),
+    /// `iifname vmap @MAP` (`oifname` when `oif`): jump to the chain the interface maps to;
+    /// the next rule when it maps to nothing.
+    Vmap {
+        /// Output interface rather than input.
+        oif: bool,
+        /// Map name ([`IfMap`] with verdicts).
+        map: String,
+    },
     /// `masquerade [to :PORTS] [fully-random]`.
     Masquerade {
         /// Source port range (needs an `L4proto` match in the same rule).

@@ -86,12 +86,26 @@ pub(crate) const SET_ELEM_LIST_ELEMENTS: u16 = 3;
 pub(crate) const SET_ELEM_KEY: u16 = 1;
 pub(crate) const SET_ELEM_FLAGS: u16 = 3;
 pub(crate) const DATA_VALUE: u16 = 1;
-const DATA_VERDICT: u16 = 2;
+pub(crate) const DATA_VERDICT: u16 = 2;
 const VERDICT_CODE: u16 = 1;
-const VERDICT_CHAIN: u16 = 2;
+pub(crate) const VERDICT_CHAIN: u16 = 2;
 
 /// `NFT_SET_INTERVAL`.
 pub const SET_F_INTERVAL: u32 = 0x4;
+/// `NFT_SET_MAP`.
+pub const SET_F_MAP: u32 = 0x8;
+/// `NFTA_SET_USERDATA`.
+const SET_USERDATA: u16 = 13;
+/// `NFTA_SET_DATA_TYPE`.
+const SET_DATA_TYPE: u16 = 6;
+/// `NFTA_SET_ELEM_DATA`.
+pub(crate) const SET_ELEM_DATA: u16 = 2;
+/// `NFT_DATA_VERDICT`: the data type of a verdict map.
+const DATA_TYPE_VERDICT: u32 = 0xffff_ff00;
+/// nft's data type for interface names (`ifname`).
+const TYPE_IFNAME: u32 = 41;
+/// Length of an interface name key (`IFNAMSIZ`).
+pub const IFNAME_LEN: usize = 16;
 /// `NFT_SET_ELEM_INTERVAL_END`.
 pub(crate) const ELEM_F_INTERVAL_END: u32 = 0x1;
 /// nft's data types for set keys (user space only; `nft list` prints by them).
@@ -331,6 +345,78 @@ impl Batch {
         end_msg(&mut self.buf, s);
     }
 
+    /// Creates a set of interface names, or a verdict map keyed by them.
+    pub fn add_if_map(&mut self, t: &TableId, name: &str, verdicts: bool, id: u32) {
+        let s = self.start(
+            msg::NEWSET,
+            wire::NLM_F_CREATE,
+            t.family,
+            format!("add {} {t} {name}", if verdicts { "map" } else { "set" }),
+        );
+        put_str(&mut self.buf, SET_TABLE, &t.name);
+        put_str(&mut self.buf, SET_NAME, name);
+        if verdicts {
+            put_be32(&mut self.buf, SET_FLAGS, SET_F_MAP);
+        }
+        put_be32(&mut self.buf, SET_KEY_TYPE, TYPE_IFNAME);
+        put_be32(&mut self.buf, SET_KEY_LEN, IFNAME_LEN as u32);
+        if verdicts {
+            put_be32(&mut self.buf, SET_DATA_TYPE, DATA_TYPE_VERDICT);
+        }
+        put_be32(&mut self.buf, SET_ID, id);
+        // nft's user data: the key is a string in host byte order
+        // (`NFTNL_UDATA_SET_KEYBYTEORDER` = `BYTEORDER_HOST_ENDIAN`), so that `nft list` shows
+        // the interface names; the kernel compares the bytes as they are either way.
+        let mut udata = vec![0u8, 4];
+        udata.extend_from_slice(&1u32.to_ne_bytes());
+        put_attr(&mut self.buf, SET_USERDATA, &udata);
+        end_msg(&mut self.buf, s);
+    }
+
+    /// Adds (`add`: with the chain each jumps to, for a verdict map) or deletes elements of
+    /// an interface set or map, in messages of at most 256 elements.
+    pub fn if_map_elems(
+        &mut self,
+        t: &TableId,
+        map: &str,
+        elems: &[(&str, Option<&str>)],
+        add: bool,
+    ) {
+        for chunk in elems.chunks(256) {
+            let (m, flags, verb) = if add {
+                (msg::NEWSETELEM, wire::NLM_F_CREATE, "add")
+            } else {
+                (msg::DELSETELEM, 0, "delete")
+            };
+            let s = self.start(
+                m,
+                flags,
+                t.family,
+                format!("{verb} {} element(s) of {t} {map}", chunk.len()),
+            );
+            put_str(&mut self.buf, SET_ELEM_LIST_TABLE, &t.name);
+            put_str(&mut self.buf, SET_ELEM_LIST_SET, map);
+            let list = nest(&mut self.buf, SET_ELEM_LIST_ELEMENTS);
+            for (name, chain) in chunk {
+                let e = nest(&mut self.buf, LIST_ELEM);
+                let k = nest(&mut self.buf, SET_ELEM_KEY);
+                put_attr(&mut self.buf, DATA_VALUE, &ifname_key(name));
+                nest_end(&mut self.buf, k);
+                if let (true, Some(c)) = (add, chain) {
+                    let d = nest(&mut self.buf, SET_ELEM_DATA);
+                    let v = nest(&mut self.buf, DATA_VERDICT);
+                    put_be32(&mut self.buf, VERDICT_CODE, NFT_JUMP as u32);
+                    put_str(&mut self.buf, VERDICT_CHAIN, c);
+                    nest_end(&mut self.buf, v);
+                    nest_end(&mut self.buf, d);
+                }
+                nest_end(&mut self.buf, e);
+            }
+            nest_end(&mut self.buf, list);
+            end_msg(&mut self.buf, s);
+        }
+    }
+
     /// Deletes a set (no rule may refer to it).
     pub fn del_set(&mut self, t: &TableId, name: &str) {
         let s = self.start(msg::DELSET, 0, t.family, format!("delete set {t} {name}"));
@@ -509,6 +595,14 @@ fn port(buf: &mut Vec<u8>, dst: bool, first: u16, last: u16, negate: bool) {
     }
 }
 
+/// An interface name as a 16-byte key (NUL-padded), as the kernel compares `iifname`.
+pub fn ifname_key(name: &str) -> [u8; IFNAME_LEN] {
+    let mut v = [0u8; IFNAME_LEN];
+    let len = name.len().min(IFNAME_LEN - 1);
+    v[..len].copy_from_slice(&name.as_bytes()[..len]);
+    v
+}
+
 fn ifname(buf: &mut Vec<u8>, key: u32, name: &IfName) {
     meta_load(buf, key);
     match name {
@@ -611,6 +705,10 @@ pub fn encode_exprs(rule: &Rule) -> Vec<u8> {
                 meta_load(&mut b, META_L4PROTO);
                 cmp_eq(&mut b, &[*p]);
             }
+            Match::IfnameInSet { oif, set, negate } => {
+                meta_load(&mut b, if *oif { META_OIFNAME } else { META_IIFNAME });
+                lookup(&mut b, set, *negate);
+            }
             Match::NotL4proto(p) => {
                 meta_load(&mut b, META_L4PROTO);
                 cmp(&mut b, CMP_NEQ, &[*p]);
@@ -643,6 +741,14 @@ pub fn encode_exprs(rule: &Rule) -> Vec<u8> {
         Action::Return => verdict(&mut b, NFT_RETURN, None),
         Action::Jump(c) => verdict(&mut b, NFT_JUMP, Some(c)),
         Action::Goto(c) => verdict(&mut b, NFT_GOTO, Some(c)),
+        Action::Vmap { oif, map } => {
+            meta_load(&mut b, if *oif { META_OIFNAME } else { META_IIFNAME });
+            expr(&mut b, "lookup", |x| {
+                put_str(x, 1, map); // NFTA_LOOKUP_SET
+                put_be32(x, 2, REG_1); // NFTA_LOOKUP_SREG
+                put_be32(x, 3, REG_VERDICT); // NFTA_LOOKUP_DREG
+            });
+        }
         Action::Log(prefix) => expr(&mut b, "log", |x| {
             put_str(x, 2, prefix); // NFTA_LOG_PREFIX
         }),

@@ -10,8 +10,10 @@
 //!     iifname "cali*" ct state invalid drop
 //!     oifname "cali*" ct state invalid drop
 //!     ct state established,related accept
-//!     iifname "caliA" jump fw-caliA-t0      egress of each local workload (first tier)
-//!     oifname "caliA" jump tw-caliA-t0      ingress of each local workload
+//!     iifname "cali*" iifname != @workloads drop   no WorkloadEndpoint (yet): nothing passes
+//!     oifname "cali*" oifname != @workloads drop
+//!     iifname vmap @from-workload            egress: "caliA" : jump fw-caliA-t0, ...
+//!     oifname vmap @to-workload              ingress: "caliA" : jump tw-caliA-t0, ...
 //! chain tw-caliA-t0                         one chain per tier that has policies for the
 //!     <policy rules, in order>              workload in that direction:
 //!         Allow -> return                   back to `forward`, which goes on (ingress after
@@ -35,14 +37,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 
 use super::model::{
-    ct_state, Action, AddrSet, BaseChain, Chain, ChainType, Family, Hook, IfName, IpVersion, Match,
-    Rule, Ruleset, Table, TableId,
+    ct_state, Action, AddrSet, BaseChain, Chain, ChainType, Family, Hook, IfMap, IfName, IpVersion,
+    Match, Rule, Ruleset, Table, TableId,
 };
 
 /// The policy table's name.
 pub const POLICY_TABLE: &str = "calyx-policy";
 /// Priority of the policy chain: the filter priority (after Calyx's forward chain at -10).
 pub const POLICY_PRIORITY: i32 = 0;
+/// The set of the local workloads' interfaces.
+pub const KNOWN_SET: &str = "workloads";
+/// Verdict map: workload interface -> its first egress chain.
+pub const FROM_MAP: &str = "from-workload";
+/// Verdict map: workload interface -> its first ingress chain.
+pub const TO_MAP: &str = "to-workload";
 
 /// What a policy rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -367,24 +375,61 @@ pub fn table(s: &PolicyState) -> Table {
             "established or related",
         ),
     ];
-    let mut ingress = Vec::new();
+    // Which chain each workload's traffic jumps to: one verdict-map lookup per direction and
+    // packet, however many workloads the node has.
+    let mut known = IfMap::default();
+    let mut from = IfMap {
+        verdicts: true,
+        ..IfMap::default()
+    };
+    let mut to = from.clone();
     for (iface, e) in &s.endpoints {
+        known.elements.insert(iface.clone(), String::new());
         if let Some(first) = compile_direction(&mut t.chains, "fw", iface, &e.egress) {
-            base.push(Rule::new(
-                vec![Match::Iifname(IfName::Exact(iface.clone()))],
-                Action::Jump(first),
-                &format!("egress of {iface}"),
-            ));
+            from.elements.insert(iface.clone(), first);
         }
         if let Some(first) = compile_direction(&mut t.chains, "tw", iface, &e.ingress) {
-            ingress.push(Rule::new(
-                vec![Match::Oifname(IfName::Exact(iface.clone()))],
-                Action::Jump(first),
-                &format!("ingress of {iface}"),
-            ));
+            to.elements.insert(iface.clone(), first);
         }
     }
-    base.extend(ingress);
+    t.if_maps.insert(KNOWN_SET.into(), known);
+    t.if_maps.insert(FROM_MAP.into(), from);
+    t.if_maps.insert(TO_MAP.into(), to);
+    for oif in [false, true] {
+        let (cali, word) = if oif {
+            (Match::Oifname(cali()), "to")
+        } else {
+            (Match::Iifname(cali()), "from")
+        };
+        base.push(Rule::new(
+            vec![
+                cali,
+                Match::IfnameInSet {
+                    oif,
+                    set: KNOWN_SET.into(),
+                    negate: true,
+                },
+            ],
+            Action::Drop,
+            &format!("{word} a workload interface with no WorkloadEndpoint (yet)"),
+        ));
+    }
+    base.push(Rule::new(
+        vec![],
+        Action::Vmap {
+            oif: false,
+            map: FROM_MAP.into(),
+        },
+        "egress: the workload's first policy chain",
+    ));
+    base.push(Rule::new(
+        vec![],
+        Action::Vmap {
+            oif: true,
+            map: TO_MAP.into(),
+        },
+        "ingress: the workload's first policy chain",
+    ));
     t.chains.insert(
         "forward".into(),
         Chain {
@@ -484,11 +529,9 @@ mod tests {
         assert_eq!(t.chains["tw-cali1-pro"].rules.len(), 1);
         // No egress chain: nothing applies and no profile exists.
         assert!(!t.chains.keys().any(|c| c.starts_with("fw-")));
-        let fwd = &t.chains["forward"].rules;
-        assert_eq!(
-            fwd.last().unwrap().action,
-            Action::Jump("tw-cali1-t0".into())
-        );
+        assert_eq!(t.if_maps[TO_MAP].elements["cali1"], "tw-cali1-t0");
+        assert!(t.if_maps[FROM_MAP].elements.is_empty());
+        assert!(t.if_maps[KNOWN_SET].elements.contains_key("cali1"));
     }
 
     #[test]
