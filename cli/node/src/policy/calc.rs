@@ -357,94 +357,150 @@ fn order_key(o: Option<f64>) -> (bool, f64) {
     (o.is_none(), o.unwrap_or(0.0))
 }
 
-/// One tier's policies for a workload: tier name, `defaultAction: Pass`, and the policies
-/// (keys of [`PolicyView::objects`]) with each direction they apply in, in order.
-type TierPolicies = (String, bool, Vec<(String, PolicyType)>);
+/// A policy, parsed once per calculation.
+struct IndexedPolicy {
+    kind: PolicyKind,
+    /// Namespace of a NetworkPolicy (empty for a GlobalNetworkPolicy).
+    namespace: String,
+    selector: Selector,
+    namespace_selector: Option<Selector>,
+    types: Vec<PolicyType>,
+    ingress: Vec<Rule>,
+    egress: Vec<Rule>,
+    /// `NetworkPolicy ns/name`, `GlobalNetworkPolicy name`.
+    display: String,
+}
 
-/// The policies that apply to `w`, by tier in order.
-fn applicable_keys(view: &PolicyView, w: &WorkloadEndpoint) -> Vec<TierPolicies> {
-    let labels = effective_labels(view, w);
-    let ns = &w.metadata.namespace;
-    let ns_labels = namespace_labels(view, ns);
-    // Tiers: (order, name) -> default pass.
-    let mut tiers: BTreeMap<String, (Option<f64>, bool)> = BTreeMap::new();
-    tiers.insert(DEFAULT_TIER.into(), (Some(DEFAULT_TIER_ORDER), false));
-    for o in view.objects.values().filter(|o| o.kind == PolicyKind::Tier) {
-        let pass = o.spec().get("defaultAction").and_then(|v| v.as_str()) == Some("Pass");
-        let order = o
-            .order()
-            .or((o.name() == DEFAULT_TIER).then_some(DEFAULT_TIER_ORDER));
-        tiers.insert(o.name().to_string(), (order, pass));
+impl IndexedPolicy {
+    fn rules(&self, dir: PolicyType) -> &[Rule] {
+        match dir {
+            PolicyType::Ingress => &self.ingress,
+            PolicyType::Egress => &self.egress,
+        }
     }
-    let mut by_tier: BTreeMap<String, Vec<&PolicyObject>> = BTreeMap::new();
-    for o in view.objects.values() {
-        let selected = match o.kind {
-            PolicyKind::NetworkPolicy => {
-                o.namespace() == ns && stored_selector(o.selector_text()).matches(&labels)
+}
+
+/// Every tier in order (name, `defaultAction: Pass`) with its policies in order.
+struct PolicyIndex {
+    tiers: Vec<(String, bool, Vec<IndexedPolicy>)>,
+}
+
+impl PolicyIndex {
+    fn new(view: &PolicyView) -> PolicyIndex {
+        // Tiers: name -> (order, default pass).
+        let mut tiers: BTreeMap<String, (Option<f64>, bool)> = BTreeMap::new();
+        tiers.insert(DEFAULT_TIER.into(), (Some(DEFAULT_TIER_ORDER), false));
+        for o in view.objects.values().filter(|o| o.kind == PolicyKind::Tier) {
+            let pass = o.spec().get("defaultAction").and_then(|v| v.as_str()) == Some("Pass");
+            let order = o
+                .order()
+                .or((o.name() == DEFAULT_TIER).then_some(DEFAULT_TIER_ORDER));
+            tiers.insert(o.name().to_string(), (order, pass));
+        }
+        let mut by_tier: BTreeMap<String, Vec<&PolicyObject>> = BTreeMap::new();
+        for o in view.objects.values() {
+            if !matches!(
+                o.kind,
+                PolicyKind::NetworkPolicy | PolicyKind::GlobalNetworkPolicy
+            ) {
+                continue;
             }
-            PolicyKind::GlobalNetworkPolicy => {
-                let ns_sel = o
-                    .spec()
-                    .get("namespaceSelector")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("");
-                stored_selector(o.selector_text()).matches(&labels)
-                    && (ns_sel.is_empty() || stored_selector(ns_sel).matches(&ns_labels))
-            }
-            _ => false,
-        };
-        if selected {
+            // A policy of a tier that does not exist applies nowhere (Calico refuses it).
             if let Some(t) = o.tier().filter(|t| tiers.contains_key(t)) {
                 by_tier.entry(t).or_default().push(o);
             }
         }
-    }
-    let mut tier_list: Vec<(&String, &(Option<f64>, bool))> = tiers.iter().collect();
-    tier_list.sort_by(|a, b| {
-        order_key(a.1 .0)
-            .partial_cmp(&order_key(b.1 .0))
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(a.0.cmp(b.0))
-    });
-    let mut out = Vec::new();
-    for (tier, (_, pass)) in tier_list {
-        let Some(policies) = by_tier.get_mut(tier) else {
-            continue;
-        };
-        policies.sort_by(|a, b| {
-            order_key(a.order())
-                .partial_cmp(&order_key(b.order()))
+        let mut tier_list: Vec<(String, (Option<f64>, bool))> = tiers.into_iter().collect();
+        tier_list.sort_by(|a, b| {
+            order_key(a.1 .0)
+                .partial_cmp(&order_key(b.1 .0))
                 .unwrap_or(std::cmp::Ordering::Equal)
-                .then(a.name().cmp(b.name()))
+                .then(a.0.cmp(&b.0))
         });
-        let mut list = Vec::new();
-        for p in policies.iter() {
-            for t in p.policy_types() {
-                list.push((p.key(), t));
+        let mut out = Vec::new();
+        for (tier, (_, pass)) in tier_list {
+            let Some(mut policies) = by_tier.remove(&tier) else {
+                continue;
+            };
+            policies.sort_by(|a, b| {
+                order_key(a.order())
+                    .partial_cmp(&order_key(b.order()))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then(a.name().cmp(b.name()))
+            });
+            let indexed = policies
+                .into_iter()
+                .map(|o| {
+                    let ns_sel = o
+                        .spec()
+                        .get("namespaceSelector")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("");
+                    IndexedPolicy {
+                        kind: o.kind,
+                        namespace: o.namespace().to_string(),
+                        selector: stored_selector(o.selector_text()),
+                        namespace_selector: (o.kind == PolicyKind::GlobalNetworkPolicy
+                            && !ns_sel.is_empty())
+                        .then(|| stored_selector(ns_sel)),
+                        types: o.policy_types(),
+                        ingress: o.rules(PolicyType::Ingress),
+                        egress: o.rules(PolicyType::Egress),
+                        display: format!("{} {}", o.kind, o.display_name()),
+                    }
+                })
+                .collect();
+            out.push((tier, pass, indexed));
+        }
+        PolicyIndex { tiers: out }
+    }
+
+    /// The policies that select `w`, by tier in order: (tier, default pass, policies).
+    fn applicable<'a>(
+        &'a self,
+        view: &PolicyView,
+        w: &WorkloadEndpoint,
+    ) -> Vec<(&'a str, bool, Vec<&'a IndexedPolicy>)> {
+        let labels = effective_labels(view, w);
+        let ns = &w.metadata.namespace;
+        let ns_labels = namespace_labels(view, ns);
+        let mut out = Vec::new();
+        for (tier, pass, policies) in &self.tiers {
+            let selected: Vec<&IndexedPolicy> = policies
+                .iter()
+                .filter(|p| {
+                    (p.kind != PolicyKind::NetworkPolicy || &p.namespace == ns)
+                        && p.selector.matches(&labels)
+                        && p.namespace_selector
+                            .as_ref()
+                            .is_none_or(|s| s.matches(&ns_labels))
+                })
+                .collect();
+            if !selected.is_empty() {
+                out.push((tier.as_str(), *pass, selected));
             }
         }
-        out.push((tier.clone(), *pass, list));
+        out
     }
-    out
 }
 
 /// What applies to `w` (for `calyx policy show`).
 pub fn applicable(view: &PolicyView, w: &WorkloadEndpoint) -> Applicable {
+    let index = PolicyIndex::new(view);
     let mut a = Applicable::default();
-    for (tier, pass, list) in applicable_keys(view, w) {
+    for (tier, pass, policies) in index.applicable(view, w) {
         for dir in [PolicyType::Ingress, PolicyType::Egress] {
-            let names: Vec<String> = list
+            let names: Vec<String> = policies
                 .iter()
-                .filter(|(_, t)| *t == dir)
-                .filter_map(|(k, _)| view.objects.get(k))
-                .map(|o| format!("{} {}", o.kind, o.display_name()))
+                .filter(|p| p.types.contains(&dir))
+                .map(|p| p.display.clone())
                 .collect();
             if !names.is_empty() {
                 let target = match dir {
                     PolicyType::Ingress => &mut a.ingress,
                     PolicyType::Egress => &mut a.egress,
                 };
-                target.push((tier.clone(), pass, names));
+                target.push((tier.to_string(), pass, names));
             }
         }
     }
@@ -464,39 +520,37 @@ pub fn policy_state(view: &PolicyView, me: &str) -> PolicyState {
         entities: entities(view),
         sets: BTreeMap::new(),
     };
+    let index = PolicyIndex::new(view);
     let mut state = PolicyState::default();
     for w in view.weps.values() {
         if w.spec.node != me || w.spec.interface_name.is_empty() {
             continue;
         }
         let local_ports = wep_ports(w);
-        let tiers = applicable_keys(view, w);
+        let tiers = index.applicable(view, w);
         let mut e = EndpointRules::default();
         for dir in [PolicyType::Ingress, PolicyType::Egress] {
             let mut d = DirectionRules::default();
-            for (tier, pass, list) in &tiers {
+            for (tier, pass, selected) in &tiers {
                 let mut policies = Vec::new();
-                for (key, _) in list.iter().filter(|(_, t)| *t == dir) {
-                    let Some(o) = view.objects.get(key) else {
-                        continue;
-                    };
-                    let scope = match o.kind {
-                        PolicyKind::NetworkPolicy => Scope::Namespace(o.namespace()),
+                for p in selected.iter().filter(|p| p.types.contains(&dir)) {
+                    let scope = match p.kind {
+                        PolicyKind::NetworkPolicy => Scope::Namespace(&p.namespace),
                         _ => Scope::Cluster,
                     };
-                    let rules = o
+                    let rules = p
                         .rules(dir)
                         .iter()
                         .filter_map(|r| calc.rule(r, scope, dir, &local_ports))
                         .collect();
                     policies.push(NamedRules {
-                        name: format!("{} {}", o.kind, o.display_name()),
+                        name: p.display.clone(),
                         rules,
                     });
                 }
                 if !policies.is_empty() {
                     d.tiers.push(TierRules {
-                        name: tier.clone(),
+                        name: tier.to_string(),
                         policies,
                         default_pass: *pass,
                     });
