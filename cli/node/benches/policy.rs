@@ -219,10 +219,8 @@ fn main() {
     let srv_path = srv.path();
     let listener = run_in_netns(&srv_path, || TcpListener::bind("10.0.2.2:5001").unwrap()).unwrap();
     std::thread::spawn(move || {
-        for s in listener.incoming() {
-            if let Ok(mut s) = s {
-                let _ = s.write_all(b"k");
-            }
+        for mut s in listener.incoming().flatten() {
+            let _ = s.write_all(b"k");
         }
     });
     let no_policy = connect_rate(&cli, 2.0);
