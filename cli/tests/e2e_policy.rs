@@ -376,6 +376,33 @@ fn truth_table(test: &str, t: &str, prefix: &str, env: &[(&str, &str)]) {
     }
     check(&c, &pods, "every policy removed", |_, _| ALL);
 
+    // Egress policy covers traffic to the pod's own node too (hook input): with a's egress
+    // limited to its namespace, a0 no longer reaches its node's address, b0 still does.
+    let node_ip = |p: &PodInfo| {
+        c.nodes
+            .iter()
+            .find(|n| n.name == p.node)
+            .map(|n| n.ip.clone())
+            .unwrap()
+    };
+    let (a0, b0) = (&pods[0], &pods[3]);
+    let egress = cases(&c_ips).swap_remove(9);
+    assert!(egress.name.starts_with("egress only"), "{}", egress.name);
+    let reaches = |p: &PodInfo| p.pod.ping(&node_ip(p));
+    assert!(reaches(a0) && reaches(b0), "pods cannot reach their nodes");
+    c.underlay.apply(&egress.yaml);
+    let cut = calyx_tests::wait_until(Duration::from_secs(30), || !reaches(a0));
+    assert!(
+        cut && reaches(b0),
+        "egress policy not applied to traffic to the node:\n{}",
+        c.logs()
+    );
+    delete(&c, &egress.yaml);
+    assert!(
+        calyx_tests::wait_until(Duration::from_secs(30), || reaches(a0)),
+        "a0 does not reach its node again"
+    );
+
     // What applies to a workload, and the kinds in `calyx get`.
     let a0 = &pods[0];
     let yaml = cases(&c_ips).swap_remove(5).yaml;

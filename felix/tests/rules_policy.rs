@@ -157,6 +157,7 @@ fn every_policy_match_is_accepted_and_reads_back() {
         "iifname \"cali*\" iifname != @workloads drop",
         "oifname \"cali*\" oifname != @workloads drop",
         "iifname vmap @from-workload",
+        "type filter hook input priority filter; policy accept;",
         "oifname vmap @to-workload",
         "\"cali0123456789a\" : jump tw-cali0123456789a-t0",
         "\"cali0123456789a\" : jump fw-cali0123456789a-t0",

@@ -27,10 +27,12 @@
 //! ```
 //!
 //! Allowing with `return` (rather than `accept`) is what makes a packet between two local
-//! workloads pass both the sender's egress and the receiver's ingress. Traffic from the host
-//! to its own workloads goes through the output hook and is never policed here (kubelet
-//! probes work, as under Calico's defaults). Selector sets change element by element, so a
-//! workload that starts or changes labels anywhere touches only the sets it is in.
+//! workloads pass both the sender's egress and the receiver's ingress. Chain `input` (hook
+//! input) sends a workload's traffic to this host through the same egress chains. Traffic
+//! from the host to its own workloads goes through the output hook and is never policed here
+//! (kubelet probes work, as under Calico's defaults). Selector sets change element by
+//! element, so a workload that starts or changes labels anywhere touches only the sets it is
+//! in.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -440,6 +442,61 @@ pub fn table(s: &PolicyState) -> Table {
                 accept: true,
             }),
             rules: base,
+        },
+    );
+    // Workload to this host (the input hook): the workload's egress policy applies too, then
+    // the host takes it (Felix's `defaultEndpointToHostAction: Accept`).
+    let input = vec![
+        Rule::new(
+            vec![
+                Match::Iifname(cali()),
+                Match::CtState {
+                    mask: ct_state::INVALID,
+                    negate: false,
+                },
+            ],
+            Action::Drop,
+            "invalid from a workload",
+        ),
+        Rule::new(
+            vec![Match::CtState {
+                mask: ct_state::ESTABLISHED | ct_state::RELATED,
+                negate: false,
+            }],
+            Action::Accept,
+            "established or related",
+        ),
+        Rule::new(
+            vec![
+                Match::Iifname(cali()),
+                Match::IfnameInSet {
+                    oif: false,
+                    set: KNOWN_SET.into(),
+                    negate: true,
+                },
+            ],
+            Action::Drop,
+            "from a workload interface with no WorkloadEndpoint (yet)",
+        ),
+        Rule::new(
+            vec![],
+            Action::Vmap {
+                oif: false,
+                map: FROM_MAP.into(),
+            },
+            "egress to this host: the workload's first policy chain",
+        ),
+    ];
+    t.chains.insert(
+        "input".into(),
+        Chain {
+            base: Some(BaseChain {
+                kind: ChainType::Filter,
+                hook: Hook::Input,
+                priority: POLICY_PRIORITY,
+                accept: true,
+            }),
+            rules: input,
         },
     );
     t
