@@ -169,6 +169,19 @@ fn policy_kinds_apply_get_delete() {
     let typo = "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: t}\nspec: {selectr: all()}\n";
     let out = calyx(&etcd, &["apply", "-f", "-"], Some(typo));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `selectr`"));
+    let no_tier = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: x}\nspec: {tier: nosuch, selector: all()}\n";
+    let out = calyx(&etcd, &["apply", "-f", "-"], Some(no_tier));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("spec.tier: tier \"nosuch\" does not exist"),
+        "{err}"
+    );
+    let out = calyx(&etcd, &["delete", "tier", "security"], None);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && err.contains("tier \"security\" still has 1 polic"),
+        "{err}"
+    );
     assert_eq!(etcd.etcdctl(&["get", "--prefix", "/calico"]), before);
     // Delete by name (namespaced) and by file.
     ok(

@@ -112,6 +112,8 @@ pub async fn delete(datastore: &DatastoreArgs, args: DeleteArgs) -> Result<()> {
             }
         }
     }
+    // Policies before the tiers they are in (a tier in use cannot be deleted).
+    policy_targets.sort_by_key(|(k, _, _)| *k == PolicyKind::Tier);
     let mut policies_deleted = 0;
     for (kind, ns, name) in &policy_targets {
         if calyx_datastore::policy::store::delete(client.store(), *kind, ns, name).await? {

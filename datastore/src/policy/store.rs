@@ -23,6 +23,26 @@ pub enum PolicyStoreError {
         /// `already exists` / `does not exist`.
         what: &'static str,
     },
+    /// A policy names a tier that neither exists nor is in the batch (Calico refuses it too).
+    #[error("{kind} {name:?}: spec.tier: tier {tier:?} does not exist (apply the Tier first, or in the same file)")]
+    MissingTier {
+        /// The policy's kind.
+        kind: PolicyKind,
+        /// The policy.
+        name: String,
+        /// The tier it names.
+        tier: String,
+    },
+    /// A Tier that policies still use cannot be deleted.
+    #[error("tier {tier:?} still has {count} polic(ies), e.g. {example:?}: delete them first")]
+    TierInUse {
+        /// The tier.
+        tier: String,
+        /// How many policies use it.
+        count: usize,
+        /// One of them.
+        example: String,
+    },
     /// Another writer changed an object between the read and the write.
     #[error("a policy object was modified concurrently; nothing was written, try again")]
     Conflict,
@@ -65,6 +85,26 @@ pub async fn write_all<S: Store>(
     mode: WriteMode,
     objects: Vec<PolicyObject>,
 ) -> Result<Vec<bool>, PolicyStoreError> {
+    let batch_tiers: Vec<String> = objects
+        .iter()
+        .filter(|o| o.kind == PolicyKind::Tier)
+        .map(|o| o.name().to_string())
+        .collect();
+    for o in &objects {
+        let Some(tier) = o.tier().filter(|t| t != super::DEFAULT_TIER) else {
+            continue;
+        };
+        if batch_tiers.contains(&tier)
+            || store.get(&PolicyKind::Tier.key("", &tier)).await?.is_some()
+        {
+            continue;
+        }
+        return Err(PolicyStoreError::MissingTier {
+            kind: o.kind,
+            name: o.display_name(),
+            tier,
+        });
+    }
     let mut txn = Transaction::new();
     let mut created = Vec::new();
     for mut o in objects {
@@ -120,17 +160,37 @@ pub async fn write_all<S: Store>(
     }
 }
 
-/// Deletes one object; `Ok(false)` when it did not exist.
+/// Deletes one object; `Ok(false)` when it did not exist. A Tier is deleted only while no
+/// policy names it (as Calico).
 pub async fn delete<S: Store>(
     store: &S,
     kind: PolicyKind,
     namespace: &str,
     name: &str,
-) -> Result<bool, StoreError> {
+) -> Result<bool, PolicyStoreError> {
+    if kind == PolicyKind::Tier {
+        let mut users = Vec::new();
+        for k in [PolicyKind::NetworkPolicy, PolicyKind::GlobalNetworkPolicy] {
+            users.extend(
+                list(store, k, None)
+                    .await?
+                    .into_iter()
+                    .filter(|p| p.tier().as_deref() == Some(name))
+                    .map(|p| p.display_name()),
+            );
+        }
+        if let Some(example) = users.first() {
+            return Err(PolicyStoreError::TierInUse {
+                tier: name.to_string(),
+                count: users.len(),
+                example: example.clone(),
+            });
+        }
+    }
     let key = kind.key(namespace, name);
     match store.delete(&key, None).await {
         Ok(_) => Ok(true),
         Err(StoreError::NotFound { .. }) => Ok(false),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
