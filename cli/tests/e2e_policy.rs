@@ -462,6 +462,17 @@ fn truth_table(test: &str, t: &str, prefix: &str, env: &[(&str, &str)]) {
     });
     delete(&c, by_label);
 
+    // Drift repair: the table deleted by hand on a node comes back by itself.
+    let node = &c.nodes[0];
+    node.ns
+        .exec(&["nft", "delete", "table", "inet", "calyx-policy"]);
+    let back = calyx_tests::wait_until(Duration::from_secs(30), || {
+        node.ns
+            .try_exec(&["nft", "list", "set", "inet", "calyx-policy", "workloads"])
+    });
+    assert!(back, "the policy table was not repaired:\n{}", c.logs());
+    check(&c, &pods, "after the table was repaired", |_, _| ALL);
+
     eprintln!("figures (seconds from apply to the whole matrix as expected, probes included):");
     for (name, secs) in figures {
         eprintln!("  {secs:5.1}  {name} ({test})");

@@ -163,7 +163,7 @@ fn compile_rule(r: &PolicyRule, allow: &Action, pass: &Action, what: &str) -> Ve
         Verdict::Allow => allow.clone(),
         Verdict::Deny => Action::Drop,
         Verdict::Pass => pass.clone(),
-        Verdict::Log => Action::Log(format!("calyx {what} ")),
+        Verdict::Log => Action::Log(log_prefix(what)),
     };
     let uses_sets = [&r.source, &r.destination]
         .iter()
@@ -252,6 +252,22 @@ fn compile_rule(r: &PolicyRule, allow: &Action, pass: &Action, what: &str) -> Ve
         }
     }
     out
+}
+
+/// The prefix of a `Log` rule: `calyx <policy> (<direction> tier <tier>) `, cut to what the
+/// kernel takes (`NF_LOG_PREFIXLEN`, 128 bytes with the NUL; a longer one would fail the
+/// whole transaction).
+fn log_prefix(what: &str) -> String {
+    let mut p = format!("calyx {what}");
+    if p.len() > 126 {
+        let mut end = 126;
+        while !p.is_char_boundary(end) {
+            end -= 1;
+        }
+        p.truncate(end);
+    }
+    p.push(' ');
+    p
 }
 
 /// The chains of one workload in one direction (`prefix` is `tw` or `fw`); returns the name
@@ -589,6 +605,16 @@ mod tests {
         assert_eq!(t.if_maps[TO_MAP].elements["cali1"], "tw-cali1-t0");
         assert!(t.if_maps[FROM_MAP].elements.is_empty());
         assert!(t.if_maps[KNOWN_SET].elements.contains_key("cali1"));
+    }
+
+    #[test]
+    fn log_prefix_fits_the_kernel() {
+        assert_eq!(
+            log_prefix("p (ingress tier default)"),
+            "calyx p (ingress tier default) "
+        );
+        let long = "x".repeat(300);
+        assert_eq!(log_prefix(&long).len(), 127);
     }
 
     #[test]
