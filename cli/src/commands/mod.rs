@@ -51,6 +51,11 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 /// Parses a kind as calicoctl accepts it, with the error naming the accepted kinds.
 pub fn parse_kind(text: &str) -> Result<Kind> {
+    if let Some(k) = calyx_datastore::policy::PolicyKind::parse(text) {
+        anyhow::bail!(
+            "{k}: this command does not take the policy kinds yet (use calyx apply, get, delete)"
+        );
+    }
     Kind::parse(text).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
