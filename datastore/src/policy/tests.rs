@@ -231,4 +231,86 @@ spec:
     // Allow all ingress: one rule with an empty peer.
     let p = user("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-all-ingress}\nspec:\n  podSelector: {}\n  ingress:\n  - {}\n  policyTypes: [Ingress]\n").unwrap();
     assert_eq!(p[0].value["spec"]["ingress"], json!([{"action": "Allow"}]));
+
+    // The documentation's other examples: default deny all (both types), allow all egress,
+    // and a port range (endPort).
+    let p = user("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: default-deny-all\nspec:\n  podSelector: {}\n  policyTypes:\n  - Ingress\n  - Egress\n").unwrap();
+    assert_eq!(
+        p[0].policy_types(),
+        vec![PolicyType::Ingress, PolicyType::Egress]
+    );
+    assert!(p[0].rules(PolicyType::Egress).is_empty());
+    let p = user("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: allow-all-egress\nspec:\n  podSelector: {}\n  egress:\n  - {}\n  policyTypes:\n  - Egress\n").unwrap();
+    assert_eq!(p[0].value["spec"]["egress"], json!([{"action": "Allow"}]));
+    assert_eq!(p[0].value["spec"]["types"], json!(["Egress"]));
+    let p = user("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: multi-port-egress\n  namespace: default\nspec:\n  podSelector:\n    matchLabels:\n      role: db\n  policyTypes:\n    - Egress\n  egress:\n    - to:\n        - ipBlock:\n            cidr: 10.0.0.0/24\n      ports:\n        - protocol: TCP\n          port: 32000\n          endPort: 32768\n").unwrap();
+    assert_eq!(
+        p[0].value["spec"]["egress"][0]["destination"],
+        json!({"nets": ["10.0.0.0/24"], "ports": ["32000:32768"]})
+    );
+    assert_eq!(
+        p[0].rules(PolicyType::Egress)[0].destination.ports,
+        vec![Port::Range(32000, 32768)]
+    );
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-zA-Z0-9:./=' !&|()-]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("action".to_string()),
+                        Just("protocol".to_string()),
+                        Just("ports".to_string()),
+                        Just("selector".to_string()),
+                        Just("nets".to_string()),
+                        Just("icmp".to_string()),
+                        Just("source".to_string()),
+                        Just("destination".to_string()),
+                        "[a-z]{1,6}"
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever a datastore holds, reading it never panics, and user input is either
+        /// accepted or refused with an error.
+        #[test]
+        fn stored_and_user_policies_never_panic(spec in arb_value(), ingress in arb_value()) {
+            let v = json!({"kind": "GlobalNetworkPolicy", "apiVersion": "projectcalico.org/v3",
+                "metadata": {"name": "p"}, "spec": spec});
+            let mut v2 = v.clone();
+            if let Value::Object(m) = &mut v2["spec"] {
+                m.insert("ingress".into(), ingress);
+            }
+            for v in [v, v2] {
+                let bytes = serde_json::to_vec(&v).unwrap();
+                if let Ok(o) = PolicyObject::from_stored(PolicyKind::GlobalNetworkPolicy, &bytes) {
+                    let _ = o.rules(PolicyType::Ingress);
+                    let _ = o.rules(PolicyType::Egress);
+                    let _ = o.policy_types();
+                    let _ = o.nets();
+                    let _ = o.tier();
+                }
+                let _ = PolicyObject::from_user(PolicyKind::GlobalNetworkPolicy, v.clone());
+                let _ = k8s::translate(&v);
+            }
+        }
+    }
 }
