@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use calyx_tests::cluster::{Cluster, Pod};
+use calyx_tests::netns::Netns;
 
 /// `[tcp 80, tcp 81, udp 53, icmp]`: answered or not.
 type Probe = [bool; 4];
@@ -271,6 +272,76 @@ fn cases(c_ips: &[String]) -> Vec<Case> {
     ]
 }
 
+/// A workload interface the node has no WorkloadEndpoint for gets nothing through; once its
+/// endpoint is written, it does (the same wiring: the drop was the policy's).
+fn unknown_interface_is_covered(c: &Cluster, t: &str, pods: &[PodInfo]) {
+    let node = &c.nodes[0];
+    let target = pods.iter().find(|p| p.node == node.name).unwrap();
+    let fake = Netns::new(&format!("{t}fake"));
+    let host_if = "calixfake0001";
+    node.ns.exec(&[
+        "ip",
+        "link",
+        "add",
+        host_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        fake.name(),
+    ]);
+    node.ns.exec(&["ip", "link", "set", host_if, "up"]);
+    node.ns.exec(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv4.conf.{host_if}.proxy_arp=1"),
+    ]);
+    node.ns
+        .exec(&["ip", "route", "add", "10.99.0.2/32", "dev", host_if]);
+    fake.exec(&["ip", "addr", "add", "10.99.0.2/32", "dev", "eth0"]);
+    fake.exec(&["ip", "link", "set", "eth0", "up"]);
+    fake.exec(&["ip", "route", "add", "169.254.1.1", "dev", "eth0"]);
+    fake.exec(&[
+        "ip",
+        "route",
+        "add",
+        "default",
+        "via",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+    ]);
+    let ping = || fake.try_exec(&["ping", "-c", "1", "-W", "1", &target.pod.ip]);
+    for _ in 0..3 {
+        assert!(
+            !ping(),
+            "traffic passed from an interface with no WorkloadEndpoint"
+        );
+    }
+    let wep = serde_json::json!({
+        "kind": "WorkloadEndpoint", "apiVersion": "projectcalico.org/v3",
+        "metadata": {"name": format!("{}-k8s-fake-eth0", node.name), "namespace": "b",
+                     "labels": {"projectcalico.org/namespace": "b",
+                                "projectcalico.org/orchestrator": "k8s"}},
+        "spec": {"orchestrator": "k8s", "node": node.name, "pod": "fake", "endpoint": "eth0",
+                 "ipNetworks": ["10.99.0.2/32"], "profiles": ["kns.b"],
+                 "interfaceName": host_if}
+    });
+    let key = format!(
+        "/calico/resources/v3/projectcalico.org/workloadendpoints/b/{}-k8s-fake-eth0",
+        node.name
+    );
+    c.underlay.etcd().etcdctl(&["put", &key, &wep.to_string()]);
+    assert!(
+        calyx_tests::wait_until(Duration::from_secs(30), ping),
+        "no traffic once the WorkloadEndpoint exists:\n{}",
+        c.logs()
+    );
+    c.underlay.etcd().etcdctl(&["del", &key]);
+}
+
 /// Adds `spec.ports` (`http` = TCP 81) to a WorkloadEndpoint, as Calico's CNI plugin writes
 /// the pod's container ports.
 fn name_port(c: &Cluster, p: &PodInfo) {
@@ -472,6 +543,8 @@ fn truth_table(test: &str, t: &str, prefix: &str, env: &[(&str, &str)]) {
     });
     assert!(back, "the policy table was not repaired:\n{}", c.logs());
     check(&c, &pods, "after the table was repaired", |_, _| ALL);
+
+    unknown_interface_is_covered(&c, t, &pods);
 
     eprintln!("figures (seconds from apply to the whole matrix as expected, probes included):");
     for (name, secs) in figures {
