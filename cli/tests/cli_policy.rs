@@ -170,12 +170,24 @@ fn policy_kinds_apply_get_delete() {
     let out = calyx(&etcd, &["apply", "-f", "-"], Some(typo));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `selectr`"));
     let no_tier = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: x}\nspec: {tier: nosuch, selector: all()}\n";
-    let out = calyx(&etcd, &["apply", "-f", "-"], Some(no_tier));
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        err.contains("spec.tier: tier \"nosuch\" does not exist"),
-        "{err}"
+    // Alone and with an IPPool in the same file: nothing of it is written either.
+    let with_pool = format!(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pool-z}}\n\
+         spec: {{cidr: 10.246.0.0/16}}\n---\n{no_tier}"
     );
+    for (args, input) in [
+        (&["apply", "-f", "-"][..], no_tier.to_string()),
+        (&["apply", "-f", "-"][..], with_pool.clone()),
+        (&["validate", "-f", "-"][..], with_pool),
+    ] {
+        let out = calyx(&etcd, args, Some(&input));
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !out.status.success() && err.contains("spec.tier: tier \"nosuch\" does not exist"),
+            "{args:?} {input}: {err} {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
     let out = calyx(&etcd, &["delete", "tier", "security"], None);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(

@@ -32,6 +32,13 @@ pub async fn write(datastore: &DatastoreArgs, args: &FileArgs, action: Action) -
         Action::Apply | Action::Validate => WriteMode::Apply,
     };
     let count = resources.len() + policies.len();
+    // The policy kinds are checked against etcd before anything is written, and written
+    // after the other kinds (each group in one transaction guarded by the revisions read).
+    let prepared = if policies.is_empty() {
+        None
+    } else {
+        Some(calyx_datastore::policy::store::prepare(client.store(), mode, policies).await?)
+    };
     if action == Action::Validate {
         if !resources.is_empty() {
             client.check_all(mode, &resources).await?;
@@ -39,15 +46,13 @@ pub async fn write(datastore: &DatastoreArgs, args: &FileArgs, action: Action) -
         println!("Successfully validated {count} resource(s)");
         return Ok(());
     }
-    // The policy kinds are written after the others (each group in one transaction).
     let mut outcomes = if resources.is_empty() {
         Vec::new()
     } else {
         client.write_all(mode, resources).await?
     };
-    if !policies.is_empty() {
-        let created =
-            calyx_datastore::policy::store::write_all(client.store(), mode, policies).await?;
+    if let Some(prepared) = prepared {
+        let created = calyx_datastore::policy::store::commit(client.store(), prepared).await?;
         outcomes.extend(created.into_iter().map(|c| {
             if c {
                 WriteOutcome::Created

@@ -78,6 +78,14 @@ pub async fn list<S: Store>(
     Ok(out)
 }
 
+/// A checked batch, ready to be written in one transaction ([`commit`]).
+#[derive(Debug)]
+pub struct Prepared {
+    txn: Transaction,
+    /// Per object, whether it will be created (else replaced).
+    pub created: Vec<bool>,
+}
+
 /// Writes every object in one transaction; returns, per object, whether it was created.
 /// `apply` keeps an existing object's `uid` and `creationTimestamp`; new objects get them.
 pub async fn write_all<S: Store>(
@@ -85,6 +93,29 @@ pub async fn write_all<S: Store>(
     mode: WriteMode,
     objects: Vec<PolicyObject>,
 ) -> Result<Vec<bool>, PolicyStoreError> {
+    let p = prepare(store, mode, objects).await?;
+    commit(store, p).await
+}
+
+/// Writes a prepared batch, guarded by the revisions read when it was prepared.
+pub async fn commit<S: Store>(store: &S, p: Prepared) -> Result<Vec<bool>, PolicyStoreError> {
+    if p.txn.operations.is_empty() {
+        return Ok(p.created);
+    }
+    match store.transaction(p.txn).await {
+        Ok(_) => Ok(p.created),
+        Err(StoreError::TransactionFailed) => Err(PolicyStoreError::Conflict),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Checks a batch against the store (tiers exist, `create`/`replace` find what they expect)
+/// and builds its transaction; nothing is written.
+pub async fn prepare<S: Store>(
+    store: &S,
+    mode: WriteMode,
+    objects: Vec<PolicyObject>,
+) -> Result<Prepared, PolicyStoreError> {
     let batch_tiers: Vec<String> = objects
         .iter()
         .filter(|o| o.kind == PolicyKind::Tier)
@@ -150,14 +181,7 @@ pub async fn write_all<S: Store>(
         }
         txn = txn.then(Operation::put(key, o.to_json()));
     }
-    if txn.operations.is_empty() {
-        return Ok(created);
-    }
-    match store.transaction(txn).await {
-        Ok(_) => Ok(created),
-        Err(StoreError::TransactionFailed) => Err(PolicyStoreError::Conflict),
-        Err(e) => Err(e.into()),
-    }
+    Ok(Prepared { txn, created })
 }
 
 /// Deletes one object; `Ok(false)` when it did not exist. A Tier is deleted only while no
