@@ -57,7 +57,7 @@ pub struct DatastoreArgs {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Show resources: ippools, bgppeers, bgpconfigurations, nodes.
+    /// Show resources: ippools, bgppeers, bgpconfigurations, nodes, the policy kinds, ...
     Get(GetArgs),
     /// Create resources from a file; fails if any exists.
     Create(FileArgs),
@@ -205,7 +205,8 @@ pub enum OutputFormat {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// Kind, as calicoctl accepts it: ippool(s), bgppeer(s), bgpconfiguration(s), node(s),
-    /// workloadendpoint(s) (wep), clusterinformation(s).
+    /// workloadendpoint(s) (wep), clusterinformation(s), networkpolicy(ies) (np),
+    /// globalnetworkpolicy(ies) (gnp), profile(s), networkset(s), globalnetworkset(s), tier(s).
     pub kind: String,
     /// One resource by name; all of the kind when omitted.
     pub name: Option<String>,
