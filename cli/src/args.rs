@@ -213,7 +213,8 @@ pub struct GetArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value = "ps")]
     pub output: OutputFormat,
-    /// Namespace of a namespaced kind (workloadendpoints); `default` when omitted.
+    /// Namespace of a namespaced kind (workloadendpoints, networkpolicies, networksets);
+    /// `default` when omitted.
     #[arg(short, long)]
     pub namespace: Option<String>,
     /// List a namespaced kind across all namespaces.
