@@ -22,6 +22,7 @@ pub mod gc;
 mod http;
 mod lookingglass;
 pub mod natrules;
+pub mod policy;
 pub mod routes;
 pub mod secrets;
 mod startup;
@@ -174,6 +175,24 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         }
     };
 
+    // Network policy: its own rules engine (table `inet calyx-policy`) and datastore watches.
+    let policy_task = if rules.is_none() {
+        None
+    } else {
+        match policy::start(
+            store.clone(),
+            config.nodename.clone(),
+            config.route_refresh_interval,
+            stop.child_token(),
+        ) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!(error = %e, "no network policy: cannot open nfnetlink");
+                None
+            }
+        }
+    };
+
     let signalled = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(signalled.clone()));
     let result = main_loop(
@@ -195,6 +214,9 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         let _ = task.await;
     }
     if let Some((_, task)) = rules {
+        let _ = task.await;
+    }
+    if let Some(task) = policy_task {
         let _ = task.await;
     }
     let _ = collector.await;
