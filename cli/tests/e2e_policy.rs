@@ -543,6 +543,19 @@ fn truth_table(test: &str, t: &str, prefix: &str, env: &[(&str, &str)]) {
     });
     assert!(back, "the policy table was not repaired:\n{}", c.logs());
     check(&c, &pods, "after the table was repaired", |_, _| ALL);
+    // The status shows the policy engine running, in sync, covering this node's workloads.
+    let mut policy = serde_json::Value::Null;
+    let shown = calyx_tests::wait_until(Duration::from_secs(10), || {
+        policy =
+            serde_json::from_str::<serde_json::Value>(&calyx_tests::cluster::node_status(node))
+                .map(|s| s["policy"].clone())
+                .unwrap_or_default();
+        policy["enabled"] == true
+            && policy["rules"]["in_sync"] == true
+            && policy["endpoints"].as_u64() > Some(0)
+            && policy["last_error"].is_null()
+    });
+    assert!(shown, "{policy}");
 
     unknown_interface_is_covered(&c, t, &pods);
 

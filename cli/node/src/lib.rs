@@ -184,11 +184,15 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
             store.clone(),
             config.nodename.clone(),
             config.route_refresh_interval,
+            status.clone(),
             stop.child_token(),
         ) {
             Ok(t) => Some(t),
             Err(e) => {
                 warn!(error = %e, "no network policy: cannot open nfnetlink");
+                update_status(&status, |s| {
+                    s.policy.last_error = Some(format!("cannot open nfnetlink: {e}"))
+                });
                 None
             }
         }

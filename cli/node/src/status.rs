@@ -128,6 +128,22 @@ pub struct NodeStatus {
     /// ([`crate::bgp::filter_problems`]).
     #[serde(default)]
     pub bgp_filters: Vec<crate::bgp::FilterProblem>,
+    /// Network policy ([`crate::policy`]).
+    #[serde(default)]
+    pub policy: PolicyStatus,
+}
+
+/// The network policy task's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    /// The policy rules engine runs (it needs nf_tables).
+    pub enabled: bool,
+    /// This node's workloads that have policy chains.
+    pub endpoints: u64,
+    /// The rules engine of table `inet calyx-policy`.
+    pub rules: RulesStatus,
+    /// The datastore watch's last error, until it reads again.
+    pub last_error: Option<String>,
 }
 
 /// The garbage collector's figures.
@@ -356,6 +372,25 @@ pub fn metrics(status: &NodeStatus) -> String {
         "counter",
         &[(String::new(), r.repairs as f64)],
     );
+    let p = &status.policy;
+    metric(
+        "calyx_policy_rules_in_sync",
+        "1 when the network policy rules (table inet calyx-policy) matched the desired ones at the last check.",
+        "gauge",
+        &[(String::new(), f64::from(u8::from(p.rules.in_sync)))],
+    );
+    metric(
+        "calyx_policy_endpoints",
+        "This node's workloads with policy chains.",
+        "gauge",
+        &[(String::new(), p.endpoints as f64)],
+    );
+    metric(
+        "calyx_policy_transactions_total",
+        "nf_tables transactions written for network policy.",
+        "counter",
+        &[(String::new(), p.rules.transactions as f64)],
+    );
     out
 }
 
@@ -406,6 +441,15 @@ pub fn render(status: &NodeStatus) -> String {
             p.used_by.join(", "),
             p.reason
         ));
+    }
+    let policy = &status.policy;
+    for (what, error) in [
+        ("datastore", &policy.last_error),
+        ("rules", &policy.rules.last_error),
+    ] {
+        if let Some(e) = error {
+            out.push_str(&format!("Network policy ({what}): {e}\n"));
+        }
     }
     out
 }

@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::http::SharedStatus;
+
 /// How long changes are gathered before the policy is recomputed.
 const DEBOUNCE: Duration = Duration::from_millis(20);
 
@@ -109,10 +111,12 @@ impl PolicyView {
 
 /// Starts the policy rules engine in this process's network namespace and the task that
 /// feeds it from the datastore; both end with `stop`.
+/// Its figures go to `status.policy` (`/status`, `/metrics`, `calyx node status`).
 pub fn start<S: Store + Clone + 'static>(
     store: S,
     me: String,
     resync: Duration,
+    status: SharedStatus,
     stop: CancellationToken,
 ) -> Result<JoinHandle<()>, calyx_felix::rules::Error> {
     let engine = RulesEngine::new(RulesConfig {
@@ -121,27 +125,60 @@ pub fn start<S: Store + Clone + 'static>(
     })?;
     let handle = engine.handle();
     let engine_task = tokio::spawn(engine.run(stop.child_token()));
+    // The engine checks the kernel on its own timer: its status is copied every second.
+    let reporter = tokio::spawn(report(handle.clone(), status.clone(), stop.child_token()));
     Ok(tokio::spawn(async move {
-        run(store, me, handle, stop).await;
+        run(store, me, handle, &status, stop).await;
+        let _ = reporter.await;
         if let Ok(Err(e)) = engine_task.await {
             warn!(error = %e, "policy rules engine ended");
+            update(&status, |p| {
+                p.rules.last_error = Some(format!("engine ended: {e}"))
+            });
         }
     }))
 }
 
+fn update(status: &SharedStatus, change: impl FnOnce(&mut crate::status::PolicyStatus)) {
+    let mut s = status.write().unwrap_or_else(|p| p.into_inner());
+    change(&mut s.policy);
+}
+
+async fn report(rules: RulesHandle, status: SharedStatus, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let r = crate::natrules::status(&rules);
+        update(&status, |p| {
+            p.enabled = true;
+            p.rules = r;
+        });
+    }
+}
+
 /// Lists and watches the prefixes until `stop`; starts over (after a pause) when a watch
 /// ends or the store fails.
-async fn run<S: Store>(store: S, me: String, rules: RulesHandle, stop: CancellationToken) {
+async fn run<S: Store>(
+    store: S,
+    me: String,
+    rules: RulesHandle,
+    status: &SharedStatus,
+    stop: CancellationToken,
+) {
     let mut sent: Option<PolicyState> = None;
     let mut pause = Duration::from_millis(200);
     loop {
         if stop.is_cancelled() {
             return;
         }
-        match watch_once(&store, &me, &rules, &mut sent, &stop).await {
+        match watch_once(&store, &me, &rules, &mut sent, status, &stop).await {
             Ok(()) => return,
             Err(e) => {
                 warn!(error = %e, retry_in = ?pause, "policy: datastore watch failed");
+                update(status, |p| p.last_error = Some(e));
             }
         }
         tokio::select! {
@@ -152,8 +189,16 @@ async fn run<S: Store>(store: S, me: String, rules: RulesHandle, stop: Cancellat
     }
 }
 
-fn feed(view: &PolicyView, me: &str, rules: &RulesHandle, sent: &mut Option<PolicyState>) {
+fn feed(
+    view: &PolicyView,
+    me: &str,
+    rules: &RulesHandle,
+    sent: &mut Option<PolicyState>,
+    status: &SharedStatus,
+) {
     let state = calc::policy_state(view, me);
+    let endpoints = state.endpoints.len() as u64;
+    update(status, |p| p.endpoints = endpoints);
     if sent.as_ref() != Some(&state) {
         debug!(
             endpoints = state.endpoints.len(),
@@ -170,6 +215,7 @@ async fn watch_once<S: Store>(
     me: &str,
     rules: &RulesHandle,
     sent: &mut Option<PolicyState>,
+    status: &SharedStatus,
     stop: &CancellationToken,
 ) -> Result<(), String> {
     let mut view = PolicyView::default();
@@ -198,7 +244,9 @@ async fn watch_once<S: Store>(
         objects = view.objects.len(),
         "policy: datastore read"
     );
-    feed(&view, me, rules, sent);
+    // Read again: the last watch error no longer holds.
+    update(status, |p| p.last_error = None);
+    feed(&view, me, rules, sent, status);
     loop {
         let first = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -213,7 +261,7 @@ async fn watch_once<S: Store>(
         while let Ok(Some((prefix, event))) = tokio::time::timeout_at(until, events.next()).await {
             view.apply(&prefix, &event);
         }
-        feed(&view, me, rules, sent);
+        feed(&view, me, rules, sent, status);
     }
 }
 
