@@ -86,6 +86,49 @@ impl Lan {
         self.node(i).exec(&["ip", "link", "set", "eth0", "down"]);
     }
 
+    /// Drop every frame to and from node `i` on the bridge (nftables in the hub): the link
+    /// stays up on both ends and nothing sends a TCP reset, like a dead switch port or a
+    /// frozen host. The kernel here has no `netem` qdisc, so this is the 100 % loss.
+    pub fn cut(&self, i: usize) {
+        let port = format!("v{i}");
+        let _ = self
+            .hub
+            .try_exec(&["nft", "add", "table", "bridge", "calyx_cut"]);
+        let _ = self.hub.try_exec(&[
+            "nft",
+            "add chain bridge calyx_cut cut { type filter hook forward priority 0; policy accept; }",
+        ]);
+        self.hub.exec(&[
+            "nft",
+            "add",
+            "rule",
+            "bridge",
+            "calyx_cut",
+            "cut",
+            "iifname",
+            &port,
+            "drop",
+        ]);
+        self.hub.exec(&[
+            "nft",
+            "add",
+            "rule",
+            "bridge",
+            "calyx_cut",
+            "cut",
+            "oifname",
+            &port,
+            "drop",
+        ]);
+    }
+
+    /// Undo every [`Lan::cut`].
+    pub fn heal(&self) {
+        let _ = self
+            .hub
+            .try_exec(&["nft", "delete", "table", "bridge", "calyx_cut"]);
+    }
+
     /// The hub namespace.
     pub fn hub(&self) -> &Netns {
         &self.hub

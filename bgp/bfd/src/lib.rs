@@ -10,7 +10,10 @@
 //!   session for its clients (the BGP speaker).
 
 pub mod packet;
+mod runtime;
 pub mod session;
+mod sockopt;
 
 pub use packet::{ControlPacket, Diag, PacketError, State};
+pub use runtime::{Bfd, BfdConfig, Error, SessionStatus, Stats, PORT, SOURCE_PORTS};
 pub use session::{Snapshot, Timers};
