@@ -233,6 +233,43 @@ impl Daemon {
         }
     }
 
+    /// FRR's BFD daemon `bfdd` with this configuration, without zebra (single-hop peers given
+    /// by address need none); `vtysh` reaches it like `bgpd`.
+    pub fn frr_bfdd(ns: &Netns, conf: &str) -> Daemon {
+        let dir = workdir();
+        let c = dir.path().join("bfdd.conf");
+        std::fs::write(&c, conf).unwrap_or_else(|e| panic!("{e}"));
+        let _ = Command::new("chgrp").arg("frr").arg(dir.path()).output();
+        let d = s(dir.path());
+        let child = spawn(
+            ns,
+            &[
+                "/usr/lib/frr/bfdd",
+                "--vty_socket",
+                &d,
+                "-P",
+                "0",
+                "--bfdctl",
+                &s(&dir.path().join("bfdd.sock")),
+                "-z",
+                &s(&dir.path().join("zserv.api")),
+                "-f",
+                &s(&c),
+                "-i",
+                &s(&dir.path().join("bfdd.pid")),
+            ],
+            dir.path(),
+            false,
+        );
+        Daemon {
+            child: Some(child),
+            stdin: None,
+            dir,
+            ns: ns.name().into(),
+            kind: Kind::Frr,
+        }
+    }
+
     /// GoBGP with this TOML configuration; its API listens on 127.0.0.1:`api_port` in `ns`.
     pub fn gobgp(ns: &Netns, conf: &str, api_port: u16) -> Daemon {
         let dir = workdir();
