@@ -121,6 +121,43 @@ pub struct PeerConfig {
     pub ipv6: bool,
     /// Label shown in status output.
     pub label: PeerLabel,
+    /// Run BFD with the peer (RFC 5880/5881 single hop) and take the session down at once
+    /// when BFD detects a failure (RFC 5882); `None` relies on the hold timer alone.
+    pub bfd: Option<BfdSettings>,
+}
+
+/// BFD timers of a peer (Calico Enterprise's names and defaults: 300 ms x 3, a failure is
+/// detected within 900 ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BfdSettings {
+    /// Desired minimum transmit interval, ms.
+    pub min_tx_ms: u32,
+    /// Required minimum receive interval, ms.
+    pub min_rx_ms: u32,
+    /// Detect multiplier (at least 1).
+    pub multiplier: u8,
+}
+
+impl Default for BfdSettings {
+    fn default() -> Self {
+        BfdSettings {
+            min_tx_ms: 300,
+            min_rx_ms: 300,
+            multiplier: 3,
+        }
+    }
+}
+
+impl BfdSettings {
+    /// The timers of the BFD session.
+    pub fn timers(&self) -> calyx_bfd::Timers {
+        calyx_bfd::Timers {
+            desired_min_tx: Duration::from_millis(u64::from(self.min_tx_ms.max(1))),
+            required_min_rx: Duration::from_millis(u64::from(self.min_rx_ms.max(1))),
+            detect_mult: self.multiplier.max(1),
+        }
+    }
 }
 
 impl Default for PeerConfig {
@@ -148,6 +185,7 @@ impl Default for PeerConfig {
             ipv4: true,
             ipv6: true,
             label: PeerLabel::Mesh,
+            bfd: None,
         }
     }
 }

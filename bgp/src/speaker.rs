@@ -72,6 +72,9 @@ pub struct PeerStatus {
     /// How many times the session reached Established since the peer was configured: more
     /// than one means it was reset in between.
     pub established_count: u64,
+    /// The peer's BFD session (state, diagnostic, negotiated intervals, failures), when the
+    /// peer runs BFD.
+    pub bfd: Option<calyx_bfd::SessionStatus>,
 }
 
 /// A running BGP speaker.
@@ -209,6 +212,7 @@ impl Speaker {
                     peer_router_id: st.peer_id,
                     hold_time: st.hold_time,
                     established_count: st.established_count,
+                    bfd: st.bfd,
                 })
             })
             .collect();

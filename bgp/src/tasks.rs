@@ -232,6 +232,8 @@ pub(crate) struct StatusInner {
     pub hold_time: Option<u16>,
     /// How many times the session reached Established since the peer was configured.
     pub established_count: u64,
+    /// The peer's BFD session, when it runs one.
+    pub bfd: Option<calyx_bfd::SessionStatus>,
 }
 
 /// What a peer task shares with the speaker: its status and the RIB's counters of the peer.
@@ -254,6 +256,7 @@ impl PeerShared {
                 peer_id: None,
                 hold_time: None,
                 established_count: 0,
+                bfd: None,
             }),
             counters,
         }

@@ -105,6 +105,7 @@ pub struct SessionConfig {
 
 /// A snapshot of a session for status output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     /// bfd.SessionState.
     pub state: State,
