@@ -146,3 +146,91 @@ protocol bgp n1 {{
     let st = status();
     assert!(st.contains(r#""failures":2"#), "{st}");
 }
+
+/// Whether `node` has a kernel route (Calyx's protocol 80) for `block` through another node.
+fn has_remote_route(node: &NodeNs, block: &str) -> bool {
+    node.ns
+        .exec(&["ip", "route", "show", "proto", "80"])
+        .lines()
+        .any(|l| l.starts_with(block) && !l.contains("blackhole"))
+}
+
+/// A node-to-node mesh of 3 nodes with `nodeMeshFailureDetectionMode: BFDIfDirectlyConnected`
+/// and the default 90 s hold time: a frozen daemon (SIGSTOP: its sockets stay open, nothing
+/// answers) loses its routes on the other nodes within about a second.
+#[test]
+fn bfd_mesh_detects_a_frozen_node() {
+    let test = "bfd_mesh_detects_a_frozen_node";
+    let t = format!("cxbfm{}", std::process::id() % 10_000);
+    let env = [
+        ("CALICO_NETWORKING_BACKEND", "bird"),
+        ("CALICO_IPV4POOL_CIDR", "10.177.0.0/16"),
+        ("CALYX_GRACEFUL_RESTART", "false"),
+    ];
+    let Some(c) = Cluster::start(test, &t, "10.77.3", 3, &env, |u| {
+        u.apply(
+            "apiVersion: projectcalico.org/v3\n\
+             kind: BGPConfiguration\n\
+             metadata:\n  name: default\n\
+             spec:\n  nodeMeshFailureDetectionMode: BFDIfDirectlyConnected\n",
+        );
+    }) else {
+        return;
+    };
+    let block_of = |name: &str| -> String {
+        c.underlay
+            .ipam_blocks()
+            .into_iter()
+            .find(|b| b["affinity"].as_str() == Some(&format!("host:{name}")))
+            .and_then(|b| b["cidr"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let status = |i: usize| node_status(&c.nodes[i]).replace(char::is_whitespace, "");
+    let all_bfd_up = || (0..3).all(|i| status(i).matches(r#""bfd":{"state":"Up""#).count() == 2);
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let b3 = block_of("node3");
+            !b3.is_empty() && has_remote_route(&c.nodes[0], &b3) && all_bfd_up()
+        }),
+        "mesh or BFD not up:\n{}\n{}",
+        c.routes(),
+        c.logs()
+    );
+    let b3 = block_of("node3");
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = c.daemons[2].pid().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .output()
+        .unwrap();
+    let start = Instant::now();
+    let gone = wait_until(Duration::from_secs(20), || {
+        !has_remote_route(&c.nodes[0], &b3)
+    });
+    let took = start.elapsed();
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .output()
+        .unwrap();
+    assert!(
+        gone,
+        "node3's block still routed on node1 20 s after node3 froze:\n{}\n{}",
+        c.routes(),
+        c.logs()
+    );
+    println!(
+        "SIGSTOP with BFD on the mesh (hold time 90 s): node3's block left node1's kernel after {} ms",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // Thawed, node3 comes back.
+    assert!(
+        wait_until(Duration::from_secs(90), || has_remote_route(
+            &c.nodes[0],
+            &b3
+        ) && all_bfd_up()),
+        "node3 did not come back:\n{}\n{}",
+        c.routes(),
+        c.logs()
+    );
+}
