@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use calyx_bfd::{State, Timers};
 use calyx_tests::bgp_daemons::{Daemon, Lan};
-use common::{bfd_in, ip};
+use common::bfd_in;
 
 const SESSIONS: usize = 100;
 const WINDOW: Duration = Duration::from_secs(20);
@@ -96,7 +96,6 @@ async fn cpu_of_100_sessions_at_100ms() {
             .unwrap_or_else(|e| panic!("{e}"));
         watches.push(w);
     }
-    let _ = ip(1);
     let start = Instant::now();
     let all_up = loop {
         let up = watches

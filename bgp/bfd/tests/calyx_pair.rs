@@ -123,3 +123,41 @@ async fn two_calyx_sessions_come_up_detect_a_cut_and_recover() {
     drop(a);
     drop(b);
 }
+
+/// The same over IPv6 (hop limit 255, the v6 listener).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_calyx_sessions_over_ipv6() {
+    if !calyx_tests::require_root("two_calyx_sessions_over_ipv6")
+        || !calyx_tests::require_binaries("two_calyx_sessions_over_ipv6", &["nft"])
+    {
+        return;
+    }
+    let lan = Lan::new("bfd6", 2);
+    let a = bfd_in(lan.node(1));
+    let b = bfd_in(lan.node(2));
+    let (ip1, ip2): (std::net::IpAddr, std::net::IpAddr) = (
+        Lan::ip6(1).parse().unwrap_or_else(|e| panic!("{e}")),
+        Lan::ip6(2).parse().unwrap_or_else(|e| panic!("{e}")),
+    );
+    let t = Timers::default();
+    let mut wa = a
+        .add(ip2, Some(ip1), t)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _wb = b
+        .add(ip1, Some(ip2), t)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        wait_state(&mut wa, State::Up, Duration::from_secs(15))
+            .await
+            .is_some(),
+        "{:?}",
+        *wa.borrow()
+    );
+    lan.cut(2);
+    let down = wait_state(&mut wa, State::Down, Duration::from_secs(5)).await;
+    assert!(down.is_some(), "{:?}", *wa.borrow());
+    println!("IPv6: Down {:?} after the cut", down.unwrap_or_default());
+    assert_eq!(wa.borrow().failures, 1);
+}
