@@ -6,6 +6,8 @@
 #   1. copies the CNI binaries from the image into the host's CNI bin directory:
 #        calyx-ipam -> calyx-ipam (IPAM plugin, `"ipam": {"type": "calyx-ipam"}`)
 #        calyx-cni  -> calyx      (main plugin, `"type": "calyx"`; skipped until it is built)
+#        portmap    -> portmap    (containernetworking-plugins' hostPort plugin, chained after
+#                                  calyx as in Calico's manifests; skipped when not in the image)
 #      each through a temporary name and a rename, so a kubelet running the old binary at that
 #      moment never sees a half-written file;
 #   2. copies the etcd TLS files (when configured and not empty) to <net dir>/calyx-tls/, since
@@ -67,6 +69,9 @@ if [ -f "$SOURCE_DIR/calyx-cni" ]; then
     install_bin calyx-cni calyx
 else
     echo "calyx-install-cni: no $SOURCE_DIR/calyx-cni in this image; main plugin not installed"
+fi
+if [ -f "$SOURCE_DIR/portmap" ]; then
+    install_bin portmap portmap
 fi
 
 # Copy one TLS file (variable name $1, host file name $2); print the host path, or nothing.

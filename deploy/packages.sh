@@ -26,6 +26,17 @@ CALYX_DEMO_PACKAGES=(
     python3:python3
 )
 
+# What deploy/build-image.sh needs to build the image without a registry: mmdebstrap for the
+# root filesystem, podman to make it an image (runc: the runtime podman runs it with here,
+# since crun refuses hybrid cgroup hierarchies), and containernetworking-plugins for the portmap
+# plugin shipped in it.
+CALYX_IMAGE_PACKAGES=(
+    mmdebstrap:mmdebstrap
+    podman:podman
+    runc:runc
+    containernetworking-plugins:/usr/lib/cni/portmap
+)
+
 # What the test suite drives for real: the demo's parts plus FRR, GoBGP, tcpdump, nft (the
 # rules tests inspect and vandalise Calyx's nftables table with it) and iptables-nft (they check
 # that it reads Calyx's rules in its FORWARD chain). The daemon itself speaks nf_tables netlink
@@ -37,6 +48,8 @@ CALYX_TEST_PACKAGES=(
     tcpdump:tcpdump
     nftables:nft
     iptables:iptables-nft
+    "${CALYX_IMAGE_PACKAGES[@]}"
+    busybox-static:/bin/busybox
 )
 
 # calyx_install_packages ENTRY... : apt-get install every package whose probe is missing.

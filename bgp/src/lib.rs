@@ -30,6 +30,6 @@ pub use fsm::State;
 pub use policy::{
     DefaultAction, MatchOperator, PeerType, Policy, PolicyRule, PrefixMatch, RuleAction,
 };
-pub use rib::BestRouteChange;
-pub use speaker::{Error, PeerStatus, Speaker};
+pub use rib::{BestRouteChange, PathEntry, RouteEntry, RouteQuery, RouteTable};
+pub use speaker::{Error, PeerStatus, RouteLookup, Speaker};
 pub use tokio_util::sync::CancellationToken;

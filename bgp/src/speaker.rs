@@ -19,7 +19,7 @@ use crate::actor::Actor;
 use crate::attrs::Prefix;
 use crate::config::{GlobalConfig, PeerConfig, PeerLabel};
 use crate::fsm::State;
-use crate::rib::BestRouteChange;
+use crate::rib::{BestRouteChange, RouteQuery, RouteTable};
 use crate::tasks::{Registry, RibMsg, RIB_QUEUE};
 
 /// Errors of the speaker API.
@@ -75,6 +75,25 @@ pub struct PeerStatus {
     /// The peer's BFD session (state, diagnostic, negotiated intervals, failures), when the
     /// peer runs BFD.
     pub bfd: Option<calyx_bfd::SessionStatus>,
+}
+
+/// Answers [`RouteQuery`]s from the speaker's RIB (see [`Speaker::lookup_handle`]).
+#[derive(Debug, Clone)]
+pub struct RouteLookup {
+    tx: mpsc::Sender<RibMsg>,
+}
+
+impl RouteLookup {
+    /// Every path of the destinations `query` names, best first; [`Error::Stopped`] once the
+    /// speaker has stopped.
+    pub async fn routes(&self, query: RouteQuery) -> Result<RouteTable, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(RibMsg::Lookup(query, reply))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        answer.await.map_err(|_| Error::Stopped)
+    }
 }
 
 /// A running BGP speaker.
@@ -179,6 +198,14 @@ impl Speaker {
             .await
             .map_err(|_| Error::Stopped)?;
         Ok(rx)
+    }
+
+    /// A handle that answers questions about the table while the speaker runs; it can be
+    /// kept apart from the speaker (by a status endpoint).
+    pub fn lookup_handle(&self) -> RouteLookup {
+        RouteLookup {
+            tx: self.tx.clone(),
+        }
     }
 
     /// A status snapshot per peer.

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!                      Speaker (API handle: start, set_peers, originate, withdraw,
-//!                         │      subscribe, status, shutdown)
+//!                         │      subscribe, status, shutdown; RouteLookup: a clone of its
+//!                         │      sender for Lookup, answered on a oneshot)
 //!                         │ RibMsg (RIB_QUEUE)                     status: PeerShared
 //!                         ▼                                        (Mutex + counters,
 //!   ┌──────────────► RIB actor (actor.rs: the only owner of the Rib)    read by status())
@@ -96,6 +97,11 @@ pub(crate) enum RibMsg {
     Withdraw(Prefix),
     /// A new best-route subscriber.
     Subscribe(mpsc::Sender<BestRouteChange>),
+    /// A question about the table (`calyx bgp routes`), answered between two messages.
+    Lookup(
+        crate::rib::RouteQuery,
+        oneshot::Sender<crate::rib::RouteTable>,
+    ),
     /// Stop every peer, then the actor.
     Shutdown {
         graceful: bool,

@@ -81,9 +81,76 @@ pub enum Command {
     /// The node daemon and its status.
     #[command(subcommand)]
     Node(NodeCommand),
-    /// IP address management: usage, consistency, release, settings.
+    /// IP address management: usage, consistency, release, settings, pool splits.
     #[command(subcommand)]
     Ipam(IpamCommand),
+    /// Datastore operations: locking it for a migration.
+    #[command(subcommand)]
+    Datastore(DatastoreCommand),
+    /// This node's BGP table and peers, from its daemon (`birdc show route all` and `show
+    /// protocols all` for a Calico user).
+    #[command(subcommand)]
+    Bgp(BgpCommand),
+}
+
+/// `calyx bgp ...`.
+#[derive(Debug, Subcommand)]
+pub enum BgpCommand {
+    /// Paths in the node's BGP table, best first (`*>`), with their attributes and the peer
+    /// they came from.
+    Routes(BgpRoutesArgs),
+    /// The node's BGP peers in detail: state, counters, negotiated capabilities.
+    Peers(BgpPeersArgs),
+}
+
+/// `calyx bgp routes`.
+#[derive(Debug, Args)]
+pub struct BgpRoutesArgs {
+    /// A prefix (that destination only) or an address (the most specific destination
+    /// holding it); every destination when omitted.
+    pub target: Option<String>,
+    /// Only paths learned from this peer.
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// At most this many destinations (default 10000).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    pub limit: usize,
+    /// The daemon's health/status endpoint.
+    #[arg(long, env = "CALYX_HEALTH_LISTEN", default_value = "127.0.0.1:9099")]
+    pub health_listen: String,
+    /// Output format.
+    #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
+}
+
+/// `calyx bgp peers`.
+#[derive(Debug, Args)]
+pub struct BgpPeersArgs {
+    /// The daemon's health/status endpoint.
+    #[arg(long, env = "CALYX_HEALTH_LISTEN", default_value = "127.0.0.1:9099")]
+    pub health_listen: String,
+    /// Output format.
+    #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
+}
+
+/// `calyx datastore ...`.
+#[derive(Debug, Subcommand)]
+pub enum DatastoreCommand {
+    /// Migration steps, as `calicoctl datastore migrate`.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+}
+
+/// `calyx datastore migrate ...`.
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Lock the datastore (ClusterInformation `datastoreReady: false`): CNI ADD and DEL are
+    /// refused and the agents' address collection pauses until it is unlocked; needed by
+    /// `calyx ipam split`.
+    Lock,
+    /// Unlock the datastore (`datastoreReady: true`).
+    Unlock,
 }
 
 /// `calyx ipam ...`.
@@ -131,6 +198,18 @@ pub enum IpamCommand {
         /// Everything of a node (its addresses, blocks and affinities).
         #[arg(long)]
         node: Option<String>,
+    },
+    /// Split an IP pool into NUMBER (a power of two) smaller pools of equal size named
+    /// `split-<pool>-<i>`, as `calicoctl ipam split`; the datastore must be locked.
+    Split {
+        /// How many pools to make (2, 4, 8, ... 64).
+        number: u32,
+        /// CIDR of the pool to split.
+        #[arg(long)]
+        cidr: Option<String>,
+        /// Name of the pool to split (wins over `--cidr`, as in calicoctl).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Change IPAM settings.
     Configure {
@@ -226,6 +305,9 @@ pub struct DeleteArgs {
     /// Succeed when the resource does not exist.
     #[arg(long)]
     pub skip_not_exists: bool,
+    /// Namespace of a namespaced kind (workloadendpoint); `default` when omitted.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
 }
 
 /// `calyx patch`.

@@ -203,11 +203,19 @@ pub fn render_workload_endpoints(wide: bool, with_namespace: bool, rows: &[Value
 }
 
 fn render_columns(columns: &[Column], rows: &[Value]) -> String {
-    let mut cells: Vec<Vec<String>> = vec![columns.iter().map(|c| c.header.to_string()).collect()];
-    cells.extend(
-        rows.iter()
-            .map(|row| columns.iter().map(|c| (c.cell)(row)).collect()),
-    );
+    let headers: Vec<&str> = columns.iter().map(|c| c.header).collect();
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| columns.iter().map(|c| (c.cell)(row)).collect())
+        .collect();
+    render_rows(&headers, rows)
+}
+
+/// A table of ready-made cells under `headers`, padded as every other table.
+pub fn render_rows(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut cells: Vec<Vec<String>> = vec![headers.iter().map(|h| h.to_string()).collect()];
+    cells.extend(rows);
+    let columns = headers;
     let widths: Vec<usize> = (0..columns.len())
         .map(|i| cells.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();

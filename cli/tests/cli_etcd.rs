@@ -7,9 +7,10 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use calyx_tests::cli::{calyx, dump, fails, ok};
 use calyx_tests::etcd::Etcd;
 use serde_json::Value;
 
@@ -19,52 +20,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures")
         .join(name)
-}
-
-/// Runs `calyx` against `etcd` with `args` and optional standard input.
-fn calyx(etcd: &Etcd, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(CALYX)
-        .args(args)
-        .env("ETCD_ENDPOINTS", etcd.endpoint())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
-fn ok(etcd: &Etcd, args: &[&str]) -> String {
-    let out = calyx(etcd, args, None);
-    assert!(
-        out.status.success(),
-        "calyx {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command that must fail; returns its single stderr line.
-fn fails(etcd: &Etcd, args: &[&str], stdin: Option<&str>) -> String {
-    let out = calyx(etcd, args, stdin);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !out.status.success(),
-        "calyx {args:?} should fail; stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got:\n{stderr}");
-    lines[0].to_string()
-}
-
-/// Everything under /calico, to prove that a failed command wrote nothing.
-fn dump(etcd: &Etcd) -> String {
-    etcd.etcdctl(&["get", "--prefix", "/calico"])
 }
 
 /// True when every field of `want` is in `got` with the same value (`got` may hold more:

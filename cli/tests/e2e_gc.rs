@@ -3,7 +3,8 @@
 //! within a test-sized grace period, whether their WorkloadEndpoint was left behind (the daemon
 //! removes it) or deleted (as calico-kube-controllers does for a deleted pod); live pods, even
 //! one whose endpoint was deleted, keep theirs across many scans; the node's VXLAN tunnel
-//! address is never touched; and `calyx ipam check` finds no leaked IPs afterwards.
+//! address is never touched; nothing is freed while the datastore is locked for a migration;
+//! and `calyx ipam check` finds no leaked IPs afterwards.
 
 // Test code: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -96,10 +97,31 @@ fn dead_pods_are_collected_and_live_ones_kept() {
     c.underlay.etcd().etcdctl(&["del", &orphan_key]);
     // (a) runtime died, endpoint left behind; (b) runtime died, endpoint deleted too.
     let (stale_key, _) = endpoint(&c, stale.container_id()).expect("stale's endpoint");
-    let stale_ip = kill(&c, stale);
     let (gone_key, _) = endpoint(&c, gone.container_id()).expect("gone's endpoint");
+    // While a migration locks the datastore nothing is freed, however long it lasts.
+    assert!(c
+        .calyx_ok(&["datastore", "migrate", "lock"])
+        .contains("locked"));
+    let stale_ip = kill(&c, stale);
     let gone_ip = kill(&c, gone);
     c.underlay.etcd().etcdctl(&["del", &gone_key]);
+    assert!(
+        wait_until(Duration::from_secs(30), || gc_status(&c)["paused"] == true),
+        "gc never paused: {}",
+        gc_status(&c)
+    );
+    // More than two graces and several scan intervals (1.5 s at a 3 s grace).
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(assigned(&c, &stale_ip) && assigned(&c, &gone_ip));
+    assert!(!c
+        .underlay
+        .etcd()
+        .etcdctl(&["get", "--keys-only", &stale_key])
+        .trim()
+        .is_empty());
+    assert!(c
+        .calyx_ok(&["datastore", "migrate", "unlock"])
+        .contains("unlocked"));
 
     // Endpoint grace, then address grace, plus scans: well within 30 s at a 3 s grace.
     let freed = wait_until(Duration::from_secs(30), || {

@@ -5,6 +5,7 @@
 //! etcd can be read and the YAML users already have applies unchanged.
 
 pub mod client;
+pub mod migration;
 pub mod resources;
 pub mod selector;
 pub mod store;

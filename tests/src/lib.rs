@@ -4,9 +4,11 @@
 //! itself in `Drop`, also when the test fails.
 
 pub mod bgp_daemons;
+pub mod cli;
 pub mod cluster;
 pub mod etcd;
 pub mod netns;
+pub mod podman;
 
 use std::net::TcpListener;
 use std::path::Path;

@@ -158,7 +158,10 @@ fn transform(
         }
     } else {
         let path = ra.attrs.as_path.take().unwrap_or_default();
-        ra.attrs.as_path = Some(prepend(path, g.local_as));
+        // The AS this peer sees us as: its `local as` when it has one (Calico's
+        // `localASNumber`).
+        let own = q.cfg.local_as.map_or(g.local_as, Asn);
+        ra.attrs.as_path = Some(prepend(path, own));
         ra.attrs.local_pref = None;
         if src.is_some_and(|s| !s.ibgp) {
             ra.attrs.med = None;

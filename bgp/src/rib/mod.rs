@@ -8,11 +8,15 @@
 //! change log; each peer catches up with the log at its own pace (a peer whose session is slow
 //! only delays itself), sending the export of the current best path, or a withdrawal if it
 //! has none and was sent one before, so repeated changes collapse. Modules: [`select`] ranks
-//! paths, [`export`] decides and rewrites what each peer is sent.
+//! paths, [`export`] decides and rewrites what each peer is sent, [`lookup`] answers queries
+//! about the table (`calyx bgp routes`).
 
 mod export;
+mod lookup;
 mod select;
 mod table;
+
+pub use lookup::{PathEntry, RouteEntry, RouteQuery, RouteTable, DEFAULT_LIMIT};
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -835,12 +839,12 @@ impl Rib {
 
     /// AS_PATH / ORIGINATOR_ID / CLUSTER_LIST loop checks (RFC 4271 §9.1.2, RFC 4456 §8).
     fn loops(&self, id: PeerId, a: &calyx_proto::PathAttributes) -> bool {
-        let allowed = self
-            .peers
-            .get(&id)
-            .map(|p| usize::from(p.cfg.allowed_local_as))
-            .unwrap_or(0);
-        let own = self.global.local_as;
+        let peer = self.peers.get(&id);
+        let allowed = peer.map_or(0, |p| usize::from(p.cfg.allowed_local_as));
+        // The AS this session presents, as BIRD checks `local as` per protocol.
+        let own = peer
+            .and_then(|p| p.cfg.local_as)
+            .map_or(self.global.local_as, Asn);
         let count = a
             .as_path
             .as_ref()

@@ -953,3 +953,73 @@ fn an_unencodable_announcement_is_counted_and_not_marked_advertised() {
     assert_eq!(c.not_encoded.load(AtOrd::Relaxed), 2);
     assert_eq!(c.advertised.load(AtOrd::Relaxed), 1);
 }
+
+#[test]
+fn lookup_answers_prefixes_addresses_peers_and_limits() {
+    let mut rib = Rib::new(global());
+    add(&mut rib, 1, [10, 0, 0, 2], 65001, |_| {});
+    add(&mut rib, 2, [10, 0, 0, 3], 65002, |_| {});
+    announce(
+        &mut rib,
+        1,
+        &["10.1.0.0/16", "10.1.2.0/24"],
+        attrs(&[65001], [10, 0, 0, 2]),
+    );
+    announce(
+        &mut rib,
+        2,
+        &["10.1.0.0/16"],
+        attrs(&[65002, 65009], [10, 0, 0, 3]),
+    );
+    rib.originate(p4("192.168.5.0/26"), PathAttributes::default());
+
+    let q = |prefix: Option<&str>, address: Option<&str>, peer: Option<&str>, limit| RouteQuery {
+        prefix: prefix.map(|p| p.parse().unwrap()),
+        address: address.map(|a| a.parse().unwrap()),
+        peer: peer.map(|a| a.parse().unwrap()),
+        limit,
+    };
+    // A prefix: both paths, best first (the shorter AS path), attributes rendered.
+    let t = rib.lookup(&q(Some("10.1.0.0/16"), None, None, 0));
+    assert_eq!(t.routes.len(), 1);
+    let paths = &t.routes[0].paths;
+    assert_eq!(paths.len(), 2);
+    assert!(paths[0].best && !paths[1].best);
+    assert_eq!(paths[0].from, Some(IpAddr::from([10, 0, 0, 2])));
+    assert_eq!(paths[0].peer_as, Some(65001));
+    assert_eq!(paths[0].as_path, "65001");
+    assert_eq!(paths[1].as_path, "65002 65009");
+    assert_eq!(paths[0].origin, "IGP");
+    // A peer filter keeps that peer's path only, and says whether it is the best.
+    let t = rib.lookup(&q(Some("10.1.0.0/16"), None, Some("10.0.0.3"), 0));
+    assert_eq!(t.routes[0].paths.len(), 1);
+    assert!(!t.routes[0].paths[0].best);
+    // An address: the most specific destination holding it.
+    let t = rib.lookup(&q(None, Some("10.1.2.9"), None, 0));
+    assert_eq!(t.routes[0].prefix.to_string(), "10.1.2.0/24");
+    let t = rib.lookup(&q(None, Some("10.1.3.9"), None, 0));
+    assert_eq!(t.routes[0].prefix.to_string(), "10.1.0.0/16");
+    // ... and with a peer filter, the most specific one that peer has.
+    let t = rib.lookup(&q(None, Some("10.1.2.9"), Some("10.0.0.3"), 0));
+    assert_eq!(t.routes[0].prefix.to_string(), "10.1.0.0/16");
+    assert!(rib
+        .lookup(&q(None, Some("172.16.0.1"), None, 0))
+        .routes
+        .is_empty());
+    assert!(rib
+        .lookup(&q(Some("10.9.0.0/16"), None, None, 0))
+        .routes
+        .is_empty());
+    // Everything, sorted; our own route has no peer and next hop "self".
+    let t = rib.lookup(&RouteQuery::default());
+    let prefixes: Vec<String> = t.routes.iter().map(|r| r.prefix.to_string()).collect();
+    assert_eq!(prefixes, ["10.1.0.0/16", "10.1.2.0/24", "192.168.5.0/26"]);
+    assert!(!t.truncated);
+    let own = &t.routes[2].paths[0];
+    assert_eq!(own.from, None);
+    assert!(own.next_hop.is_unspecified());
+    // A limit cuts the listing and says so.
+    let t = rib.lookup(&q(None, None, None, 2));
+    assert_eq!(t.routes.len(), 2);
+    assert!(t.truncated);
+}

@@ -112,7 +112,7 @@ impl PeerTask {
     fn identity(&self) -> Identity {
         Identity {
             id: self.global.router_id,
-            asn: Asn(self.global.local_as),
+            asn: Asn(self.local_as()),
         }
     }
 

@@ -80,23 +80,35 @@ fn families(cfg: &PeerConfig) -> Vec<AfiSafi> {
 
 impl PeerTask {
     fn ebgp(&self) -> bool {
-        self.cfg.remote_as != self.global.local_as
+        self.cfg.remote_as != self.local_as()
+    }
+
+    /// The AS this session presents (the peer's `local_as`, or the global one).
+    fn local_as(&self) -> u32 {
+        self.cfg.effective_local_as(self.global.local_as)
     }
 
     fn fsm_config(&self) -> FsmConfig {
-        let gr = (self.cfg.graceful_restart && self.global.graceful_restart_time > 0)
-            .then_some(self.global.graceful_restart_time);
+        let restart_time = self
+            .cfg
+            .graceful_restart_time
+            .unwrap_or(self.global.graceful_restart_time);
+        let gr = (self.cfg.graceful_restart
+            && self.global.graceful_restart_time > 0
+            && restart_time > 0)
+            .then_some(restart_time);
         FsmConfig {
-            local_as: Asn(self.global.local_as),
+            local_as: Asn(self.local_as()),
             router_id: self.global.router_id,
             remote_as: Asn(self.cfg.remote_as),
             hold_time: self.cfg.hold_time,
+            keepalive: self.cfg.keepalive_time,
             passive: self.cfg.passive,
             connect_retry: self.cfg.connect_retry_time(),
             idle_hold: self.cfg.connect_retry_time(),
             open_hold: fsm::open_hold(self.cfg.hold_time),
             capabilities: fsm::capabilities(
-                Asn(self.global.local_as),
+                Asn(self.local_as()),
                 &families(&self.cfg),
                 gr,
                 self.global.restarting,

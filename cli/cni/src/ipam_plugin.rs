@@ -48,6 +48,9 @@ pub mod codes {
     pub const CHECK_MISMATCH: u32 = 101;
     /// Plugin-specific: any other IPAM failure.
     pub const IPAM_FAILURE: u32 = 102;
+    /// Plugin-specific: the datastore is locked for a migration (`calyx datastore migrate
+    /// lock`); the runtime's retry succeeds once it is unlocked.
+    pub const DATASTORE_LOCKED: u32 = 103;
 }
 
 /// A CNI error: printed as `{"cniVersion", "code", "msg", "details"}` on stdout.
@@ -438,6 +441,9 @@ pub fn version_result(req: &Request) -> Value {
 
 /// Runs ADD, DEL or CHECK; returns what to print on stdout (nothing for DEL and CHECK).
 pub async fn execute<S: Store>(ipam: &Ipam<S>, req: &Request) -> Result<Option<Value>, CniError> {
+    if matches!(req.command, Command::Add | Command::Del) {
+        refuse_while_locked(ipam.store()).await?;
+    }
     match req.command {
         Command::Version => Ok(Some(version_result(req))),
         Command::Add => add(ipam, req).await.map(Some),
@@ -448,6 +454,31 @@ pub async fn execute<S: Store>(ipam: &Ipam<S>, req: &Request) -> Result<Option<V
         }
         Command::Check => check(ipam, req).await.map(|()| None),
     }
+}
+
+/// As Calico's CNI plugin: no ADD or DEL while a migration holds the datastore
+/// (ClusterInformation `datastoreReady: false`), so no address moves while pools change.
+pub async fn refuse_while_locked<S: Store>(store: &S) -> Result<(), CniError> {
+    let locked = calyx_datastore::migration::datastore_locked(store)
+        .await
+        .map_err(|e| match e {
+            calyx_datastore::client::ClientError::Store(s) => CniError::from(IpamError::from(s)),
+            other => CniError::new(
+                codes::IPAM_FAILURE,
+                "cannot read ClusterInformation",
+                other.to_string(),
+            ),
+        })?;
+    if locked {
+        tracing::info!("upgrade may be in progress, ready flag is not set");
+        return Err(CniError::new(
+            codes::DATASTORE_LOCKED,
+            "Calyx is currently not ready to process requests",
+            "the datastore is locked for a migration (ClusterInformation datastoreReady: false); \
+             `calyx datastore migrate unlock` ends it",
+        ));
+    }
+    Ok(())
 }
 
 async fn add<S: Store>(ipam: &Ipam<S>, req: &Request) -> Result<Value, CniError> {

@@ -94,6 +94,13 @@ pub struct NodeRunArgs {
     /// Where the node name is written for the CNI plugins.
     #[arg(long, env = "CALYX_STATE_DIR", default_value = "/var/lib/calyx")]
     pub state_dir: PathBuf,
+    /// Where Kubernetes Secrets holding BGP passwords are mounted: `<dir>/<secret>/<key>`.
+    #[arg(
+        long,
+        env = "CALYX_BGP_SECRETS_DIR",
+        default_value = "/etc/calyx/bgp-secrets"
+    )]
+    pub bgp_secrets_dir: PathBuf,
     /// Route protocol number that marks the routes Calyx owns (Felix uses 80).
     /// When set, it beats FelixConfiguration's `deviceRouteProtocol`.
     #[arg(long, env = "CALYX_ROUTE_PROTOCOL")]
@@ -229,6 +236,8 @@ pub struct NodeConfig {
     pub bgp_hold_time: u16,
     /// State directory for the CNI plugins.
     pub state_dir: PathBuf,
+    /// Where the BGP password Secrets are mounted ([`crate::secrets`]).
+    pub bgp_secrets_dir: PathBuf,
     /// Route protocol number.
     pub route_protocol: u8,
     /// Whether `route_protocol` was set (then FelixConfiguration cannot change it).
@@ -614,6 +623,7 @@ impl NodeRunArgs {
             graceful_restart: parse_bool("CALYX_GRACEFUL_RESTART", &self.graceful_restart)?,
             bgp_hold_time: hold,
             state_dir: self.state_dir.clone(),
+            bgp_secrets_dir: self.bgp_secrets_dir.clone(),
             route_protocol,
             route_protocol_set: self.route_protocol.is_some(),
             route_refresh_interval: Duration::from_secs(refresh.max(1)),

@@ -99,8 +99,9 @@ pub fn host_state(state: &ClusterState, me: &str, backend: Backend) -> HostState
 
 /// Routes the datastore decides, without BGP: every other node's block in a VXLAN pool, via
 /// that node's VTEP (block affinity + the node's tunnel address and MAC), as Felix's
-/// `l3_route_resolver` derives them. Cost grows with the blocks of the cluster, not with the
-/// routes BGP carries.
+/// `l3_route_resolver` derives them; in BGP mode also the static `<peer>/32 via <gateway>`
+/// routes of BGPPeers' `reachableBy` (see [`crate::bgp::static_routes`]). Cost grows with the
+/// blocks of the cluster, not with the routes BGP carries.
 pub fn datastore_routes(
     state: &ClusterState,
     me: &str,
@@ -109,6 +110,19 @@ pub fn datastore_routes(
     let mut routes = BTreeMap::new();
     if backend == Backend::None {
         return routes;
+    }
+    if backend == Backend::Bgp {
+        for (peer, gateway) in super::bgp::static_routes(state, me) {
+            let dst = IpNet::from(peer);
+            routes.insert(
+                dst,
+                RemoteRoute {
+                    dst,
+                    encap: Encap::None,
+                    hops: vec![RemoteHop::node(gateway)],
+                },
+            );
+        }
     }
     for (cidr, owner) in &state.affinities {
         if owner == me || cidr.addr().is_ipv6() {

@@ -299,8 +299,26 @@ pub async fn run<S: Store + Clone>(
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let outcome = scan_once(&ipam, &me, grace, &mut tracker).await;
+        // As Calico's CNI plugin refuses ADD and DEL while a migration holds the datastore,
+        // the collector frees nothing then: pools and blocks may be moving.
+        let locked = calyx_datastore::migration::datastore_locked(ipam.store()).await;
+        if let Ok(true) = locked {
+            let mut s = status.write().unwrap_or_else(|p| p.into_inner());
+            if !s.gc.paused {
+                info!("gc paused: the datastore is locked for a migration");
+            }
+            s.gc.paused = true;
+            continue;
+        }
+        let outcome = match locked {
+            Err(e) => Err(anyhow::anyhow!("cannot read ClusterInformation: {e}")),
+            Ok(_) => scan_once(&ipam, &me, grace, &mut tracker).await,
+        };
         let mut s = status.write().unwrap_or_else(|p| p.into_inner());
+        if s.gc.paused {
+            info!("gc resumed: the datastore is unlocked");
+        }
+        s.gc.paused = false;
         s.gc.scans += 1;
         match outcome {
             Ok((freed, removed, waiting)) => {

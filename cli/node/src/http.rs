@@ -1,4 +1,5 @@
-//! The health, metrics and status endpoint: `/liveness`, `/readiness`, `/metrics`, `/status`.
+//! The health, metrics and status endpoint: `/liveness`, `/readiness`, `/metrics`, `/status`,
+//! and the BGP looking glass `/bgp/routes`, `/bgp/peers` ([`crate::lookingglass`]).
 //!
 //! A minimal HTTP/1.x responder on tokio (GET only, one request per connection): probes and
 //! Prometheus need nothing more, and it keeps a web framework out of the build.
@@ -12,10 +13,20 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::lookingglass::{self, SharedBgp};
 use super::status::{metrics, NodeStatus};
 
 /// The status the server answers from, updated by the daemon.
 pub type SharedStatus = Arc<RwLock<NodeStatus>>;
+
+/// What the endpoint answers from.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// `/status`, `/metrics`, the probes.
+    pub status: SharedStatus,
+    /// `/bgp/...`.
+    pub bgp: SharedBgp,
+}
 
 /// Reads a snapshot (a poisoned lock still holds a usable snapshot).
 pub fn snapshot(status: &SharedStatus) -> NodeStatus {
@@ -31,7 +42,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, status: SharedStatus, stop: CancellationToken) {
+pub async fn serve(listener: TcpListener, endpoints: Endpoints, stop: CancellationToken) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -44,16 +55,16 @@ pub async fn serve(listener: TcpListener, status: SharedStatus, stop: Cancellati
                 }
             },
         };
-        let status = status.clone();
+        let endpoints = endpoints.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &status).await {
+            if let Err(e) = answer(stream, &endpoints).await {
                 debug!(%peer, error = %e, "health endpoint: request failed");
             }
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, status: &SharedStatus) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, endpoints: &Endpoints) -> std::io::Result<()> {
     let mut buf = vec![0u8; 4096];
     let mut len = 0;
     // Read the request head, bounded in size and time.
@@ -77,11 +88,23 @@ async fn answer(mut stream: TcpStream, status: &SharedStatus) -> std::io::Result
     let head = String::from_utf8_lossy(&buf[..len]);
     let mut parts = head.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let json_or_text = |(code, body): (u16, String)| {
+        let kind = if code == 200 {
+            "application/json"
+        } else {
+            "text/plain"
+        };
+        (code, kind, body)
+    };
     let (code, content_type, body) = if method != "GET" && method != "HEAD" {
         (405, "text/plain", "method not allowed\n".to_string())
+    } else if path == "/bgp/routes" {
+        json_or_text(lookingglass::routes(&endpoints.bgp, query).await)
+    } else if path == "/bgp/peers" {
+        json_or_text(lookingglass::peers(&endpoints.bgp))
     } else {
-        let snap = snapshot(status);
+        let snap = snapshot(&endpoints.status);
         match path {
             "/liveness" => (200, "text/plain", "ok\n".to_string()),
             "/readiness" if snap.ready => (200, "text/plain", "ready\n".to_string()),
@@ -97,6 +120,7 @@ async fn answer(mut stream: TcpStream, status: &SharedStatus) -> std::io::Result
     };
     let reason = match code {
         200 => "OK",
+        400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
         _ => "Service Unavailable",

@@ -21,8 +21,10 @@ mod felixconfig;
 mod felixlive;
 pub mod gc;
 mod http;
+mod lookingglass;
 pub mod natrules;
 pub mod routes;
+pub mod secrets;
 mod startup;
 pub mod status;
 pub mod tasks;
@@ -125,10 +127,14 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         ipv6: ipv6.map(|n| n.to_string()),
         ..NodeStatus::default()
     }));
-    let server = tokio::spawn(http::serve(listener, status.clone(), stop.clone()));
+    let endpoints = http::Endpoints {
+        status: status.clone(),
+        bgp: lookingglass::SharedBgp::default(),
+    };
+    let server = tokio::spawn(http::serve(listener, endpoints.clone(), stop.clone()));
     // The same endpoint again (its /metrics for Prometheus), stopped with the first.
     let _metrics_server =
-        metrics_listener.map(|l| tokio::spawn(http::serve(l, status.clone(), stop.clone())));
+        metrics_listener.map(|l| tokio::spawn(http::serve(l, endpoints.clone(), stop.clone())));
     // Its own task (see `tasks`): it reads the store on its own timer and never blocks the
     // main loop.
     let collector = tokio::spawn(gc::run(
@@ -178,7 +184,7 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         &ipam,
         reconciler.as_ref().map(|(h, _)| h),
         rules.as_ref().map(|(h, _)| h),
-        &status,
+        &endpoints,
         signalled,
     )
     .await;
@@ -197,15 +203,30 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
     result
 }
 
-/// Pods are routed through this host: forwarding on, as Felix sets it.
+/// Pods are routed through this host: forwarding on, as Felix sets it. A knob that is already
+/// on is left alone, so a container with a read-only /proc/sys (the DaemonSet's: not
+/// privileged) works on a host that turned forwarding on itself (kubeadm requires it); when it
+/// is off and cannot be turned on, start-up says so in one error line: pods on this node would
+/// not be reachable from other nodes.
 fn enable_forwarding(v6: bool) {
-    let mut knobs = vec!["/proc/sys/net/ipv4/ip_forward"];
+    let mut knobs = vec![("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward")];
     if v6 {
-        knobs.push("/proc/sys/net/ipv6/conf/all/forwarding");
+        knobs.push((
+            "/proc/sys/net/ipv6/conf/all/forwarding",
+            "net.ipv6.conf.all.forwarding",
+        ));
     }
-    for knob in knobs {
+    for (knob, name) in knobs {
+        if std::fs::read_to_string(knob).is_ok_and(|v| v.trim() == "1") {
+            continue;
+        }
         if let Err(e) = std::fs::write(knob, "1") {
-            warn!(%knob, error = %e, "cannot enable forwarding");
+            tracing::error!(
+                %knob, error = %e,
+                "{name} is 0 and cannot be set here (read-only /proc/sys without privileges): \
+                 pods on this node cannot be reached from other nodes until the host sets \
+                 {name}=1"
+            );
         }
     }
 }
@@ -282,9 +303,10 @@ async fn main_loop<S: Store + Clone>(
     ipam: &Ipam<S>,
     reconciler: Option<&ReconcilerHandle>,
     rules: Option<&calyx_felix::rules::RulesHandle>,
-    status: &SharedStatus,
+    endpoints: &http::Endpoints,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let status = &endpoints.status;
     let (mut state, mut watch) = ClusterWatch::start(store).await?;
     let stop = CancellationToken::new();
     let resolver = reconciler.map(|felix| {
@@ -333,6 +355,8 @@ async fn main_loop<S: Store + Clone>(
     // drop them until the next plan.
     let mut bgp_replan = true;
     let mut bgp_waits = workloads.is_some().then(|| Instant::now() + WORKLOADS_WAIT);
+    let mut secrets = secrets::Secrets::new(config.bgp_secrets_dir.clone());
+    let mut secrets_tick = tokio::time::interval(secrets::POLL_INTERVAL);
     let mut tick = tokio::time::interval(DEBOUNCE);
     let mut ipam_tick = tokio::time::interval(IPAM_STATUS_INTERVAL);
     update_status(status, |s| s.datastore_synced = true);
@@ -355,6 +379,12 @@ async fn main_loop<S: Store + Clone>(
                     // The follower ended (only when stopping): keep the last set.
                     None => workloads = None,
                 }
+            }
+            // Passwords: a changed Secret file is a new plan (see `secrets`).
+            _ = secrets_tick.tick(), if bgp.is_some() => {
+                bgp_replan |= secrets.refresh(&state);
+                let problems = secrets.problems().to_vec();
+                update_status(status, |s| s.bgp_secrets = problems);
             }
             _ = ipam_tick.tick() => {
                 let ipam_status = own_blocks_status(store, &state, &config.nodename).await;
@@ -397,7 +427,9 @@ async fn main_loop<S: Store + Clone>(
                 if bgp_replan && !waiting {
                     bgp_replan = false;
                     if let Some(bgp) = bgp.as_mut() {
-                        if let Some(plan) = bgp::plan(&state, me, config.router_id) {
+                        // A new reference is resolved now, not at the next poll.
+                        secrets.refresh(&state);
+                        if let Some(plan) = bgp::plan(&state, me, config.router_id, &secrets) {
                             bgp.apply(plan).await;
                         }
                     }
@@ -452,6 +484,7 @@ async fn main_loop<S: Store + Clone>(
                     update_status(status, |s| s.rules = r);
                 }
                 if let Some(bgp) = &bgp {
+                    bgp.publish(&endpoints.bgp);
                     let peers = bgp.peer_status();
                     update_status(status, |s| {
                         s.peers = peers;
@@ -685,6 +718,7 @@ mod tests {
             graceful_restart: false,
             bgp_hold_time: 9,
             state_dir: std::env::temp_dir().join(format!("calyx-loop-{}", std::process::id())),
+            bgp_secrets_dir: std::env::temp_dir().join("calyx-no-secrets"),
             route_protocol: 80,
             route_protocol_set: false,
             route_refresh_interval: Duration::from_secs(90),
@@ -758,7 +792,11 @@ mod tests {
                 stop.clone(),
             );
             tokio::spawn(async move {
-                main_loop(&cfg, &store, &client, &ipam, None, None, &status, stop).await
+                let endpoints = http::Endpoints {
+                    status,
+                    bgp: lookingglass::SharedBgp::default(),
+                };
+                main_loop(&cfg, &store, &client, &ipam, None, None, &endpoints, stop).await
             })
         };
         assert_eq!(

@@ -66,9 +66,23 @@ impl Resolver {
             hops: hops
                 .as_slice()
                 .iter()
-                .map(|ip| RemoteHop::node(*ip))
+                .map(|ip| RemoteHop::node(self.via(*ip, encap)))
                 .collect(),
         })
+    }
+
+    /// The gateway a plain BGP route with next hop `hop` goes through: the gateway of the
+    /// static host route to `hop` when there is one (a BGPPeer's `reachableBy`, see
+    /// [`crate::bgp::static_routes`]), as BIRD's `gateway recursive` resolves the next hop
+    /// of a multihop peer through that route; `hop` itself otherwise. Encapsulated routes
+    /// keep their hop: the tunnel goes to the node, not to a gateway.
+    fn via(&self, hop: IpAddr, encap: Encap) -> IpAddr {
+        match self.datastore.get(&IpNet::from(hop)) {
+            Some(r) if encap == Encap::None && r.encap == Encap::None => {
+                r.hops.first().map_or(hop, |h| h.node_ip)
+            }
+            _ => hop,
+        }
     }
 
     fn emit(&self, dst: IpNet, out: &mut Vec<RouteUpdate>) {
@@ -113,6 +127,9 @@ impl Resolver {
         out: &mut Vec<RouteUpdate>,
     ) {
         for (dst, route) in changes {
+            let plain = |r: Option<&RemoteRoute>| r.is_some_and(|r| r.encap == Encap::None);
+            let host = dst.prefix_len() == dst.max_prefix_len();
+            let resolves_hops = host && (plain(route.as_ref()) || plain(self.datastore.get(&dst)));
             match route {
                 Some(r) => {
                     self.datastore.insert(dst, r);
@@ -122,6 +139,22 @@ impl Resolver {
                 }
             }
             self.emit(dst, out);
+            // A static route to a BGP next hop came, changed or went: the BGP routes through
+            // that hop resolve anew. A walk of the table, but only for plain host routes from
+            // the datastore (`reachableBy`, a handful, changed by hand), never for the VXLAN
+            // routes that follow pods.
+            if resolves_hops {
+                let hop = dst.addr();
+                let through: Vec<IpNet> = self
+                    .bgp
+                    .iter()
+                    .filter(|(d, h)| h.as_slice().contains(&hop) && !self.datastore.contains_key(d))
+                    .map(|(d, _)| *d)
+                    .collect();
+                for d in through {
+                    self.emit(d, out);
+                }
+            }
         }
     }
 
@@ -355,6 +388,54 @@ mod tests {
         got.sort();
         assert_eq!(got, ["-10.65.1.0/26", "-172.16.0.0/24"]);
         assert_eq!(r.bgp_routes(), 0);
+    }
+
+    #[test]
+    fn a_static_route_to_the_next_hop_resolves_it_recursively() {
+        let mut r = Resolver::default();
+        let mut out = Vec::new();
+        r.on_pools(vec![pool("10.65.0.0/16", Some(Encap::Ipip))], &mut out);
+        // A ToR two hops away announces a default route and a pool block.
+        r.on_bgp(best("0.0.0.0/0", &["10.9.0.1"]), &mut out);
+        r.on_bgp(best("10.65.1.0/26", &["10.9.0.1"]), &mut out);
+        out.clear();
+        let hop = |out: &[RouteUpdate], dst: &str| -> Option<String> {
+            out.iter().find_map(|u| match u {
+                RouteUpdate::Upsert(r) if r.dst == net(dst) => Some(r.hops[0].node_ip.to_string()),
+                _ => None,
+            })
+        };
+        // reachableBy: 10.9.0.1/32 via 192.168.1.1.
+        let static_route = RemoteRoute {
+            dst: net("10.9.0.1/32"),
+            encap: Encap::None,
+            hops: vec![RemoteHop::node("192.168.1.1".parse().unwrap())],
+        };
+        r.on_datastore(vec![(net("10.9.0.1/32"), Some(static_route))], &mut out);
+        assert_eq!(hop(&out, "10.9.0.1/32").as_deref(), Some("192.168.1.1"));
+        assert_eq!(hop(&out, "0.0.0.0/0").as_deref(), Some("192.168.1.1"));
+        assert_eq!(
+            hop(&out, "10.65.1.0/26").as_deref(),
+            Some("10.9.0.1"),
+            "IPIP: the node"
+        );
+        out.clear();
+        // A new route through that hop resolves at once; the static route going undoes it.
+        r.on_bgp(best("172.16.0.0/24", &["10.9.0.1"]), &mut out);
+        assert_eq!(hop(&out, "172.16.0.0/24").as_deref(), Some("192.168.1.1"));
+        out.clear();
+        r.on_datastore(vec![(net("10.9.0.1/32"), None)], &mut out);
+        assert_eq!(hop(&out, "0.0.0.0/0").as_deref(), Some("10.9.0.1"));
+        assert_eq!(hop(&out, "172.16.0.0/24").as_deref(), Some("10.9.0.1"));
+        // VXLAN host routes (borrowed addresses) never walk the table.
+        out.clear();
+        let vxlan = RemoteRoute {
+            dst: net("10.9.0.1/32"),
+            encap: Encap::Vxlan,
+            hops: vec![RemoteHop::node("192.168.1.7".parse().unwrap())],
+        };
+        r.on_datastore(vec![(net("10.9.0.1/32"), Some(vxlan))], &mut out);
+        assert_eq!(summary(&out), ["+10.9.0.1/32 Vxlan 1"]);
     }
 
     #[test]

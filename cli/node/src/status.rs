@@ -135,6 +135,9 @@ pub struct NodeStatus {
     /// Garbage collection of leaked addresses and stale endpoints ([`crate::gc`]).
     #[serde(default)]
     pub gc: GcStatus,
+    /// BGP passwords that could not be read from their Secret ([`crate::secrets`]).
+    #[serde(default)]
+    pub bgp_secrets: Vec<crate::secrets::Problem>,
 }
 
 /// The garbage collector's figures.
@@ -150,6 +153,9 @@ pub struct GcStatus {
     pub waiting: u64,
     /// The last scan's error, until a scan succeeds.
     pub last_error: Option<String>,
+    /// Scans are skipped: the datastore is locked for a migration (`datastoreReady: false`).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// The nftables rules engine's figures.
@@ -257,6 +263,12 @@ pub fn metrics(status: &NodeStatus) -> String {
             .map(|(l, b)| (l.clone(), b.failures as f64))
             .collect::<Vec<_>>(),
     );
+    metric(
+        "calyx_bgp_secrets_missing",
+        "BGP passwords referenced by the configuration whose Secret file cannot be used.",
+        "gauge",
+        &[(String::new(), status.bgp_secrets.len() as f64)],
+    );
     let gc = &status.gc;
     metric(
         "calyx_ipam_gc_addresses_freed_total",
@@ -275,6 +287,12 @@ pub fn metrics(status: &NodeStatus) -> String {
         "Leaked addresses' handles and stale endpoints waiting for their grace period.",
         "gauge",
         &[(String::new(), gc.waiting as f64)],
+    );
+    metric(
+        "calyx_ipam_gc_paused",
+        "1 while the collector waits for the datastore to be unlocked after a migration.",
+        "gauge",
+        &[(String::new(), f64::from(u8::from(gc.paused)))],
     );
     let d = &status.dataplane;
     metric(
@@ -401,6 +419,14 @@ pub fn render(status: &NodeStatus) -> String {
         ));
         out.push('\n');
     }
+    for p in &status.bgp_secrets {
+        out.push_str(&format!(
+            "BGP password {} (used by {}) unavailable: {}\n",
+            p.secret,
+            p.used_by.join(", "),
+            p.reason
+        ));
+    }
     out
 }
 
@@ -474,6 +500,24 @@ mod tests {
         assert!(out.starts_with("Calyx process is running.\n\nIPv4 BGP status\n+--------------+"));
         assert!(out.contains("| 10.0.0.2     | node-to-node mesh | up    | -     | Established |"));
         assert!(out.contains("No IPv6 peers found."));
+    }
+
+    #[test]
+    fn missing_bgp_passwords_are_a_status_line_and_a_metric() {
+        let status = NodeStatus {
+            bgp_secrets: vec![crate::secrets::Problem {
+                secret: "bgp/tor".into(),
+                used_by: vec!["BGPPeer \"tor\"".into()],
+                reason: "/etc/calyx/bgp-secrets/bgp/tor does not exist".into(),
+            }],
+            ..NodeStatus::default()
+        };
+        assert!(render(&status).ends_with(
+            "BGP password bgp/tor (used by BGPPeer \"tor\") unavailable: \
+             /etc/calyx/bgp-secrets/bgp/tor does not exist\n"
+        ));
+        assert!(metrics(&status).contains("calyx_bgp_secrets_missing 1\n"));
+        assert!(metrics(&NodeStatus::default()).contains("calyx_bgp_secrets_missing 0\n"));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `calyx ipam show|check|release|configure`: calicoctl's IPAM commands over `calyx-ipam`.
+//! `calyx ipam show|check|release|configure|split`: calicoctl's IPAM commands over `calyx-ipam`
+//! (`split` is in [`super::migrate`]).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -145,6 +146,9 @@ pub async fn run(datastore: &DatastoreArgs, command: IpamCommand) -> Result<()> 
                 _ => anyhow::bail!("give exactly one of --ip, --handle or --node"),
             }
             Ok(())
+        }
+        IpamCommand::Split { number, cidr, name } => {
+            super::migrate::split(datastore, number, cidr, name).await
         }
         IpamCommand::Configure {
             strictaffinity,

@@ -1,10 +1,12 @@
 //! One module per subcommand; [`run`] dispatches.
 
+mod bgp;
 mod delete_node;
 mod get;
 mod ipam;
 mod ipamconfig;
 mod label;
+mod migrate;
 mod node;
 mod raw;
 mod version;
@@ -37,6 +39,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Node(crate::args::NodeCommand::RemoveRules) => node::remove_rules().await,
         Command::Version => version::run(&datastore).await,
         Command::Ipam(command) => ipam::run(&datastore, command).await,
+        Command::Bgp(crate::args::BgpCommand::Routes(args)) => bgp::routes(args).await,
+        Command::Bgp(crate::args::BgpCommand::Peers(args)) => bgp::peers(args).await,
+        Command::Datastore(crate::args::DatastoreCommand::Migrate(command)) => {
+            migrate::run(&datastore, command).await
+        }
         Command::Completion(args) => {
             let mut command = Cli::command();
             clap_complete::generate(args.shell, &mut command, "calyx", &mut std::io::stdout());

@@ -58,8 +58,9 @@ pub async fn remove_rules() -> Result<()> {
     Ok(())
 }
 
-/// A plain HTTP/1.0 GET on the local endpoint, bounded in time.
-async fn fetch(addr: &str, path: &str) -> Result<String> {
+/// A plain HTTP/1.0 GET on the local endpoint, bounded in time; an answer other than 200 is
+/// an error with its status line and the first line of its body (the daemon's reason).
+pub(crate) async fn fetch(addr: &str, path: &str) -> Result<String> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
         stream
@@ -77,7 +78,11 @@ async fn fetch(addr: &str, path: &str) -> Result<String> {
         .split_once("\r\n\r\n")
         .context("malformed HTTP answer")?;
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        anyhow::bail!("{}", head.lines().next().unwrap_or("bad answer"));
+        let status = head.lines().next().unwrap_or("bad answer");
+        match body.lines().next().filter(|l| !l.trim().is_empty()) {
+            Some(reason) => anyhow::bail!("{status}: {reason}"),
+            None => anyhow::bail!("{status}"),
+        }
     }
     Ok(body.to_string())
 }

@@ -1,4 +1,5 @@
-//! `calyx get workloadendpoints` and `calyx label workloadendpoint`: the per-pod records that
+//! `calyx get workloadendpoints`, `calyx label workloadendpoint` and `calyx delete
+//! workloadendpoint`: the per-pod records that
 //! `calyx-cni` (or Calico's CNI plugin) writes, namespaced as in calicoctl (`-n NS`, default
 //! `default`; `-A` for all namespaces on `get`).
 
@@ -8,6 +9,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use calyx_datastore::resources::WORKLOAD_ENDPOINT_KIND;
+use calyx_datastore::wep_client::WepDeleted;
 
 use crate::args::{DatastoreArgs, GetArgs, LabelArgs, OutputFormat};
 use crate::{connect, table};
@@ -96,5 +98,43 @@ pub async fn label(
         "Successfully updated labels of {WORKLOAD_ENDPOINT_KIND} {:?} in namespace {namespace:?}",
         args.name
     );
+    Ok(())
+}
+
+/// `calyx delete workloadendpoint NAME [-n NS]`: removes the record whatever container it
+/// names (a user's delete, unlike a CNI DEL, is not tied to one sandbox). The pod's address
+/// stays allocated; the node's collector frees it once the workload's interface is gone too.
+pub async fn delete(
+    datastore: &DatastoreArgs,
+    name: &str,
+    namespace: Option<&str>,
+    skip_not_exists: bool,
+) -> Result<()> {
+    let namespace = namespace.unwrap_or(DEFAULT_NAMESPACE);
+    let client = connect::client(datastore).await?;
+    let Some(current) = client.workload_endpoint(namespace, name).await? else {
+        if skip_not_exists {
+            println!("Successfully deleted 0 resource(s)");
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{WORKLOAD_ENDPOINT_KIND} {name:?} does not exist in namespace {namespace:?}"
+        );
+    };
+    match client
+        .delete_workload_endpoint(namespace, name, &current.spec.container_id)
+        .await?
+    {
+        WepDeleted::Deleted => println!("Successfully deleted 1 resource(s)"),
+        WepDeleted::Absent if skip_not_exists => println!("Successfully deleted 0 resource(s)"),
+        WepDeleted::Absent => anyhow::bail!(
+            "{WORKLOAD_ENDPOINT_KIND} {name:?} does not exist in namespace {namespace:?}"
+        ),
+        // A new sandbox rewrote it between the read and the delete: leave the new one.
+        WepDeleted::OtherContainer => anyhow::bail!(
+            "{WORKLOAD_ENDPOINT_KIND} {name:?} in namespace {namespace:?} was rewritten by a new \
+             container meanwhile; read it again and retry"
+        ),
+    }
     Ok(())
 }

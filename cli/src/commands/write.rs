@@ -55,6 +55,17 @@ pub async fn write(datastore: &DatastoreArgs, args: &FileArgs, action: Action) -
 /// Deletes the resources named in a file (all must exist unless `--skip-not-exists`), or one
 /// by kind and name. A Node is deleted with everything of it (see [`super::delete_node`]).
 pub async fn delete(datastore: &DatastoreArgs, args: DeleteArgs) -> Result<()> {
+    if let (None, Some(kind), Some(name)) = (&args.filename, &args.kind, &args.name) {
+        if super::wep::is_wep_kind(kind) {
+            return super::wep::delete(
+                datastore,
+                name,
+                args.namespace.as_deref(),
+                args.skip_not_exists,
+            )
+            .await;
+        }
+    }
     let targets: Vec<(Kind, String)> = match &args.filename {
         Some(path) => super::read_documents(path)?
             .iter()

@@ -31,6 +31,30 @@ pub enum SourceAddress {
     None,
 }
 
+/// How the next hop of routes sent to a peer is set (`nextHopMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum NextHopMode {
+    /// BGP's default: self towards eBGP peers, unchanged towards iBGP peers.
+    #[default]
+    Auto,
+    /// Always this node's address (BIRD `next hop self`).
+    #[serde(rename = "Self")]
+    Self_,
+    /// Never changed (BIRD `next hop keep`).
+    Keep,
+}
+
+/// Whether the reverse of a peering between Calico nodes is made automatically
+/// (`reversePeering`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum ReversePeering {
+    /// The nodes peered with also peer back (Calico's default).
+    #[default]
+    Auto,
+    /// A separate BGPPeer must make the reverse peering.
+    Manual,
+}
+
 /// A reference to a Kubernetes secret key holding the BGP password.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -80,6 +104,27 @@ pub struct BGPPeerSpec {
     /// The remote AS number (required with `peerIP`; taken from the Node with `peerSelector`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_number: Option<Asn>,
+    /// The AS this node presents to this peer instead of its own (BIRD `local as`).
+    #[serde(
+        default,
+        rename = "localASNumber",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub local_as_number: Option<Asn>,
+    /// How the next hop is set towards this peer; beats `keepOriginalNextHop` when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop_mode: Option<NextHopMode>,
+    /// Seconds between KEEPALIVEs (`"10s"`; default a third of the hold time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_time: Option<GoDuration>,
+    /// The gateway through which `peerIP` is reached: a static `<peerIP>/32 via` route.
+    /// Kept as text (checked on user input, parsed when used), so that a bad value written
+    /// by someone else does not hide the whole object.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reachable_by: String,
+    /// Whether the nodes this peering names also peer back (default `Auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse_peering: Option<ReversePeering>,
     /// TCP MD5 password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<BGPPassword>,
@@ -171,6 +216,26 @@ impl BGPPeer {
         if s.as_number == Some(Asn(0)) {
             p.push("spec.asNumber", 0, "is out of range 1-4294967295");
         }
+        if s.local_as_number == Some(Asn(0)) {
+            p.push("spec.localASNumber", 0, "is out of range 1-4294967295");
+        }
+        if !s.reachable_by.is_empty() {
+            match s.reachable_by.parse::<std::net::IpAddr>() {
+                Err(_) => p.push(
+                    "spec.reachableBy",
+                    quoted(&s.reachable_by),
+                    "is not an IP address",
+                ),
+                Ok(gw) => match &s.peer_ip {
+                    Some(ip) if ip.addr.is_ipv4() != gw.is_ipv4() => p.push(
+                        "spec.reachableBy",
+                        quoted(&s.reachable_by),
+                        format!("is not of the address family of spec.peerIP ({ip})"),
+                    ),
+                    _ => {}
+                },
+            }
+        }
         if let Some(pw) = &s.password {
             match &pw.secret_key_ref {
                 None => p.push("spec.password.secretKeyRef", "", "must be set"),
@@ -230,6 +295,11 @@ spec:
   sourceAddress: None
   maxRestartTime: 120s
   ttlSecurity: 1
+  localASNumber: 64600
+  nextHopMode: Self
+  keepaliveTime: 10s
+  reachableBy: 192.0.2.254
+  reversePeering: Manual
 "#;
 
     #[test]
@@ -239,6 +309,12 @@ spec:
         assert_eq!(p.spec.as_number, Some(Asn(64513)));
         assert_eq!(p.spec.source_address, Some(SourceAddress::None));
         assert_eq!(p.spec.max_restart_time.unwrap().0.as_secs(), 120);
+        assert_eq!(p.spec.local_as_number, Some(Asn(64600)));
+        assert_eq!(p.spec.next_hop_mode, Some(NextHopMode::Self_));
+        assert_eq!(p.spec.keepalive_time.unwrap().0.as_secs(), 10);
+        assert_eq!(p.spec.reachable_by, "192.0.2.254");
+        assert_eq!(p.spec.reverse_peering, Some(ReversePeering::Manual));
+        assert!(p.extra.is_empty() && p.spec.extra.is_empty());
         let r = p
             .spec
             .password
@@ -285,6 +361,19 @@ spec:
         assert!(p.validate().is_ok());
         p.spec.peer_selector.clear();
         assert_eq!(p.validate().unwrap_err().field, "spec.peerIP");
+
+        let mut p: BGPPeer = serde_yaml_ng::from_str(FULL).unwrap();
+        p.spec.reachable_by = "2001:db8::1".into();
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("spec.reachableBy: \"2001:db8::1\" is not of the address family"));
+        p.spec.reachable_by = "gw".into();
+        assert_eq!(p.validate().unwrap_err().field, "spec.reachableBy");
+        p.spec.reachable_by.clear();
+        p.spec.local_as_number = Some(Asn(0));
+        assert_eq!(p.validate().unwrap_err().field, "spec.localASNumber");
     }
 
     #[test]

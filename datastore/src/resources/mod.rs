@@ -46,7 +46,9 @@ pub use bgpconfig::{
     BGPConfiguration, BGPConfigurationSpec, BindMode, Community, CommunityValue,
     PrefixAdvertisement, ServiceCidr, DEFAULT_BGP_CONFIGURATION, LOG_SEVERITIES,
 };
-pub use bgppeer::{BGPPassword, BGPPeer, BGPPeerSpec, SecretKeyRef, SourceAddress};
+pub use bgppeer::{
+    BGPPassword, BGPPeer, BGPPeerSpec, NextHopMode, ReversePeering, SecretKeyRef, SourceAddress,
+};
 pub use clusterinfo::{
     is_cluster_information_kind, new_cluster_guid, ClusterInfoDecodeError, ClusterInformation,
     ClusterInformationSpec, CLUSTER_INFORMATION_KEY, CLUSTER_INFORMATION_KIND,

@@ -92,8 +92,11 @@ fn run(req: &Request) -> Result<Option<serde_json::Value>, CniError> {
         .await;
         let ipam = connected.borrow().clone();
         match (outcome, ipam) {
-            // Only an ADD that reached the datastore can hold something.
-            (Err(e), Some(ipam)) if req.command == Command::Add => {
+            // Only an ADD that reached the datastore can hold something; one refused for a
+            // lock wrote nothing and may not write now.
+            (Err(e), Some(ipam))
+                if req.command == Command::Add && e.code != codes::DATASTORE_LOCKED =>
+            {
                 let handle = req.handle();
                 let grace = tokio::time::Instant::now().max(deadline) + cni::ROLLBACK_GRACE;
                 match cni::roll_back_add(&ipam, &handle, grace).await {
