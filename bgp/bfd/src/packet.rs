@@ -320,6 +320,41 @@ mod tests {
         assert_eq!(p.encode(), DOWN);
     }
 
+    /// Captured with tcpdump in a network namespace on 2026-12-03: BIRD 2.0.12 (`interval
+    /// 300 ms; multiplier 3;`) in state Down, at its 1 s idle rate.
+    const BIRD_2_0_12_DOWN: &str = "20400318 8f0ae4e4 00000000 000f4240 000493e0 00000000";
+    /// The same from FRR bfdd 8.4.4 (`receive-interval 300`, `transmit-interval 300`,
+    /// `detect-multiplier 3`): it asks for 1 s receive while Down and offers echo at 50 ms.
+    const FRR_8_4_4_DOWN: &str = "20400318 27a77624 00000000 000f4240 000f4240 0000c350";
+
+    fn hex(s: &str) -> Vec<u8> {
+        let h: String = s.split_whitespace().collect();
+        (0..h.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+            .collect()
+    }
+
+    #[test]
+    fn decodes_what_bird_and_frr_send() {
+        for (name, fixture, my, rx, echo) in [
+            ("BIRD", BIRD_2_0_12_DOWN, 0x8f0a_e4e4, 300_000, 0),
+            ("FRR", FRR_8_4_4_DOWN, 0x27a7_7624, 1_000_000, 50_000),
+        ] {
+            let b = hex(fixture);
+            let p = ControlPacket::decode(&b).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                (p.state, p.diag, p.detect_mult),
+                (State::Down, Diag::None, 3)
+            );
+            assert_eq!((p.my_discr, p.your_discr), (my, 0), "{name}");
+            assert_eq!(p.desired_min_tx, 1_000_000, "{name}");
+            assert_eq!((p.required_min_rx, p.required_min_echo_rx), (rx, echo));
+            assert!(!p.poll && !p.fin && !p.demand && !p.cpi);
+            assert_eq!(p.encode().to_vec(), b, "{name}");
+        }
+    }
+
     fn with(mut b: [u8; 24], at: usize, v: u8) -> [u8; 24] {
         b[at] = v;
         b
