@@ -84,6 +84,13 @@ protocol bgp n1 {{
         "no ToR route in the kernel or BFD not Up\n{}",
         dump()
     );
+    // `calyx bgp peers` shows the session.
+    let peers = node.ns.exec(&[
+        &calyx_tests::workspace_binary("calyx").to_string_lossy(),
+        "bgp",
+        "peers",
+    ]);
+    assert!(peers.contains(&format!("{tor_ip}: BFD Up")), "{peers}");
     let cut = |on: bool| {
         if on {
             let _ = c
