@@ -112,7 +112,11 @@ protocol bgp tor {{
                 .ok()
                 .and_then(|v| v.as_array()?.first()?.get("bfd")?.get("failures")?.as_u64())
         };
-        assert_eq!(failures(&a), Some(round as u64 + 1), "{}", a.status());
+        assert!(
+            failures(&a).is_some_and(|f| f > round as u64),
+            "{}",
+            a.status()
+        );
         lan.heal();
         assert!(
             wait_until(Duration::from_secs(60), || a.has_route("10.99.0.0/24")
