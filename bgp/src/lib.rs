@@ -28,7 +28,8 @@ pub use attrs::{Attrs, Prefix, RouteAttrs};
 pub use config::{GlobalConfig, PeerConfig, PeerLabel};
 pub use fsm::State;
 pub use policy::{
-    DefaultAction, MatchOperator, PeerType, Policy, PolicyRule, PrefixMatch, RuleAction,
+    DefaultAction, MatchOperator, PeerType, Policy, PolicyRule, PrefixMatch, RouteFamily,
+    RuleAction, Verdict,
 };
 pub use rib::{BestRouteChange, PathEntry, RouteEntry, RouteQuery, RouteTable};
 pub use speaker::{Error, PeerStatus, RouteLookup, Speaker};

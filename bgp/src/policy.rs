@@ -18,18 +18,44 @@ pub enum PeerType {
     Ebgp,
 }
 
-/// How a rule's CIDR is compared with the route's prefix (Calico's `matchOperator`).
+/// How a rule's CIDR is compared with the route's prefix (Calico's `matchOperator`, rendered
+/// by confd as BIRD's `net = C`, `net != C`, `net ~ C`, `net !~ C`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MatchOperator {
     /// The prefix is exactly the CIDR.
     Equal,
+    /// The prefix is anything but the CIDR.
+    NotEqual,
     /// The prefix is the CIDR or a more specific one.
     In,
     /// The prefix is not inside the CIDR.
     NotIn,
 }
 
-/// A prefix condition.
+/// The address family of a route, for rules that apply to one family only (a BGPFilter's
+/// `importV4` rules never see IPv6 routes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RouteFamily {
+    /// IPv4 unicast.
+    Ipv4,
+    /// IPv6 unicast.
+    Ipv6,
+}
+
+impl RouteFamily {
+    /// The family of `p`.
+    pub fn of(p: &IpNet) -> RouteFamily {
+        match p {
+            IpNet::V4(_) => RouteFamily::Ipv4,
+            IpNet::V6(_) => RouteFamily::Ipv6,
+        }
+    }
+}
+
+/// A prefix condition. With a length range, `In` is BIRD's `net ~ [ C{min,max} ]` (inside the
+/// CIDR and of a length in range) and `NotIn` its negation; `Equal` needs the CIDR itself with
+/// its length in range, `NotEqual` is its negation. A prefix of the other family never
+/// matches, whatever the operator.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PrefixMatch {
@@ -55,12 +81,14 @@ impl PrefixMatch {
         }
         let len_ok = self.min_len.is_none_or(|m| p.prefix_len() >= m)
             && self.max_len.is_none_or(|m| p.prefix_len() <= m);
-        let op = match self.operator {
-            MatchOperator::Equal => *p == self.cidr.trunc(),
-            MatchOperator::In => self.cidr.contains(p),
-            MatchOperator::NotIn => !self.cidr.contains(p),
-        };
-        op && len_ok
+        let equal = *p == self.cidr.trunc() && len_ok;
+        let inside = self.cidr.contains(p) && len_ok;
+        match self.operator {
+            MatchOperator::Equal => equal,
+            MatchOperator::NotEqual => !equal,
+            MatchOperator::In => inside,
+            MatchOperator::NotIn => !inside,
+        }
     }
 }
 
@@ -77,8 +105,13 @@ pub enum RuleAction {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PolicyRule {
+    /// Only routes of this family.
+    pub family: Option<RouteFamily>,
     /// Prefix condition.
     pub prefix: Option<PrefixMatch>,
+    /// Only routes learned from a BGP peer, not originated here (Calico's `source:
+    /// RemotePeers`, BIRD's `source ~ [ RTS_BGP ]`).
+    pub from_peers: bool,
     /// Where the route was learned.
     pub peer_type: Option<PeerType>,
     /// The route carries this community (`asn:value` as a 32-bit number).
@@ -98,7 +131,9 @@ pub struct PolicyRule {
 impl Default for PolicyRule {
     fn default() -> Self {
         PolicyRule {
+            family: None,
             prefix: None,
+            from_peers: false,
             peer_type: None,
             community: None,
             as_path_prefix: Vec::new(),
@@ -113,6 +148,12 @@ impl Default for PolicyRule {
 impl PolicyRule {
     /// Whether the rule's conditions hold.
     pub fn matches(&self, prefix: &IpNet, attrs: &PathAttributes, source: PeerType) -> bool {
+        if self.family.is_some_and(|f| f != RouteFamily::of(prefix)) {
+            return false;
+        }
+        if self.from_peers && source == PeerType::Local {
+            return false;
+        }
         if let Some(m) = &self.prefix {
             if !m.matches(prefix) {
                 return false;
@@ -253,6 +294,30 @@ mod tests {
         assert!(!m(MatchOperator::In, Some(26), Some(26)).matches(&net("10.1.0.0/16")));
         assert!(m(MatchOperator::In, Some(26), Some(26)).matches(&net("10.1.0.64/26")));
         assert!(!m(MatchOperator::In, None, None).matches(&net("fd00::/64")));
+        assert!(!m(MatchOperator::NotIn, None, None).matches(&net("fd00::/64")));
+        assert!(m(MatchOperator::NotEqual, None, None).matches(&net("10.1.0.0/16")));
+        assert!(!m(MatchOperator::NotEqual, None, None).matches(&net("10.0.0.0/8")));
+        // NotIn with a range is the negation of In with it (BIRD's `net !~ [ C{a,b} ]`).
+        assert!(m(MatchOperator::NotIn, Some(26), Some(26)).matches(&net("10.1.0.0/16")));
+        assert!(!m(MatchOperator::NotIn, Some(26), Some(26)).matches(&net("10.1.0.64/26")));
+        assert!(m(MatchOperator::NotIn, Some(26), Some(26)).matches(&net("11.1.0.64/26")));
+        assert!(!m(MatchOperator::Equal, Some(9), None).matches(&net("10.0.0.0/8")));
+        assert!(m(MatchOperator::NotEqual, Some(9), None).matches(&net("10.0.0.0/8")));
+    }
+
+    #[test]
+    fn family_and_source_conditions() {
+        let rule = PolicyRule {
+            family: Some(RouteFamily::Ipv6),
+            from_peers: true,
+            action: RuleAction::Reject,
+            ..Default::default()
+        };
+        let a = PathAttributes::default();
+        assert!(rule.matches(&net("fd00::/64"), &a, PeerType::Ebgp));
+        assert!(rule.matches(&net("fd00::/64"), &a, PeerType::Ibgp));
+        assert!(!rule.matches(&net("fd00::/64"), &a, PeerType::Local));
+        assert!(!rule.matches(&net("10.0.0.0/8"), &a, PeerType::Ebgp));
     }
 
     #[test]

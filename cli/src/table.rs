@@ -24,6 +24,15 @@ fn text(v: &Value, pointer: &str) -> String {
     }
 }
 
+/// The number of rules in the list at `pointer` (calicoctl's `{{ len .Spec.ExportV4 }}`: 0
+/// when absent).
+fn rule_count(v: &Value, pointer: &str) -> String {
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
+        .to_string()
+}
+
 /// A boolean at `pointer` as calicoctl shows it (`false` when unset).
 fn flag(v: &Value, pointer: &str) -> String {
     v.pointer(pointer)
@@ -92,6 +101,14 @@ fn columns(kind: Kind, wide: bool) -> Vec<Column> {
             vec![c("NAME", |v| text(v, "/metadata/name"))]
         }
         (Kind::FelixConfiguration, true) => vec![c("NAME", |v| text(v, "/metadata/name"))],
+        // calicoctl's `resourcemgr/bgpfilter.go`: the same columns with and without `wide`.
+        (Kind::BGPFilter, _) => vec![
+            c("NAME", |v| text(v, "/metadata/name")),
+            c("NUMEXPORTV4", |v| rule_count(v, "/spec/exportV4")),
+            c("NUMIMPORTV4", |v| rule_count(v, "/spec/importV4")),
+            c("NUMEXPORTV6", |v| rule_count(v, "/spec/exportV6")),
+            c("NUMIMPORTV6", |v| rule_count(v, "/spec/importV6")),
+        ],
         (Kind::IPReservation, _) => vec![
             c("NAME", |v| text(v, "/metadata/name")),
             c("CIDRS", |v| {

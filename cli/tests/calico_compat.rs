@@ -679,3 +679,105 @@ fn ipamconfigurations_shown_from_ipam_record() {
     assert_eq!(v["spec"]["maxBlocksPerHost"], 3);
     assert!(!run(&["get", "ipamconfig", "other"]).status.success());
 }
+
+/// `BGPFilter` as calicoctl handles it: apply, get (calicoctl's rule-count columns, JSON as
+/// written, at Calico's key), typos and wrong-family CIDRs refused, delete; a filter a newer
+/// Calico wrote (fields of its API that 3.31 lacks) keeps them through `calyx label`.
+#[test]
+fn bgpfilters_apply_get_label_delete() {
+    let test = "bgpfilters_apply_get_label_delete";
+    let Some(etcd) = calyx_tests::etcd::Etcd::start(test) else {
+        return;
+    };
+    let run = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_calyx"))
+            .args(args)
+            .env("ETCD_ENDPOINTS", etcd.endpoint())
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let yaml = "apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: tor}\nspec:\n\
+                \x20 importV4:\n  - {action: Accept, matchOperator: In, cidr: 10.0.0.0/8, \
+                prefixLength: {min: 16, max: 24}}\n  - {action: Reject}\n\
+                \x20 exportV6:\n  - {action: Reject, source: RemotePeers, interface: 'eth*'}\n";
+    let out = run(&["apply", "-f", "-"], yaml);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = format!("{RES}/bgpfilters/tor");
+    let stored = etcd.etcdctl(&["get", &key, "--print-value-only"]);
+    let v: Value = serde_json::from_str(stored.trim()).unwrap();
+    assert_eq!(v["kind"], "BGPFilter");
+    assert_eq!(v["spec"]["importV4"][0]["prefixLength"]["max"], 24);
+    assert_eq!(v["spec"]["exportV6"][0]["interface"], "eth*");
+    let out = run(&["get", "bgpfilters"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec![
+                "NAME",
+                "NUMEXPORTV4",
+                "NUMIMPORTV4",
+                "NUMEXPORTV6",
+                "NUMIMPORTV6"
+            ],
+            vec!["tor", "0", "2", "1", "0"]
+        ],
+        "{table}"
+    );
+    let out = run(&["get", "bf", "tor", "-o", "json"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["spec"]["importV4"][1], json!({"action": "Reject"}));
+    for (bad, want) in [
+        (
+            yaml.replace("matchOperator", "operator"),
+            "unknown field `operator`",
+        ),
+        (
+            yaml.replace("10.0.0.0/8", "fd00::/8"),
+            "spec.importV4[0].cidr",
+        ),
+        (yaml.replace("Accept", "Allow"), "spec.importV4[0].action"),
+    ] {
+        let out = run(&["apply", "-f", "-"], &bad);
+        assert!(!out.status.success(), "{bad} was accepted");
+        assert!(text(&out.stderr).contains(want), "{}", text(&out.stderr));
+    }
+    // A newer Calico's filter: stored leniently, its fields written back unchanged.
+    let newer = json!({"kind":"BGPFilter","apiVersion":"projectcalico.org/v3",
+        "metadata":{"name":"newer","uid":"0b9c","creationTimestamp":"2026-11-30T09:12:44Z"},
+        "spec":{"exportV4":[{"action":"Accept","peerType":"eBGP",
+            "operations":[{"addCommunity":{"value":"65000:100"}}]}]}});
+    let newer_key = format!("{RES}/bgpfilters/newer");
+    etcd.etcdctl(&["put", &newer_key, &newer.to_string()]);
+    let out = run(&["label", "bgpfilter", "newer", "team=net"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let after: Value = serde_json::from_str(
+        etcd.etcdctl(&["get", &newer_key, "--print-value-only"])
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(after["metadata"]["labels"]["team"], "net");
+    assert_eq!(after["spec"], newer["spec"]);
+    assert_eq!(after["metadata"]["uid"], "0b9c");
+    let out = run(&["delete", "bgpfilter", "tor"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(etcd.etcdctl(&["get", &key]).trim().is_empty());
+}

@@ -14,7 +14,9 @@ use std::net::IpAddr;
 
 use calyx_datastore::resources::ipam::{affinity_from_key, AffinityState, BlockAffinity};
 use calyx_datastore::resources::ipam::{AFFINITY_KEY_PREFIX, BLOCK_KEY_PREFIX};
-use calyx_datastore::resources::{BGPConfiguration, BGPPeer, IPPool, Kind, Node, Resource};
+use calyx_datastore::resources::{
+    BGPConfiguration, BGPFilter, BGPPeer, IPPool, Kind, Node, Resource,
+};
 use calyx_datastore::store::{Listing, Revision, Store, StoreError, Watch, WatchEvent};
 use futures::stream::{SelectAll, StreamExt};
 use ipnet::IpNet;
@@ -58,6 +60,8 @@ pub struct ClusterState {
     pub bgp_configs: BTreeMap<String, BGPConfiguration>,
     /// BGP peers by name.
     pub bgp_peers: BTreeMap<String, BGPPeer>,
+    /// BGP filters by name (what `BGPPeer.filters` names).
+    pub bgp_filters: BTreeMap<String, BGPFilter>,
     /// Block CIDR -> the node it is affine to (confirmed affinities only).
     pub affinities: BTreeMap<IpNet, String>,
     /// Addresses used on another node than their block's (only while the blocks are watched:
@@ -154,6 +158,7 @@ impl ClusterState {
             Some(Kind::Node) => self.nodes.clear(),
             Some(Kind::BGPConfiguration) => self.bgp_configs.clear(),
             Some(Kind::BGPPeer) => self.bgp_peers.clear(),
+            Some(Kind::BGPFilter) => self.bgp_filters.clear(),
             Some(Kind::FelixConfiguration | Kind::IPReservation) | None => {}
         }
         for kv in &listing.kvs {
@@ -197,6 +202,9 @@ impl ClusterState {
                 Resource::BGPPeer(p) => {
                     self.bgp_peers.insert(name, p);
                 }
+                Resource::BGPFilter(f) => {
+                    self.bgp_filters.insert(name, f);
+                }
                 Resource::FelixConfiguration(_) | Resource::IPReservation(_) => {}
             }
         } else if let Some((host, cidr)) = affinity_from_key(key) {
@@ -234,6 +242,9 @@ impl ClusterState {
                 }
                 Kind::BGPPeer => {
                     self.bgp_peers.remove(name);
+                }
+                Kind::BGPFilter => {
+                    self.bgp_filters.remove(name);
                 }
                 Kind::FelixConfiguration | Kind::IPReservation => {}
             }

@@ -356,6 +356,7 @@ async fn main_loop<S: Store + Clone>(
     let mut bgp_replan = true;
     let mut bgp_waits = workloads.is_some().then(|| Instant::now() + WORKLOADS_WAIT);
     let mut secrets = secrets::Secrets::new(config.bgp_secrets_dir.clone());
+    let mut filter_problems: Vec<bgp::FilterProblem> = Vec::new();
     let mut secrets_tick = tokio::time::interval(secrets::POLL_INTERVAL);
     let mut tick = tokio::time::interval(DEBOUNCE);
     let mut ipam_tick = tokio::time::interval(IPAM_STATUS_INTERVAL);
@@ -432,6 +433,13 @@ async fn main_loop<S: Store + Clone>(
                         if let Some(plan) = bgp::plan(&state, me, config.router_id, &secrets) {
                             bgp.apply(plan).await;
                         }
+                        let problems = bgp::filter_problems(&state, me);
+                        // Logged once when it appears, not on every plan.
+                        for p in problems.iter().filter(|p| !filter_problems.contains(p)) {
+                            warn!(filter = %p.filter, used_by = ?p.used_by, "BGPFilter: {}", p.reason);
+                        }
+                        filter_problems.clone_from(&problems);
+                        update_status(status, |s| s.bgp_filters = problems);
                     }
                 }
                 if let (Some(felix), Some(resolver)) = (reconciler, &resolver) {

@@ -138,6 +138,10 @@ pub struct NodeStatus {
     /// BGP passwords that could not be read from their Secret ([`crate::secrets`]).
     #[serde(default)]
     pub bgp_secrets: Vec<crate::secrets::Problem>,
+    /// BGPFilters named by this node's peerings that do not exist or have rules Calyx skips
+    /// ([`crate::bgp::filter_problems`]).
+    #[serde(default)]
+    pub bgp_filters: Vec<crate::bgp::FilterProblem>,
 }
 
 /// The garbage collector's figures.
@@ -268,6 +272,12 @@ pub fn metrics(status: &NodeStatus) -> String {
         "BGP passwords referenced by the configuration whose Secret file cannot be used.",
         "gauge",
         &[(String::new(), status.bgp_secrets.len() as f64)],
+    );
+    metric(
+        "calyx_bgp_filter_problems",
+        "BGPFilters named by this node's peerings that do not exist, or rules of them skipped.",
+        "gauge",
+        &[(String::new(), status.bgp_filters.len() as f64)],
     );
     let gc = &status.gc;
     metric(
@@ -427,6 +437,14 @@ pub fn render(status: &NodeStatus) -> String {
             p.reason
         ));
     }
+    for p in &status.bgp_filters {
+        out.push_str(&format!(
+            "BGPFilter {:?} (used by {}): {}\n",
+            p.filter,
+            p.used_by.join(", "),
+            p.reason
+        ));
+    }
     out
 }
 
@@ -500,6 +518,24 @@ mod tests {
         assert!(out.starts_with("Calyx process is running.\n\nIPv4 BGP status\n+--------------+"));
         assert!(out.contains("| 10.0.0.2     | node-to-node mesh | up    | -     | Established |"));
         assert!(out.contains("No IPv6 peers found."));
+    }
+
+    #[test]
+    fn bgp_filter_problems_are_a_status_line_and_a_metric() {
+        let status = NodeStatus {
+            bgp_filters: vec![crate::bgp::FilterProblem {
+                filter: "gone".into(),
+                used_by: vec!["BGPPeer \"tor\"".into()],
+                reason: "no such BGPFilter; the peering runs as if it were not named".into(),
+            }],
+            ..NodeStatus::default()
+        };
+        assert!(render(&status).ends_with(
+            "BGPFilter \"gone\" (used by BGPPeer \"tor\"): no such BGPFilter; the peering runs \
+             as if it were not named\n"
+        ));
+        assert!(metrics(&status).contains("calyx_bgp_filter_problems 1\n"));
+        assert!(metrics(&NodeStatus::default()).contains("calyx_bgp_filter_problems 0\n"));
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 
 use super::{
-    BGPConfiguration, BGPPeer, FelixConfiguration, IPPool, IPReservation, Kind, Node, Resource,
-    ValidationError,
+    BGPConfiguration, BGPFilter, BGPPeer, FelixConfiguration, IPPool, IPReservation, Kind, Node,
+    Resource, ValidationError,
 };
 
 /// Why a document was rejected by [`parse_documents`].
@@ -291,7 +291,7 @@ fn process_value(
         let hint = Kind::parse(&kind_str)
             .map(|k| format!(" (did you mean {k}?)"))
             .unwrap_or_else(|_| {
-                " (expected IPPool, BGPPeer, BGPConfiguration, Node, FelixConfiguration, IPReservation, or a List \
+                " (expected IPPool, BGPPeer, BGPConfiguration, Node, FelixConfiguration, IPReservation, BGPFilter, or a List \
                  of them)"
                     .into()
             });
@@ -439,6 +439,7 @@ fn decode_yaml(ctx: &Ctx, kind: Kind, text: &str) -> Result<Resource, DocumentEr
             Resource::FelixConfiguration(de::<FelixConfiguration>(ctx, text)?)
         }
         Kind::IPReservation => Resource::IPReservation(de::<IPReservation>(ctx, text)?),
+        Kind::BGPFilter => Resource::BGPFilter(de::<BGPFilter>(ctx, text)?),
     })
 }
 
@@ -478,6 +479,7 @@ pub(crate) fn decode_value_with_path(
         Kind::Node => Resource::Node(de::<Node>(&text)?),
         Kind::FelixConfiguration => Resource::FelixConfiguration(de::<FelixConfiguration>(&text)?),
         Kind::IPReservation => Resource::IPReservation(de::<IPReservation>(&text)?),
+        Kind::BGPFilter => Resource::BGPFilter(de::<BGPFilter>(&text)?),
     })
 }
 

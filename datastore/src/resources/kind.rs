@@ -18,13 +18,15 @@ pub enum Kind {
     FelixConfiguration,
     /// `IPReservation`: addresses IPAM never hands out automatically.
     IPReservation,
+    /// `BGPFilter`: import/export rules a BGPPeer's sessions apply.
+    BGPFilter,
 }
 
 /// The text did not name a known kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown resource kind {0:?} (expected one of ippool, bgppeer, bgpconfiguration, node, \
-     felixconfiguration, ipreservation, or their plurals and short names; calyx get also shows \
+     felixconfiguration, ipreservation, bgpfilter, or their plurals and short names; calyx get also shows \
      workloadendpoints, clusterinformations and kubecontrollersconfigurations)"
 )]
 pub struct UnknownKind(pub String);
@@ -32,11 +34,12 @@ pub struct UnknownKind(pub String);
 impl Kind {
     /// Every kind, in the order in which they should be applied (configuration before the
     /// objects that depend on it).
-    pub fn all() -> [Kind; 6] {
+    pub fn all() -> [Kind; 7] {
         [
             Kind::FelixConfiguration,
             Kind::IPReservation,
             Kind::BGPConfiguration,
+            Kind::BGPFilter,
             Kind::IPPool,
             Kind::Node,
             Kind::BGPPeer,
@@ -46,7 +49,8 @@ impl Kind {
     /// Parses a kind the way calicoctl does on its command line: case-insensitive, singular,
     /// plural or short name. `ippool(s)`, `ipp(s)`, `pool(s)`; `bgppeer(s)`, `bgpp(s)`, `bp(s)`;
     /// `bgpconfiguration(s)`, `bgpconfig(s)`, `bgpc(s)`; `node(s)`, `no(s)`;
-    /// `felixconfiguration(s)`, `felixconfig(s)`; `ipreservation(s)`, `ipr(s)`.
+    /// `felixconfiguration(s)`, `felixconfig(s)`; `ipreservation(s)`, `ipr(s)`; `bgpfilter(s)`,
+    /// `bgpf(s)`, `bf(s)`.
     pub fn parse(s: &str) -> Result<Kind, UnknownKind> {
         match s.trim().to_ascii_lowercase().as_str() {
             "ippool" | "ippools" | "ipp" | "ipps" | "pool" | "pools" => Ok(Kind::IPPool),
@@ -58,6 +62,7 @@ impl Kind {
                 Ok(Kind::FelixConfiguration)
             }
             "ipreservation" | "ipreservations" | "ipr" | "iprs" => Ok(Kind::IPReservation),
+            "bgpfilter" | "bgpfilters" | "bgpf" | "bgpfs" | "bf" | "bfs" => Ok(Kind::BGPFilter),
             _ => Err(UnknownKind(s.to_string())),
         }
     }
@@ -72,6 +77,7 @@ impl Kind {
             "Node" => Some(Kind::Node),
             "FelixConfiguration" => Some(Kind::FelixConfiguration),
             "IPReservation" => Some(Kind::IPReservation),
+            "BGPFilter" => Some(Kind::BGPFilter),
             _ => None,
         }
     }
@@ -90,6 +96,7 @@ impl Kind {
             Kind::Node => "Node",
             Kind::FelixConfiguration => "FelixConfiguration",
             Kind::IPReservation => "IPReservation",
+            Kind::BGPFilter => "BGPFilter",
         }
     }
 
@@ -102,6 +109,7 @@ impl Kind {
             Kind::Node => "nodes",
             Kind::FelixConfiguration => "felixconfigurations",
             Kind::IPReservation => "ipreservations",
+            Kind::BGPFilter => "bgpfilters",
         }
     }
 
@@ -117,6 +125,7 @@ impl Kind {
                 "/calico/resources/v3/projectcalico.org/felixconfigurations/"
             }
             Kind::IPReservation => "/calico/resources/v3/projectcalico.org/ipreservations/",
+            Kind::BGPFilter => "/calico/resources/v3/projectcalico.org/bgpfilters/",
         }
     }
 
@@ -174,6 +183,8 @@ mod tests {
             Kind::parse("felixconfig").unwrap(),
             Kind::FelixConfiguration
         );
+        assert_eq!(Kind::parse("bgpfilters").unwrap(), Kind::BGPFilter);
+        assert_eq!(Kind::parse("bf").unwrap(), Kind::BGPFilter);
         let e = Kind::parse("hostendpoint").unwrap_err();
         assert!(e.to_string().contains("hostendpoint"));
     }

@@ -1,13 +1,14 @@
 //! Calico `projectcalico.org/v3` resources: typed structs with Calico's field names and defaults,
 //! validation, multi-document YAML/JSON parsing, and the IPAM objects Calico keeps in etcd.
 //!
-//! - [`Kind`]: the four kinds, their command-line names and etcd key prefixes.
+//! - [`Kind`]: the kinds, their command-line names and etcd key prefixes.
 //! - [`IPPool`], [`BGPPeer`], [`BGPConfiguration`], [`Node`]: `{metadata, spec}` structs that
 //!   (de)serialize with `apiVersion` and `kind`. Decoding is lenient: every level keeps the
 //!   fields Calyx does not model in an `extra` map and writes them back unchanged, so objects
 //!   written by Calico 3.2x-3.31 (or a newer one) lose nothing when Calyx updates them. User
 //!   input is strict instead: [`parse_documents`] and `patch` refuse fields that are not in
 //!   Calico 3.31's API (`schema`).
+//! - [`BGPFilter`]: import/export rules a BGPPeer names; [`IPReservation`]: reserved addresses.
 //! - [`WorkloadEndpoint`]: the per-pod object Calico's CNI plugin writes (namespaced).
 //! - [`Resource`]: any of them, with the operations the store and the CLI need.
 //! - [`parse_documents`]: the `calyx apply -f` input: YAML or JSON, several documents, lists.
@@ -23,6 +24,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod bfd;
 mod bgpconfig;
+mod bgpfilter;
 mod bgppeer;
 mod clusterinfo;
 mod document;
@@ -45,6 +47,10 @@ pub use bfd::{
 pub use bgpconfig::{
     BGPConfiguration, BGPConfigurationSpec, BindMode, Community, CommunityValue,
     PrefixAdvertisement, ServiceCidr, DEFAULT_BGP_CONFIGURATION, LOG_SEVERITIES,
+};
+pub use bgpfilter::{
+    parse_filter_cidr, BGPFilter, BGPFilterPrefixLength, BGPFilterRule, BGPFilterSpec,
+    FilterFamily, FILTER_ACTIONS, MATCH_OPERATORS, SOURCE_REMOTE_PEERS,
 };
 pub use bgppeer::{
     BGPPassword, BGPPeer, BGPPeerSpec, NextHopMode, ReversePeering, SecretKeyRef, SourceAddress,
@@ -89,6 +95,8 @@ pub enum Resource {
     FelixConfiguration(FelixConfiguration),
     /// An [`IPReservation`].
     IPReservation(IPReservation),
+    /// A [`BGPFilter`].
+    BGPFilter(BGPFilter),
 }
 
 /// A stored value could not be decoded as a resource of the expected kind.
@@ -113,6 +121,7 @@ impl Resource {
             Resource::Node(_) => Kind::Node,
             Resource::FelixConfiguration(_) => Kind::FelixConfiguration,
             Resource::IPReservation(_) => Kind::IPReservation,
+            Resource::BGPFilter(_) => Kind::BGPFilter,
         }
     }
 
@@ -130,6 +139,7 @@ impl Resource {
             Resource::Node(r) => &r.metadata,
             Resource::FelixConfiguration(r) => &r.metadata,
             Resource::IPReservation(r) => &r.metadata,
+            Resource::BGPFilter(r) => &r.metadata,
         }
     }
 
@@ -142,6 +152,7 @@ impl Resource {
             Resource::Node(r) => &mut r.metadata,
             Resource::FelixConfiguration(r) => &mut r.metadata,
             Resource::IPReservation(r) => &mut r.metadata,
+            Resource::BGPFilter(r) => &mut r.metadata,
         }
     }
 
@@ -168,6 +179,7 @@ impl Resource {
             Resource::Node(r) => r.validate_all(),
             Resource::FelixConfiguration(r) => r.validate_all(),
             Resource::IPReservation(r) => r.validate_all(),
+            Resource::BGPFilter(r) => r.validate_all(),
         }
     }
 
@@ -196,6 +208,7 @@ impl Resource {
                 serde_json::from_slice(bytes).map(Resource::FelixConfiguration)
             }
             Kind::IPReservation => serde_json::from_slice(bytes).map(Resource::IPReservation),
+            Kind::BGPFilter => serde_json::from_slice(bytes).map(Resource::BGPFilter),
         };
         fast.map_err(|json_err| {
             // Decode again through the path-tracking decoder for a better message.
@@ -291,6 +304,11 @@ impl From<FelixConfiguration> for Resource {
         Resource::FelixConfiguration(r)
     }
 }
+impl From<BGPFilter> for Resource {
+    fn from(r: BGPFilter) -> Self {
+        Resource::BGPFilter(r)
+    }
+}
 impl From<IPReservation> for Resource {
     fn from(r: IPReservation) -> Self {
         Resource::IPReservation(r)
@@ -306,6 +324,7 @@ impl Serialize for Resource {
             Resource::Node(r) => r.serialize(s),
             Resource::FelixConfiguration(r) => r.serialize(s),
             Resource::IPReservation(r) => r.serialize(s),
+            Resource::BGPFilter(r) => r.serialize(s),
         }
     }
 }
@@ -329,6 +348,7 @@ impl<'de> Deserialize<'de> for Resource {
             Kind::Node => serde_json::from_value(v).map(Resource::Node),
             Kind::FelixConfiguration => serde_json::from_value(v).map(Resource::FelixConfiguration),
             Kind::IPReservation => serde_json::from_value(v).map(Resource::IPReservation),
+            Kind::BGPFilter => serde_json::from_value(v).map(Resource::BGPFilter),
         };
         r.map_err(D::Error::custom)
     }

@@ -9,7 +9,7 @@
 //! and stored, even the ones Calyx does not act on.
 //!
 //! Sources (tag v3.31.7 of github.com/projectcalico/calico): `api/pkg/apis/projectcalico/v3/`
-//! `ippool.go`, `bgppeer.go`, `bgpconfig.go`, `felixconfig.go`; `libcalico-go/lib/apis/v3/node.go`;
+//! `ippool.go`, `bgppeer.go`, `bgpconfig.go`, `bgpfilter.go`, `felixconfig.go`; `libcalico-go/lib/apis/v3/node.go`;
 //! Kubernetes' `ObjectMeta` for `metadata`.
 
 use serde_json::Value;
@@ -385,6 +385,31 @@ const IPRESERVATION: Shape = Object(&[
     ("spec", IPRESERVATION_SPEC),
 ]);
 
+/// `BGPFilterRuleV4`/`V6` (`api/pkg/apis/projectcalico/v3/bgpfilter.go`, v3.31).
+const BGPFILTER_RULE: Shape = Object(&[
+    ("cidr", Any),
+    ("prefixLength", Object(&[("min", Any), ("max", Any)])),
+    ("source", Any),
+    ("interface", Any),
+    ("matchOperator", Any),
+    ("action", Any),
+]);
+
+/// `BGPFilterSpec`: four ordered rule lists.
+const BGPFILTER_SPEC: Shape = Object(&[
+    ("exportV4", List(&BGPFILTER_RULE)),
+    ("importV4", List(&BGPFILTER_RULE)),
+    ("exportV6", List(&BGPFILTER_RULE)),
+    ("importV6", List(&BGPFILTER_RULE)),
+]);
+
+const BGPFILTER: Shape = Object(&[
+    ("apiVersion", Any),
+    ("kind", Any),
+    ("metadata", METADATA),
+    ("spec", BGPFILTER_SPEC),
+]);
+
 /// The shape of a whole object of `kind`.
 pub(crate) fn shape(kind: Kind) -> Shape {
     match kind {
@@ -394,6 +419,7 @@ pub(crate) fn shape(kind: Kind) -> Shape {
         Kind::Node => NODE,
         Kind::FelixConfiguration => FELIX,
         Kind::IPReservation => IPRESERVATION,
+        Kind::BGPFilter => BGPFILTER,
     }
 }
 

@@ -7,6 +7,7 @@
 //! `tests.rs` checks it rule by rule. [`Bgp`] applies plans to a running [`Speaker`],
 //! restarting it only when the global settings (AS, router ID, listen address) change.
 
+mod filters;
 mod plan;
 #[cfg(test)]
 mod tests;
@@ -23,7 +24,23 @@ use tracing::{info, warn};
 use super::status::PeerStatus;
 use super::tasks::BEST_ROUTE_FEED;
 
+pub use filters::FilterProblem;
 pub use plan::{plan, static_routes, Plan};
+
+/// The BGPFilters the peerings of node `me` name that do not exist, or whose rules Calyx
+/// skips (see `filters.rs`); empty when the node is not known yet.
+pub fn filter_problems(state: &crate::cluster::ClusterState, me: &str) -> Vec<FilterProblem> {
+    let Some(node) = state.nodes.get(me) else {
+        return Vec::new();
+    };
+    filters::problems(
+        &state.bgp_peers,
+        &state.bgp_filters,
+        me,
+        node,
+        plan::selects,
+    )
+}
 
 /// The path attributes of an originated prefix: ORIGIN IGP and its communities
 /// (`prefixAdvertisements`), standard and large ones in their own attributes.

@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use calyx_bgp::{GlobalConfig, PeerConfig, PeerLabel};
 use calyx_datastore::resources::{
-    Asn, BGPConfiguration, BGPPeer, BGPPeerSpec, BindMode, CommunityValue, GoDuration, NextHopMode,
-    Node, ReversePeering, SourceAddress, DEFAULT_BGP_CONFIGURATION,
+    Asn, BGPConfiguration, BGPFilter, BGPPeer, BGPPeerSpec, BindMode, CommunityValue, GoDuration,
+    NextHopMode, Node, ReversePeering, SourceAddress, DEFAULT_BGP_CONFIGURATION,
 };
 use calyx_datastore::selector::Selector;
 use ipnet::IpNet;
@@ -66,7 +66,7 @@ fn cluster_id(node: &Node) -> Option<Ipv4Addr> {
         .and_then(|b| b.route_reflector_cluster_id)
 }
 
-fn selects(selector: &str, node: &Node) -> bool {
+pub(super) fn selects(selector: &str, node: &Node) -> bool {
     match Selector::parse(selector) {
         Ok(s) => s.matches(&node.metadata.labels),
         Err(e) => {
@@ -140,9 +140,18 @@ impl<'a> Settings<'a> {
 }
 
 /// The peer settings a BGPPeer gives every peering it makes (confd's
-/// `setPeerConfigFieldsFromV3Resource` and the template's constants).
-fn peer_fields(cfg: &mut PeerConfig, spec: &BGPPeerSpec, me: &Node, secrets: &Secrets) {
+/// `setPeerConfigFieldsFromV3Resource`, the template's constants and its `filters`).
+fn peer_fields(
+    cfg: &mut PeerConfig,
+    spec: &BGPPeerSpec,
+    me: &Node,
+    secrets: &Secrets,
+    filters: &BTreeMap<String, BGPFilter>,
+) {
     cfg.password = secrets.password(spec.password.as_ref());
+    let policies = super::filters::policies(&spec.filters, filters);
+    cfg.import = policies.import;
+    cfg.export = policies.export;
     // The node's address of the peer's family (confd uses the IPv6 one for IPv6 peers).
     cfg.local_address = match spec.source_address.unwrap_or_default() {
         SourceAddress::UseNodeIP if cfg.address.is_ipv4() => node_ipv4(me).map(IpAddr::V4),
@@ -234,7 +243,13 @@ impl Planner<'_> {
             passive: waits_for(ip, self.my_ip),
             ..PeerConfig::default()
         };
-        peer_fields(&mut cfg, &peer.spec, self.node, self.secrets);
+        peer_fields(
+            &mut cfg,
+            &peer.spec,
+            self.node,
+            self.secrets,
+            &self.state.bgp_filters,
+        );
         next_hop(&mut cfg, &peer.spec, self.my_as);
         Some(cfg)
     }
@@ -274,7 +289,13 @@ impl Planner<'_> {
             label,
             ..PeerConfig::default()
         };
-        peer_fields(&mut cfg, spec, self.node, self.secrets);
+        peer_fields(
+            &mut cfg,
+            spec,
+            self.node,
+            self.secrets,
+            &self.state.bgp_filters,
+        );
         next_hop(&mut cfg, spec, local_as);
         Some(cfg)
     }

@@ -609,3 +609,65 @@ fn the_source_address_is_the_node_address_of_the_peer_family() {
         "b has no IPv6 address"
     );
 }
+
+#[test]
+fn filters_apply_to_bgppeer_peerings_not_to_the_mesh() {
+    use calyx_datastore::resources::{BGPFilter, BGPFilterRule, BGPFilterSpec};
+    let mut s = cluster(vec![
+        node("a", "10.0.0.1", None, &[("rr", "true")]),
+        node("b", "10.0.0.2", None, &[]),
+        node("c", "10.0.0.3", None, &[]),
+    ]);
+    let rule = BGPFilterRule {
+        cidr: "10.1.0.0/16".into(),
+        match_operator: "In".into(),
+        action: "Reject".into(),
+        ..Default::default()
+    };
+    let spec = BGPFilterSpec {
+        import_v4: vec![rule.clone()],
+        export_v4: vec![rule],
+        ..Default::default()
+    };
+    s.bgp_filters.insert("f".into(), BGPFilter::new("f", spec));
+    let mut tor = BGPPeerSpec::default();
+    tor.peer_ip = Some(PeerIp {
+        addr: "10.0.0.254".parse().unwrap(),
+        port: None,
+    });
+    tor.as_number = Some(Asn(65000));
+    tor.filters = vec!["f".into()];
+    s.bgp_peers.insert("tor".into(), BGPPeer::new("tor", tor));
+    // Every node peers with the node labelled rr (and it back: reverse peering).
+    let mut to_rr = BGPPeerSpec::default();
+    to_rr.peer_selector = "rr == 'true'".into();
+    to_rr.node_selector = "!has(rr)".into();
+    to_rr.filters = vec!["f".into(), "missing".into()];
+    s.bgp_peers
+        .insert("to-rr".into(), BGPPeer::new("to-rr", to_rr));
+    let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+    let a = plan(&s, "a", RouterIdSetting::NodeAddress, &Secrets::default()).unwrap();
+    for addr in ["10.0.0.254", "10.0.0.2", "10.0.0.3"] {
+        let p = &a.peers[&ip(addr)];
+        assert_eq!(p.import.as_ref().unwrap().rules.len(), 1, "{addr}");
+        assert_eq!(p.export.as_ref().unwrap().rules.len(), 1, "{addr}");
+    }
+    let b = plan(&s, "b", RouterIdSetting::NodeAddress, &Secrets::default()).unwrap();
+    assert!(b.peers[&ip("10.0.0.1")].import.is_some());
+    // b-c is a mesh peering: no filters, as confd renders the mesh.
+    let mesh = &b.peers[&ip("10.0.0.3")];
+    assert_eq!(mesh.label, PeerLabel::Mesh);
+    assert_eq!((&mesh.import, &mesh.export), (&None, &None));
+    // The missing filter is reported on the nodes whose peerings name it.
+    let probs = filter_problems(&s, "b");
+    assert_eq!(probs.len(), 1, "{probs:?}");
+    assert_eq!(probs[0].filter, "missing");
+    assert_eq!(probs[0].used_by, ["BGPPeer \"to-rr\""]);
+    // Deleting the filter leaves the peerings without policies.
+    s.bgp_filters.clear();
+    let a = plan(&s, "a", RouterIdSetting::NodeAddress, &Secrets::default()).unwrap();
+    assert!(a
+        .peers
+        .values()
+        .all(|p| p.import.is_none() && p.export.is_none()));
+}
