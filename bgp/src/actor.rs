@@ -392,8 +392,16 @@ impl Actor {
             return;
         };
         tracing::info!(peer = %addr, import, export, "peer policy changed: soft reconfiguration");
+        let bfd_changed = p.cfg.bfd != cfg.bfd;
         p.cfg = cfg.clone();
         let (id, commands) = (p.id, p.commands.clone());
+        if bfd_changed {
+            let bfd = if cfg.bfd.is_some() { self.bfd() } else { None };
+            commands.set_bfd(crate::tasks::BfdChange {
+                bfd,
+                settings: cfg.bfd,
+            });
+        }
         self.rib.update_peer_config(id, cfg.clone());
         if let Ok(mut r) = self.registry.lock() {
             if let Some(entry) = r.get_mut(&addr) {

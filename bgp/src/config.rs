@@ -207,8 +207,9 @@ impl Default for PeerConfig {
 pub enum ConfigChange {
     /// Nothing changed.
     None,
-    /// Only what the RIB applies changed: no new session is needed. `import`: what we accept
-    /// changed (the peer must send its routes again); `export`: what we send changed.
+    /// Only what the RIB (or the BFD task) applies changed: no new session is needed.
+    /// `import`: what we accept changed (the peer must send its routes again); `export`:
+    /// what we send changed.
     Soft {
         /// Import-side settings changed.
         import: bool,
@@ -241,6 +242,9 @@ impl ConfigChange {
             max_prefixes: None,
             max_prefixes_restart: 0,
             label: PeerLabel::Mesh,
+            // BFD runs beside the session: the peer task switches it on, off or to new
+            // timers without a new BGP session.
+            bfd: None,
             ..c.clone()
         };
         if soft_fields(old) != soft_fields(new) {
@@ -302,6 +306,15 @@ mod tests {
         lim.label = PeerLabel::Global;
         assert_eq!(
             ConfigChange::between(&old, &lim),
+            ConfigChange::Soft {
+                import: false,
+                export: false
+            }
+        );
+        let mut bfd = old.clone();
+        bfd.bfd = Some(BfdSettings::default());
+        assert_eq!(
+            ConfigChange::between(&old, &bfd),
             ConfigChange::Soft {
                 import: false,
                 export: false

@@ -132,3 +132,115 @@ protocol bgp tor {{
         times[ROUNDS - 1]
     );
 }
+
+/// Turning BFD on and changing its timers are applied beside the BGP session: the session to
+/// the BIRD ToR stays up (one Established). Turning it off removes the BFD session with
+/// AdminDown; BIRD 2.0.12 takes its BGP session down on that (RFC 5882 §3.2 says it should
+/// not), so the test only checks our side there.
+#[test]
+fn bfd_settings_change_without_a_new_bgp_session() {
+    if !calyx_tests::require_root("bfd_bgp_settings")
+        || !calyx_tests::require_binaries("bfd_bgp_settings", &["bird", "birdc"])
+    {
+        return;
+    }
+    let lan = Lan::new("bfdset", 2);
+    let g = GlobalConfig {
+        router_id: Lan::ip4(1).parse().unwrap(),
+        local_as: 65000,
+        listen: Some("0.0.0.0:179".parse().unwrap()),
+        ..Default::default()
+    };
+    let peer = |bfd: Option<BfdSettings>| PeerConfig {
+        hold_time: 90,
+        connect_retry: 1,
+        local_address: Some(Lan::ip4(1).parse().unwrap()),
+        ipv6: false,
+        bfd,
+        ..PeerConfig::new(Lan::ip4(2).parse().unwrap(), 65001)
+    };
+    let conf =
+        serde_json::json!({ "global": g, "peers": [peer(None)], "originate": [] }).to_string();
+    let a = Daemon::calyx(lan.node(1), Path::new(BIN), &conf);
+    let tor = Daemon::bird(
+        lan.node(2),
+        &format!(
+            r#"
+log stderr all;
+router id {tor};
+protocol device {{ scan time 10; }}
+protocol static {{ ipv4; route 10.99.0.0/24 blackhole; }}
+protocol bfd {{ interface "eth0" {{ interval 300 ms; multiplier 3; }}; }}
+protocol bgp tor {{
+  local {tor} as 65001; neighbor {me} as 65000;
+  hold time 90; connect retry time 1; bfd on; error wait time 1, 5;
+  ipv4 {{ import all; export all; }};
+}}
+"#,
+            tor = Lan::ip4(2),
+            me = Lan::ip4(1)
+        ),
+    );
+    let status = |a: &Daemon| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&a.status())
+            .ok()
+            .and_then(|v| v.as_array()?.first().cloned())
+            .unwrap_or_default()
+    };
+    let dump = || format!("CALYX {}\nBIRD {}", a.status(), tor.log());
+    assert!(
+        wait_until(Duration::from_secs(60), || a.has_route("10.99.0.0/24")),
+        "no session\n{}",
+        dump()
+    );
+    assert!(status(&a)["bfd"].is_null());
+    let set = |bfd: Option<BfdSettings>| {
+        a.command(&format!("peers {}", serde_json::json!([peer(bfd)])));
+    };
+    // On.
+    set(Some(BfdSettings::default()));
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            status(&a)["bfd"]["snapshot"]["state"] == "Up"
+        }),
+        "BFD not Up\n{}",
+        dump()
+    );
+    // New timers: a Poll Sequence, the session stays Up.
+    set(Some(BfdSettings {
+        min_tx_ms: 200,
+        min_rx_ms: 200,
+        multiplier: 5,
+    }));
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let s = status(&a);
+            s["bfd"]["snapshot"]["txIntervalUs"] == 300_000
+                && s["bfd"]["snapshot"]["polling"] == false
+                && s["bfd"]["ups"] == 1
+        }),
+        "new timers not in force\n{}",
+        dump()
+    );
+    let s = status(&a);
+    assert_eq!(s["state"], "Established", "{}", dump());
+    assert_eq!(s["establishedCount"], 1, "{}", dump());
+    // Off: no BFD session any more, and BGP runs on (after BIRD's reset, see above).
+    set(None);
+    assert!(
+        wait_until(Duration::from_secs(30), || status(&a)["bfd"].is_null()),
+        "BFD still on\n{}",
+        dump()
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            status(&a)["state"] == "Established" && a.has_route("10.99.0.0/24")
+        }),
+        "no session without BFD\n{}",
+        dump()
+    );
+    println!(
+        "BFD off: BIRD reset the session {} time(s)",
+        status(&a)["establishedCount"].as_u64().unwrap_or(1) - 1
+    );
+}

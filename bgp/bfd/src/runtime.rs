@@ -326,6 +326,14 @@ impl Bfd {
     }
 }
 
+impl std::fmt::Debug for Bfd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bfd")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Bfd {
     fn drop(&mut self) {
         self.cancel.cancel();

@@ -119,7 +119,16 @@ impl PeerTask {
     /// Add the peer's BFD session (when it runs BFD); a failure is logged and the session
     /// runs on its hold timer alone.
     async fn bfd_link(&self) -> Option<BfdLink> {
-        let (bfd, settings) = (self.bfd.as_ref()?, self.cfg.bfd?);
+        self.bfd_link_with(self.bfd.as_ref(), self.cfg.bfd).await
+    }
+
+    /// [`PeerTask::bfd_link`] with these settings (a configuration change).
+    async fn bfd_link_with(
+        &self,
+        bfd: Option<&Arc<calyx_bfd::Bfd>>,
+        settings: Option<crate::config::BfdSettings>,
+    ) -> Option<BfdLink> {
+        let (bfd, settings) = (bfd?, settings?);
         match bfd
             .add(self.cfg.address, self.cfg.local_address, settings.timers())
             .await
@@ -197,6 +206,15 @@ impl PeerTask {
                         exit = Some(done);
                     }
                     Command::RequestRefresh(families) => self.request_refresh(&mut s, families, &mut queue).await,
+                    Command::SetBfd(change) => {
+                        // The new link first, then the old one goes: with the same peer the BFD
+                        // session stays (new timers by a Poll Sequence), no flap.
+                        let new = self.bfd_link_with(change.bfd.as_ref(), change.settings).await;
+                        if new.is_none() {
+                            self.shared.update(|x| x.bfd = None);
+                        }
+                        bfd = new;
+                    }
                 },
                 ch = async { match bfd.as_mut() { Some(l) => l.status.changed().await, None => std::future::pending().await } }, if bfd.is_some() => {
                     match (ch, bfd.as_mut()) {
