@@ -57,7 +57,7 @@ pub struct DatastoreArgs {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Show resources: ippools, bgppeers, bgpconfigurations, nodes.
+    /// Show resources: ippools, bgppeers, bgpconfigurations, nodes, the policy kinds, ...
     Get(GetArgs),
     /// Create resources from a file; fails if any exists.
     Create(FileArgs),
@@ -91,6 +91,9 @@ pub enum Command {
     /// protocols all` for a Calico user).
     #[command(subcommand)]
     Bgp(BgpCommand),
+    /// Network policy: which tiers, policies and profiles apply to a workload.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
 }
 
 /// `calyx bgp ...`.
@@ -151,6 +154,20 @@ pub enum MigrateCommand {
     Lock,
     /// Unlock the datastore (`datastoreReady: true`).
     Unlock,
+}
+
+/// `calyx policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// The tiers, policies (in evaluation order) and profiles that apply to one
+    /// WorkloadEndpoint, per direction.
+    Show {
+        /// The WorkloadEndpoint's name (as `calyx get wep -o wide` shows it).
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
 }
 
 /// `calyx ipam ...`.
@@ -267,14 +284,16 @@ pub enum OutputFormat {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// Kind, as calicoctl accepts it: ippool(s), bgppeer(s), bgpconfiguration(s), node(s),
-    /// workloadendpoint(s) (wep), clusterinformation(s).
+    /// workloadendpoint(s) (wep), clusterinformation(s), networkpolicy(ies) (np),
+    /// globalnetworkpolicy(ies) (gnp), profile(s), networkset(s), globalnetworkset(s), tier(s).
     pub kind: String,
     /// One resource by name; all of the kind when omitted.
     pub name: Option<String>,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "ps")]
     pub output: OutputFormat,
-    /// Namespace of a namespaced kind (workloadendpoints); `default` when omitted.
+    /// Namespace of a namespaced kind (workloadendpoints, networkpolicies, networksets);
+    /// `default` when omitted.
     #[arg(short, long)]
     pub namespace: Option<String>,
     /// List a namespaced kind across all namespaces.
@@ -305,7 +324,8 @@ pub struct DeleteArgs {
     /// Succeed when the resource does not exist.
     #[arg(long)]
     pub skip_not_exists: bool,
-    /// Namespace of a namespaced kind (workloadendpoint); `default` when omitted.
+    /// Namespace of a namespaced kind (workloadendpoint, networkpolicy, networkset);
+    /// `default` when omitted.
     #[arg(short, long)]
     pub namespace: Option<String>,
 }

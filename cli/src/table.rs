@@ -219,6 +219,57 @@ pub fn render_workload_endpoints(wide: bool, with_namespace: bool, rows: &[Value
     render_columns(&columns, rows)
 }
 
+/// Renders policy objects with calicoctl's columns: policies `NAME TIER` (wide: `ORDER
+/// SELECTOR` too), profiles `NAME` (wide: `LABELS`), network sets `NAME` (wide: `NETS`), tiers
+/// `NAME ORDER`; `NAMESPACE` first for a namespaced kind when a namespace or all were asked.
+pub fn render_policy(
+    kind: calyx_datastore::policy::PolicyKind,
+    wide: bool,
+    with_namespace: bool,
+    rows: &[Value],
+) -> String {
+    use calyx_datastore::policy::PolicyKind as P;
+    let c = |header, cell| Column { header, cell };
+    let mut columns = Vec::new();
+    if with_namespace {
+        columns.push(c("NAMESPACE", |v| text(v, "/metadata/namespace")));
+    }
+    columns.push(c("NAME", |v| text(v, "/metadata/name")));
+    match kind {
+        P::NetworkPolicy | P::GlobalNetworkPolicy => {
+            columns.push(c("TIER", |v| match text(v, "/spec/tier") {
+                t if t.is_empty() => "default".into(),
+                t => t,
+            }));
+            if wide {
+                columns.push(c("ORDER", |v| text(v, "/spec/order")));
+                columns.push(c("SELECTOR", |v| text(v, "/spec/selector")));
+            }
+        }
+        P::Profile if wide => {
+            columns.push(c("LABELS", |v| match v.pointer("/spec/labelsToApply") {
+                Some(Value::Object(m)) => m
+                    .iter()
+                    .map(|(k, x)| format!("{k}={}", x.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                _ => String::new(),
+            }))
+        }
+        P::NetworkSet | P::GlobalNetworkSet if wide => columns.push(c("NETS", |v| {
+            let mut s = joined(v, "/spec/nets");
+            if s.len() > 80 {
+                s.truncate(77);
+                s.push_str("...");
+            }
+            s
+        })),
+        P::Tier => columns.push(c("ORDER", |v| text(v, "/spec/order"))),
+        _ => {}
+    }
+    render_columns(&columns, rows)
+}
+
 fn render_columns(columns: &[Column], rows: &[Value]) -> String {
     let headers: Vec<&str> = columns.iter().map(|c| c.header).collect();
     let rows: Vec<Vec<String>> = rows

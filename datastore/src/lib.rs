@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod migration;
+pub mod policy;
 pub mod resources;
 pub mod selector;
 pub mod store;

@@ -345,6 +345,7 @@ pub struct Pod {
     node_ns: String,
     container_id: String,
     conf: String,
+    k8s_namespace: String,
     /// Set by [`Pod::kill`]: no DEL on drop.
     killed: bool,
 }
@@ -405,6 +406,18 @@ pub fn run_cni(
     pod_ns: &str,
     conf: &str,
 ) -> std::process::Output {
+    run_cni_in(node_ns, command, id, pod_ns, conf, "default")
+}
+
+/// [`run_cni`] for a pod of Kubernetes namespace `k8s_namespace` (`K8S_POD_NAMESPACE`).
+pub fn run_cni_in(
+    node_ns: &str,
+    command: &str,
+    id: &str,
+    pod_ns: &str,
+    conf: &str,
+    k8s_namespace: &str,
+) -> std::process::Output {
     use std::io::Write;
     let bin_dir = crate::workspace_binary("calyx-cni")
         .parent()
@@ -420,7 +433,7 @@ pub fn run_cni(
         .env("CNI_PATH", bin_dir)
         .env(
             "CNI_ARGS",
-            format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod_ns}"),
+            format!("K8S_POD_NAMESPACE={k8s_namespace};K8S_POD_NAME={pod_ns}"),
         )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -438,10 +451,16 @@ pub fn run_cni(
 impl Pod {
     /// Creates pod `name` (a namespace name, unique) on `node` through CNI ADD.
     pub fn add(underlay: &Underlay, node: &NodeNs, name: &str) -> Pod {
+        Pod::add_in(underlay, node, name, "default")
+    }
+
+    /// Creates pod `name` of Kubernetes namespace `k8s_namespace` on `node` through CNI ADD
+    /// (its WorkloadEndpoint is `<node>-k8s-<name>-eth0` in that namespace).
+    pub fn add_in(underlay: &Underlay, node: &NodeNs, name: &str, k8s_namespace: &str) -> Pod {
         let ns = Netns::new(name);
         let conf = cni_conf(underlay, node);
         let id = format!("ctr-{name}");
-        let out = run_cni(node.ns.name(), "ADD", &id, name, &conf);
+        let out = run_cni_in(node.ns.name(), "ADD", &id, name, &conf, k8s_namespace);
         assert!(
             out.status.success(),
             "CNI ADD for {name} failed: {}{}",
@@ -461,6 +480,7 @@ impl Pod {
             node_ns: node.ns.name().to_string(),
             container_id: id,
             conf,
+            k8s_namespace: k8s_namespace.to_string(),
             killed: false,
         }
     }
@@ -483,12 +503,13 @@ impl Pod {
 
     /// CNI DEL (idempotent).
     pub fn del(&self) -> std::process::Output {
-        run_cni(
+        run_cni_in(
             &self.node_ns,
             "DEL",
             &self.container_id,
             self.ns.name(),
             &self.conf,
+            &self.k8s_namespace,
         )
     }
 }

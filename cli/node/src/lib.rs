@@ -20,9 +20,11 @@ mod dataplane;
 mod felixconfig;
 mod felixlive;
 pub mod gc;
+mod hoststate;
 mod http;
 mod lookingglass;
 pub mod natrules;
+pub mod policy;
 pub mod routes;
 pub mod secrets;
 mod startup;
@@ -115,7 +117,7 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
             .await
             .context("cannot claim an IPv6 block")?;
     }
-    write_nodename_file(&config);
+    hoststate::write_nodename_file(&config);
 
     let stop = CancellationToken::new();
     let status: SharedStatus = Arc::new(RwLock::new(NodeStatus {
@@ -146,7 +148,7 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
     ));
 
     if config.backend != Backend::None {
-        enable_forwarding(ipv6.is_some());
+        hoststate::enable_forwarding(ipv6.is_some());
     }
     let reconciler = if config.backend == Backend::None {
         None
@@ -175,6 +177,24 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
         }
     };
 
+    // Network policy: its own rules engine (table `inet calyx-policy`) and datastore watches.
+    let policy_task = if rules.is_none() {
+        None
+    } else {
+        match policy::start(
+            store.clone(),
+            config.nodename.clone(),
+            config.route_refresh_interval,
+            stop.child_token(),
+        ) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!(error = %e, "no network policy: cannot open nfnetlink");
+                None
+            }
+        }
+    };
+
     let signalled = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(signalled.clone()));
     let result = main_loop(
@@ -198,37 +218,12 @@ pub async fn run(etcd: &EtcdConfig, args: NodeRunArgs) -> Result<()> {
     if let Some((_, task)) = rules {
         let _ = task.await;
     }
+    if let Some(task) = policy_task {
+        let _ = task.await;
+    }
     let _ = collector.await;
     let _ = server.await;
     result
-}
-
-/// Pods are routed through this host: forwarding on, as Felix sets it. A knob that is already
-/// on is left alone, so a container with a read-only /proc/sys (the DaemonSet's: not
-/// privileged) works on a host that turned forwarding on itself (kubeadm requires it); when it
-/// is off and cannot be turned on, start-up says so in one error line: pods on this node would
-/// not be reachable from other nodes.
-fn enable_forwarding(v6: bool) {
-    let mut knobs = vec![("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward")];
-    if v6 {
-        knobs.push((
-            "/proc/sys/net/ipv6/conf/all/forwarding",
-            "net.ipv6.conf.all.forwarding",
-        ));
-    }
-    for (knob, name) in knobs {
-        if std::fs::read_to_string(knob).is_ok_and(|v| v.trim() == "1") {
-            continue;
-        }
-        if let Err(e) = std::fs::write(knob, "1") {
-            tracing::error!(
-                %knob, error = %e,
-                "{name} is 0 and cannot be set here (read-only /proc/sys without privileges): \
-                 pods on this node cannot be reached from other nodes until the host sets \
-                 {name}=1"
-            );
-        }
-    }
 }
 
 /// Connects to etcd, retrying until `wait` has passed; then one clear error.
@@ -245,16 +240,6 @@ async fn wait_for_datastore(config: &EtcdConfig, wait: Duration) -> Result<EtcdS
             }
             Err(e) => return Err(e).context("datastore"),
         }
-    }
-}
-
-/// The CNI plugins find the node name here when their config does not give it.
-fn write_nodename_file(config: &NodeConfig) {
-    let path = config.state_dir.join("nodename");
-    let written = std::fs::create_dir_all(&config.state_dir)
-        .and_then(|_| std::fs::write(&path, format!("{}\n", config.nodename)));
-    if let Err(e) = written {
-        warn!(path = %path.display(), error = %e, "cannot write the node name file for CNI");
     }
 }
 
@@ -322,7 +307,7 @@ async fn main_loop<S: Store + Clone>(
     let mut bgp = (config.backend == Backend::Bgp).then(|| {
         bgp::Bgp::new(
             stop.child_token(),
-            restarted_recently(config),
+            hoststate::restarted_recently(config),
             config.graceful_restart,
             config.bgp_hold_time,
         )
@@ -504,7 +489,7 @@ async fn main_loop<S: Store + Clone>(
     };
     if let Some(bgp) = bgp {
         if config.graceful_restart {
-            mark_graceful_stop(config);
+            hoststate::mark_graceful_stop(config);
         }
         bgp.shutdown().await;
     }
@@ -600,31 +585,6 @@ async fn own_blocks_status<S: Store>(store: &S, state: &ClusterState, me: &str) 
     ipam
 }
 
-/// How long after a graceful stop a start counts as a graceful restart (the restart time
-/// this speaker advertises).
-const GRACEFUL_RESTART_WINDOW: Duration = Duration::from_secs(120);
-
-fn restart_marker(config: &NodeConfig) -> std::path::PathBuf {
-    config.state_dir.join("graceful-stop")
-}
-
-/// Records when we stopped gracefully, so that the next start sets the GR restart bit.
-fn mark_graceful_stop(config: &NodeConfig) {
-    if let Err(e) = std::fs::write(restart_marker(config), unix_now().to_string()) {
-        warn!(error = %e, "cannot record the graceful stop");
-    }
-}
-
-/// True when the previous run stopped gracefully within the restart window.
-fn restarted_recently(config: &NodeConfig) -> bool {
-    let path = restart_marker(config);
-    let stopped: Option<u64> = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
-    let _ = std::fs::remove_file(&path);
-    stopped.is_some_and(|t| unix_now().saturating_sub(t) < GRACEFUL_RESTART_WINDOW.as_secs())
-}
-
 fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal> {
     tokio::signal::unix::signal(kind).context("cannot install a signal handler")
 }
@@ -694,7 +654,7 @@ fn backend_name(backend: Backend) -> &'static str {
     }
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

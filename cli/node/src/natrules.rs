@@ -91,10 +91,14 @@ pub fn remove_rules() -> Result<Vec<String>, calyx_felix::rules::Error> {
     let mut worker =
         calyx_felix::rules::Worker::open().map_err(calyx_felix::rules::Error::Socket)?;
     // What Calyx may have written: its table and its inserts, whatever the pools were.
-    let everything = calyx::ruleset(&NatSettings {
+    let mut everything = calyx::ruleset(&NatSettings {
         accept_in_iptables_forward: true,
         ..NatSettings::default()
     });
+    // And the network policy table (written by the daemon's second engine).
+    everything
+        .tables
+        .extend(calyx_felix::rules::policy::ruleset(&Default::default()).tables);
     worker.set_desired(everything.clone());
     let stats = worker.remove_all()?;
     let mut out = Vec::new();

@@ -20,6 +20,9 @@ pub async fn run(datastore: &DatastoreArgs, args: GetArgs) -> Result<()> {
     if super::ipamconfig::is_ipam_config_kind(&args.kind) {
         return super::ipamconfig::get(datastore, args).await;
     }
+    if let Some(kind) = calyx_datastore::policy::PolicyKind::parse(&args.kind) {
+        return super::policy::get(datastore, args, kind).await;
+    }
     if let Some(raw) = super::raw::raw_kind(&args.kind) {
         return super::raw::get(datastore, args, raw).await;
     }

@@ -8,6 +8,7 @@ mod ipamconfig;
 mod label;
 mod migrate;
 mod node;
+mod policy;
 mod raw;
 mod version;
 mod wep;
@@ -44,6 +45,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Datastore(crate::args::DatastoreCommand::Migrate(command)) => {
             migrate::run(&datastore, command).await
         }
+        Command::Policy(crate::args::PolicyCommand::Show { name, namespace }) => {
+            policy::show(&datastore, &namespace, &name).await
+        }
         Command::Completion(args) => {
             let mut command = Cli::command();
             clap_complete::generate(args.shell, &mut command, "calyx", &mut std::io::stdout());
@@ -54,20 +58,29 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 /// Parses a kind as calicoctl accepts it, with the error naming the accepted kinds.
 pub fn parse_kind(text: &str) -> Result<Kind> {
+    if let Some(k) = calyx_datastore::policy::PolicyKind::parse(text) {
+        anyhow::bail!(
+            "{k}: this command does not take the policy kinds yet (use calyx apply, get, delete)"
+        );
+    }
     Kind::parse(text).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Reads and parses every document of a file (`-` = standard input). Nothing is written here:
-/// a parse or validation error of any document stops the command before it touches etcd.
-pub fn read_documents(path: &std::path::Path) -> Result<Vec<Resource>> {
+/// Reads and parses every document of a file: the resource kinds, and the policy kinds
+/// (Calico's, and Kubernetes NetworkPolicies translated as calico-kube-controllers does).
+pub fn read_all_documents(
+    path: &std::path::Path,
+) -> Result<(Vec<Resource>, Vec<calyx_datastore::policy::PolicyObject>)> {
     let text = if path.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
     } else {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
     };
-    let resources = parse_documents(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if resources.is_empty() {
+    let (policies, rest) = calyx_datastore::policy::parse_policy_documents(&text)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let resources = parse_documents(&rest).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if resources.is_empty() && policies.is_empty() {
         anyhow::bail!("{}: no resources found", path.display());
     }
-    Ok(resources)
+    Ok((resources, policies))
 }

@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 use calyx_datastore::client::{ClientError, WriteMode, WriteOutcome};
+use calyx_datastore::policy::PolicyKind;
 use calyx_datastore::resources::Kind;
+use calyx_datastore::store::Store;
 
 use crate::args::{DatastoreArgs, DeleteArgs, FileArgs};
 use crate::connect;
@@ -22,20 +24,43 @@ pub enum Action {
 
 /// Parses and validates every document, then writes them all or none.
 pub async fn write(datastore: &DatastoreArgs, args: &FileArgs, action: Action) -> Result<()> {
-    let resources = super::read_documents(&args.filename)?;
+    let (resources, policies) = super::read_all_documents(&args.filename)?;
     let client = connect::client(datastore).await?;
     let mode = match action {
         Action::Create => WriteMode::Create,
         Action::Replace => WriteMode::Replace,
         Action::Apply | Action::Validate => WriteMode::Apply,
     };
-    let count = resources.len();
+    let count = resources.len() + policies.len();
+    // The policy kinds are checked against etcd before anything is written, and written
+    // after the other kinds (each group in one transaction guarded by the revisions read).
+    let prepared = if policies.is_empty() {
+        None
+    } else {
+        Some(calyx_datastore::policy::store::prepare(client.store(), mode, policies).await?)
+    };
     if action == Action::Validate {
-        client.check_all(mode, &resources).await?;
+        if !resources.is_empty() {
+            client.check_all(mode, &resources).await?;
+        }
         println!("Successfully validated {count} resource(s)");
         return Ok(());
     }
-    let outcomes = client.write_all(mode, resources).await?;
+    let mut outcomes = if resources.is_empty() {
+        Vec::new()
+    } else {
+        client.write_all(mode, resources).await?
+    };
+    if let Some(prepared) = prepared {
+        let created = calyx_datastore::policy::store::commit(client.store(), prepared).await?;
+        outcomes.extend(created.into_iter().map(|c| {
+            if c {
+                WriteOutcome::Created
+            } else {
+                WriteOutcome::Replaced
+            }
+        }));
+    }
     let verb = match action {
         Action::Create => "created",
         Action::Replace => "replaced",
@@ -66,19 +91,53 @@ pub async fn delete(datastore: &DatastoreArgs, args: DeleteArgs) -> Result<()> {
             .await;
         }
     }
+    // Policy kinds: (kind, namespace, name).
+    let mut policy_targets: Vec<(PolicyKind, String, String)> = Vec::new();
     let targets: Vec<(Kind, String)> = match &args.filename {
-        Some(path) => super::read_documents(path)?
-            .iter()
-            .map(|r| (r.kind(), r.name().to_string()))
-            .collect(),
+        Some(path) => {
+            let (resources, policies) = super::read_all_documents(path)?;
+            policy_targets.extend(
+                policies
+                    .iter()
+                    .map(|p| (p.kind, p.namespace().to_string(), p.name().to_string())),
+            );
+            resources
+                .iter()
+                .map(|r| (r.kind(), r.name().to_string()))
+                .collect()
+        }
         None => {
             let (Some(kind), Some(name)) = (&args.kind, &args.name) else {
                 anyhow::bail!("give -f FILE, or KIND and NAME");
             };
-            vec![(super::parse_kind(kind)?, name.clone())]
+            match PolicyKind::parse(kind) {
+                Some(k) => {
+                    let ns = args.namespace.clone().unwrap_or_else(|| "default".into());
+                    policy_targets.push((k, ns, name.clone()));
+                    Vec::new()
+                }
+                None => vec![(super::parse_kind(kind)?, name.clone())],
+            }
         }
     };
     let client = connect::client(datastore).await?;
+    if !args.skip_not_exists {
+        for (kind, ns, name) in &policy_targets {
+            if client.store().get(&kind.key(ns, name)).await?.is_none() {
+                anyhow::bail!("{kind} {name:?} does not exist");
+            }
+        }
+    }
+    // Policies before the tiers they are in (a tier in use cannot be deleted).
+    policy_targets.sort_by_key(|(k, _, _)| *k == PolicyKind::Tier);
+    let mut policies_deleted = 0;
+    for (kind, ns, name) in &policy_targets {
+        if calyx_datastore::policy::store::delete(client.store(), *kind, ns, name).await? {
+            policies_deleted += 1;
+        } else if !args.skip_not_exists {
+            anyhow::bail!("{kind} {name:?} does not exist");
+        }
+    }
     if !args.skip_not_exists {
         for (kind, name) in &targets {
             if client.get(*kind, name).await?.is_none() {
@@ -86,7 +145,7 @@ pub async fn delete(datastore: &DatastoreArgs, args: DeleteArgs) -> Result<()> {
             }
         }
     }
-    let mut deleted = 0;
+    let mut deleted = policies_deleted;
     for (kind, name) in &targets {
         if *kind == Kind::Node {
             // A Node takes its IPAM state, endpoints, peers and per-node settings with it.

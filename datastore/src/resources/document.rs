@@ -112,6 +112,18 @@ fn split_documents(text: &str) -> Vec<Chunk> {
     chunks
 }
 
+/// The documents of a stream for the policy parser: `(first line, text padded to keep line
+/// numbers, number of lines)`.
+pub(crate) fn split_for_policy(text: &str) -> Vec<(usize, String, usize)> {
+    split_documents(text)
+        .into_iter()
+        .map(|c| {
+            let n = c.text.matches('\n').count().saturating_sub(c.start_line);
+            (c.start_line, c.text, n)
+        })
+        .collect()
+}
+
 /// Where the YAML error message ends its own location, strip it (used when the text was
 /// re-generated and its line numbers mean nothing to the user).
 fn yaml_message_without_location(e: &serde_yaml_ng::Error) -> String {

@@ -26,7 +26,8 @@ pub enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown resource kind {0:?} (expected one of ippool, bgppeer, bgpconfiguration, node, \
-     felixconfiguration, ipreservation, bgpfilter, or their plurals and short names; calyx get also shows \
+     felixconfiguration, ipreservation, bgpfilter, networkpolicy, globalnetworkpolicy, profile, \
+     networkset, globalnetworkset, tier, or their plurals and short names; calyx get also shows \
      workloadendpoints, clusterinformations and kubecontrollersconfigurations)"
 )]
 pub struct UnknownKind(pub String);

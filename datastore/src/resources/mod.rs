@@ -60,6 +60,7 @@ pub use clusterinfo::{
     ClusterInformationSpec, CLUSTER_INFORMATION_KEY, CLUSTER_INFORMATION_KIND,
     CLUSTER_INFORMATION_NAME, CLUSTER_INFORMATION_NAMES, CLUSTER_INFORMATION_PREFIX,
 };
+pub(crate) use document::split_for_policy as split_documents_for_policy;
 pub use document::{parse_documents, DocumentError, DocumentProblem};
 pub use felixconfig::FelixConfiguration;
 pub use ippool::{

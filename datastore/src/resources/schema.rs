@@ -431,6 +431,14 @@ pub(crate) fn check_fields(kind: Kind, value: &Value, nulls_allowed: bool) -> Re
     check(value, shape(kind), "", nulls_allowed)
 }
 
+/// Checks `value` against `shape` (the policy kinds' shapes live in `crate::policy`).
+pub(crate) fn check_shape(value: &Value, shape: Shape) -> Result<(), String> {
+    check(value, shape, "", false)
+}
+
+/// Kubernetes `ObjectMeta`, for the policy kinds' shapes.
+pub(crate) const OBJECT_METADATA: Shape = METADATA;
+
 fn check(value: &Value, shape: Shape, path: &str, nulls_allowed: bool) -> Result<(), String> {
     match (shape, value) {
         (Object(fields), Value::Object(map)) => {

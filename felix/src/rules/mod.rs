@@ -5,6 +5,8 @@
 //!   ordered rule lists — made to change a little at a time.
 //! * [`calyx`]: the rules Calyx needs (natOutgoing, accepting workload traffic in the forward
 //!   path), built from [`calyx::NatSettings`].
+//! * [`policy`]: network policy, per workload, compiled from [`policy::PolicyState`] into
+//!   table `inet calyx-policy` (a second engine owns it in the node daemon).
 //! * [`RulesEngine`]: writes the difference between the desired rules and the kernel's in one
 //!   transaction — planned against what it last wrote when only the desired rules changed,
 //!   against a read-back of its tables otherwise — and repairs drift when nf_tables reports a
@@ -23,6 +25,7 @@ mod engine;
 pub mod model;
 pub mod nft;
 pub mod parse;
+pub mod policy;
 pub mod sock;
 pub mod sync;
 

@@ -101,6 +101,19 @@ pub struct Table {
     pub chains: BTreeMap<String, Chain>,
     /// Named address sets by name.
     pub sets: BTreeMap<String, AddrSet>,
+    /// Named sets of interface names, or verdict maps keyed by interface name, by name.
+    pub if_maps: BTreeMap<String, IfMap>,
+}
+
+/// A set of interface names (`type ifname`), or a verdict map from interface names to the
+/// chain to jump to (`type ifname : verdict`, used as `iifname vmap @NAME`): one lookup per
+/// packet, whatever the number of elements.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IfMap {
+    /// A verdict map (`jump CHAIN` per element) rather than a plain set.
+    pub verdicts: bool,
+    /// Interface name -> chain to jump to (empty for a plain set).
+    pub elements: BTreeMap<String, String>,
 }
 
 /// The netfilter hook of a base chain.
@@ -303,6 +316,60 @@ pub enum Match {
     },
     /// Layer-4 protocol number (`meta l4proto`).
     L4proto(u8),
+    /// The input (`oif: false`) or output interface is (or, negated, is not) in a named
+    /// interface set of the same table ([`IfMap`] without verdicts).
+    IfnameInSet {
+        /// Output interface rather than input.
+        oif: bool,
+        /// Set name.
+        set: String,
+        /// `!=`.
+        negate: bool,
+    },
+    /// Layer-4 protocol is not this one (`meta l4proto != N`).
+    NotL4proto(u8),
+    /// Connection tracking state (`ct state & MASK != 0`, or `== 0` when negated); masks are
+    /// the [`ct_state`] bits.
+    CtState {
+        /// Bits of [`ct_state`].
+        mask: u32,
+        /// True: none of the bits.
+        negate: bool,
+    },
+    /// A transport port in (or not in) `first..=last` (`th dport 80-90`); needs an
+    /// `L4proto` match of a protocol with ports before it.
+    Port {
+        /// Destination port (true) or source port.
+        dst: bool,
+        /// First port.
+        first: u16,
+        /// Last port.
+        last: u16,
+        /// `!=`.
+        negate: bool,
+    },
+    /// ICMP (or ICMPv6) type and optional code (`icmp type 8 code 0`); needs an `L4proto`
+    /// match of ICMP/ICMPv6 before it. Negated: not this type (and code).
+    Icmp {
+        /// Type.
+        ty: u8,
+        /// Code.
+        code: Option<u8>,
+        /// `!=`.
+        negate: bool,
+    },
+}
+
+/// Connection tracking state bits (`NF_CT_STATE_*_BIT`), for [`Match::CtState`].
+pub mod ct_state {
+    /// `invalid`.
+    pub const INVALID: u32 = 1;
+    /// `established`.
+    pub const ESTABLISHED: u32 = 2;
+    /// `related`.
+    pub const RELATED: u32 = 4;
+    /// `new`.
+    pub const NEW: u32 = 8;
 }
 
 /// What a rule does when it matches.
@@ -316,6 +383,18 @@ pub enum Action {
     Return,
     /// `jump CHAIN`.
     Jump(String),
+    /// `goto CHAIN`: a `return` there returns to the chain that jumped here.
+    Goto(String),
+    /// `log prefix "..."`, then the next rule (not a verdict).
+    Log(String),
+    /// `iifname vmap @MAP` (`oifname` when `oif`): jump to the chain the interface maps to;
+    /// the next rule when it maps to nothing.
+    Vmap {
+        /// Output interface rather than input.
+        oif: bool,
+        /// Map name ([`IfMap`] with verdicts).
+        map: String,
+    },
     /// `masquerade [to :PORTS] [fully-random]`.
     Masquerade {
         /// Source port range (needs an `L4proto` match in the same rule).

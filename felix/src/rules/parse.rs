@@ -3,9 +3,10 @@
 
 use super::model::{BaseChain, ChainType, Hook, Range};
 use super::nft::{
-    CHAIN_HOOK, CHAIN_NAME, CHAIN_POLICY, CHAIN_TYPE, DATA_VALUE, ELEM_F_INTERVAL_END,
-    HOOK_HOOKNUM, HOOK_PRIORITY, NF_DROP, RULE_CHAIN, RULE_HANDLE, RULE_USERDATA, SET_ELEM_FLAGS,
-    SET_ELEM_KEY, SET_ELEM_LIST_ELEMENTS, SET_FLAGS, SET_KEY_LEN, SET_NAME, UDATA_COMMENT,
+    CHAIN_HOOK, CHAIN_NAME, CHAIN_POLICY, CHAIN_TYPE, DATA_VALUE, DATA_VERDICT,
+    ELEM_F_INTERVAL_END, HOOK_HOOKNUM, HOOK_PRIORITY, NF_DROP, RULE_CHAIN, RULE_HANDLE,
+    RULE_USERDATA, SET_ELEM_DATA, SET_ELEM_FLAGS, SET_ELEM_KEY, SET_ELEM_LIST_ELEMENTS, SET_FLAGS,
+    SET_KEY_LEN, SET_NAME, UDATA_COMMENT, VERDICT_CHAIN,
 };
 use crate::wire;
 
@@ -184,6 +185,45 @@ pub fn parse_elems(payload: &[u8], out: &mut Vec<(u128, bool)>) {
             }
             if let Some(k) = key {
                 out.push((k, end));
+            }
+        }
+    }
+}
+
+/// Parses an `NFT_MSG_NEWSETELEM` dump reply of an interface set or verdict map into
+/// `(interface name, chain jumped to)` pairs (the chain is empty for a plain set).
+pub fn parse_if_map_elems(payload: &[u8], out: &mut Vec<(String, String)>) {
+    for (t, v) in wire::attrs(nfgen_body(payload)) {
+        if t != SET_ELEM_LIST_ELEMENTS {
+            continue;
+        }
+        for (_, e) in wire::attrs(v) {
+            let (mut key, mut chain) = (None, String::new());
+            for (et, ev) in wire::attrs(e) {
+                match et {
+                    SET_ELEM_KEY => {
+                        for (kt, kv) in wire::attrs(ev) {
+                            if kt == DATA_VALUE {
+                                key = Some(get_str(kv));
+                            }
+                        }
+                    }
+                    SET_ELEM_DATA => {
+                        for (dt, dv) in wire::attrs(ev) {
+                            if dt == DATA_VERDICT {
+                                for (vt, vv) in wire::attrs(dv) {
+                                    if vt == VERDICT_CHAIN {
+                                        chain = get_str(vv);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(k) = key {
+                out.push((k, chain));
             }
         }
     }

@@ -33,7 +33,16 @@ pub struct NfSocket {
     seq: u32,
     inb: Vec<u8>,
     port_id: u32,
+    /// Bytes of socket buffers asked for (send and receive), grown for large transactions.
+    buf_size: usize,
 }
+
+/// Socket buffer size at open.
+const INITIAL_BUF: usize = 8 << 20;
+/// Receive-buffer room per request of a transaction: every request is acknowledged in an
+/// skb of its own, and the kernel counts each one's whole size (about 1 KiB) against the
+/// buffer; without room for all of them it drops acknowledgements (`ENOBUFS`).
+const ACK_ROOM: usize = 2048;
 
 impl NfSocket {
     /// Opens a socket in the calling thread's network namespace.
@@ -58,7 +67,24 @@ impl NfSocket {
             seq: 1,
             inb: vec![0u8; 256 * 1024],
             port_id: addr.port_number(),
+            buf_size: INITIAL_BUF,
         })
+    }
+
+    /// Grows both socket buffers to at least `want` bytes (a transaction of tens of thousands
+    /// of requests: network policy on a node with a thousand workloads).
+    fn ensure_buffers(&mut self, want: usize) {
+        if want <= self.buf_size {
+            return;
+        }
+        let size = want.min(i32::MAX as usize) as i32;
+        if setsockopt_int(&self.sock, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size).is_err() {
+            let _ = setsockopt_int(&self.sock, libc::SOL_SOCKET, libc::SO_SNDBUF, size);
+        }
+        if setsockopt_int(&self.sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
+            let _ = self.sock.set_rx_buf_sz(size as usize);
+        }
+        self.buf_size = want;
     }
 
     /// The socket's netlink port id (the kernel's notifications of this socket's changes
@@ -97,6 +123,7 @@ impl NfSocket {
         if n == 0 {
             return Ok(Ok(()));
         }
+        self.ensure_buffers((n * ACK_ROOM).max(buf.len() * 2));
         self.sock.send(&buf, 0)?;
         let mut seen = vec![false; n];
         let mut remaining = n;

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use super::model::{Range, Ruleset, Table, TableId};
+use super::model::{IfMap, Range, Ruleset, Table, TableId};
 use super::nft::{self, msg, Batch};
 use super::parse::{self, KernelChain, KernelRule, KernelSet};
 use super::sock::NfSocket;
@@ -24,6 +24,14 @@ pub struct KernelTable {
     pub chains: BTreeMap<String, (KernelChain, Vec<KernelRule>)>,
     /// Sets by name, with their elements as ranges.
     pub sets: BTreeMap<String, (KernelSet, Vec<Range>)>,
+    /// Interface sets and verdict maps by name: interface -> chain (empty for a set).
+    pub if_maps: BTreeMap<String, (KernelSet, BTreeMap<String, String>)>,
+}
+
+/// Whether a kernel set is one of Calyx's interface sets or maps: Calyx's address sets are
+/// all interval sets, its interface sets and maps never are.
+fn is_if_map(s: &KernelSet) -> bool {
+    s.flags & nft::SET_F_INTERVAL == 0
 }
 
 fn table_attr(payload: &[u8], attr: u16) -> Option<String> {
@@ -73,6 +81,19 @@ pub fn read_table(sock: &mut NfSocket, id: &TableId) -> io::Result<Option<Kernel
         }
     })?;
     for s in sets {
+        if is_if_map(&s) {
+            let mut elems = Vec::new();
+            sock.dump(
+                msg::GETSETELEM,
+                id.family,
+                Some(&id.name),
+                Some(&s.name),
+                |p| parse::parse_if_map_elems(p, &mut elems),
+            )?;
+            t.if_maps
+                .insert(s.name.clone(), (s, elems.into_iter().collect()));
+            continue;
+        }
         let mut elems = Vec::new();
         sock.dump(
             msg::GETSETELEM,
@@ -143,10 +164,37 @@ fn build_table(b: &mut Batch, id: &TableId, t: &Table, set_id: &mut u32) {
     for (name, c) in &t.chains {
         b.add_chain(id, name, c);
     }
+    // Maps after the chains their elements jump to.
+    for (name, m) in &t.if_maps {
+        *set_id += 1;
+        b.add_if_map(id, name, m.verdicts, *set_id);
+        b.if_map_elems(id, name, &if_elems(m, m.elements.keys()), true);
+    }
     for (name, c) in &t.chains {
         for r in &c.rules {
             b.add_rule(id, name, r, true);
         }
+    }
+}
+
+/// The elements `names` of `m` as [`Batch::if_map_elems`] takes them.
+fn if_elems<'a>(
+    m: &'a IfMap,
+    names: impl Iterator<Item = &'a String>,
+) -> Vec<(&'a str, Option<&'a str>)> {
+    names
+        .map(|n| {
+            let chain = m.elements.get(n).map(String::as_str);
+            (n.as_str(), chain.filter(|_| m.verdicts))
+        })
+        .collect()
+}
+
+fn if_map_flags(m: &IfMap) -> u32 {
+    if m.verdicts {
+        nft::SET_F_MAP
+    } else {
+        0
     }
 }
 
@@ -168,6 +216,19 @@ fn needs_rebuild(t: &Table, k: &KernelTable) -> bool {
             if ks.flags != nft::SET_F_INTERVAL || ks.key_len as usize != s.version.addr_len() {
                 return true;
             }
+        }
+        if t.if_maps.contains_key(name) {
+            return true;
+        }
+    }
+    for (name, (ks, _)) in &k.if_maps {
+        if let Some(m) = t.if_maps.get(name) {
+            if ks.flags != if_map_flags(m) || ks.key_len as usize != nft::IFNAME_LEN {
+                return true;
+            }
+        }
+        if t.sets.contains_key(name) {
+            return true;
         }
     }
     false
@@ -218,6 +279,30 @@ pub fn plan_table(
             }
         }
     }
+    // 1b. Interface maps and elements no longer wanted (or jumping elsewhere now): their
+    //     jumps hold the chains that 2. may delete.
+    let mut map_adds: Vec<(&str, Vec<&String>)> = Vec::new();
+    for (name, (_, have)) in &k.if_maps {
+        match t.if_maps.get(name) {
+            None => b.del_set(id, name),
+            Some(m) => {
+                let del: Vec<(&str, Option<&str>)> = have
+                    .iter()
+                    .filter(|(n, c)| m.elements.get(*n).is_none_or(|w| m.verdicts && w != *c))
+                    .map(|(n, _)| (n.as_str(), None))
+                    .collect();
+                b.if_map_elems(id, name, &del, false);
+                let add: Vec<&String> = m
+                    .elements
+                    .iter()
+                    .filter(|(n, c)| have.get(*n).is_none_or(|h| m.verdicts && h != *c))
+                    .map(|(n, _)| n)
+                    .collect();
+                stats.ranges_changed += del.len() + add.len();
+                map_adds.push((name.as_str(), add));
+            }
+        }
+    }
     // 2. Delete chains and sets no longer wanted.
     for name in k.chains.keys() {
         if !t.chains.contains_key(name) {
@@ -259,11 +344,25 @@ pub fn plan_table(
             }
         }
     }
-    // 4. New chains, then the rules of new and changed chains (jump targets exist by then).
+    // 4. New chains, then map elements (new maps too) and the rules of new and changed
+    //    chains (jump targets exist by then).
     for (name, c) in &t.chains {
         if !k.chains.contains_key(name) {
             b.add_chain(id, name, c);
             rewrite.push(name.as_str());
+        }
+    }
+    for (name, add) in map_adds {
+        if let Some(m) = t.if_maps.get(name) {
+            b.if_map_elems(id, name, &if_elems(m, add.into_iter()), true);
+        }
+    }
+    for (name, m) in &t.if_maps {
+        if !k.if_maps.contains_key(name) {
+            *set_id += 1;
+            b.add_if_map(id, name, m.verdicts, *set_id);
+            b.if_map_elems(id, name, &if_elems(m, m.elements.keys()), true);
+            stats.ranges_changed += m.elements.len();
         }
     }
     for name in rewrite {
@@ -378,6 +477,22 @@ pub fn assumed(t: &Table) -> KernelTable {
             key_len: s.version.addr_len() as u32,
         };
         k.sets.insert(name.clone(), (ks, s.ranges()));
+    }
+    for (name, m) in &t.if_maps {
+        let ks = KernelSet {
+            name: name.clone(),
+            flags: if_map_flags(m),
+            key_len: nft::IFNAME_LEN as u32,
+        };
+        let elems = m
+            .elements
+            .iter()
+            .map(|(n, c)| {
+                let c = if m.verdicts { c.clone() } else { String::new() };
+                (n.clone(), c)
+            })
+            .collect();
+        k.if_maps.insert(name.clone(), (ks, elems));
     }
     k
 }

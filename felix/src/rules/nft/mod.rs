@@ -4,6 +4,9 @@
 
 use crate::wire::{self, begin_msg, end_msg, put_attr};
 
+mod expr;
+pub use expr::encode_exprs;
+
 use super::model::{
     Action, AddrSet, Chain, Family, IfName, IpVersion, Match, Range, Rule, TableId,
 };
@@ -86,12 +89,26 @@ pub(crate) const SET_ELEM_LIST_ELEMENTS: u16 = 3;
 pub(crate) const SET_ELEM_KEY: u16 = 1;
 pub(crate) const SET_ELEM_FLAGS: u16 = 3;
 pub(crate) const DATA_VALUE: u16 = 1;
-const DATA_VERDICT: u16 = 2;
+pub(crate) const DATA_VERDICT: u16 = 2;
 const VERDICT_CODE: u16 = 1;
-const VERDICT_CHAIN: u16 = 2;
+pub(crate) const VERDICT_CHAIN: u16 = 2;
 
 /// `NFT_SET_INTERVAL`.
 pub const SET_F_INTERVAL: u32 = 0x4;
+/// `NFT_SET_MAP`.
+pub const SET_F_MAP: u32 = 0x8;
+/// `NFTA_SET_USERDATA`.
+const SET_USERDATA: u16 = 13;
+/// `NFTA_SET_DATA_TYPE`.
+const SET_DATA_TYPE: u16 = 6;
+/// `NFTA_SET_ELEM_DATA`.
+pub(crate) const SET_ELEM_DATA: u16 = 2;
+/// `NFT_DATA_VERDICT`: the data type of a verdict map.
+const DATA_TYPE_VERDICT: u32 = 0xffff_ff00;
+/// nft's data type for interface names (`ifname`).
+const TYPE_IFNAME: u32 = 41;
+/// Length of an interface name key (`IFNAMSIZ`).
+pub const IFNAME_LEN: usize = 16;
 /// `NFT_SET_ELEM_INTERVAL_END`.
 pub(crate) const ELEM_F_INTERVAL_END: u32 = 0x1;
 /// nft's data types for set keys (user space only; `nft list` prints by them).
@@ -101,6 +118,7 @@ const TYPE_IP6ADDR: u32 = 8;
 pub(crate) const NF_DROP: i32 = 0;
 const NF_ACCEPT: i32 = 1;
 const NFT_JUMP: i32 = -3;
+const NFT_GOTO: i32 = -4;
 const NFT_RETURN: i32 = -5;
 
 const REG_VERDICT: u32 = 0;
@@ -113,6 +131,10 @@ const META_OIFNAME: u32 = 7;
 const META_NFPROTO: u32 = 15;
 const META_L4PROTO: u32 = 16;
 const PAYLOAD_NETWORK: u32 = 1;
+const PAYLOAD_TRANSPORT: u32 = 2;
+const CMP_EQ: u32 = 0;
+const CMP_NEQ: u32 = 1;
+const CT_STATE: u32 = 0;
 const LOOKUP_F_INV: u32 = 1;
 const NAT_RANGE_MAP_IPS: u32 = 0x1;
 const NAT_RANGE_PROTO_SPECIFIED: u32 = 0x2;
@@ -326,6 +348,78 @@ impl Batch {
         end_msg(&mut self.buf, s);
     }
 
+    /// Creates a set of interface names, or a verdict map keyed by them.
+    pub fn add_if_map(&mut self, t: &TableId, name: &str, verdicts: bool, id: u32) {
+        let s = self.start(
+            msg::NEWSET,
+            wire::NLM_F_CREATE,
+            t.family,
+            format!("add {} {t} {name}", if verdicts { "map" } else { "set" }),
+        );
+        put_str(&mut self.buf, SET_TABLE, &t.name);
+        put_str(&mut self.buf, SET_NAME, name);
+        if verdicts {
+            put_be32(&mut self.buf, SET_FLAGS, SET_F_MAP);
+        }
+        put_be32(&mut self.buf, SET_KEY_TYPE, TYPE_IFNAME);
+        put_be32(&mut self.buf, SET_KEY_LEN, IFNAME_LEN as u32);
+        if verdicts {
+            put_be32(&mut self.buf, SET_DATA_TYPE, DATA_TYPE_VERDICT);
+        }
+        put_be32(&mut self.buf, SET_ID, id);
+        // nft's user data: the key is a string in host byte order
+        // (`NFTNL_UDATA_SET_KEYBYTEORDER` = `BYTEORDER_HOST_ENDIAN`), so that `nft list` shows
+        // the interface names; the kernel compares the bytes as they are either way.
+        let mut udata = vec![0u8, 4];
+        udata.extend_from_slice(&1u32.to_ne_bytes());
+        put_attr(&mut self.buf, SET_USERDATA, &udata);
+        end_msg(&mut self.buf, s);
+    }
+
+    /// Adds (`add`: with the chain each jumps to, for a verdict map) or deletes elements of
+    /// an interface set or map, in messages of at most 256 elements.
+    pub fn if_map_elems(
+        &mut self,
+        t: &TableId,
+        map: &str,
+        elems: &[(&str, Option<&str>)],
+        add: bool,
+    ) {
+        for chunk in elems.chunks(256) {
+            let (m, flags, verb) = if add {
+                (msg::NEWSETELEM, wire::NLM_F_CREATE, "add")
+            } else {
+                (msg::DELSETELEM, 0, "delete")
+            };
+            let s = self.start(
+                m,
+                flags,
+                t.family,
+                format!("{verb} {} element(s) of {t} {map}", chunk.len()),
+            );
+            put_str(&mut self.buf, SET_ELEM_LIST_TABLE, &t.name);
+            put_str(&mut self.buf, SET_ELEM_LIST_SET, map);
+            let list = nest(&mut self.buf, SET_ELEM_LIST_ELEMENTS);
+            for (name, chain) in chunk {
+                let e = nest(&mut self.buf, LIST_ELEM);
+                let k = nest(&mut self.buf, SET_ELEM_KEY);
+                put_attr(&mut self.buf, DATA_VALUE, &ifname_key(name));
+                nest_end(&mut self.buf, k);
+                if let (true, Some(c)) = (add, chain) {
+                    let d = nest(&mut self.buf, SET_ELEM_DATA);
+                    let v = nest(&mut self.buf, DATA_VERDICT);
+                    put_be32(&mut self.buf, VERDICT_CODE, NFT_JUMP as u32);
+                    put_str(&mut self.buf, VERDICT_CHAIN, c);
+                    nest_end(&mut self.buf, v);
+                    nest_end(&mut self.buf, d);
+                }
+                nest_end(&mut self.buf, e);
+            }
+            nest_end(&mut self.buf, list);
+            end_msg(&mut self.buf, s);
+        }
+    }
+
     /// Deletes a set (no rule may refer to it).
     pub fn del_set(&mut self, t: &TableId, name: &str) {
         let s = self.start(msg::DELSET, 0, t.family, format!("delete set {t} {name}"));
@@ -420,195 +514,12 @@ pub fn dump_request(
     end_msg(buf, s);
 }
 
-// ---- expressions ----
-
-fn expr(buf: &mut Vec<u8>, name: &str, body: impl FnOnce(&mut Vec<u8>)) {
-    let e = nest(buf, LIST_ELEM);
-    put_str(buf, EXPR_NAME, name);
-    let d = nest(buf, EXPR_DATA);
-    body(buf);
-    nest_end(buf, d);
-    nest_end(buf, e);
-}
-
-fn meta_load(buf: &mut Vec<u8>, key: u32) {
-    expr(buf, "meta", |b| {
-        put_be32(b, 2, key); // NFTA_META_KEY
-        put_be32(b, 1, REG_1); // NFTA_META_DREG
-    });
-}
-
-fn cmp_eq(buf: &mut Vec<u8>, data: &[u8]) {
-    expr(buf, "cmp", |b| {
-        put_be32(b, 1, REG_1); // NFTA_CMP_SREG
-        put_be32(b, 2, 0); // NFTA_CMP_OP: NFT_CMP_EQ
-        let d = nest(b, 3); // NFTA_CMP_DATA
-        put_attr(b, DATA_VALUE, data);
-        nest_end(b, d);
-    });
-}
-
-fn ifname(buf: &mut Vec<u8>, key: u32, name: &IfName) {
-    meta_load(buf, key);
-    match name {
-        // The kernel compares the register with the data's length: without the trailing
-        // NUL, "cali" matches every name that starts with it.
-        IfName::Prefix(p) => cmp_eq(buf, p.as_bytes()),
-        IfName::Exact(n) => {
-            let mut v = [0u8; 16];
-            let len = n.len().min(15);
-            v[..len].copy_from_slice(&n.as_bytes()[..len]);
-            cmp_eq(buf, &v);
-        }
-    }
-}
-
-fn payload_addr(buf: &mut Vec<u8>, v: IpVersion, src: bool) {
-    let (offset, len) = match (v, src) {
-        (IpVersion::V4, true) => (12, 4),
-        (IpVersion::V4, false) => (16, 4),
-        (IpVersion::V6, true) => (8, 16),
-        (IpVersion::V6, false) => (24, 16),
-    };
-    expr(buf, "payload", |b| {
-        put_be32(b, 1, REG_1); // NFTA_PAYLOAD_DREG
-        put_be32(b, 2, PAYLOAD_NETWORK); // NFTA_PAYLOAD_BASE
-        put_be32(b, 3, offset); // NFTA_PAYLOAD_OFFSET
-        put_be32(b, 4, len); // NFTA_PAYLOAD_LEN
-    });
-}
-
-fn lookup(buf: &mut Vec<u8>, set: &str, negate: bool) {
-    expr(buf, "lookup", |b| {
-        put_str(b, 1, set); // NFTA_LOOKUP_SET
-        put_be32(b, 2, REG_1); // NFTA_LOOKUP_SREG
-        put_be32(b, 5, if negate { LOOKUP_F_INV } else { 0 }); // NFTA_LOOKUP_FLAGS
-    });
-}
-
-fn verdict(buf: &mut Vec<u8>, code: i32, chain: Option<&str>) {
-    expr(buf, "immediate", |b| {
-        put_be32(b, 1, REG_VERDICT); // NFTA_IMMEDIATE_DREG
-        let d = nest(b, 2); // NFTA_IMMEDIATE_DATA
-        let v = nest(b, DATA_VERDICT);
-        put_be32(b, VERDICT_CODE, code as u32);
-        if let Some(c) = chain {
-            put_str(b, VERDICT_CHAIN, c);
-        }
-        nest_end(b, v);
-        nest_end(b, d);
-    });
-}
-
-fn immediate_data(buf: &mut Vec<u8>, reg: u32, data: &[u8]) {
-    expr(buf, "immediate", |b| {
-        put_be32(b, 1, reg);
-        let d = nest(b, 2);
-        put_attr(b, DATA_VALUE, data);
-        nest_end(b, d);
-    });
-}
-
-fn port_regs(buf: &mut Vec<u8>, ports: Option<(u16, u16)>) -> bool {
-    if let Some((lo, hi)) = ports {
-        immediate_data(buf, REG_2, &lo.to_be_bytes());
-        immediate_data(buf, REG_3, &hi.to_be_bytes());
-        true
-    } else {
-        false
-    }
-}
-
-/// Encodes a rule's expressions (the contents of `NFTA_RULE_EXPRESSIONS`).
-pub fn encode_exprs(rule: &Rule) -> Vec<u8> {
-    let mut b = Vec::with_capacity(256);
-    for m in &rule.matches {
-        match m {
-            Match::Protocol(v) => {
-                meta_load(&mut b, META_NFPROTO);
-                cmp_eq(&mut b, &[if *v == IpVersion::V4 { 2 } else { 10 }]);
-            }
-            Match::Iifname(n) => ifname(&mut b, META_IIFNAME, n),
-            Match::Oifname(n) => ifname(&mut b, META_OIFNAME, n),
-            Match::SaddrInSet {
-                version,
-                set,
-                negate,
-            } => {
-                payload_addr(&mut b, *version, true);
-                lookup(&mut b, set, *negate);
-            }
-            Match::DaddrInSet {
-                version,
-                set,
-                negate,
-            } => {
-                payload_addr(&mut b, *version, false);
-                lookup(&mut b, set, *negate);
-            }
-            Match::L4proto(p) => {
-                meta_load(&mut b, META_L4PROTO);
-                cmp_eq(&mut b, &[*p]);
-            }
-        }
-    }
-    match &rule.action {
-        Action::Accept => verdict(&mut b, NF_ACCEPT, None),
-        Action::Drop => verdict(&mut b, NF_DROP, None),
-        Action::Return => verdict(&mut b, NFT_RETURN, None),
-        Action::Jump(c) => verdict(&mut b, NFT_JUMP, Some(c)),
-        Action::Masquerade {
-            ports,
-            fully_random,
-        } => {
-            let has_ports = port_regs(&mut b, *ports);
-            expr(&mut b, "masq", |x| {
-                let mut flags = 0;
-                if *fully_random {
-                    flags |= NAT_RANGE_PROTO_RANDOM_FULLY;
-                }
-                if has_ports {
-                    flags |= NAT_RANGE_PROTO_SPECIFIED;
-                }
-                if flags != 0 {
-                    put_be32(x, 1, flags); // NFTA_MASQ_FLAGS
-                }
-                if has_ports {
-                    put_be32(x, 2, REG_2); // NFTA_MASQ_REG_PROTO_MIN
-                    put_be32(x, 3, REG_3); // NFTA_MASQ_REG_PROTO_MAX
-                }
-            });
-        }
-        Action::Snat {
-            addr,
-            ports,
-            fully_random,
-        } => {
-            let (data, nfproto) = match addr {
-                std::net::IpAddr::V4(a) => (a.octets().to_vec(), 2u32),
-                std::net::IpAddr::V6(a) => (a.octets().to_vec(), 10u32),
-            };
-            immediate_data(&mut b, REG_1, &data);
-            let has_ports = port_regs(&mut b, *ports);
-            expr(&mut b, "nat", |x| {
-                put_be32(x, 1, NFT_NAT_SNAT); // NFTA_NAT_TYPE
-                put_be32(x, 2, nfproto); // NFTA_NAT_FAMILY
-                put_be32(x, 3, REG_1); // NFTA_NAT_REG_ADDR_MIN
-                put_be32(x, 4, REG_1); // NFTA_NAT_REG_ADDR_MAX
-                let mut flags = NAT_RANGE_MAP_IPS;
-                if has_ports {
-                    put_be32(x, 5, REG_2); // NFTA_NAT_REG_PROTO_MIN
-                    put_be32(x, 6, REG_3); // NFTA_NAT_REG_PROTO_MAX
-                    flags |= NAT_RANGE_PROTO_SPECIFIED;
-                }
-                if *fully_random {
-                    flags |= NAT_RANGE_PROTO_RANDOM_FULLY;
-                }
-                put_be32(x, 7, flags); // NFTA_NAT_FLAGS
-            });
-        }
-    }
-    b
+/// An interface name as a 16-byte key (NUL-padded), as the kernel compares `iifname`.
+pub fn ifname_key(name: &str) -> [u8; IFNAME_LEN] {
+    let mut v = [0u8; IFNAME_LEN];
+    let len = name.len().min(IFNAME_LEN - 1);
+    v[..len].copy_from_slice(&name.as_bytes()[..len]);
+    v
 }
 
 /// The comment Calyx stores on a rule: its purpose and a hash of its expressions, so that a
