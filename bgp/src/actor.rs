@@ -41,6 +41,8 @@ pub(crate) struct Actor {
     listener: Option<Arc<TcpListener>>,
     epoch: Instant,
     deferral: Option<Deferral>,
+    /// The BFD task, started with the first peer that runs BFD (it binds UDP port 3784).
+    bfd: Option<Arc<calyx_bfd::Bfd>>,
 }
 
 /// Route selection deferral of a restarting speaker (RFC 4724 §4.1): it ends when every
@@ -90,6 +92,7 @@ impl Actor {
                 peers_known: false,
                 owed: HashMap::new(),
             }),
+            bfd: None,
         };
         if actor.deferral.is_some() {
             tracing::info!("restarting: route selection deferred until the peers' End-of-RIB");
@@ -389,8 +392,16 @@ impl Actor {
             return;
         };
         tracing::info!(peer = %addr, import, export, "peer policy changed: soft reconfiguration");
+        let bfd_changed = p.cfg.bfd != cfg.bfd;
         p.cfg = cfg.clone();
         let (id, commands) = (p.id, p.commands.clone());
+        if bfd_changed {
+            let bfd = if cfg.bfd.is_some() { self.bfd() } else { None };
+            commands.set_bfd(crate::tasks::BfdChange {
+                bfd,
+                settings: cfg.bfd,
+            });
+        }
         self.rib.update_peer_config(id, cfg.clone());
         if let Ok(mut r) = self.registry.lock() {
             if let Some(entry) = r.get_mut(&addr) {
@@ -439,6 +450,18 @@ impl Actor {
         }
     }
 
+    /// The BFD task, started on first use; `None` (logged) when it cannot start, and the
+    /// peers then run on their hold timers alone.
+    fn bfd(&mut self) -> Option<Arc<calyx_bfd::Bfd>> {
+        if self.bfd.is_none() {
+            match calyx_bfd::Bfd::start(calyx_bfd::BfdConfig::default()) {
+                Ok(b) => self.bfd = Some(Arc::new(b)),
+                Err(e) => tracing::error!("BFD cannot start, peers run without it: {e}"),
+            }
+        }
+        self.bfd.clone()
+    }
+
     /// Start the task of a newly configured peer.
     fn start_peer(&mut self, a: IpAddr, cfg: PeerConfig) {
         let id = self.next_id;
@@ -454,8 +477,10 @@ impl Actor {
         let shared = Arc::new(PeerShared::new(counters));
         let (incoming, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
         let commands = Arc::new(PeerCommands::default());
+        let bfd = if cfg.bfd.is_some() { self.bfd() } else { None };
         let task = PeerTask {
             id,
+            bfd,
             cfg: cfg.clone(),
             global: self.global.clone(),
             rib: self.tx.clone(),

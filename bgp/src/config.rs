@@ -130,6 +130,43 @@ pub struct PeerConfig {
     pub ipv6: bool,
     /// Label shown in status output.
     pub label: PeerLabel,
+    /// Run BFD with the peer (RFC 5880/5881 single hop) and take the session down at once
+    /// when BFD detects a failure (RFC 5882); `None` relies on the hold timer alone.
+    pub bfd: Option<BfdSettings>,
+}
+
+/// BFD timers of a peer (Calico Enterprise's names and defaults: 300 ms x 3, a failure is
+/// detected within 900 ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BfdSettings {
+    /// Desired minimum transmit interval, ms.
+    pub min_tx_ms: u32,
+    /// Required minimum receive interval, ms.
+    pub min_rx_ms: u32,
+    /// Detect multiplier (at least 1).
+    pub multiplier: u8,
+}
+
+impl Default for BfdSettings {
+    fn default() -> Self {
+        BfdSettings {
+            min_tx_ms: 300,
+            min_rx_ms: 300,
+            multiplier: 3,
+        }
+    }
+}
+
+impl BfdSettings {
+    /// The timers of the BFD session.
+    pub fn timers(&self) -> calyx_bfd::Timers {
+        calyx_bfd::Timers {
+            desired_min_tx: Duration::from_millis(u64::from(self.min_tx_ms.max(1))),
+            required_min_rx: Duration::from_millis(u64::from(self.min_rx_ms.max(1))),
+            detect_mult: self.multiplier.max(1),
+        }
+    }
 }
 
 impl Default for PeerConfig {
@@ -160,6 +197,7 @@ impl Default for PeerConfig {
             ipv4: true,
             ipv6: true,
             label: PeerLabel::Mesh,
+            bfd: None,
         }
     }
 }
@@ -169,8 +207,9 @@ impl Default for PeerConfig {
 pub enum ConfigChange {
     /// Nothing changed.
     None,
-    /// Only what the RIB applies changed: no new session is needed. `import`: what we accept
-    /// changed (the peer must send its routes again); `export`: what we send changed.
+    /// Only what the RIB (or the BFD task) applies changed: no new session is needed.
+    /// `import`: what we accept changed (the peer must send its routes again); `export`:
+    /// what we send changed.
     Soft {
         /// Import-side settings changed.
         import: bool,
@@ -203,6 +242,9 @@ impl ConfigChange {
             max_prefixes: None,
             max_prefixes_restart: 0,
             label: PeerLabel::Mesh,
+            // BFD runs beside the session: the peer task switches it on, off or to new
+            // timers without a new BGP session.
+            bfd: None,
             ..c.clone()
         };
         if soft_fields(old) != soft_fields(new) {
@@ -264,6 +306,15 @@ mod tests {
         lim.label = PeerLabel::Global;
         assert_eq!(
             ConfigChange::between(&old, &lim),
+            ConfigChange::Soft {
+                import: false,
+                export: false
+            }
+        );
+        let mut bfd = old.clone();
+        bfd.bfd = Some(BfdSettings::default());
+        assert_eq!(
+            ConfigChange::between(&old, &bfd),
             ConfigChange::Soft {
                 import: false,
                 export: false

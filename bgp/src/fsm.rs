@@ -106,6 +106,11 @@ pub enum Input {
     /// OpenSent without sending a second OPEN. Accepted where [`Input::TcpAccepted`] is (Idle
     /// unless administratively stopped, Connect, Active); elsewhere the connection is closed.
     CollisionTakeover,
+    /// BFD detected that the path to the peer failed (RFC 5882 §4.3): an Established session
+    /// goes down at once, without a NOTIFICATION (it could not arrive) and without keeping
+    /// the peer's routes for graceful restart; it restarts after the idle-hold time. Ignored
+    /// in the other states (their own timers cover a dead path).
+    BfdDown,
 }
 
 /// Something the I/O layer must do.
@@ -146,6 +151,8 @@ pub enum DownReason {
     ConnectionClosed,
     /// Stopped without a NOTIFICATION (our graceful restart).
     AdminStop,
+    /// BFD detected a failure of the path (RFC 5882).
+    BfdDown,
 }
 
 impl std::fmt::Display for DownReason {
@@ -168,6 +175,7 @@ impl std::fmt::Display for DownReason {
             DownReason::HoldTimerExpired => write!(f, "hold timer expired"),
             DownReason::ConnectionClosed => write!(f, "connection closed"),
             DownReason::AdminStop => write!(f, "administratively stopped"),
+            DownReason::BfdDown => write!(f, "BFD session down"),
         }
     }
 }
@@ -175,6 +183,8 @@ impl std::fmt::Display for DownReason {
 impl DownReason {
     /// Whether the peer may be graceful-restarting: the connection went away without a
     /// NOTIFICATION (RFC 4724 §4.2). Hold timer expiry counts too (RFC 4724 §4.2 allows it).
+    /// A BFD-detected failure does not: the forwarding path is known to be dead, so routes
+    /// through the peer go at once (RFC 5882 §4.3).
     pub fn keeps_routes(&self) -> bool {
         matches!(
             self,
@@ -478,6 +488,12 @@ impl Fsm {
                 out.push(Output::StopTimer(Timer::IdleHold));
                 if self.state != State::Idle || restart_after.is_some() {
                     self.go_idle(reason, restart_after, &mut out);
+                }
+            }
+            Input::BfdDown => {
+                if self.state == State::Established {
+                    let restart = Some(self.cfg.idle_hold);
+                    self.go_idle(DownReason::BfdDown, restart, &mut out);
                 }
             }
             Input::TimerFired(Timer::IdleHold) => {
@@ -1200,6 +1216,26 @@ mod tests {
         let out = f.handle(Input::DecodeError(n.clone()));
         assert_eq!(sent(&out), vec![&Message::Notification(n)]);
         assert_eq!(f.state(), State::Idle);
+    }
+
+    #[test]
+    fn bfd_down_takes_an_established_session_down_without_keeping_routes() {
+        let mut f = Fsm::new(cfg(false));
+        established(&mut f, 90);
+        let out = f.handle(Input::BfdDown);
+        assert!(out.contains(&Output::Down(DownReason::BfdDown)));
+        assert!(out.contains(&Output::Close));
+        assert!(!out.iter().any(|o| matches!(o, Output::Send(_))));
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::ArmTimer(Timer::IdleHold, _))));
+        assert_eq!(f.state(), State::Idle);
+        assert!(!DownReason::BfdDown.keeps_routes());
+        // Before Established it changes nothing.
+        let mut f = Fsm::new(cfg(false));
+        f.handle(Input::Start);
+        assert!(f.handle(Input::BfdDown).is_empty());
+        assert_eq!(f.state(), State::Connect);
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub struct PeerStatus {
     /// How many times the session reached Established since the peer was configured: more
     /// than one means it was reset in between.
     pub established_count: u64,
+    /// The peer's BFD session (state, diagnostic, negotiated intervals, failures), when the
+    /// peer runs BFD.
+    pub bfd: Option<calyx_bfd::SessionStatus>,
 }
 
 /// Answers [`RouteQuery`]s from the speaker's RIB (see [`Speaker::lookup_handle`]).
@@ -236,6 +239,7 @@ impl Speaker {
                     peer_router_id: st.peer_id,
                     hold_time: st.hold_time,
                     established_count: st.established_count,
+                    bfd: st.bfd,
                 })
             })
             .collect();

@@ -45,7 +45,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::attrs::Prefix;
-use crate::config::PeerConfig;
+use crate::config::{BfdSettings, PeerConfig};
 use crate::fsm::State;
 use crate::rib::{BestRouteChange, PeerCounters, PeerId, UpInfo};
 
@@ -142,6 +142,16 @@ pub(crate) enum Command {
     /// Our import rules changed: ask the peer to send these families again (ROUTE-REFRESH), or
     /// reset the session if it cannot refresh.
     RequestRefresh(Vec<AfiSafi>),
+    /// The peer's BFD settings changed: run BFD with these (through this BFD task), or stop
+    /// running it, without touching the BGP session.
+    SetBfd(BfdChange),
+}
+
+/// New BFD settings of a peer, with the BFD task to run them on.
+#[derive(Debug, Clone)]
+pub(crate) struct BfdChange {
+    pub bfd: Option<Arc<calyx_bfd::Bfd>>,
+    pub settings: Option<BfdSettings>,
 }
 
 #[derive(Debug, Default)]
@@ -149,6 +159,7 @@ struct Pending {
     stop: Option<(Option<NotificationMessage>, Option<Duration>)>,
     exit: Option<(Option<NotificationMessage>, oneshot::Sender<()>)>,
     refresh: Vec<AfiSafi>,
+    bfd: Option<BfdChange>,
 }
 
 /// The administrative commands waiting for one peer task. Senders never wait and nothing is
@@ -196,6 +207,11 @@ impl PeerCommands {
         });
     }
 
+    /// Ask the task to change its BFD settings (see [`Command::SetBfd`]); the latest wins.
+    pub fn set_bfd(&self, change: BfdChange) {
+        self.with(|p| p.bfd = Some(change));
+    }
+
     fn take(&self) -> Option<Command> {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((notification, done)) = p.exit.take() {
@@ -210,6 +226,9 @@ impl PeerCommands {
         }
         if !p.refresh.is_empty() {
             return Some(Command::RequestRefresh(std::mem::take(&mut p.refresh)));
+        }
+        if let Some(change) = p.bfd.take() {
+            return Some(Command::SetBfd(change));
         }
         None
     }
@@ -238,6 +257,8 @@ pub(crate) struct StatusInner {
     pub hold_time: Option<u16>,
     /// How many times the session reached Established since the peer was configured.
     pub established_count: u64,
+    /// The peer's BFD session, when it runs one.
+    pub bfd: Option<calyx_bfd::SessionStatus>,
 }
 
 /// What a peer task shares with the speaker: its status and the RIB's counters of the peer.
@@ -260,6 +281,7 @@ impl PeerShared {
                 peer_id: None,
                 hold_time: None,
                 established_count: 0,
+                bfd: None,
             }),
             counters,
         }

@@ -86,6 +86,49 @@ impl Lan {
         self.node(i).exec(&["ip", "link", "set", "eth0", "down"]);
     }
 
+    /// Drop every frame to and from node `i` on the bridge (nftables in the hub): the link
+    /// stays up on both ends and nothing sends a TCP reset, like a dead switch port or a
+    /// frozen host. The kernel here has no `netem` qdisc, so this is the 100 % loss.
+    pub fn cut(&self, i: usize) {
+        let port = format!("v{i}");
+        let _ = self
+            .hub
+            .try_exec(&["nft", "add", "table", "bridge", "calyx_cut"]);
+        let _ = self.hub.try_exec(&[
+            "nft",
+            "add chain bridge calyx_cut cut { type filter hook forward priority 0; policy accept; }",
+        ]);
+        self.hub.exec(&[
+            "nft",
+            "add",
+            "rule",
+            "bridge",
+            "calyx_cut",
+            "cut",
+            "iifname",
+            &port,
+            "drop",
+        ]);
+        self.hub.exec(&[
+            "nft",
+            "add",
+            "rule",
+            "bridge",
+            "calyx_cut",
+            "cut",
+            "oifname",
+            &port,
+            "drop",
+        ]);
+    }
+
+    /// Undo every [`Lan::cut`].
+    pub fn heal(&self) {
+        let _ = self
+            .hub
+            .try_exec(&["nft", "delete", "table", "bridge", "calyx_cut"]);
+    }
+
     /// The hub namespace.
     pub fn hub(&self) -> &Netns {
         &self.hub
@@ -177,6 +220,43 @@ impl Daemon {
                 &s(&c),
                 "-i",
                 &s(&pid),
+            ],
+            dir.path(),
+            false,
+        );
+        Daemon {
+            child: Some(child),
+            stdin: None,
+            dir,
+            ns: ns.name().into(),
+            kind: Kind::Frr,
+        }
+    }
+
+    /// FRR's BFD daemon `bfdd` with this configuration, without zebra (single-hop peers given
+    /// by address need none); `vtysh` reaches it like `bgpd`.
+    pub fn frr_bfdd(ns: &Netns, conf: &str) -> Daemon {
+        let dir = workdir();
+        let c = dir.path().join("bfdd.conf");
+        std::fs::write(&c, conf).unwrap_or_else(|e| panic!("{e}"));
+        let _ = Command::new("chgrp").arg("frr").arg(dir.path()).output();
+        let d = s(dir.path());
+        let child = spawn(
+            ns,
+            &[
+                "/usr/lib/frr/bfdd",
+                "--vty_socket",
+                &d,
+                "-P",
+                "0",
+                "--bfdctl",
+                &s(&dir.path().join("bfdd.sock")),
+                "-z",
+                &s(&dir.path().join("zserv.api")),
+                "-f",
+                &s(&c),
+                "-i",
+                &s(&dir.path().join("bfdd.pid")),
             ],
             dir.path(),
             false,

@@ -48,6 +48,23 @@ pub(crate) struct PeerTask {
     pub rib: mpsc::Sender<RibMsg>,
     pub shared: Arc<PeerShared>,
     pub epoch: Instant,
+    /// The BFD task, when this peer runs BFD (`cfg.bfd`).
+    pub bfd: Option<Arc<calyx_bfd::Bfd>>,
+}
+
+/// The peer's BFD session for the life of the peer task: its status feed, the failures
+/// already acted on, and the removal of the session when the task ends (also on a panic).
+struct BfdLink {
+    status: tokio::sync::watch::Receiver<calyx_bfd::SessionStatus>,
+    failures: u64,
+    bfd: Arc<calyx_bfd::Bfd>,
+    peer: IpAddr,
+}
+
+impl Drop for BfdLink {
+    fn drop(&mut self) {
+        self.bfd.remove(self.peer);
+    }
 }
 
 fn families(cfg: &PeerConfig) -> Vec<AfiSafi> {
@@ -99,6 +116,40 @@ impl PeerTask {
         }
     }
 
+    /// Add the peer's BFD session (when it runs BFD); a failure is logged and the session
+    /// runs on its hold timer alone.
+    async fn bfd_link(&self) -> Option<BfdLink> {
+        self.bfd_link_with(self.bfd.as_ref(), self.cfg.bfd).await
+    }
+
+    /// [`PeerTask::bfd_link`] with these settings (a configuration change).
+    async fn bfd_link_with(
+        &self,
+        bfd: Option<&Arc<calyx_bfd::Bfd>>,
+        settings: Option<crate::config::BfdSettings>,
+    ) -> Option<BfdLink> {
+        let (bfd, settings) = (bfd?, settings?);
+        match bfd
+            .add(self.cfg.address, self.cfg.local_address, settings.timers())
+            .await
+        {
+            Ok(status) => {
+                let st = *status.borrow();
+                self.shared.update(|x| x.bfd = Some(st));
+                Some(BfdLink {
+                    failures: st.failures,
+                    status,
+                    bfd: bfd.clone(),
+                    peer: self.cfg.address,
+                })
+            }
+            Err(e) => {
+                tracing::error!(peer = %self.cfg.address, "BFD session not started: {e}");
+                None
+            }
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
@@ -123,6 +174,7 @@ impl PeerTask {
             admin_down: false,
             connect_error: None,
         };
+        let mut bfd = self.bfd_link().await;
         let mut queue: Vec<Input> = vec![Input::Start];
         let mut exit: Option<oneshot::Sender<()>> = None;
         loop {
@@ -154,6 +206,34 @@ impl PeerTask {
                         exit = Some(done);
                     }
                     Command::RequestRefresh(families) => self.request_refresh(&mut s, families, &mut queue).await,
+                    Command::SetBfd(change) => {
+                        // The new link first, then the old one goes: with the same peer the BFD
+                        // session stays (new timers by a Poll Sequence), no flap.
+                        let new = self.bfd_link_with(change.bfd.as_ref(), change.settings).await;
+                        if new.is_none() {
+                            self.shared.update(|x| x.bfd = None);
+                        }
+                        bfd = new;
+                    }
+                },
+                ch = async { match bfd.as_mut() { Some(l) => l.status.changed().await, None => std::future::pending().await } }, if bfd.is_some() => {
+                    match (ch, bfd.as_mut()) {
+                        (Ok(()), Some(l)) => {
+                            let st = *l.status.borrow_and_update();
+                            self.shared.update(|x| x.bfd = Some(st));
+                            if st.failures > l.failures {
+                                l.failures = st.failures;
+                                if s.fsm.state() == State::Established {
+                                    tracing::warn!(peer = %self.cfg.address, diag = %st.snapshot.diag, "BFD detected a failure: session down");
+                                    queue.push(Input::BfdDown);
+                                }
+                            }
+                        }
+                        _ => {
+                            tracing::warn!(peer = %self.cfg.address, "the BFD task is gone");
+                            bfd = None;
+                        }
+                    }
                 },
                 c = incoming.recv(), if exit.is_none() => match c {
                     None => {
@@ -597,6 +677,7 @@ mod tests {
         let (rib, _rib_rx) = mpsc::channel(16);
         let task = PeerTask {
             id: 1,
+            bfd: None,
             cfg: PeerConfig {
                 passive: true,
                 ..PeerConfig::new("127.0.0.1".parse().unwrap(), 65000)

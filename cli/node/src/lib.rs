@@ -10,6 +10,7 @@
 //! the status.
 
 mod autodetect;
+mod bfd;
 mod bgp;
 pub mod borrowed;
 pub mod checksystem;

@@ -20,6 +20,20 @@ pub struct PeerStatus {
     pub prefixes_received: u64,
     /// Prefixes advertised to the peer.
     pub prefixes_advertised: u64,
+    /// The peer's BFD session, when it runs BFD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdStatus>,
+}
+
+/// A peer's BFD session as `calyx node status` and the metrics show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BfdStatus {
+    /// `Up`, `Down`, `Init` or `AdminDown`.
+    pub state: String,
+    /// The Detection Time in force, ms (0 before anything was received).
+    pub detect_ms: u64,
+    /// Failures detected (Up -> Down on a dead path) since the peer was configured.
+    pub failures: u64,
 }
 
 /// The reconciler's figures.
@@ -248,6 +262,27 @@ pub fn metrics(status: &NodeStatus) -> String {
             })
             .collect::<Vec<_>>(),
     );
+    let bfd: Vec<(String, &BfdStatus)> = status
+        .peers
+        .iter()
+        .filter_map(|p| Some((format!("{{peer=\"{}\"}}", esc(&p.address)), p.bfd.as_ref()?)))
+        .collect();
+    metric(
+        "calyx_bfd_session_up",
+        "1 when the peer's BFD session is Up (peers that run BFD).",
+        "gauge",
+        &bfd.iter()
+            .map(|(l, b)| (l.clone(), f64::from(u8::from(b.state == "Up"))))
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "calyx_bfd_failures_total",
+        "Path failures BFD detected per peer (each took the BGP session down).",
+        "counter",
+        &bfd.iter()
+            .map(|(l, b)| (l.clone(), b.failures as f64))
+            .collect::<Vec<_>>(),
+    );
     metric(
         "calyx_bgp_secrets_missing",
         "BGP passwords referenced by the configuration whose Secret file cannot be used.",
@@ -416,7 +451,10 @@ pub fn render(status: &NodeStatus) -> String {
                     p.peer_type.clone(),
                     p.state.clone(),
                     since(p.since),
-                    p.info.clone(),
+                    match &p.bfd {
+                        Some(b) => format!("{} BFD {}", p.info, b.state),
+                        None => p.info.clone(),
+                    },
                 ]
             })
             .collect();
@@ -516,6 +554,7 @@ mod tests {
                 since: 0,
                 prefixes_received: 1,
                 prefixes_advertised: 1,
+                bfd: None,
             }],
             ..NodeStatus::default()
         };

@@ -161,6 +161,10 @@ pub fn render_peers(peers: &[Value]) -> String {
                 field(p, "prefixesAccepted"),
                 field(p, "prefixesAdvertised"),
                 field(p, "establishedCount"),
+                p.pointer("/bfd/snapshot/state")
+                    .and_then(Value::as_str)
+                    .unwrap_or("-")
+                    .to_string(),
             ]
         })
         .collect();
@@ -177,6 +181,7 @@ pub fn render_peers(peers: &[Value]) -> String {
             "ACCEPTED",
             "ADVERTISED",
             "ESTABLISHED",
+            "BFD",
         ],
         rows,
     );
@@ -195,9 +200,56 @@ pub fn render_peers(peers: &[Value]) -> String {
             field(p, "address"),
             or_dash(Some(caps.join(", ")))
         ));
+        if let Some(b) = p.get("bfd").filter(|b| !b.is_null()) {
+            let us = |name: &str| {
+                b.pointer(&format!("/snapshot/{name}"))
+                    .and_then(Value::as_u64)
+                    .map_or("-".into(), |v| format!("{} ms", v / 1000))
+            };
+            out.push_str(&format!(
+                "{}: BFD {} (remote {}, diagnostic {}), transmit {}, detection {}, up {} times, failures {}\n",
+                field(p, "address"),
+                b.pointer("/snapshot/state").and_then(Value::as_str).unwrap_or("-"),
+                b.pointer("/snapshot/remoteState").and_then(Value::as_str).unwrap_or("-"),
+                b.pointer("/snapshot/diag").and_then(Value::as_str).unwrap_or("-"),
+                us("txIntervalUs"),
+                us("detectTimeUs"),
+                field(b, "ups"),
+                field(b, "failures"),
+            ));
+        }
         if let Some(e) = p.get("lastError").and_then(Value::as_str) {
             out.push_str(&format!("{}: last error: {e}\n", field(p, "address")));
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_table_shows_the_bfd_session() {
+        let peers: Value = serde_json::json!([{
+            "address": "10.0.0.254", "remoteAs": 65001, "label": "global",
+            "state": "Established", "capabilities": [],
+            "bfd": {"peer": "10.0.0.254", "ups": 2, "failures": 1, "snapshot": {
+                "state": "Up", "remoteState": "Up", "diag": "None",
+                "txIntervalUs": 300000, "detectTimeUs": 900000}}
+        }, {
+            "address": "10.0.0.2", "remoteAs": 64512, "label": "mesh",
+            "state": "Established", "capabilities": [], "bfd": null
+        }]);
+        let out = render_peers(peers.as_array().map_or(&[][..], Vec::as_slice));
+        assert!(
+            out.lines().next().unwrap_or_default().ends_with("BFD"),
+            "{out}"
+        );
+        assert!(
+            out.contains("10.0.0.254: BFD Up (remote Up, diagnostic None), transmit 300 ms, detection 900 ms, up 2 times, failures 1"),
+            "{out}"
+        );
+        assert!(!out.contains("10.0.0.2: BFD"), "{out}");
+    }
 }

@@ -166,6 +166,13 @@ pub struct BGPConfigurationSpec {
     /// Graceful-restart time of the mesh sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_mesh_max_restart_time: Option<GoDuration>,
+    /// Failure detection of the node-to-node mesh sessions: `None` or `BFDIfDirectlyConnected`
+    /// (a Calyx addition, named like `nodeMeshPassword`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_mesh_failure_detection_mode: Option<String>,
+    /// Default BFD timers of every peering that runs BFD (a Calyx addition; see `BfdSpec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<super::BfdSpec>,
     /// Listen address mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_mode: Option<BindMode>,
@@ -313,6 +320,12 @@ impl BGPConfiguration {
                 p.push("spec.nodeMeshPassword.secretKeyRef", "", "must be set");
             }
         }
+        super::bfd::check(
+            &mut p,
+            "spec.nodeMeshFailureDetectionMode",
+            s.node_mesh_failure_detection_mode.as_deref(),
+            s.bfd.as_ref(),
+        );
         p.errors
     }
 

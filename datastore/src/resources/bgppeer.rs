@@ -150,6 +150,14 @@ pub struct BGPPeerSpec {
     /// Names of BGPFilter resources applied to this peering (kept, not yet acted on).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<String>,
+    /// `None` or `BFDIfDirectlyConnected` (Calico Enterprise): run BFD with a directly
+    /// connected peer and take the session down as soon as BFD detects a failure. A string,
+    /// so that a value of a newer Calico is kept (it is refused on input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_detection_mode: Option<String>,
+    /// BFD timers of this peering (a Calyx addition; see `BfdSpec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<super::BfdSpec>,
     /// Fields Calyx does not model (of Calico's API, or of a newer Calico), kept as read and
     /// written back unchanged.
     #[serde(flatten)]
@@ -250,6 +258,12 @@ impl BGPPeer {
                 }
             }
         }
+        super::bfd::check(
+            &mut p,
+            "spec.failureDetectionMode",
+            s.failure_detection_mode.as_deref(),
+            s.bfd.as_ref(),
+        );
         p.errors
     }
 

@@ -22,6 +22,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod bfd;
 mod bgpconfig;
 mod bgpfilter;
 mod bgppeer;
@@ -39,6 +40,10 @@ mod types;
 mod validate;
 mod wep;
 
+pub use bfd::{
+    wants_bfd, BfdSpec, BFD_DEFAULT_INTERVAL, BFD_DEFAULT_MULTIPLIER, FAILURE_DETECTION_BFD,
+    FAILURE_DETECTION_NONE,
+};
 pub use bgpconfig::{
     BGPConfiguration, BGPConfigurationSpec, BindMode, Community, CommunityValue,
     PrefixAdvertisement, ServiceCidr, DEFAULT_BGP_CONFIGURATION, LOG_SEVERITIES,

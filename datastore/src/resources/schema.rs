@@ -88,6 +88,16 @@ const BGPPEER_SPEC: Shape = Object(&[
     ("filters", Any),
     ("localWorkloadSelector", Any),
     ("reversePeering", Any),
+    // Calico Enterprise's field, and Calyx's BFD timers (resources/bfd.rs).
+    ("failureDetectionMode", Any),
+    ("bfd", BFD),
+]);
+
+/// Calyx's BFD timers, named after Calico Enterprise's BFDConfiguration (resources/bfd.rs).
+const BFD: Shape = Object(&[
+    ("minimumRecvInterval", Any),
+    ("minimumSendInterval", Any),
+    ("multiplier", Any),
 ]);
 
 const BGPCONFIG_SPEC: Shape = Object(&[
@@ -113,6 +123,9 @@ const BGPCONFIG_SPEC: Shape = Object(&[
     ("ignoredInterfaces", Any),
     ("localWorkloadPeeringIPV4", Any),
     ("localWorkloadPeeringIPV6", Any),
+    // Calyx's BFD settings for the mesh and the default timers (resources/bfd.rs).
+    ("nodeMeshFailureDetectionMode", Any),
+    ("bfd", BFD),
 ]);
 
 const NODE_SPEC: Shape = Object(&[

@@ -226,6 +226,11 @@ impl Bgp {
                         .map_or(0, |d| d.as_secs()),
                     prefixes_received: s.prefixes_received,
                     prefixes_advertised: s.prefixes_advertised,
+                    bfd: s.bfd.map(|b| super::status::BfdStatus {
+                        state: b.snapshot.state.to_string(),
+                        detect_ms: b.snapshot.detect_time_us / 1000,
+                        failures: b.failures,
+                    }),
                 }
             })
             .collect()

@@ -480,6 +480,7 @@ pub fn plan(
         peers.extend(planner.mesh().into_iter().map(|p| (p.address, p)));
     }
     peers.extend(explicit);
+    crate::bfd::apply(&mut peers, state, node, config);
 
     Some(Plan {
         global,
