@@ -115,7 +115,7 @@ pub struct BgpRoutesArgs {
     /// Only paths learned from this peer.
     #[arg(long)]
     pub peer: Option<String>,
-    /// At most this many destinations (default 10000).
+    /// At most this many destinations (default 10000, at most 100000).
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub limit: usize,
     /// The daemon's health/status endpoint.

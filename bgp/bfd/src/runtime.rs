@@ -512,9 +512,16 @@ impl Manager {
     ) -> Result<watch::Receiver<SessionStatus>, Error> {
         if let Some(e) = self.sessions.get_mut(&peer) {
             e.refs += 1;
+            // Recorded only once the session has them: a queue full of received packets
+            // would otherwise lose the change for good (every later add would see it done).
             if e.timers != timers {
-                e.timers = timers;
-                let _ = e.tx.try_send(SessionMsg::SetTimers(timers));
+                match e.tx.try_send(SessionMsg::SetTimers(timers)) {
+                    Ok(()) => e.timers = timers,
+                    Err(err) => tracing::warn!(
+                        %peer, error = %err,
+                        "BFD timers not changed now (session queue full); retried at the next add"
+                    ),
+                }
             }
             return Ok(e.status.clone());
         }

@@ -205,7 +205,9 @@ impl Rib {
             }
             answer.routes.push(e);
         }
-        // Slab order is arrival order; users read tables sorted.
+        // Slab order is arrival order; users read tables sorted. A truncated answer is the
+        // first `limit` destinations in arrival order, sorted: not the lowest prefixes (which
+        // would cost a sort of the whole table inside the RIB task).
         answer.routes.sort_by(|a, b| {
             (a.prefix.addr().is_ipv6(), a.prefix).cmp(&(b.prefix.addr().is_ipv6(), b.prefix))
         });

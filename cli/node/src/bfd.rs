@@ -35,27 +35,38 @@ fn settings(spec: Option<&BfdSpec>) -> BfdSettings {
     }
 }
 
-/// The BGPPeer that asks for BFD with `addr`: by `peerIP`, or by a `peerSelector` that
-/// selects the node with that address.
-fn bfd_peer(state: &ClusterState, addr: IpAddr) -> Option<&BGPPeer> {
+/// Whether `node` has `addr` as its BGP address of either family.
+fn has_address(node: &Node, addr: IpAddr) -> bool {
+    node.spec.bgp.as_ref().is_some_and(|b| match addr {
+        IpAddr::V4(a) => b.ipv4_address.is_some_and(|n| n.addr() == a),
+        IpAddr::V6(a) => b.ipv6_address.is_some_and(|n| n.addr() == a),
+    })
+}
+
+/// The BGPPeer that asks for BFD on this node's peering with `addr`, deciding per BGPPeer as
+/// confd does: one that applies to this node (`node`/`nodeSelector`) and names `addr` by
+/// `peerIP` or by a `peerSelector` that selects the node with that address; or the reverse
+/// peering of one that applies to that node and whose `peerSelector` selects this node.
+fn bfd_peer<'a>(state: &'a ClusterState, me: &Node, addr: IpAddr) -> Option<&'a BGPPeer> {
+    let me_name = me.metadata.name.as_str();
+    let selects = |selector: &str, n: &Node| {
+        Selector::parse(selector).is_ok_and(|sel| sel.matches(&n.metadata.labels))
+    };
     state.bgp_peers.values().find(|p| {
         let s = &p.spec;
         if !wants_bfd(s.failure_detection_mode.as_deref()) {
             return false;
         }
         if let Some(ip) = &s.peer_ip {
-            return ip.addr == addr;
+            return ip.addr == addr && crate::bgp::applies_to(s, me_name, me);
         }
-        let Ok(sel) = Selector::parse(&s.peer_selector) else {
+        if s.peer_selector.is_empty() {
             return false;
-        };
-        state.nodes.values().any(|n| {
-            sel.matches(&n.metadata.labels)
-                && n.spec
-                    .bgp
-                    .as_ref()
-                    .and_then(|b| b.ipv4_address)
-                    .is_some_and(|net| IpAddr::V4(net.addr()) == addr)
+        }
+        state.nodes.iter().any(|(name, other)| {
+            has_address(other, addr)
+                && ((crate::bgp::applies_to(s, me_name, me) && selects(&s.peer_selector, other))
+                    || (crate::bgp::applies_to(s, name, other) && selects(&s.peer_selector, me)))
         })
     })
 }
@@ -76,7 +87,7 @@ pub(crate) fn apply(
             PeerLabel::Mesh => wants_bfd(config.spec.node_mesh_failure_detection_mode.as_deref())
                 .then(|| settings(defaults)),
             PeerLabel::Global | PeerLabel::NodeSpecific => {
-                bfd_peer(state, p.address).map(|bp| settings(bp.spec.bfd.as_ref().or(defaults)))
+                bfd_peer(state, me, p.address).map(|bp| settings(bp.spec.bfd.as_ref().or(defaults)))
             }
         };
         p.bfd = timers;
@@ -170,5 +181,51 @@ mod tests {
             })
         );
         assert_eq!(got(&peers, "10.0.0.254"), None);
+    }
+
+    #[test]
+    fn bfd_is_decided_by_the_bgppeer_that_applies_to_this_node() {
+        // `tor-b` asks for BFD but is node b's; `tor` (global, same address) does not.
+        let me = node("10.0.0.1/24");
+        let mut state = ClusterState::default();
+        let config = BGPConfiguration::new("default", Default::default());
+        let peer = |name: &str, extra: serde_json::Value| -> BGPPeer {
+            let mut spec = serde_json::json!({"peerIP": "10.0.0.254", "asNumber": 65001});
+            if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+                s.extend(e.clone());
+            }
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "projectcalico.org/v3", "kind": "BGPPeer",
+                "metadata": {"name": name}, "spec": spec
+            }))
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        state
+            .bgp_peers
+            .insert("tor".into(), peer("tor", serde_json::json!({})));
+        state.bgp_peers.insert(
+            "tor-b".into(),
+            peer(
+                "tor-b",
+                serde_json::json!({"node": "b", "failureDetectionMode": "BFDIfDirectlyConnected"}),
+            ),
+        );
+        let mut peers = BTreeMap::new();
+        peers.insert(
+            "10.0.0.254".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            peer_cfg("10.0.0.254", PeerLabel::Global),
+        );
+        apply(&mut peers, &state, &me, &config);
+        assert!(peers.values().all(|p| p.bfd.is_none()));
+        // The same BGPPeer for this node ("me") turns it on.
+        state.bgp_peers.insert(
+            "tor-me".into(),
+            peer(
+                "tor-me",
+                serde_json::json!({"node": "me", "failureDetectionMode": "BFDIfDirectlyConnected"}),
+            ),
+        );
+        apply(&mut peers, &state, &me, &config);
+        assert!(peers.values().all(|p| p.bfd.is_some()));
     }
 }

@@ -25,6 +25,10 @@ pub struct BgpView {
 /// Shared between the main loop (writer) and the endpoint (reader).
 pub type SharedBgp = Arc<RwLock<BgpView>>;
 
+/// The most destinations one query may ask for: it is answered inside the RIB task, which
+/// handles no route meanwhile, so the endpoint bounds its work (about 10 ms per 10,000 here).
+pub const MAX_LIMIT: usize = 100_000;
+
 /// How long a route query may take before the endpoint gives up (a RIB busy with a route
 /// storm answers between two messages, so this is generous).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -81,7 +85,11 @@ pub fn parse_route_query(query: &str) -> Result<RouteQuery, String> {
             "limit" => {
                 q.limit = value
                     .parse::<usize>()
-                    .map_err(|_| format!("limit: {value:?} is not a number"))?
+                    .ok()
+                    .filter(|n| *n <= MAX_LIMIT)
+                    .ok_or_else(|| {
+                        format!("limit: {value:?} is not a number from 0 to {MAX_LIMIT}")
+                    })?
             }
             other => return Err(format!("unknown parameter {other:?}")),
         }
@@ -145,6 +153,11 @@ mod tests {
             .unwrap_err()
             .contains("peer"));
         assert!(parse_route_query("limit=-1").unwrap_err().contains("limit"));
+        assert!(parse_route_query("limit=100001")
+            .unwrap_err()
+            .contains("limit"));
+        assert!(parse_route_query("limit=18446744073709551615").is_err());
+        assert_eq!(parse_route_query("limit=100000").unwrap().limit, 100_000);
         assert!(parse_route_query("colour=red")
             .unwrap_err()
             .contains("colour"));

@@ -25,6 +25,7 @@ use super::status::PeerStatus;
 use super::tasks::BEST_ROUTE_FEED;
 
 pub use filters::FilterProblem;
+pub(crate) use plan::applies_to;
 pub use plan::{plan, static_routes, Plan};
 
 /// The BGPFilters the peerings of node `me` name that do not exist, or whose rules Calyx

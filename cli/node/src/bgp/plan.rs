@@ -191,7 +191,7 @@ fn is_global(spec: &BGPPeerSpec) -> bool {
 }
 
 /// Whether the BGPPeer gives node `name` its peerings.
-fn applies_to(spec: &BGPPeerSpec, name: &str, node: &Node) -> bool {
+pub(crate) fn applies_to(spec: &BGPPeerSpec, name: &str, node: &Node) -> bool {
     if !spec.node.is_empty() {
         spec.node == name
     } else if !spec.node_selector.is_empty() {
