@@ -255,14 +255,31 @@ pub fn translate(v: &Value) -> Result<PolicyObject, String> {
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     let mut types = Vec::new();
-    if declared.contains(&"Ingress") {
+    if declared.is_empty() {
+        // What the API server stores for a manifest without policyTypes (and so what
+        // kube-controllers converts): Ingress, plus Egress when there are egress rules.
         types.push("Ingress");
+        if !egress.is_empty() {
+            types.push("Egress");
+        }
+    } else {
+        if declared.contains(&"Ingress") {
+            types.push("Ingress");
+        }
+        if declared.contains(&"Egress") {
+            types.push("Egress");
+        }
+        if types.is_empty() {
+            types.push("Ingress");
+        }
     }
-    if declared.contains(&"Egress") {
-        types.push("Egress");
+    // Rules of a direction the policy does not declare have no effect in Kubernetes (Felix
+    // ignores them in Calico's conversion); they are left out rather than refused.
+    if !types.contains(&"Ingress") {
+        ingress.clear();
     }
-    if types.is_empty() {
-        types.push("Ingress");
+    if !types.contains(&"Egress") {
+        egress.clear();
     }
     let mut calico_spec = Map::new();
     calico_spec.insert("order".into(), json!(1000.0));

@@ -267,6 +267,28 @@ impl Rule {
             }
             None => return Err("action is required (Allow, Deny, Log or Pass)".into()),
         };
+        // Matches Calyx cannot enforce (`calyx apply` refuses them; a stored object may still
+        // hold them): ignoring one would widen the rule, so the rule cannot be read and the
+        // caller makes it a Deny of everything.
+        let set = |x: Option<&Value>| {
+            x.is_some_and(|x| match x {
+                Value::Null => false,
+                Value::Object(m) => !m.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                Value::String(s) => !s.is_empty(),
+                _ => true,
+            })
+        };
+        if set(v.get("http")) {
+            return Err("http: HTTP matches are not supported".into());
+        }
+        for side in ["source", "destination"] {
+            for field in ["serviceAccounts", "services"] {
+                if set(v.get(side).and_then(|s| s.get(field))) {
+                    return Err(format!("{side}.{field}: not supported"));
+                }
+            }
+        }
         let ip_version = match v.get("ipVersion") {
             None | Some(Value::Null) => None,
             Some(x) => match x.as_u64() {

@@ -40,6 +40,23 @@ fn stored_objects_keep_unknown_fields() {
     let bad = br#"{"kind":"GlobalNetworkPolicy","metadata":{"name":"a"},"spec":{"ingress":[{"action":"Maybe"}]}}"#;
     let o = PolicyObject::from_stored(PolicyKind::GlobalNetworkPolicy, bad).unwrap();
     assert_eq!(o.rules(PolicyType::Ingress), vec![Rule::deny_all()]);
+    // A stored rule with a match Calyx cannot enforce denies too (ignoring it would widen it).
+    for rule in [
+        r#"{"action":"Allow","source":{"serviceAccounts":{"names":["api"]}}}"#,
+        r#"{"action":"Allow","destination":{"services":{"name":"db","namespace":"a"}}}"#,
+        r#"{"action":"Allow","http":{"methods":["GET"]}}"#,
+    ] {
+        let stored = format!(
+            r#"{{"kind":"GlobalNetworkPolicy","metadata":{{"name":"a"}},"spec":{{"ingress":[{rule}]}}}}"#
+        );
+        let o =
+            PolicyObject::from_stored(PolicyKind::GlobalNetworkPolicy, stored.as_bytes()).unwrap();
+        assert_eq!(
+            o.rules(PolicyType::Ingress),
+            vec![Rule::deny_all()],
+            "{rule}"
+        );
+    }
 }
 
 fn user(text: &str) -> Result<Vec<PolicyObject>, String> {
@@ -313,4 +330,22 @@ mod props {
             }
         }
     }
+}
+
+/// A manifest without policyTypes gets what the API server would store (Ingress, plus Egress
+/// with egress rules); rules of an undeclared direction are left out, not refused.
+#[test]
+fn kubernetes_policy_types_defaulted_as_the_api_server_does() {
+    let types = |p: &PolicyObject| p.value["spec"]["types"].clone();
+    let p = user("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: egress-only}\nspec:\n  podSelector: {}\n  egress:\n  - to: [{ipBlock: {cidr: 10.0.0.0/24}}]\n").unwrap();
+    assert_eq!(types(&p[0]), json!(["Ingress", "Egress"]));
+    assert_eq!(
+        p[0].value["spec"]["egress"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let p = user("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: in-only}\nspec:\n  podSelector: {}\n  ingress:\n  - {}\n").unwrap();
+    assert_eq!(types(&p[0]), json!(["Ingress"]));
+    let p = user("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: declared-egress}\nspec:\n  podSelector: {}\n  policyTypes: [Egress]\n  ingress:\n  - {}\n  egress:\n  - {}\n").unwrap();
+    assert_eq!(types(&p[0]), json!(["Egress"]));
+    assert!(p[0].value["spec"].get("ingress").is_none());
 }

@@ -266,7 +266,15 @@ impl Calc {
         local: Option<&[(String, u8, u16)]>,
     ) -> Option<Side> {
         let mut s = Side::default();
-        if e.selector.is_some() || e.namespace_selector.is_some() {
+        // As Calico (libcalico-go's updateprocessors/rules.go): in a namespaced policy any
+        // selector of a rule, a `notSelector` alone included, limits the rule to endpoints of
+        // the policy's namespace (or of `namespaceSelector`'s); without that, "not these pods"
+        // would also admit every other namespace, the hosts and the outside.
+        let namespaced = matches!(scope, Scope::Namespace(_));
+        if e.selector.is_some()
+            || e.namespace_selector.is_some()
+            || (namespaced && e.not_selector.is_some())
+        {
             let name = self.selector_set(scope, e.selector.as_ref(), e.namespace_selector.as_ref());
             s.in_sets.push(name);
         }
@@ -385,6 +393,22 @@ struct PolicyIndex {
     tiers: Vec<(String, bool, Vec<IndexedPolicy>)>,
 }
 
+/// A policy's rules of one direction; a stored policy that also selects by service account
+/// (which Calyx cannot see) denies everything instead, so it never opens more than Calico
+/// would.
+fn rules_or_deny(o: &PolicyObject, direction: PolicyType) -> Vec<Rule> {
+    let by_account = o
+        .spec()
+        .get("serviceAccountSelector")
+        .and_then(|v| v.as_str())
+        .is_some_and(|s| !s.trim().is_empty());
+    if by_account {
+        vec![Rule::deny_all()]
+    } else {
+        o.rules(direction)
+    }
+}
+
 impl PolicyIndex {
     fn new(view: &PolicyView) -> PolicyIndex {
         // Tiers: name -> (order, default pass).
@@ -403,6 +427,13 @@ impl PolicyIndex {
                 o.kind,
                 PolicyKind::NetworkPolicy | PolicyKind::GlobalNetworkPolicy
             ) {
+                continue;
+            }
+            // preDNAT and doNotTrack policies apply to host endpoints only (Calico), never to
+            // workloads; a selector Calyx cannot enforce must not select workloads instead.
+            let spec = o.spec();
+            let flag = |k: &str| spec.get(k).and_then(|v| v.as_bool()) == Some(true);
+            if flag("preDNAT") || flag("doNotTrack") {
                 continue;
             }
             // A policy of a tier that does not exist applies nowhere (Calico refuses it).
@@ -444,8 +475,8 @@ impl PolicyIndex {
                             && !ns_sel.is_empty())
                         .then(|| stored_selector(ns_sel)),
                         types: o.policy_types(),
-                        ingress: o.rules(PolicyType::Ingress),
-                        egress: o.rules(PolicyType::Egress),
+                        ingress: rules_or_deny(o, PolicyType::Ingress),
+                        egress: rules_or_deny(o, PolicyType::Egress),
                         display: format!("{} {}", o.kind, o.display_name()),
                     }
                 })

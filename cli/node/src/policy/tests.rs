@@ -94,3 +94,52 @@ fn namespace_selector_tiers_and_missing_profiles() {
     let s2 = calc::policy_state(&v2, "n1");
     assert!(s2.endpoints["calib1"].egress.profiles.is_none());
 }
+
+#[test]
+fn a_namespaced_not_selector_admits_only_its_namespace() {
+    let v = view(&format!("{PROFILES}---\napiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {{name: not-db, namespace: a}}\nspec: {{selector: app == 'web', ingress: [{{action: Allow, source: {{notSelector: app == 'db'}}}}]}}\n"));
+    let s = calc::policy_state(&v, "n1");
+    let r = &s.endpoints["calia1"].ingress.tiers[0].policies[0].rules[0];
+    // In namespace a (a1, a2) and not app == db (a2): a1 only; b1 and the outside are out.
+    assert_eq!(r.source.in_sets.len(), 1, "{r:?}");
+    let within = &s.sets[&r.source.in_sets[0]];
+    assert_eq!(
+        within.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        vec!["10.0.0.1/32", "10.0.0.2/32"]
+    );
+    let not = &s.sets[&r.source.not_in_sets[0]];
+    assert_eq!(
+        not.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        vec!["10.0.0.2/32"]
+    );
+}
+
+#[test]
+fn host_only_and_service_account_policies_never_widen_workload_rules() {
+    // A preDNAT policy is for host endpoints: it must not select workloads (its tier would
+    // then deny them by default).
+    // (Stored as Calico writes it: `calyx apply` refuses preDNAT.)
+    let mut v = view(&format!("{PROFILES}---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: host}}\nspec: {{selector: all(), applyOnForward: true, ingress: [{{action: Deny}}]}}\n"));
+    assert!(!calc::policy_state(&v, "n1").endpoints["calia1"]
+        .ingress
+        .tiers
+        .is_empty());
+    for o in v.objects.values_mut() {
+        if o.name() == "host" {
+            o.value["spec"]["preDNAT"] = json!(true);
+        }
+    }
+    let s = calc::policy_state(&v, "n1");
+    assert!(s.endpoints["calia1"].ingress.tiers.is_empty());
+    // A stored policy that also selects by service account denies rather than allow more.
+    let v = view(&format!("{PROFILES}---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: sa}}\nspec: {{selector: all(), ingress: [{{action: Allow}}]}}\n"));
+    let mut v = v;
+    for o in v.objects.values_mut() {
+        if o.name() == "sa" {
+            o.value["spec"]["serviceAccountSelector"] = json!("role == 'api'");
+        }
+    }
+    let s = calc::policy_state(&v, "n1");
+    let r = &s.endpoints["calia1"].ingress.tiers[0].policies[0].rules[0];
+    assert_eq!(r.verdict, Verdict::Deny, "{r:?}");
+}
