@@ -195,6 +195,19 @@ fn policy_kinds_apply_get_delete() {
         "{err}"
     );
     assert_eq!(etcd.etcdctl(&["get", "--prefix", "/calico"]), before);
+    // A file naming one resource that does not exist deletes nothing at all.
+    let before = etcd.etcdctl(&["get", "--prefix", "/calico"]);
+    let missing = format!(
+        "{FILE}\n---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: no-such-pool}}\nspec: {{cidr: 10.99.0.0/16}}\n"
+    );
+    let out = calyx(&etcd, &["delete", "-f", "-"], Some(&missing));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no-such-pool"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(etcd.etcdctl(&["get", "--prefix", "/calico"]), before);
     // Delete by name (namespaced) and by file.
     ok(
         &etcd,

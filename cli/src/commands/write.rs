@@ -121,10 +121,17 @@ pub async fn delete(datastore: &DatastoreArgs, args: DeleteArgs) -> Result<()> {
         }
     };
     let client = connect::client(datastore).await?;
+    // Every target is checked before anything is deleted: a typo in one document of a file
+    // deletes nothing.
     if !args.skip_not_exists {
         for (kind, ns, name) in &policy_targets {
             if client.store().get(&kind.key(ns, name)).await?.is_none() {
                 anyhow::bail!("{kind} {name:?} does not exist");
+            }
+        }
+        for (kind, name) in &targets {
+            if client.get(*kind, name).await?.is_none() {
+                anyhow::bail!("{} {name:?} does not exist", kind.as_str());
             }
         }
     }
@@ -136,13 +143,6 @@ pub async fn delete(datastore: &DatastoreArgs, args: DeleteArgs) -> Result<()> {
             policies_deleted += 1;
         } else if !args.skip_not_exists {
             anyhow::bail!("{kind} {name:?} does not exist");
-        }
-    }
-    if !args.skip_not_exists {
-        for (kind, name) in &targets {
-            if client.get(*kind, name).await?.is_none() {
-                anyhow::bail!("{} {name:?} does not exist", kind.as_str());
-            }
         }
     }
     let mut deleted = policies_deleted;
