@@ -158,6 +158,10 @@ pub struct PolicyStatus {
     pub rules: RulesStatus,
     /// The datastore watch's last error, until it reads again.
     pub last_error: Option<String>,
+    /// Stored policy objects and WorkloadEndpoints that could not be decoded and are left out
+    /// (each logged once when read).
+    #[serde(default)]
+    pub undecodable_objects: u64,
 }
 
 /// The garbage collector's figures.
@@ -421,6 +425,12 @@ pub fn metrics(status: &NodeStatus) -> String {
         &[(String::new(), p.endpoints as f64)],
     );
     metric(
+        "calyx_policy_undecodable_objects",
+        "Stored policy objects and WorkloadEndpoints left out because they do not decode.",
+        "gauge",
+        &[(String::new(), p.undecodable_objects as f64)],
+    );
+    metric(
         "calyx_policy_transactions_total",
         "nf_tables transactions written for network policy.",
         "counter",
@@ -488,6 +498,12 @@ pub fn render(status: &NodeStatus) -> String {
         if let Some(e) = error {
             out.push_str(&format!("Network policy ({what}): {e}\n"));
         }
+    }
+    if policy.undecodable_objects > 0 {
+        out.push_str(&format!(
+            "Network policy: {} stored object(s) do not decode and are left out (see the log)\n",
+            policy.undecodable_objects
+        ));
     }
     out
 }

@@ -31,6 +31,8 @@ pub struct PolicyView {
     pub weps: BTreeMap<String, WorkloadEndpoint>,
     /// Policy objects (every [`PolicyKind`]) by key.
     pub objects: BTreeMap<String, PolicyObject>,
+    /// Keys whose stored value could not be decoded (left out; counted in the status).
+    pub undecodable: std::collections::BTreeSet<String>,
 }
 
 /// Every prefix the policy view is read from.
@@ -46,9 +48,10 @@ impl PolicyView {
         self.objects.get(&PolicyKind::Profile.key("", name))
     }
 
-    /// Stores a value read at `key` (an undecodable value is logged and dropped: it must not
-    /// stop the rest of the policy).
+    /// Stores a value read at `key` (an undecodable value is logged, counted and dropped: it
+    /// must not stop the rest of the policy).
     pub fn put(&mut self, key: &str, value: &[u8]) {
+        self.undecodable.remove(key);
         if key.starts_with(WORKLOAD_ENDPOINT_PREFIX) {
             match WorkloadEndpoint::from_json(value) {
                 Ok(w) => {
@@ -57,6 +60,7 @@ impl PolicyView {
                 Err(e) => {
                     warn!(key, error = %e, "policy: undecodable WorkloadEndpoint skipped");
                     self.weps.remove(key);
+                    self.undecodable.insert(key.to_string());
                 }
             }
         } else if let Some((kind, _, _)) = PolicyKind::from_key(key) {
@@ -67,6 +71,7 @@ impl PolicyView {
                 Err(e) => {
                     warn!(key, error = %e, "policy: undecodable object skipped");
                     self.objects.remove(key);
+                    self.undecodable.insert(key.to_string());
                 }
             }
         }
@@ -76,12 +81,14 @@ impl PolicyView {
     pub fn delete(&mut self, key: &str) {
         self.weps.remove(key);
         self.objects.remove(key);
+        self.undecodable.remove(key);
     }
 
     /// Replaces everything under `prefix` with a listing.
     pub fn replace_prefix(&mut self, prefix: &str, listing: &Listing) {
         self.weps.retain(|k, _| !k.starts_with(prefix));
         self.objects.retain(|k, _| !k.starts_with(prefix));
+        self.undecodable.retain(|k| !k.starts_with(prefix));
         for kv in &listing.kvs {
             self.put(&kv.key, &kv.value);
         }
@@ -198,7 +205,11 @@ fn feed(
 ) {
     let state = calc::policy_state(view, me);
     let endpoints = state.endpoints.len() as u64;
-    update(status, |p| p.endpoints = endpoints);
+    let undecodable = view.undecodable.len() as u64;
+    update(status, |p| {
+        p.endpoints = endpoints;
+        p.undecodable_objects = undecodable;
+    });
     if sent.as_ref() != Some(&state) {
         debug!(
             endpoints = state.endpoints.len(),

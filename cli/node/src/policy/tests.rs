@@ -143,3 +143,22 @@ fn host_only_and_service_account_policies_never_widen_workload_rules() {
     let r = &s.endpoints["calia1"].ingress.tiers[0].policies[0].rules[0];
     assert_eq!(r.verdict, Verdict::Deny, "{r:?}");
 }
+
+#[test]
+fn undecodable_stored_objects_are_counted_until_fixed_or_deleted() {
+    let mut v = PolicyView::default();
+    let key = PolicyKind::GlobalNetworkPolicy.key("", "broken");
+    v.put(&key, b"{not json");
+    assert_eq!(v.undecodable.len(), 1);
+    v.put(
+        &key,
+        br#"{"kind":"GlobalNetworkPolicy","metadata":{"name":"broken"},"spec":{"selector":"all()"}}"#,
+    );
+    assert!(v.undecodable.is_empty());
+    assert_eq!(v.objects.len(), 1);
+    v.put(&key, b"[]");
+    assert_eq!(v.undecodable.len(), 1);
+    assert!(v.objects.is_empty());
+    v.delete(&key);
+    assert!(v.undecodable.is_empty());
+}
