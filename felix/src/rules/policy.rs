@@ -346,6 +346,33 @@ fn prefix_word(prefix: &str) -> &'static str {
     }
 }
 
+/// Drops invalid packets from a workload (the first rule of the forward and input chains).
+fn invalid_from_workload() -> Rule {
+    Rule::new(
+        vec![
+            Match::Iifname(IfName::Prefix(super::calyx::WORKLOAD_PREFIX.into())),
+            Match::CtState {
+                mask: ct_state::INVALID,
+                negate: false,
+            },
+        ],
+        Action::Drop,
+        "invalid from a workload",
+    )
+}
+
+/// Accepts the return traffic of connections policy allowed (forward and input chains).
+fn established_or_related() -> Rule {
+    Rule::new(
+        vec![Match::CtState {
+            mask: ct_state::ESTABLISHED | ct_state::RELATED,
+            negate: false,
+        }],
+        Action::Accept,
+        "established or related",
+    )
+}
+
 /// The policy table for `s`.
 pub fn table(s: &PolicyState) -> Table {
     let mut t = Table::default();
@@ -362,17 +389,7 @@ pub fn table(s: &PolicyState) -> Table {
     }
     let cali = || IfName::Prefix(super::calyx::WORKLOAD_PREFIX.into());
     let mut base = vec![
-        Rule::new(
-            vec![
-                Match::Iifname(cali()),
-                Match::CtState {
-                    mask: ct_state::INVALID,
-                    negate: false,
-                },
-            ],
-            Action::Drop,
-            "invalid from a workload",
-        ),
+        invalid_from_workload(),
         Rule::new(
             vec![
                 Match::Oifname(cali()),
@@ -384,14 +401,7 @@ pub fn table(s: &PolicyState) -> Table {
             Action::Drop,
             "invalid to a workload",
         ),
-        Rule::new(
-            vec![Match::CtState {
-                mask: ct_state::ESTABLISHED | ct_state::RELATED,
-                negate: false,
-            }],
-            Action::Accept,
-            "established or related",
-        ),
+        established_or_related(),
     ];
     // Which chain each workload's traffic jumps to: one verdict-map lookup per direction and
     // packet, however many workloads the node has.
@@ -463,25 +473,8 @@ pub fn table(s: &PolicyState) -> Table {
     // Workload to this host (the input hook): the workload's egress policy applies too, then
     // the host takes it (Felix's `defaultEndpointToHostAction: Accept`).
     let input = vec![
-        Rule::new(
-            vec![
-                Match::Iifname(cali()),
-                Match::CtState {
-                    mask: ct_state::INVALID,
-                    negate: false,
-                },
-            ],
-            Action::Drop,
-            "invalid from a workload",
-        ),
-        Rule::new(
-            vec![Match::CtState {
-                mask: ct_state::ESTABLISHED | ct_state::RELATED,
-                negate: false,
-            }],
-            Action::Accept,
-            "established or related",
-        ),
+        invalid_from_workload(),
+        established_or_related(),
         Rule::new(
             vec![
                 Match::Iifname(cali()),

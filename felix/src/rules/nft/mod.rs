@@ -385,35 +385,50 @@ impl Batch {
         elems: &[(&str, Option<&str>)],
         add: bool,
     ) {
-        for chunk in elems.chunks(256) {
-            let (m, flags, verb) = if add {
-                (msg::NEWSETELEM, wire::NLM_F_CREATE, "add")
-            } else {
-                (msg::DELSETELEM, 0, "delete")
-            };
+        self.set_elems(t, map, elems, add, |buf, (name, chain)| {
+            let e = nest(buf, LIST_ELEM);
+            let k = nest(buf, SET_ELEM_KEY);
+            put_attr(buf, DATA_VALUE, &ifname_key(name));
+            nest_end(buf, k);
+            if let (true, Some(c)) = (add, chain) {
+                let d = nest(buf, SET_ELEM_DATA);
+                let v = nest(buf, DATA_VERDICT);
+                put_be32(buf, VERDICT_CODE, NFT_JUMP as u32);
+                put_str(buf, VERDICT_CHAIN, c);
+                nest_end(buf, v);
+                nest_end(buf, d);
+            }
+            nest_end(buf, e);
+        });
+    }
+
+    /// Adds (`add`) or deletes elements of set `set`, `element` writing each one, in messages
+    /// of at most 256 elements (a nested attribute is at most 64 KiB).
+    fn set_elems<T>(
+        &mut self,
+        t: &TableId,
+        set: &str,
+        items: &[T],
+        add: bool,
+        mut element: impl FnMut(&mut Vec<u8>, &T),
+    ) {
+        let (m, flags, verb) = if add {
+            (msg::NEWSETELEM, wire::NLM_F_CREATE, "add")
+        } else {
+            (msg::DELSETELEM, 0, "delete")
+        };
+        for chunk in items.chunks(256) {
             let s = self.start(
                 m,
                 flags,
                 t.family,
-                format!("{verb} {} element(s) of {t} {map}", chunk.len()),
+                format!("{verb} {} element(s) of set {t} {set}", chunk.len()),
             );
             put_str(&mut self.buf, SET_ELEM_LIST_TABLE, &t.name);
-            put_str(&mut self.buf, SET_ELEM_LIST_SET, map);
+            put_str(&mut self.buf, SET_ELEM_LIST_SET, set);
             let list = nest(&mut self.buf, SET_ELEM_LIST_ELEMENTS);
-            for (name, chain) in chunk {
-                let e = nest(&mut self.buf, LIST_ELEM);
-                let k = nest(&mut self.buf, SET_ELEM_KEY);
-                put_attr(&mut self.buf, DATA_VALUE, &ifname_key(name));
-                nest_end(&mut self.buf, k);
-                if let (true, Some(c)) = (add, chain) {
-                    let d = nest(&mut self.buf, SET_ELEM_DATA);
-                    let v = nest(&mut self.buf, DATA_VERDICT);
-                    put_be32(&mut self.buf, VERDICT_CODE, NFT_JUMP as u32);
-                    put_str(&mut self.buf, VERDICT_CHAIN, c);
-                    nest_end(&mut self.buf, v);
-                    nest_end(&mut self.buf, d);
-                }
-                nest_end(&mut self.buf, e);
+            for item in chunk {
+                element(&mut self.buf, item);
             }
             nest_end(&mut self.buf, list);
             end_msg(&mut self.buf, s);
@@ -428,8 +443,7 @@ impl Batch {
         end_msg(&mut self.buf, s);
     }
 
-    /// Adds (`add`) or deletes ranges of a set, in messages of at most 256 ranges (a nested
-    /// attribute is at most 64 KiB).
+    /// Adds (`add`) or deletes ranges of a set, in messages of at most 256 ranges.
     pub fn set_ranges(
         &mut self,
         t: &TableId,
@@ -438,30 +452,12 @@ impl Batch {
         ranges: &[Range],
         add: bool,
     ) {
-        for chunk in ranges.chunks(256) {
-            let (m, flags, verb) = if add {
-                (msg::NEWSETELEM, wire::NLM_F_CREATE, "add")
-            } else {
-                (msg::DELSETELEM, 0, "delete")
-            };
-            let s = self.start(
-                m,
-                flags,
-                t.family,
-                format!("{verb} {} element(s) of set {t} {set}", chunk.len()),
-            );
-            put_str(&mut self.buf, SET_ELEM_LIST_TABLE, &t.name);
-            put_str(&mut self.buf, SET_ELEM_LIST_SET, set);
-            let list = nest(&mut self.buf, SET_ELEM_LIST_ELEMENTS);
-            for r in chunk {
-                put_elem(&mut self.buf, &addr_bytes(v, r.start), false);
-                if let Some(end) = r.end {
-                    put_elem(&mut self.buf, &addr_bytes(v, end), true);
-                }
+        self.set_elems(t, set, ranges, add, |buf, r| {
+            put_elem(buf, &addr_bytes(v, r.start), false);
+            if let Some(end) = r.end {
+                put_elem(buf, &addr_bytes(v, end), true);
             }
-            nest_end(&mut self.buf, list);
-            end_msg(&mut self.buf, s);
-        }
+        });
     }
 }
 
