@@ -340,8 +340,10 @@ impl Drop for Daemon {
 pub struct Pod {
     /// The pod's network namespace.
     pub ns: Netns,
-    /// The pod's address.
+    /// The pod's (first) address.
     pub ip: String,
+    /// Every address CNI ADD returned (both families for a dual-stack pod), without length.
+    pub ips: Vec<String>,
     node_ns: String,
     container_id: String,
     conf: String,
@@ -457,8 +459,13 @@ impl Pod {
     /// Creates pod `name` of Kubernetes namespace `k8s_namespace` on `node` through CNI ADD
     /// (its WorkloadEndpoint is `<node>-k8s-<name>-eth0` in that namespace).
     pub fn add_in(underlay: &Underlay, node: &NodeNs, name: &str, k8s_namespace: &str) -> Pod {
+        Pod::add_with_conf(node, name, k8s_namespace, cni_conf(underlay, node))
+    }
+
+    /// Creates pod `name` on `node` through CNI ADD with network configuration `conf` (e.g.
+    /// one with `assign_ipv6`); [`Pod::ips`] holds every address the plugin returned.
+    pub fn add_with_conf(node: &NodeNs, name: &str, k8s_namespace: &str, conf: String) -> Pod {
         let ns = Netns::new(name);
-        let conf = cni_conf(underlay, node);
         let id = format!("ctr-{name}");
         let out = run_cni_in(node.ns.name(), "ADD", &id, name, &conf, k8s_namespace);
         assert!(
@@ -469,14 +476,20 @@ impl Pod {
         );
         let result: serde_json::Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("CNI result is not JSON: {e}"));
-        let ip = result["ips"][0]["address"]
-            .as_str()
-            .and_then(|a| a.split('/').next())
-            .unwrap_or_else(|| panic!("no address in {result}"))
-            .to_string();
+        let ips: Vec<String> = result["ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["address"].as_str()?.split('/').next().map(String::from))
+            .collect();
+        let ip = ips
+            .first()
+            .cloned()
+            .unwrap_or_else(|| panic!("no address in {result}"));
         Pod {
             ns,
             ip,
+            ips,
             node_ns: node.ns.name().to_string(),
             container_id: id,
             conf,

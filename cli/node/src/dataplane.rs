@@ -53,7 +53,7 @@ pub fn needs_blocks(state: &ClusterState, backend: Backend) -> bool {
         && state
             .pools
             .values()
-            .any(|p| p.spec.cidr.addr().is_ipv4() && !p.spec.disabled && is_vxlan(p))
+            .any(|p| !p.spec.disabled && is_vxlan(p))
 }
 
 /// The host part of the dataplane this node should have: addresses, tunnels, local blocks.
@@ -86,6 +86,23 @@ pub fn host_state(state: &ClusterState, me: &str, backend: Backend) -> HostState
             tunnel.vni = felix.vxlan_vni.unwrap_or(tunnel.vni);
             tunnel.port = felix.vxlan_port.unwrap_or(tunnel.port);
             host.vxlan_v4 = Some(tunnel);
+        }
+    }
+    // `vxlan-v6.calico`, with the Node's `ipv6VXLANTunnelAddr` and `vxlanTunnelMACAddrV6`.
+    let v6_vxlan = state
+        .pools
+        .values()
+        .any(|p| p.spec.cidr.addr().is_ipv6() && !p.spec.disabled && is_vxlan(p));
+    if v6_vxlan && host.node_ipv6.is_some() {
+        if let Some(mac) = node.spec.vxlan_tunnel_mac_addr_v6 {
+            let mut tunnel = VxlanTunnel::calico(
+                MacAddr(mac.0),
+                node.spec.ipv6_vxlan_tunnel_addr.map(IpAddr::V6),
+            );
+            let felix = super::felixconfig::effective(&state.felix_configs, me);
+            tunnel.vni = felix.vxlan_vni.unwrap_or(tunnel.vni);
+            tunnel.port = felix.vxlan_port.unwrap_or(tunnel.port);
+            host.vxlan_v6 = Some(tunnel);
         }
     }
     if v4_pools().any(|p| p.spec.ipip_mode != EncapMode::Never) {
@@ -125,7 +142,7 @@ pub fn datastore_routes(
         }
     }
     for (cidr, owner) in &state.affinities {
-        if owner == me || cidr.addr().is_ipv6() {
+        if owner == me {
             continue;
         }
         if let Some(route) = vxlan_route(state, *cidr, owner) {
@@ -135,25 +152,33 @@ pub fn datastore_routes(
     routes
 }
 
-/// A route for `dst` to `node`'s VTEP when `dst` is in a VXLAN pool and `node` has a VTEP.
+/// A route for `dst` to `node`'s VTEP when `dst` is in a VXLAN pool and `node` has a VTEP of
+/// `dst`'s family (IPv6: the node's IPv6 address, `ipv6VXLANTunnelAddr` and
+/// `vxlanTunnelMACAddrV6`, as Felix's `vxlan_resolver` pairs them).
 fn vxlan_route(state: &ClusterState, dst: IpNet, node: &str) -> Option<RemoteRoute> {
     let pool = state.pool_of(&dst)?;
     let encap = vxlan_encap(pool.spec.vxlan_mode)?;
     let peer = state.nodes.get(node)?;
-    let (Some(node_ip), Some(tunnel_ip), Some(mac)) = (
-        peer.spec.bgp.as_ref().and_then(|b| b.ipv4_address),
-        peer.spec.ipv4_vxlan_tunnel_addr,
-        peer.spec.vxlan_tunnel_mac_addr,
-    ) else {
-        return None;
+    let bgp = peer.spec.bgp.as_ref();
+    let (node_ip, tunnel_ip, mac) = match dst {
+        IpNet::V4(_) => (
+            IpAddr::V4(bgp?.ipv4_address?.addr()),
+            IpAddr::V4(peer.spec.ipv4_vxlan_tunnel_addr?),
+            peer.spec.vxlan_tunnel_mac_addr?,
+        ),
+        IpNet::V6(_) => (
+            IpAddr::V6(bgp?.ipv6_address?.addr()),
+            IpAddr::V6(peer.spec.ipv6_vxlan_tunnel_addr?),
+            peer.spec.vxlan_tunnel_mac_addr_v6?,
+        ),
     };
     Some(RemoteRoute {
         dst,
         encap,
         hops: vec![RemoteHop {
-            node_ip: IpAddr::V4(node_ip.addr()),
+            node_ip,
             vtep: Some(Vtep {
-                tunnel_ip: IpAddr::V4(tunnel_ip),
+                tunnel_ip,
                 mac: MacAddr(mac.0),
             }),
         }],
@@ -171,7 +196,7 @@ pub fn borrowed_route(
     backend: Backend,
     ip: IpAddr,
 ) -> Option<RemoteRoute> {
-    if backend == Backend::None || ip.is_ipv6() {
+    if backend == Backend::None {
         return None;
     }
     let node = state.borrowed.node_of(&ip)?;
@@ -375,6 +400,48 @@ mod tests {
         let bgp = borrowing_state(EncapMode::Never);
         assert!(borrowed_route(&bgp, "b", Backend::Bgp, ip).is_none());
         assert!(borrowed_route(&s, "b", Backend::None, ip).is_none());
+    }
+
+    #[test]
+    fn ipv6_vxlan_blocks_go_to_the_ipv6_vtep() {
+        let mut s = state(EncapMode::Always);
+        let mut spec = IPPoolSpec::new("fd10::/64".parse().unwrap());
+        spec.vxlan_mode = EncapMode::Always;
+        s.pools.insert("p6".into(), IPPool::new("p6", spec));
+        for (name, last) in [("a", 1u8), ("b", 2)] {
+            let n = s.nodes.get_mut(name).unwrap();
+            if let Some(bgp) = n.spec.bgp.as_mut() {
+                bgp.ipv6_address = Some(format!("fd00::{last}/64").parse().unwrap());
+            }
+            n.spec.ipv6_vxlan_tunnel_addr = Some(format!("fd10::{last}:0").parse().unwrap());
+            n.spec.vxlan_tunnel_mac_addr_v6 = Some(DsMac([0x66, 6, 0, 0, 0, last]));
+        }
+        s.affinities
+            .insert("fd10::2:0/122".parse().unwrap(), "b".to_string());
+        let host = host_state(&s, "a", Backend::Vxlan);
+        let v6 = host.vxlan_v6.expect("vxlan-v6.calico wanted");
+        assert_eq!(v6.address.unwrap().to_string(), "fd10::1:0");
+        assert!(host.vxlan_v4.is_some());
+        let routes = datastore_routes(&s, "a", Backend::Vxlan);
+        let r = &routes[&"fd10::2:0/122".parse().unwrap()];
+        assert_eq!(r.encap, Encap::Vxlan);
+        assert_eq!(r.hops[0].node_ip.to_string(), "fd00::2");
+        let vtep = r.hops[0].vtep.as_ref().unwrap();
+        assert_eq!(vtep.tunnel_ip.to_string(), "fd10::2:0");
+        assert_eq!(vtep.mac.0, [0x66, 6, 0, 0, 0, 2]);
+        // The IPv4 block still goes to the IPv4 VTEP.
+        assert_eq!(
+            routes[&"10.65.1.0/26".parse().unwrap()].hops[0]
+                .node_ip
+                .to_string(),
+            "192.168.1.2"
+        );
+        // Without an IPv6 address the node gets no IPv6 device.
+        if let Some(bgp) = s.nodes.get_mut("a").unwrap().spec.bgp.as_mut() {
+            bgp.ipv6_address = None;
+        }
+        assert!(host_state(&s, "a", Backend::Vxlan).vxlan_v6.is_none());
+        assert!(needs_blocks(&s, Backend::Vxlan));
     }
 
     #[test]

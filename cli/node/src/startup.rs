@@ -288,6 +288,7 @@ pub async fn ensure_tunnels<S: Store>(
         .await?;
         info!(address = %addr, "VXLAN tunnel address assigned");
     }
+    ensure_vxlan_v6(client, ipam, nodename, state).await?;
     if wants_ipip && !has_ipip {
         let addr = ipam
             .assign_tunnel_address(nodename, TunnelKind::Ipip)
@@ -305,5 +306,51 @@ pub async fn ensure_tunnels<S: Store>(
         .await?;
         info!(address = %addr, "IPIP tunnel address assigned");
     }
+    Ok(())
+}
+
+/// The IPv6 half of [`ensure_tunnels`]: when an enabled IPv6 pool uses VXLAN and this node has
+/// an IPv6 address, its `ipv6VXLANTunnelAddr` (IPAM handle `vxlan-v6-tunnel-addr-<node>`, as
+/// calico-node's `allocateip`) and `vxlanTunnelMACAddrV6` (its own MAC, as Felix picks one per
+/// device).
+async fn ensure_vxlan_v6<S: Store>(
+    client: &ResourceClient<S>,
+    ipam: &Ipam<S>,
+    nodename: &str,
+    state: &ClusterState,
+) -> Result<()> {
+    let wants = state.pools.values().any(|p| {
+        p.spec.cidr.addr().is_ipv6() && !p.spec.disabled && p.spec.vxlan_mode != EncapMode::Never
+    });
+    let Some(node) = state.nodes.get(nodename) else {
+        return Ok(());
+    };
+    let has_v6_address = node
+        .spec
+        .bgp
+        .as_ref()
+        .is_some_and(|b| b.ipv6_address.is_some());
+    let has =
+        node.spec.ipv6_vxlan_tunnel_addr.is_some() && node.spec.vxlan_tunnel_mac_addr_v6.is_some();
+    if !wants || !has_v6_address || has {
+        return Ok(());
+    }
+    require_datastore_ready(client).await?;
+    let addr = ipam
+        .assign_tunnel_address(nodename, TunnelKind::VxlanV6)
+        .await
+        .context("cannot assign the IPv6 VXLAN tunnel address")?;
+    let IpAddr::V6(addr) = addr else {
+        anyhow::bail!("IPAM returned a non-IPv6 IPv6 VXLAN tunnel address {addr}");
+    };
+    let mac = random_vtep_mac();
+    update_node(client, nodename, |n| {
+        n.spec.ipv6_vxlan_tunnel_addr = Some(addr);
+        if n.spec.vxlan_tunnel_mac_addr_v6.is_none() {
+            n.spec.vxlan_tunnel_mac_addr_v6 = Some(mac);
+        }
+    })
+    .await?;
+    info!(address = %addr, "IPv6 VXLAN tunnel address assigned");
     Ok(())
 }

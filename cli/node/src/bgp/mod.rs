@@ -11,6 +11,8 @@ mod filters;
 mod plan;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v6;
 
 use std::time::{Duration, Instant};
 

@@ -88,10 +88,20 @@ fn hashed_router_id(name: &str) -> Ipv4Addr {
 
 /// Whether this node waits for `peer` to connect instead of connecting itself. Between two
 /// nodes Calico's confd makes the session one-way (`passive on` when the peer's address is the
-/// greater, compared as text), so that a mesh never has both ends connecting at once; the same
-/// rule here means Calyx and calico-node agree on who connects in a mixed cluster.
-pub(super) fn waits_for(peer: Ipv4Addr, me: Option<Ipv4Addr>) -> bool {
+/// greater, compared as text, in each family), so that a mesh never has both ends connecting
+/// at once; the same rule here means Calyx and calico-node agree on who connects in a mixed
+/// cluster.
+pub(super) fn waits_for(peer: IpAddr, me: Option<IpAddr>) -> bool {
     me.is_some_and(|me| peer.to_string() > me.to_string())
+}
+
+/// The node's address of `v6`'s family.
+fn node_addr(node: &Node, v6: bool) -> Option<IpAddr> {
+    if v6 {
+        node_ipv6(node).map(IpAddr::V6)
+    } else {
+        node_ipv4(node).map(IpAddr::V4)
+    }
 }
 
 /// Whole seconds of a Go duration (rounded, as confd's `math.Round`), within `u16`.
@@ -207,6 +217,7 @@ struct Planner<'a> {
     me: &'a str,
     node: &'a Node,
     my_ip: Option<Ipv4Addr>,
+    my_ip6: Option<Ipv6Addr>,
     my_as: u32,
     my_cluster: Option<Ipv4Addr>,
     global_as: Asn,
@@ -219,20 +230,47 @@ impl Planner<'_> {
     /// reverse of a peering; confd's `nodeAsBGPPeers`): the node's address, AS and listen
     /// port, the BGPPeer's session settings. `localASNumber` applies only to `peerIP`
     /// peerings, as in confd.
+    /// One peering per family both nodes have an address of (confd renders the IPv4 one
+    /// into bird.cfg and the IPv6 one into bird6.cfg).
     fn node_peer(
         &self,
         name: &str,
         other: &Node,
         peer: &BGPPeer,
         label: PeerLabel,
+    ) -> Vec<PeerConfig> {
+        [false, true]
+            .into_iter()
+            .filter_map(|v6| self.node_peer_of(name, other, peer, label, v6))
+            .collect()
+    }
+
+    /// This node's address of `v6`'s family.
+    fn my_addr(&self, v6: bool) -> Option<IpAddr> {
+        if v6 {
+            self.my_ip6.map(IpAddr::V6)
+        } else {
+            self.my_ip.map(IpAddr::V4)
+        }
+    }
+
+    /// [`Planner::node_peer`] in one family.
+    fn node_peer_of(
+        &self,
+        name: &str,
+        other: &Node,
+        peer: &BGPPeer,
+        label: PeerLabel,
+        v6: bool,
     ) -> Option<PeerConfig> {
-        let ip = node_ipv4(other)?;
-        if Some(ip) == self.my_ip {
+        let ip = node_addr(other, v6)?;
+        let me = self.my_addr(v6)?;
+        if ip == me {
             return None;
         }
         let remote_as = node_as(other, self.global_as);
         let mut cfg = PeerConfig {
-            address: IpAddr::V4(ip),
+            address: ip,
             remote_as,
             port: self.settings.listen_port(name),
             // A reflector treats an iBGP node outside its cluster as its client.
@@ -240,7 +278,7 @@ impl Planner<'_> {
                 && remote_as == self.my_as
                 && cluster_id(other) != self.my_cluster,
             label,
-            passive: waits_for(ip, self.my_ip),
+            passive: waits_for(ip, Some(me)),
             ..PeerConfig::default()
         };
         peer_fields(
@@ -258,7 +296,7 @@ impl Planner<'_> {
     fn ip_peer(&self, peer: &BGPPeer, label: PeerLabel) -> Option<PeerConfig> {
         let spec = &peer.spec;
         let (ip, asn) = (spec.peer_ip.as_ref()?, spec.as_number?);
-        if Some(ip.addr) == self.my_ip.map(IpAddr::V4) {
+        if Some(ip.addr) == self.my_addr(ip.addr.is_ipv6()) {
             return None;
         }
         // A Calico node at that address (and AS): connect to its listen port unless the
@@ -284,8 +322,8 @@ impl Planner<'_> {
                     .state
                     .nodes
                     .values()
-                    .any(|n| node_ipv4(n).map(IpAddr::V4) == Some(ip.addr))
-                && matches!(ip.addr, IpAddr::V4(a) if waits_for(a, self.my_ip)),
+                    .any(|n| node_addr(n, ip.addr.is_ipv6()) == Some(ip.addr))
+                && waits_for(ip.addr, self.my_addr(ip.addr.is_ipv6())),
             label,
             ..PeerConfig::default()
         };
@@ -316,7 +354,7 @@ impl Planner<'_> {
             .nodes
             .iter()
             .filter(|(name, n)| {
-                node_ipv4(n).map(IpAddr::V4) == Some(addr)
+                node_addr(n, addr.is_ipv6()) == Some(addr)
                     && node_as(n, self.global_as) == asn.0
                     && port_matches(name)
             })
@@ -348,7 +386,7 @@ impl Planner<'_> {
             .nodes
             .iter()
             .filter(|(name, other)| name.as_str() != self.me && selects(&spec.peer_selector, other))
-            .filter_map(|(name, other)| self.node_peer(name, other, peer, label))
+            .flat_map(|(name, other)| self.node_peer(name, other, peer, label))
             .collect()
     }
 
@@ -377,37 +415,46 @@ impl Planner<'_> {
             .nodes
             .iter()
             .filter(|(name, other)| name.as_str() != self.me && applies_to(spec, name, other))
-            .filter_map(|(name, other)| self.node_peer(name, other, peer, PeerLabel::NodeSpecific))
+            .flat_map(|(name, other)| self.node_peer(name, other, peer, PeerLabel::NodeSpecific))
             .collect()
     }
 
-    /// The node-to-node mesh (confd's `processMeshPeers`): every other node that is not a
-    /// route reflector, from its address, AS and listen port, with the mesh password and
-    /// restart time of the cluster's BGPConfiguration.
+    /// The node-to-node mesh (confd's mesh peers): every other node that is not a route
+    /// reflector, from its address, AS and listen port, with the mesh password and restart
+    /// time of the cluster's BGPConfiguration; one session per family both nodes have an
+    /// address of (confd's IPv4 mesh in bird.cfg, its IPv6 mesh between the nodes' IPv6
+    /// addresses in bird6.cfg).
     fn mesh(&self) -> Vec<PeerConfig> {
         let spec = &self.settings.global.spec;
         let password = self.secrets.password(spec.node_mesh_password.as_ref());
         let restart = spec.node_mesh_max_restart_time.as_ref().map(seconds);
-        self.state
-            .nodes
-            .iter()
-            .filter(|(name, other)| name.as_str() != self.me && cluster_id(other).is_none())
-            .filter_map(|(name, other)| {
-                let ip = node_ipv4(other)?;
-                (Some(ip) != self.my_ip).then(|| PeerConfig {
-                    address: IpAddr::V4(ip),
+        let mut peers = Vec::new();
+        for (name, other) in &self.state.nodes {
+            if name.as_str() == self.me || cluster_id(other).is_some() {
+                continue;
+            }
+            for v6 in [false, true] {
+                let (Some(ip), Some(me)) = (node_addr(other, v6), self.my_addr(v6)) else {
+                    continue;
+                };
+                if ip == me {
+                    continue;
+                }
+                peers.push(PeerConfig {
+                    address: ip,
                     remote_as: node_as(other, self.global_as),
                     port: self.settings.listen_port(name),
-                    local_address: self.my_ip.map(IpAddr::V4),
+                    local_address: Some(me),
                     password: password.clone(),
                     graceful_restart_time: restart,
                     multihop: MULTIHOP_TTL,
-                    passive: waits_for(ip, self.my_ip),
+                    passive: waits_for(ip, Some(me)),
                     label: PeerLabel::Mesh,
                     ..PeerConfig::default()
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        peers
     }
 }
 
@@ -430,10 +477,16 @@ pub fn plan(
         RouterIdSetting::Hash => hashed_router_id(me),
         RouterIdSetting::NodeAddress => my_ip?,
     };
+    let my_ip6 = node_ipv6(node);
     let my_cluster = cluster_id(node);
-    // `bindMode: NodeIP`: listen on the node's address only (BIRD `listen bgp address`).
-    let listen_ip = match (config.spec.bind_mode, my_ip) {
-        (Some(BindMode::NodeIP), Some(ip)) => IpAddr::V4(ip),
+    // `bindMode: NodeIP`: listen on the node's address only (BIRD `listen bgp address`). A
+    // node with an IPv6 address listens on `[::]`, which takes both families (Calico runs
+    // one BIRD per family, each on its own address; one socket cannot bind two addresses,
+    // so a dual-stack node with `bindMode: NodeIP` listens on all of them).
+    let listen_ip = match (config.spec.bind_mode, my_ip, my_ip6) {
+        (Some(BindMode::NodeIP), Some(ip), None) => IpAddr::V4(ip),
+        (Some(BindMode::NodeIP), None, Some(ip)) => IpAddr::V6(ip),
+        (_, _, Some(_)) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };
     let global = GlobalConfig {
@@ -451,6 +504,7 @@ pub fn plan(
         me,
         node,
         my_ip,
+        my_ip6,
         my_as: global.local_as,
         my_cluster,
         global_as,
@@ -480,6 +534,13 @@ pub fn plan(
         peers.extend(planner.mesh().into_iter().map(|p| (p.address, p)));
     }
     peers.extend(explicit);
+    // Each session carries its own family only, as Calico's two BIRDs do (bird.cfg peers
+    // over IPv4 with IPv4 routes, bird6.cfg over IPv6 with IPv6 routes): IPv6 routes sent
+    // over an IPv4 session would need an IPv4-mapped next hop, which routers reject.
+    for p in peers.values_mut() {
+        p.ipv4 = p.address.is_ipv4();
+        p.ipv6 = p.address.is_ipv6();
+    }
     crate::bfd::apply(&mut peers, state, node, config);
 
     Some(Plan {
@@ -576,7 +637,7 @@ pub fn static_routes(state: &ClusterState, me: &str) -> BTreeMap<IpAddr, IpAddr>
     let Some(node) = state.nodes.get(me) else {
         return routes;
     };
-    let my_ip = node_ipv4(node).map(IpAddr::V4);
+    let mine = [node_addr(node, false), node_addr(node, true)];
     for (name, peer) in &state.bgp_peers {
         let spec = &peer.spec;
         if spec.reachable_by.is_empty() || !applies_to(spec, me, node) {
@@ -593,13 +654,14 @@ pub fn static_routes(state: &ClusterState, me: &str) -> BTreeMap<IpAddr, IpAddr>
                 .nodes
                 .iter()
                 .filter(|(n, other)| n.as_str() != me && selects(&spec.peer_selector, other))
-                .filter_map(|(_, other)| node_ipv4(other).map(IpAddr::V4))
+                .flat_map(|(_, other)| [node_addr(other, false), node_addr(other, true)])
+                .flatten()
                 .collect(),
             None => Vec::new(),
         };
         for target in targets {
             // confd refuses a gateway of the other family.
-            if target.is_ipv4() == gateway.is_ipv4() && Some(target) != my_ip {
+            if target.is_ipv4() == gateway.is_ipv4() && !mine.contains(&Some(target)) {
                 routes.entry(target).or_insert(gateway);
             }
         }
