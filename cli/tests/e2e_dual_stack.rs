@@ -170,6 +170,32 @@ fn established(status: &str, family: &str) -> Vec<String> {
         .collect()
 }
 
+/// A TCP server on `[::]:8080` in `outside` (one connection, bounded to 60 s) and a client in
+/// `pod`, retried for up to 60 s; the peer address the server saw.
+fn connect_v6(outside: &NodeNs, pod: &Pod, addr: &str) -> Option<String> {
+    let server = "import socket\n\
+        s=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+        s.bind(('::',8080)); s.listen(4); s.settimeout(60)\n\
+        c,a=s.accept(); c.sendall(b'ok'); c.close(); print(a[0],flush=True)\n";
+    let child = Command::new("ip")
+        .args(["netns", "exec", outside.ns.name(), "python3", "-c", server])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = format!(
+        "import socket\ns=socket.create_connection(('{addr}',8080),2)\nprint(s.recv(2).decode())"
+    );
+    let connected = wait_until(Duration::from_secs(60), || {
+        Command::new("ip")
+            .args(["netns", "exec", pod.ns.name(), "python3", "-c", &client])
+            .output()
+            .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"ok"))
+    });
+    let out = child.wait_with_output().unwrap();
+    connected.then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 #[test]
 fn dual_stack_pods_reach_each_other_over_both_families_in_bgp_mode() {
     let test = "dual_stack_pods_reach_each_other_over_both_families_in_bgp_mode";
@@ -301,8 +327,23 @@ fn dual_stack_pods_reach_each_other_over_both_families_in_vxlan_mode() {
         ("CALICO_IPV4POOL_VXLAN", "Always"),
         ("CALICO_IPV6POOL_CIDR", POOL_V6),
         ("CALICO_IPV6POOL_VXLAN", "Always"),
+        ("CALICO_IPV6POOL_NAT_OUTGOING", "true"),
     ];
     let c = dual_stack_cluster(underlay, 2, 2, &env);
+    // An outside host on the underlay with no route to the pods' IPv6 pool: reached only
+    // through natOutgoing of the IPv6 pool.
+    let outside = c.underlay.add_node(8);
+    let outside_v6 = v6(2, 0xfd);
+    outside.ns.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &format!("{outside_v6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
 
     // Each node: both devices, the IPv6 one with the Node's IPv6 tunnel address and MAC.
     let devices = wait_until(Duration::from_secs(90), || {
@@ -341,6 +382,15 @@ fn dual_stack_pods_reach_each_other_over_both_families_in_vxlan_mode() {
 
     let pods = dual_stack_pods(&c, &t);
     all_pairs_ping_both_families(&c, &pods, "VXLAN mode");
+
+    // natOutgoing on the IPv6 pool: the outside host sees node1's IPv6 address.
+    let seen = connect_v6(&outside, &pods[0].1, &outside_v6);
+    assert_eq!(
+        seen.as_deref(),
+        Some(v6(2, 0x11).as_str()),
+        "source seen outside for pod {:?}",
+        pods[0].1.ips
+    );
 
     // The other node's IPv6 block goes through vxlan-v6.calico.
     let block2 = v6_block_of(&c, "node2");
