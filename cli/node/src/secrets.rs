@@ -156,11 +156,24 @@ impl Secrets {
                 Ok(v) => {
                     values.insert(r, v);
                 }
-                Err(reason) => problems.push(Problem {
-                    secret: r.to_string(),
-                    used_by: users.into_iter().collect(),
-                    reason,
-                }),
+                Err(reason) => {
+                    // A password read before stays in use: a Secret volume being updated, a
+                    // file briefly unreadable or removed by mistake must not turn a protected
+                    // session into one without TCP MD5 (confd would render it without). Only
+                    // a password never read leaves the peering without one.
+                    let reason = match self.values.get(&r) {
+                        Some(last) => {
+                            values.insert(r.clone(), last.clone());
+                            format!("{reason}; the password read before stays in use")
+                        }
+                        None => reason,
+                    };
+                    problems.push(Problem {
+                        secret: r.to_string(),
+                        used_by: users.into_iter().collect(),
+                        reason,
+                    });
+                }
             }
         }
         let changed = values != self.values || problems != self.problems;
@@ -168,7 +181,7 @@ impl Secrets {
             for p in &problems {
                 if !self.problems.contains(p) {
                     tracing::warn!(secret = %p.secret, used_by = ?p.used_by, reason = %p.reason,
-                        "BGP password unavailable: the peering is configured without it");
+                        "BGP password unavailable");
                 }
             }
             for r in values.keys() {
@@ -273,6 +286,28 @@ mod tests {
             Some("other")
         );
         assert_eq!(s.password(pw("bgp", "mesh").as_ref()).as_deref(), Some("m"));
+
+        // A password read before survives its file going away (reported), and a new file is
+        // taken again.
+        std::fs::remove_file(dir.path().join("bgp/tor")).unwrap();
+        assert!(s.refresh(&state));
+        assert_eq!(
+            s.password(pw("bgp", "tor").as_ref()).as_deref(),
+            Some("other")
+        );
+        assert_eq!(s.problems().len(), 1);
+        assert!(
+            s.problems()[0].reason.contains("read before stays in use"),
+            "{:?}",
+            s.problems()
+        );
+        std::fs::write(dir.path().join("bgp/tor"), "third").unwrap();
+        assert!(s.refresh(&state));
+        assert!(s.problems().is_empty());
+        assert_eq!(
+            s.password(pw("bgp", "tor").as_ref()).as_deref(),
+            Some("third")
+        );
     }
 
     #[test]
