@@ -261,6 +261,45 @@ fn dual_stack_pods_reach_each_other_over_both_families_in_bgp_mode() {
     let pods = dual_stack_pods(&c, &t);
     all_pairs_ping_both_families(&c, &pods, "BGP mode");
 
+    // Network policy over both families: the pod on node3 admits only the pod on node1,
+    // chosen by label (the policy's address sets hold both of its addresses).
+    let wep = |i: usize| format!("node{}-k8s-{}--p{}-eth0", i + 1, t, i);
+    c.calyx_ok(&["label", "wep", &wep(2), "-n", "default", "role=db"]);
+    c.calyx_ok(&["label", "wep", &wep(0), "-n", "default", "access=yes"]);
+    c.underlay.apply(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: db}\n\
+         spec:\n  selector: role == 'db'\n  types: [Ingress]\n  ingress:\n  - action: Allow\n\
+         \x20   source: {selector: access == 'yes'}\n",
+    );
+    let (allowed, denied, db) = (&pods[0].1, &pods[1].1, &pods[2].1);
+    let enforced = wait_until(Duration::from_secs(60), || {
+        db.ips.iter().all(|ip| !denied.ping(ip))
+    });
+    assert!(
+        enforced,
+        "node2's pod still reaches the db pod:\n{}",
+        c.logs()
+    );
+    for ip in &db.ips {
+        assert!(
+            wait_until(Duration::from_secs(30), || allowed.ping(ip)),
+            "the allowed pod cannot reach {ip} under the policy:\n{}",
+            c.logs()
+        );
+        assert!(
+            !denied.ping(ip),
+            "node2's pod reached {ip} under the policy"
+        );
+    }
+    c.calyx_ok(&["delete", "globalnetworkpolicy", "db"]);
+    for ip in &db.ips {
+        assert!(
+            wait_until(Duration::from_secs(30), || denied.ping(ip)),
+            "{ip} still denied after the policy went:\n{}",
+            c.logs()
+        );
+    }
+
     // Node2's IPv6 block reaches node1 over the IPv6 mesh, with node2's IPv6 address as the
     // next hop (not an IPv4-mapped one).
     let block2 = v6_block_of(&c, "node2");
