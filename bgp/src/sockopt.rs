@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 /// `struct tcp_md5sig` of `<linux/tcp.h>` (not in the `libc` crate).
 #[repr(C)]
@@ -113,6 +113,25 @@ pub fn set_md5(fd: RawFd, peer: IpAddr, key: Option<&str>) -> io::Result<()> {
     setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_MD5SIG, &sig)
 }
 
+/// A listening socket on `addr`. On `[::]` it takes IPv4 connections too (as IPv4-mapped
+/// addresses), whatever `net.ipv6.bindv6only` says, so that one listener serves a dual-stack
+/// node's IPv4 and IPv6 sessions.
+pub fn listen(addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        let s = tokio::net::TcpSocket::new_v6()?;
+        let off: libc::c_int = 0;
+        setsockopt(s.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, &off)?;
+        s
+    };
+    // As std's `TcpListener::bind`: a restarted speaker binds again while old connections
+    // are in TIME_WAIT.
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(1024)
+}
+
 /// Set the TTL / hop limit of outgoing packets.
 pub fn set_ttl(fd: RawFd, v6: bool, ttl: u8) -> io::Result<()> {
     let v = libc::c_int::from(ttl);
@@ -138,7 +157,36 @@ pub fn set_gtsm(fd: RawFd, v6: bool, hops: u8) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
+
+    #[tokio::test]
+    async fn a_listener_on_the_ipv6_wildcard_takes_ipv4_connections() {
+        let Ok(l) = listen("[::]:0".parse().expect("address")) else {
+            eprintln!("SKIPPED a_listener_on_the_ipv6_wildcard_takes_ipv4_connections: no IPv6");
+            return;
+        };
+        // Whatever the host's `net.ipv6.bindv6only`, the socket is not IPv6-only.
+        let mut v6only: libc::c_int = -1;
+        let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).expect("len");
+        // SAFETY: `v6only` and `len` are live locals of the sizes the kernel is told.
+        #[allow(unsafe_code)]
+        let r = unsafe {
+            libc::getsockopt(
+                l.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                (&mut v6only as *mut libc::c_int).cast::<libc::c_void>(),
+                &mut len,
+            )
+        };
+        assert_eq!((r, v6only), (0, 0));
+        let port = l.local_addr().expect("bound").port();
+        let client = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("IPv4 connection to [::]");
+        let (_, from) = l.accept().await.expect("accepted");
+        assert_eq!(from.ip().to_canonical(), IpAddr::from([127, 0, 0, 1]));
+        drop(client);
+    }
 
     #[test]
     fn options_apply_to_a_real_socket() {

@@ -114,9 +114,7 @@ impl Speaker {
         }
         let listener = match cfg.listen {
             Some(addr) => Some(Arc::new(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| Error::Bind(addr, e))?,
+                crate::sockopt::listen(addr).map_err(|e| Error::Bind(addr, e))?,
             )),
             None => None,
         };
