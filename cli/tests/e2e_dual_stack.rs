@@ -2,7 +2,9 @@
 //! one address of each family through `calyx-cni` (`assign_ipv4` / `assign_ipv6`), in BGP
 //! mode (an IPv4 and an IPv6 mesh, each session carrying its own family; a BIRD ToR peered
 //! over IPv6 by a BGPPeer with an IPv6 `peerIP`) and in VXLAN mode (`vxlan.calico` and
-//! `vxlan-v6.calico`). Pods ping each other over both families. Every wait is bounded.
+//! `vxlan-v6.calico`). Pods ping each other over both families; the mesh has a password
+//! (TCP MD5 on both families); network policy and natOutgoing work over IPv6. Every wait is
+//! bounded.
 
 // Test code: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -212,10 +214,24 @@ fn dual_stack_pods_reach_each_other_over_both_families_in_bgp_mode() {
         "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor6\n\
          spec:\n  node: node1\n  peerIP: {tor_v6}\n  asNumber: 65001\n"
     ));
+    // The mesh with a password: TCP MD5 on both families, IPv4 peers arriving on the [::]
+    // listener as mapped addresses (a SYN with a key the listener lacks is dropped).
+    underlay.apply(
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n\
+         spec:\n  nodeMeshPassword:\n    secretKeyRef:\n      name: mesh\n      key: password\n",
+    );
+    let secrets = tempfile::Builder::new()
+        .prefix("calyx-dual-secrets-")
+        .tempdir()
+        .unwrap();
+    std::fs::create_dir(secrets.path().join("mesh")).unwrap();
+    std::fs::write(secrets.path().join("mesh/password"), "dual-stack-mesh").unwrap();
+    let secrets_dir = secrets.path().display().to_string();
     let env = [
         ("CALICO_NETWORKING_BACKEND", "bird"),
         ("CALICO_IPV4POOL_CIDR", POOL_V4),
         ("CALICO_IPV6POOL_CIDR", POOL_V6),
+        ("CALYX_BGP_SECRETS_DIR", &secrets_dir),
     ];
     let c = dual_stack_cluster(underlay, 1, 3, &env);
     let tor_ns = c.underlay.add_node(9);
@@ -257,6 +273,13 @@ fn dual_stack_pods_reach_each_other_over_both_families_in_bgp_mode() {
     let mut v6_peers = established(&s, "IPv6");
     v6_peers.sort();
     assert_eq!(v6_peers, [v6(1, 0x12), v6(1, 0x13), tor_v6.clone()], "{s}");
+    // Node3 accepts both families' sessions from node1 and node2 (the lower address
+    // connects), all with the mesh password.
+    let accepted = wait_until(Duration::from_secs(60), || {
+        let s = node_status_text(&c.nodes[2]);
+        established(&s, "IPv4").len() == 2 && established(&s, "IPv6").len() == 2
+    });
+    assert!(accepted, "node3:\n{}", node_status_text(&c.nodes[2]));
 
     let pods = dual_stack_pods(&c, &t);
     all_pairs_ping_both_families(&c, &pods, "BGP mode");
