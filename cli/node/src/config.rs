@@ -516,6 +516,18 @@ impl NodeRunArgs {
                     .map_err(|_| bad("CALICO_ROUTER_ID", s, "expected an IPv4 address or hash"))?,
             ),
         };
+        // A BGP router ID has 4 octets, even for IPv6 sessions: a node without an IPv4
+        // address needs one given (Calico's advice for IPv6-only clusters: `hash`).
+        if backend == Backend::Bgp
+            && router_id == RouterIdSetting::NodeAddress
+            && ipv4 == AddressSetting::None
+        {
+            return Err(bad(
+                "CALICO_ROUTER_ID",
+                self.router_id.as_deref().unwrap_or(""),
+                "must be set (an IPv4 address, or hash) when the node has no IPv4 address (IP=none) and runs BGP",
+            ));
+        }
         let no_default_pools = parse_bool("NO_DEFAULT_POOLS", &self.no_default_pools)?;
         let ipip = parse_mode("CALICO_IPV4POOL_IPIP", &self.ipv4pool_ipip)?;
         let vxlan = parse_mode("CALICO_IPV4POOL_VXLAN", &self.ipv4pool_vxlan)?;
@@ -718,6 +730,23 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_only_node_runs_bgp_with_a_given_router_id_or_without_bgp() {
+        let c = args(&["--ip", "none", "--ip6", "fd00::1/64", "--router-id", "hash"])
+            .resolve()
+            .unwrap();
+        assert_eq!(c.router_id, RouterIdSetting::Hash);
+        let vxlan = args(&[
+            "--ip",
+            "none",
+            "--ip6",
+            "fd00::1/64",
+            "--networking-backend",
+            "vxlan",
+        ]);
+        assert!(vxlan.resolve().is_ok());
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         let cases: &[(&[&str], &str)] = &[
             (&["--ipv4pool-cidr", "10.0.0.1/16"], "CALICO_IPV4POOL_CIDR"),
@@ -753,6 +782,8 @@ mod tests {
                 "CALICO_IPV4POOL_NODE_SELECTOR",
             ),
             (&["--health-listen", "nowhere"], "CALYX_HEALTH_LISTEN"),
+            // IPv6-only in BGP mode needs a router ID.
+            (&["--ip", "none", "--ip6", "fd00::1/64"], "CALICO_ROUTER_ID"),
         ];
         for (extra, var) in cases {
             let e = args(extra).resolve().unwrap_err();
