@@ -4,7 +4,7 @@
 //! over IPv6 by a BGPPeer with an IPv6 `peerIP`) and in VXLAN mode (`vxlan.calico` and
 //! `vxlan-v6.calico`). Pods ping each other over both families; the mesh has a password
 //! (TCP MD5 on both families); network policy and natOutgoing work over IPv6. Every wait is
-//! bounded.
+//! bounded. IPv6-only nodes (no IPv4 address, hashed router ID) mesh over IPv6.
 
 // Test code: a panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -459,6 +459,71 @@ fn dual_stack_pods_reach_each_other_over_both_families_in_vxlan_mode() {
     let route = c.nodes[0].ns.exec(&["ip", "-6", "route", "show", &block2]);
     assert!(
         route.contains("dev vxlan-v6.calico"),
+        "node1's route to {block2}: {route}"
+    );
+}
+
+#[test]
+fn ipv6_only_nodes_mesh_and_route_pods_in_bgp_mode() {
+    let test = "ipv6_only_nodes_mesh_and_route_pods_in_bgp_mode";
+    let t = tag("o");
+    let Some(underlay) = Underlay::new(test, &t, "10.96.3") else {
+        return;
+    };
+    if !require_plugins(test) {
+        return;
+    }
+    // No IPv4 address for Calyx (etcd is still reached over the namespace's IPv4 link), a
+    // router ID from the node name, an IPv6 pool only.
+    let env = [
+        ("CALICO_NETWORKING_BACKEND", "bird"),
+        ("IP", "none"),
+        ("CALICO_ROUTER_ID", "hash"),
+        ("NO_DEFAULT_POOLS", "true"),
+    ];
+    underlay.apply(&format!(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: v6\n\
+         spec:\n  cidr: {POOL_V6}\n  blockSize: 122\n"
+    ));
+    let c = dual_stack_cluster(underlay, 3, 2, &env);
+    let up = wait_until(Duration::from_secs(120), || {
+        c.nodes.iter().all(|n| {
+            let s = node_status_text(n);
+            established(&s, "IPv6").len() == 1 && !s.contains("IPv4 BGP status")
+        })
+    });
+    assert!(
+        up,
+        "IPv6 mesh not up:\n{}\n{}\nlogs:\n{}",
+        node_status_text(&c.nodes[0]),
+        node_status_text(&c.nodes[1]),
+        c.logs()
+    );
+    let pods: Vec<(usize, Pod)> = c
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let conf = format!(
+                r#"{{"cniVersion":"1.0.0","name":"k8s-pod-network","type":"calyx","nodename":"{}","etcd_endpoints":"{}","mtu":1400,"ipam":{{"type":"calyx-ipam","assign_ipv4":"false","assign_ipv6":"true"}}}}"#,
+                node.name,
+                c.underlay.etcd_endpoint()
+            );
+            (i, Pod::add_with_conf(node, &format!("{t}-p{i}"), "default", conf))
+        })
+        .collect();
+    for (_, p) in &pods {
+        assert!(
+            p.ips.len() == 1 && p.ips[0].starts_with("fd96:100::"),
+            "{:?}",
+            p.ips
+        );
+    }
+    all_pairs_ping_both_families(&c, &pods, "IPv6 only");
+    let block2 = v6_block_of(&c, "node2");
+    let route = c.nodes[0].ns.exec(&["ip", "-6", "route", "show", &block2]);
+    assert!(
+        route.contains(&format!("via {}", v6(3, 0x12))),
         "node1's route to {block2}: {route}"
     );
 }
