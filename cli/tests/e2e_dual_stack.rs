@@ -346,6 +346,19 @@ fn dual_stack_pods_reach_each_other_over_both_families_in_bgp_mode() {
         "ToR prefix not in node1's kernel:\n{}",
         ipv6_routes(&c)
     );
+    // The looking glass on node1 shows the ToR's IPv6 prefix with its AS path and next hop.
+    let out = Command::new("ip")
+        .args(["netns", "exec", c.nodes[0].ns.name()])
+        .arg(calyx_tests::workspace_binary("calyx"))
+        .args(["bgp", "routes", "fd99:1::/64"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("*>") && l.contains("fd99:1::/64"))
+        .unwrap_or_else(|| panic!("no best path in `calyx bgp routes`:\n{table}"));
+    assert!(row.contains(&tor_v6) && row.contains("65001"), "{row}");
     let block1 = v6_block_of(&c, "node1");
     let at_tor = wait_until(Duration::from_secs(60), || {
         bird.birdc(&["show", "route", "protocol", "node1"])
