@@ -147,6 +147,9 @@ pub struct Session {
     remote_detect_mult: u8,
     remote_demand: bool,
     polling: bool,
+    /// Timers changed while Up during a Poll Sequence: advertised when it ends (§6.5: a new
+    /// Poll Sequence must not start while one is in progress).
+    poll_pending: bool,
     /// The base of the transmit timer last armed (0: stopped), to re-arm when it changes.
     armed_tx: u32,
     rng: u64,
@@ -173,6 +176,7 @@ impl Session {
             remote_detect_mult: 0,
             remote_demand: false,
             polling: false,
+            poll_pending: false,
             armed_tx: 0,
             rng: if cfg.seed == 0 {
                 0x9e37_79b9_7f4a_7c15
@@ -269,11 +273,13 @@ impl Session {
         self.remote_detect_mult = p.detect_mult;
         let old_remote_rx = self.remote_min_rx;
         self.remote_min_rx = p.required_min_rx;
+        let mut poll_again = false;
         if p.fin && self.polling {
             // §6.5: the Poll Sequence is over; the advertised values take effect.
             self.polling = false;
             self.tx_in_use = self.desired_min_tx;
             self.rx_in_use = self.required_min_rx;
+            poll_again = std::mem::take(&mut self.poll_pending);
         }
         let before = self.state;
         match (self.state, p.state) {
@@ -298,6 +304,10 @@ impl Session {
             // §6.8.7: answer a Poll at once, without regard to the transmit timer; a packet
             // never carries both P and F.
             self.send(out, true);
+        }
+        if poll_again {
+            // The change that waited for the previous Poll Sequence starts its own.
+            self.advertise(out);
         }
         let changed = old_remote_rx != self.remote_min_rx || before != self.state;
         self.rearm_tx(out, changed);
@@ -330,9 +340,17 @@ impl Session {
         }
         let rx = micros(self.cfg.timers.required_min_rx);
         if tx == self.desired_min_tx && rx == self.required_min_rx {
+            self.poll_pending = false;
             return false;
         }
         let up = self.state == State::Up;
+        if up && self.polling {
+            // §6.5: no new Poll Sequence while one is in progress; the values the remote
+            // system is acknowledging stay advertised until its Final.
+            self.poll_pending = true;
+            return false;
+        }
+        self.poll_pending = false;
         // An increase of the transmit interval while Up waits for the end of the poll; a
         // decrease takes effect at once. For the receive interval it is the other way round
         // (the Detection Time must not shrink before the remote system knows).

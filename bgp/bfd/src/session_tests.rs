@@ -211,6 +211,46 @@ fn transmits_at_one_second_until_up_then_polls_down_to_the_configured_rate() {
 }
 
 #[test]
+fn a_timer_change_during_a_poll_waits_for_its_final_then_polls_again() {
+    let mut s = in_state(State::Up);
+    // Up: the 1 s floor is lifted with a Poll still unanswered.
+    assert!(s.snapshot().polling);
+    let fast = Timers {
+        desired_min_tx: Duration::from_millis(100),
+        required_min_rx: Duration::from_millis(100),
+        detect_mult: 3,
+    };
+    // A change now does not start a second Poll Sequence: the packets keep advertising what
+    // the first one asks the remote system to acknowledge.
+    let out = s.handle(Input::SetTimers(fast));
+    assert!(sent(&out).is_empty(), "{out:?}");
+    let out = s.handle(Input::TimerFired(Timer::Tx));
+    let p = sent(&out)[0];
+    assert!(p.poll);
+    assert_eq!((p.desired_min_tx, p.required_min_rx), (300_000, 300_000));
+    // The Final ends it; the waiting change starts its own Poll Sequence at once.
+    let mut f = remote(State::Up);
+    f.fin = true;
+    let out = s.handle(Input::Received(f));
+    let p = *sent(&out).last().expect("a packet with the new values");
+    assert!(p.poll && !p.fin);
+    assert_eq!((p.desired_min_tx, p.required_min_rx), (100_000, 100_000));
+    assert!(s.snapshot().polling);
+    // Its Final ends it; nothing waits any more.
+    let out = s.handle(Input::Received(f));
+    assert!(sent(&out).is_empty(), "{out:?}");
+    assert!(!s.snapshot().polling);
+    // A change back to the advertised values while polling cancels what waited.
+    s.handle(Input::SetTimers(Timers::default()));
+    assert!(s.snapshot().polling);
+    s.handle(Input::SetTimers(fast));
+    s.handle(Input::SetTimers(Timers::default()));
+    let out = s.handle(Input::Received(f));
+    assert!(sent(&out).is_empty(), "{out:?}");
+    assert!(!s.snapshot().polling);
+}
+
+#[test]
 fn negotiated_intervals_and_detection_time() {
     let mut s = in_state(State::Up);
     // The remote system wants packets no faster than 500 ms and sends every 1 s, x 5.
