@@ -232,3 +232,59 @@ fn policy_kinds_apply_get_delete() {
     );
     assert!(left.contains("profiles/kns.shop"), "{left}");
 }
+
+/// Policies written into one tier at once by several `calyx apply` processes all land (each
+/// write moves the tier's revision, so writers conflict and the losers check and write
+/// again), and the tier cannot be deleted under them.
+#[test]
+fn concurrent_applies_into_one_tier_all_land() {
+    let Some(etcd) = Etcd::start("concurrent_applies_into_one_tier_all_land") else {
+        return;
+    };
+    ok(
+        &etcd,
+        &["apply", "-f", "-"],
+        Some("apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: security}\nspec: {order: 100}\n"),
+    );
+    let writers: Vec<_> = (0..6)
+        .map(|i| {
+            let doc = format!(
+                "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\n\
+                 metadata: {{name: security.p{i}}}\nspec:\n  tier: security\n  selector: all()\n\
+                 \x20 ingress:\n  - action: Allow\n"
+            );
+            let mut child = Command::new(CALYX)
+                .args(["apply", "-f", "-"])
+                .env("ETCD_ENDPOINTS", etcd.endpoint())
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut input = child.stdin.take().unwrap();
+            input.write_all(doc.as_bytes()).unwrap();
+            drop(input);
+            child
+        })
+        .collect();
+    for (i, w) in writers.into_iter().enumerate() {
+        let out = w.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "writer {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let table = ok(&etcd, &["get", "globalnetworkpolicies"], None);
+    for i in 0..6 {
+        assert!(table.contains(&format!("security.p{i}")), "{table}");
+    }
+    let refused = calyx(&etcd, &["delete", "tier", "security"], None);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("still has 6 polic"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

@@ -22,6 +22,11 @@ pub enum Action {
     Validate,
 }
 
+/// How many times a batch of policy objects is checked and written when another writer
+/// changed what it read in between (each round one of the writers wins, so ten rounds carry
+/// ten writers at once into one tier).
+const POLICY_WRITE_ATTEMPTS: u32 = 10;
+
 /// Parses and validates every document, then writes them all or none.
 pub async fn write(datastore: &DatastoreArgs, args: &FileArgs, action: Action) -> Result<()> {
     let (resources, policies) = super::read_all_documents(&args.filename)?;
@@ -37,7 +42,7 @@ pub async fn write(datastore: &DatastoreArgs, args: &FileArgs, action: Action) -
     let prepared = if policies.is_empty() {
         None
     } else {
-        Some(calyx_datastore::policy::store::prepare(client.store(), mode, policies).await?)
+        Some(calyx_datastore::policy::store::prepare(client.store(), mode, policies.clone()).await?)
     };
     if action == Action::Validate {
         if !resources.is_empty() {
@@ -51,8 +56,27 @@ pub async fn write(datastore: &DatastoreArgs, args: &FileArgs, action: Action) -
     } else {
         client.write_all(mode, resources).await?
     };
-    if let Some(prepared) = prepared {
-        let created = calyx_datastore::policy::store::commit(client.store(), prepared).await?;
+    if let Some(mut prepared) = prepared {
+        // Every policy write into a tier moves the tier's revision (so that a concurrent tier
+        // delete cannot orphan it): writers into one tier at once conflict, and the loser
+        // checks and writes again, as it would after any concurrent change.
+        let mut attempt = 1;
+        let created = loop {
+            match calyx_datastore::policy::store::commit(client.store(), prepared).await {
+                Err(calyx_datastore::policy::store::PolicyStoreError::Conflict)
+                    if attempt < POLICY_WRITE_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    prepared = calyx_datastore::policy::store::prepare(
+                        client.store(),
+                        mode,
+                        policies.clone(),
+                    )
+                    .await?;
+                }
+                other => break other?,
+            }
+        };
         outcomes.extend(created.into_iter().map(|c| {
             if c {
                 WriteOutcome::Created

@@ -121,22 +121,36 @@ pub async fn prepare<S: Store>(
         .filter(|o| o.kind == PolicyKind::Tier)
         .map(|o| o.name().to_string())
         .collect();
+    let mut txn = Transaction::new();
+    // The stored tiers the batch's policies name: each is guarded by its revision and written
+    // back unchanged, which moves its revision. A tier deleted after this read fails the
+    // batch; a tier delete that read the tier before this batch lands fails instead (it is
+    // guarded by the revision it read), so no policy is ever left in a deleted tier.
+    let mut guarded: Vec<String> = Vec::new();
     for o in &objects {
         let Some(tier) = o.tier().filter(|t| t != super::DEFAULT_TIER) else {
             continue;
         };
-        if batch_tiers.contains(&tier)
-            || store.get(&PolicyKind::Tier.key("", &tier)).await?.is_some()
-        {
+        if batch_tiers.contains(&tier) || guarded.contains(&tier) {
             continue;
         }
-        return Err(PolicyStoreError::MissingTier {
-            kind: o.kind,
-            name: o.display_name(),
-            tier,
-        });
+        let key = PolicyKind::Tier.key("", &tier);
+        match store.get(&key).await? {
+            Some(kv) => {
+                txn = txn
+                    .when(Precondition::ModRevision(key.clone(), kv.mod_revision))
+                    .then(Operation::put(key, kv.value));
+                guarded.push(tier);
+            }
+            None => {
+                return Err(PolicyStoreError::MissingTier {
+                    kind: o.kind,
+                    name: o.display_name(),
+                    tier,
+                })
+            }
+        }
     }
-    let mut txn = Transaction::new();
     let mut created = Vec::new();
     for mut o in objects {
         let key = o.key();
@@ -193,28 +207,139 @@ pub async fn delete<S: Store>(
     name: &str,
 ) -> Result<bool, PolicyStoreError> {
     if kind == PolicyKind::Tier {
-        let mut users = Vec::new();
-        for k in [PolicyKind::NetworkPolicy, PolicyKind::GlobalNetworkPolicy] {
-            users.extend(
-                list(store, k, None)
-                    .await?
-                    .into_iter()
-                    .filter(|p| p.tier().as_deref() == Some(name))
-                    .map(|p| p.display_name()),
-            );
-        }
-        if let Some(example) = users.first() {
-            return Err(PolicyStoreError::TierInUse {
-                tier: name.to_string(),
-                count: users.len(),
-                example: example.clone(),
-            });
-        }
+        return delete_tier(store, name).await;
     }
     let key = kind.key(namespace, name);
     match store.delete(&key, None).await {
         Ok(_) => Ok(true),
         Err(StoreError::NotFound { .. }) => Ok(false),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes Tier `name` when no policy names it: the tier is read first and the delete is
+/// guarded by that revision, which every policy write into the tier moves (see [`prepare`]),
+/// so a policy written between the check and the delete makes the delete fail (`Conflict`)
+/// rather than leave the policy in a deleted tier.
+async fn delete_tier<S: Store>(store: &S, name: &str) -> Result<bool, PolicyStoreError> {
+    let key = PolicyKind::Tier.key("", name);
+    let Some(tier) = store.get(&key).await? else {
+        return Ok(false);
+    };
+    let mut users = Vec::new();
+    for k in [PolicyKind::NetworkPolicy, PolicyKind::GlobalNetworkPolicy] {
+        users.extend(
+            list(store, k, None)
+                .await?
+                .into_iter()
+                .filter(|p| p.tier().as_deref() == Some(name))
+                .map(|p| p.display_name()),
+        );
+    }
+    if let Some(example) = users.first() {
+        return Err(PolicyStoreError::TierInUse {
+            tier: name.to_string(),
+            count: users.len(),
+            example: example.clone(),
+        });
+    }
+    let txn = Transaction::new()
+        .when(Precondition::ModRevision(key.clone(), tier.mod_revision))
+        .then(Operation::delete(key));
+    match store.transaction(txn).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::TransactionFailed) => Err(PolicyStoreError::Conflict),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use serde_json::json;
+
+    fn tier() -> PolicyObject {
+        PolicyObject::from_user(
+            PolicyKind::Tier,
+            json!({"apiVersion": "projectcalico.org/v3", "kind": "Tier",
+                   "metadata": {"name": "security"}, "spec": {"order": 100}}),
+        )
+        .unwrap()
+    }
+
+    fn policy(name: &str) -> PolicyObject {
+        PolicyObject::from_user(
+            PolicyKind::GlobalNetworkPolicy,
+            json!({"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+                   "metadata": {"name": format!("security.{name}")},
+                   "spec": {"tier": "security", "selector": "all()",
+                            "ingress": [{"action": "Allow"}]}}),
+        )
+        .unwrap()
+    }
+
+    async fn with_tier() -> MemoryStore {
+        let store = MemoryStore::new();
+        let p = prepare(&store, WriteMode::Apply, vec![tier()])
+            .await
+            .unwrap();
+        commit(&store, p).await.unwrap();
+        store
+    }
+
+    #[tokio::test]
+    async fn a_tier_deleted_after_a_policy_was_checked_fails_the_policy_write() {
+        let store = with_tier().await;
+        let p = prepare(&store, WriteMode::Apply, vec![policy("a")])
+            .await
+            .unwrap();
+        assert!(delete(&store, PolicyKind::Tier, "", "security")
+            .await
+            .unwrap());
+        assert!(matches!(
+            commit(&store, p).await,
+            Err(PolicyStoreError::Conflict)
+        ));
+        assert!(list(&store, PolicyKind::GlobalNetworkPolicy, None)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_policy_written_into_a_tier_moves_its_revision_and_keeps_its_value() {
+        let store = with_tier().await;
+        let key = PolicyKind::Tier.key("", "security");
+        let before = store.get(&key).await.unwrap().unwrap();
+        // Two writers into the tier at once: the second sees a conflict, nothing of it lands.
+        let a = prepare(&store, WriteMode::Apply, vec![policy("a")])
+            .await
+            .unwrap();
+        let b = prepare(&store, WriteMode::Apply, vec![policy("b")])
+            .await
+            .unwrap();
+        commit(&store, a).await.unwrap();
+        assert!(matches!(
+            commit(&store, b).await,
+            Err(PolicyStoreError::Conflict)
+        ));
+        let after = store.get(&key).await.unwrap().unwrap();
+        assert_eq!(after.value, before.value);
+        assert!(after.mod_revision > before.mod_revision);
+        // A delete that read the tier before that write would be refused by its guard; one
+        // that reads it now finds the policy.
+        assert!(matches!(
+            delete(&store, PolicyKind::Tier, "", "security").await,
+            Err(PolicyStoreError::TierInUse { .. })
+        ));
+        let stale = Transaction::new()
+            .when(Precondition::ModRevision(key.clone(), before.mod_revision))
+            .then(Operation::delete(key));
+        assert!(matches!(
+            store.transaction(stale).await,
+            Err(StoreError::TransactionFailed)
+        ));
     }
 }
