@@ -17,6 +17,7 @@ use crate::config::{Config, IPIP_DEVICE, VXLAN_V4_DEVICE, VXLAN_V6_DEVICE};
 use crate::devices;
 use crate::fasthash::{FastMap, FastSet};
 use crate::incremental::IncrementalPlan;
+use crate::intern::{Id, Interner};
 use crate::model::{HostState, RouteUpdate};
 use crate::nl::{decode, NlSocket};
 use crate::plan::Env;
@@ -34,8 +35,10 @@ struct Failure {
     next_retry: Instant,
 }
 
+/// A route write to do; a write's spec is the plan's (read when it is encoded, so that a
+/// million pending writes hold no copy of it).
 enum Op {
-    Write(WriteMode, RouteSpec),
+    Write(WriteMode),
     Delete,
 }
 
@@ -43,8 +46,10 @@ enum Op {
 /// apart from the plan so that the plan's change reports can update it while the plan changes.
 #[derive(Default)]
 struct Track {
-    /// Our routes as the kernel holds them (dump, then our writes and notifications).
-    kernel: FastMap<RouteKey, RouteSpec>,
+    /// Our routes as the kernel holds them (dump, then our writes and notifications), their
+    /// specs interned in `kernel_specs`.
+    kernel: FastMap<RouteKey, Id>,
+    kernel_specs: Interner<RouteSpec>,
     /// Keys to diff and write in the next pass.
     dirty: FastSet<RouteKey>,
     /// Keys that notifications showed changed under us (for the drift-repair counter).
@@ -57,9 +62,16 @@ struct Track {
 }
 
 impl Track {
+    /// What the kernel holds under `key`, as far as we know.
+    fn kernel_get(&self, key: &RouteKey) -> Option<&RouteSpec> {
+        self.kernel
+            .get(key)
+            .and_then(|id| self.kernel_specs.get(*id))
+    }
+
     /// The plan's report that `key` goes from `old` to `new`.
     fn on_plan_change(&mut self, key: RouteKey, old: Option<&RouteSpec>, new: Option<&RouteSpec>) {
-        let have = self.kernel.get(&key);
+        let have = self.kernel_get(&key);
         let before = old.is_some() && old == have;
         let after = new.is_some() && new == have;
         self.programmed =
@@ -72,12 +84,22 @@ impl Track {
 
     /// Records that the kernel now holds `have` under `key`, keeping `programmed` exact.
     fn set_kernel(&mut self, want: Option<&RouteSpec>, key: RouteKey, have: Option<RouteSpec>) {
-        let before = want.is_some() && want == self.kernel.get(&key);
+        let before = want.is_some() && want == self.kernel_get(&key);
         let after = want.is_some() && want == have.as_ref();
-        match have {
-            Some(s) => self.kernel.insert(key, s),
-            None => self.kernel.remove(&key),
-        };
+        if self.kernel_get(&key) == have.as_ref() {
+            // Unchanged (a write that confirms what an echo already recorded).
+        } else {
+            let old = match have {
+                Some(s) => {
+                    let id = self.kernel_specs.intern(s);
+                    self.kernel.insert(key, id)
+                }
+                None => self.kernel.remove(&key),
+            };
+            if let Some(old) = old {
+                self.kernel_specs.release(old);
+            }
+        }
         self.programmed =
             (self.programmed + usize::from(after)).saturating_sub(usize::from(before));
     }
@@ -314,14 +336,14 @@ impl Engine {
             return;
         }
         let new = m.ty == wire::RTM_NEWROUTE;
-        let want = self.plan.routes().get(&p.key);
+        let want = self.plan.route(&p.key);
         if p.protocol == self.cfg.route_protocol {
             let have = if new {
                 Some(seen_spec(&p, self.route_src()))
             } else {
                 None
             };
-            if self.track.kernel.get(&p.key) != have.as_ref() {
+            if self.track.kernel_get(&p.key) != have.as_ref() {
                 // Echoes of our own writes match the cache and end here; anything else is a
                 // change under us (or an echo overtaken by a newer write: the diff sorts it).
                 if want != have.as_ref() {
@@ -354,7 +376,7 @@ impl Engine {
         let mut matched = 0usize;
         let mut differs = false;
         {
-            let kernel = &self.track.kernel;
+            let track = &self.track;
             for v6 in [false, true] {
                 self.nl.dump(
                     |buf, seq| route::encode_dump(buf, seq, v6, table, proto),
@@ -365,7 +387,7 @@ impl Engine {
                         if let Some(p) = route::parse(m.payload) {
                             if p.protocol == proto && p.key.table == table {
                                 let spec = seen_spec(&p, src);
-                                if kernel.get(&p.key) == Some(&spec) {
+                                if track.kernel_get(&p.key) == Some(&spec) {
                                     matched += 1;
                                 } else {
                                     differs = true;
@@ -379,10 +401,11 @@ impl Engine {
         if !differs && matched == self.track.kernel.len() {
             return Ok(false);
         }
-        let mut kernel = FastMap::with_capacity_and_hasher(
-            self.track.kernel.len().max(self.plan.routes().len()),
+        let mut kernel: FastMap<RouteKey, Id> = FastMap::with_capacity_and_hasher(
+            self.track.kernel.len().max(self.plan.routes_len()),
             Default::default(),
         );
+        let mut specs: Interner<RouteSpec> = Interner::default();
         for v6 in [false, true] {
             self.nl.dump(
                 |buf, seq| route::encode_dump(buf, seq, v6, table, proto),
@@ -392,36 +415,40 @@ impl Engine {
                     }
                     if let Some(p) = route::parse(m.payload) {
                         if p.protocol == proto && p.key.table == table {
-                            kernel.insert(p.key, seen_spec(&p, src));
+                            let id = specs.intern(seen_spec(&p, src));
+                            if let Some(old) = kernel.insert(p.key, id) {
+                                specs.release(old);
+                            }
                         }
                     }
                 },
             )?;
         }
         self.track.kernel = kernel;
+        self.track.kernel_specs = specs;
         Ok(true)
     }
     /// Counts the desired routes the kernel holds as desired (after the cache or the plan was
     /// rebuilt wholesale; otherwise the count is kept per change).
     fn recount(&mut self) {
-        let kernel = &self.track.kernel;
-        self.track.programmed = self
+        let track = &self.track;
+        let programmed = self
             .plan
             .routes()
-            .iter()
-            .filter(|(k, want)| kernel.get(k) == Some(want))
+            .filter(|(k, want)| track.kernel_get(k) == Some(*want))
             .count();
-        let routes = self.plan.routes();
+        self.track.programmed = programmed;
+        let (plan, kernel) = (&self.plan, &self.track.kernel);
         self.track
             .failures
-            .retain(|k, _| routes.contains_key(k) || kernel.contains_key(k));
+            .retain(|k, _| plan.has_route(k) || kernel.contains_key(k));
     }
 
     fn op_for(&self, k: &RouteKey) -> Option<Op> {
-        match (self.plan.routes().get(k), self.track.kernel.get(k)) {
+        match (self.plan.route(k), self.track.kernel_get(k)) {
             (Some(want), Some(have)) if want == have => None,
-            (Some(want), Some(_)) => Some(Op::Write(WriteMode::Replace, want.clone())),
-            (Some(want), None) => Some(Op::Write(WriteMode::Create, want.clone())),
+            (Some(_), Some(_)) => Some(Op::Write(WriteMode::Replace)),
+            (Some(_), None) => Some(Op::Write(WriteMode::Create)),
             (None, Some(_)) => Some(Op::Delete),
             (None, None) => None,
         }
@@ -501,16 +528,16 @@ impl Engine {
         let check_all = std::mem::take(&mut self.check_all);
         let mut ops: Vec<(RouteKey, Op)> = Vec::new();
         if check_all {
-            let kernel = &self.track.kernel;
+            let track = &self.track;
             for (k, want) in self.plan.routes() {
-                match kernel.get(k) {
+                match track.kernel_get(k) {
                     Some(have) if have == want => {}
-                    Some(_) => ops.push((*k, Op::Write(WriteMode::Replace, want.clone()))),
-                    None => ops.push((*k, Op::Write(WriteMode::Create, want.clone()))),
+                    Some(_) => ops.push((*k, Op::Write(WriteMode::Replace))),
+                    None => ops.push((*k, Op::Write(WriteMode::Create))),
                 }
             }
-            for k in kernel.keys() {
-                if !self.plan.routes().contains_key(k) {
+            for k in track.kernel.keys() {
+                if !self.plan.has_route(k) {
                     ops.push((*k, Op::Delete));
                 }
             }
@@ -578,10 +605,11 @@ impl Engine {
         }
         let proto = self.cfg.route_protocol;
         let (src_v4, src_v6) = self.route_src();
+        let plan = &self.plan;
         let res = self.nl.batch(ops.len(), |i, buf, seq, ack| {
             let (k, op) = &ops[i];
-            match op {
-                Op::Write(mode, spec) => {
+            match (op, plan.route(k)) {
+                (Op::Write(mode), Some(spec)) => {
                     let src = if k.dst.addr().is_ipv4() {
                         src_v4
                     } else {
@@ -589,7 +617,11 @@ impl Engine {
                     };
                     route::encode_new_src(buf, seq, ack, *mode, proto, k, spec, src)
                 }
-                Op::Delete => route::encode_del(buf, seq, ack, proto, k),
+                // Ops are made from the plan just before and nothing changes it in between;
+                // were a spec missing, a delete is the safe reading of "not wanted".
+                (Op::Write(_), None) | (Op::Delete, _) => {
+                    route::encode_del(buf, seq, ack, proto, k)
+                }
             }
         });
         let res = match res {
@@ -611,10 +643,10 @@ impl Engine {
         let track = &mut self.track;
         let mut repaired = 0u64;
         for (i, (k, op)) in ops.iter().enumerate() {
-            let want = plan.routes().get(k);
+            let want = plan.route(k);
             match (op, failed.remove(&i)) {
-                (Op::Write(mode, spec), None) => {
-                    track.set_kernel(want, *k, Some(spec.clone()));
+                (Op::Write(mode), None) => {
+                    track.set_kernel(want, *k, want.cloned());
                     track.failures.remove(k);
                     match mode {
                         WriteMode::Create => stats.added += 1,
@@ -636,10 +668,10 @@ impl Engine {
                 (op, Some(f)) => {
                     stats.failed += 1;
                     let mut error = f.describe();
-                    if matches!(op, Op::Write(WriteMode::Create, _)) && f.errno == libc::EEXIST {
+                    if matches!(op, Op::Write(WriteMode::Create)) && f.errno == libc::EEXIST {
                         error = format!("{error} (a route not owned by calyx holds this prefix)");
                     }
-                    if matches!(op, Op::Write(WriteMode::Replace, _)) && f.errno == libc::ENOENT {
+                    if matches!(op, Op::Write(WriteMode::Replace)) && f.errno == libc::ENOENT {
                         // Ours vanished meanwhile: create next time.
                         track.set_kernel(want, *k, None);
                     }
@@ -662,13 +694,13 @@ impl Engine {
     }
 
     fn refresh_status(&mut self, now: Instant) {
-        let (routes, blocked) = (self.plan.routes(), self.plan.blocked());
+        let blocked = self.plan.blocked();
         let t = &self.track;
         let s = &mut self.status;
-        s.routes_desired = routes.len();
+        s.routes_desired = self.plan.routes_len();
         s.routes_programmed = t.programmed;
         s.routes_failed = t.failures.len();
-        s.routes_pending = (routes.len() + blocked.len())
+        s.routes_pending = (s.routes_desired + blocked.len())
             .saturating_sub(t.programmed)
             .saturating_sub(t.failures.len());
         s.routes_remote = self.plan.remote_len();
@@ -756,8 +788,10 @@ mod tests {
                 } else {
                     t.set_kernel(plan.get(&k), k, v);
                 }
-                let want = plan.iter().filter(|(k, s)| t.kernel.get(k) == Some(s)).count();
+                let want = plan.iter().filter(|(k, s)| t.kernel_get(k) == Some(s)).count();
                 prop_assert_eq!(t.programmed, want);
+                let distinct: FastSet<Id> = t.kernel.values().copied().collect();
+                prop_assert_eq!(t.kernel_specs.len(), distinct.len());
             }
         }
     }

@@ -52,8 +52,8 @@ impl Engine {
             }
             let (mut deletes, mut moves) = (Vec::new(), Vec::new());
             for k in self.track.kernel.keys() {
-                match self.plan.routes().get(k) {
-                    Some(want) => moves.push((*k, Op::Write(WriteMode::Replace, want.clone()))),
+                match self.plan.route(k) {
+                    Some(_) => moves.push((*k, Op::Write(WriteMode::Replace))),
                     None => deletes.push((*k, Op::Delete)),
                 }
             }

@@ -17,6 +17,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::fasthash::{FastMap, FastSet};
+use crate::intern::{Id, Interner};
 use crate::model::{Encap, MacAddr, RemoteHop, RemoteRoute, RouteUpdate};
 use crate::plan::{resolve_hop, route_key, Env, Plan};
 use crate::route::{RouteKey, RouteSpec};
@@ -26,7 +27,8 @@ mod tests;
 
 /// The hops wanted for one destination, each with the encapsulation of the route it came from
 /// (a full resync may name one destination several times, with different pools' modes).
-type Hops = Vec<(Encap, RemoteHop)>;
+/// Interned: a million routes through a few next hops share a few of these.
+type Hops = Box<[(Encap, RemoteHop)]>;
 
 /// Reference counts of the values wanted for one L2 key, in order of first appearance. Almost
 /// always one value; two while a node's VTEP changes and its routes move over one by one.
@@ -82,7 +84,9 @@ enum L2Op {
 struct Compiled {
     env: Env,
     local: FastSet<IpNet>,
-    routes: FastMap<RouteKey, RouteSpec>,
+    /// Compiled routes by key, their specs interned in `specs` (4 bytes a route, not 32).
+    routes: FastMap<RouteKey, Id>,
+    specs: Interner<RouteSpec>,
     blocked: FastMap<IpNet, String>,
     neighbours: FastMap<(u32, IpAddr), Refs<MacAddr>>,
     fdb: FastMap<(u32, MacAddr), Refs<IpAddr>>,
@@ -147,11 +151,12 @@ impl Compiled {
         match spec {
             Some(spec) => {
                 self.blocked.remove(&dst);
-                set_spec(&mut self.routes, key, spec, on_change);
+                self.set_spec(key, spec, on_change);
             }
             None => {
                 if let Some(old) = self.routes.remove(&key) {
-                    on_change(key, Some(&old), None);
+                    on_change(key, self.specs.get(old), None);
+                    self.specs.release(old);
                 }
                 match why {
                     Some(why) => {
@@ -203,26 +208,32 @@ fn sub_entry<K: std::hash::Hash + Eq, V: Copy + PartialEq>(
     changed
 }
 
-fn set_spec(
-    routes: &mut FastMap<RouteKey, RouteSpec>,
-    key: RouteKey,
-    spec: RouteSpec,
-    on_change: &mut impl FnMut(RouteKey, Option<&RouteSpec>, Option<&RouteSpec>),
-) {
-    match routes.entry(key) {
-        Entry::Occupied(o) if *o.get() == spec => {}
-        Entry::Occupied(mut o) => {
-            let old = std::mem::replace(o.get_mut(), spec);
-            on_change(key, Some(&old), Some(o.get()));
-        }
-        Entry::Vacant(v) => {
-            let new = v.insert(spec);
-            on_change(key, None, Some(new));
+impl Compiled {
+    /// Sets the compiled spec of `key`, reporting a change.
+    fn set_spec(
+        &mut self,
+        key: RouteKey,
+        spec: RouteSpec,
+        on_change: &mut impl FnMut(RouteKey, Option<&RouteSpec>, Option<&RouteSpec>),
+    ) {
+        let specs = &mut self.specs;
+        match self.routes.entry(key) {
+            Entry::Occupied(o) if specs.get(*o.get()) == Some(&spec) => {}
+            Entry::Occupied(mut o) => {
+                let new = specs.intern(spec);
+                let old = std::mem::replace(o.get_mut(), new);
+                on_change(key, specs.get(old), specs.get(new));
+                specs.release(old);
+            }
+            Entry::Vacant(v) => {
+                let new = *v.insert(specs.intern(spec));
+                on_change(key, None, specs.get(new));
+            }
         }
     }
 }
 
-fn hops_of(r: RemoteRoute, into: &mut Hops) {
+fn hops_of(r: RemoteRoute, into: &mut Vec<(Encap, RemoteHop)>) {
     let encap = r.encap;
     into.extend(r.hops.into_iter().map(|h| (encap, h)));
 }
@@ -232,7 +243,11 @@ fn hops_of(r: RemoteRoute, into: &mut Hops) {
 /// each route key whose compiled spec changed (`None` = absent), and for no other key.
 #[derive(Debug, Clone, Default)]
 pub struct IncrementalPlan {
-    remote: FastMap<IpNet, Hops>,
+    /// Desired remote destinations, their hop lists interned in `hops`.
+    remote: FastMap<IpNet, Id>,
+    hops: Interner<Hops>,
+    /// Reused to build an update's hop list without an allocation per route.
+    scratch: Vec<(Encap, RemoteHop)>,
     out: Compiled,
 }
 
@@ -241,6 +256,8 @@ impl IncrementalPlan {
     pub fn new(env: Env) -> IncrementalPlan {
         IncrementalPlan {
             remote: FastMap::default(),
+            hops: Interner::default(),
+            scratch: Vec::new(),
             out: Compiled {
                 env,
                 ..Default::default()
@@ -253,9 +270,41 @@ impl IncrementalPlan {
         &self.out.env
     }
 
+    /// The compiled route of `key`.
+    pub fn route(&self, key: &RouteKey) -> Option<&RouteSpec> {
+        self.out
+            .routes
+            .get(key)
+            .and_then(|id| self.out.specs.get(*id))
+    }
+
     /// Compiled routes by key.
-    pub fn routes(&self) -> &FastMap<RouteKey, RouteSpec> {
-        &self.out.routes
+    pub fn routes(&self) -> impl Iterator<Item = (&RouteKey, &RouteSpec)> + '_ {
+        let specs = &self.out.specs;
+        self.out
+            .routes
+            .iter()
+            .filter_map(move |(k, id)| specs.get(*id).map(|s| (k, s)))
+    }
+
+    /// Number of compiled routes.
+    pub fn routes_len(&self) -> usize {
+        self.out.routes.len()
+    }
+
+    /// Whether `key` has a compiled route.
+    pub fn has_route(&self, key: &RouteKey) -> bool {
+        self.out.routes.contains_key(key)
+    }
+
+    /// Distinct compiled specs and distinct hop lists held (diagnostics: a few per next hop).
+    pub fn interned(&self) -> (usize, usize) {
+        (self.out.specs.len(), self.hops.len())
+    }
+
+    /// All compiled routes as a map (tests, diagnostics; walks everything).
+    pub fn routes_map(&self) -> FastMap<RouteKey, RouteSpec> {
+        self.routes().map(|(k, s)| (*k, s.clone())).collect()
     }
 
     /// Desired destinations that cannot be programmed now, with the reason.
@@ -303,14 +352,15 @@ impl IncrementalPlan {
         };
         self.out.routes.reserve(self.remote.len());
         let mut silent = |_: RouteKey, _: Option<&RouteSpec>, _: Option<&RouteSpec>| {};
-        for (dst, hops) in &self.remote {
-            self.out.update(*dst, None, Some(hops), &mut silent);
+        for (dst, id) in &self.remote {
+            let hops = self.hops.get(*id).map(|h| &h[..]);
+            self.out.update(*dst, None, hops, &mut silent);
         }
         let blocks: Vec<IpNet> = self.out.local.iter().copied().collect();
         for dst in blocks {
             self.out.blocked.remove(&dst);
             let key = route_key(dst, &self.out.env);
-            self.out.routes.insert(key, RouteSpec::Blackhole);
+            self.out.set_spec(key, RouteSpec::Blackhole, &mut silent);
         }
         self.out.l2_changed = true;
         true
@@ -336,21 +386,29 @@ impl IncrementalPlan {
         on_change: &mut impl FnMut(RouteKey, Option<&RouteSpec>, Option<&RouteSpec>),
     ) {
         let dst = r.dst.trunc();
-        let mut new = Hops::with_capacity(r.hops.len());
+        let mut new = std::mem::take(&mut self.scratch);
+        new.clear();
         hops_of(r, &mut new);
+        let hops = &mut self.hops;
         match self.remote.entry(dst) {
             Entry::Occupied(mut o) => {
-                if *o.get() == new {
+                if hops.get(*o.get()).is_some_and(|h| h[..] == new[..]) {
+                    self.scratch = new;
                     return;
                 }
-                let old = std::mem::replace(o.get_mut(), new);
-                self.out.update(dst, Some(&old), Some(o.get()), on_change);
+                let id = hops.intern_by(&new[..], |h| Box::from(h));
+                let old = std::mem::replace(o.get_mut(), id);
+                let (old_h, new_h) = (hops.get(old).map(|h| &h[..]), hops.get(id).map(|h| &h[..]));
+                self.out.update(dst, old_h, new_h, on_change);
+                hops.release(old);
             }
             Entry::Vacant(v) => {
-                let new = v.insert(new);
-                self.out.update(dst, None, Some(new), on_change);
+                let id = *v.insert(hops.intern_by(&new[..], |h| Box::from(h)));
+                self.out
+                    .update(dst, None, hops.get(id).map(|h| &h[..]), on_change);
             }
         }
+        self.scratch = new;
     }
 
     /// Removes the route to `dst` (no-op if absent).
@@ -361,7 +419,9 @@ impl IncrementalPlan {
     ) {
         let dst = dst.trunc();
         if let Some(old) = self.remote.remove(&dst) {
-            self.out.update(dst, Some(&old), None, on_change);
+            let old_h = self.hops.get(old).map(|h| &h[..]);
+            self.out.update(dst, old_h, None, on_change);
+            self.hops.release(old);
         }
     }
 
@@ -371,26 +431,38 @@ impl IncrementalPlan {
         routes: Vec<RemoteRoute>,
         on_change: &mut impl FnMut(RouteKey, Option<&RouteSpec>, Option<&RouteSpec>),
     ) {
-        let mut new: FastMap<IpNet, Hops> =
+        let mut lists: FastMap<IpNet, Vec<(Encap, RemoteHop)>> =
             FastMap::with_capacity_and_hasher(routes.len(), Default::default());
         for r in routes {
             let dst = r.dst.trunc();
-            hops_of(r, new.entry(dst).or_default());
+            hops_of(r, lists.entry(dst).or_default());
+        }
+        let hops = &mut self.hops;
+        let mut new: FastMap<IpNet, Id> =
+            FastMap::with_capacity_and_hasher(lists.len(), Default::default());
+        for (dst, list) in lists {
+            new.insert(dst, hops.intern_by(&list[..], |h| Box::from(h)));
         }
         let old = std::mem::replace(&mut self.remote, new);
-        for (dst, old_hops) in &old {
+        for (dst, old_id) in &old {
+            let old_h = hops.get(*old_id).map(|h| &h[..]);
             match self.remote.get(dst) {
-                None => self.out.update(*dst, Some(old_hops), None, on_change),
-                Some(n) if n != old_hops => {
-                    self.out.update(*dst, Some(old_hops), Some(n), on_change)
+                None => self.out.update(*dst, old_h, None, on_change),
+                Some(n) if n != old_id => {
+                    let new_h = hops.get(*n).map(|h| &h[..]);
+                    self.out.update(*dst, old_h, new_h, on_change)
                 }
                 Some(_) => {}
             }
         }
         for (dst, n) in &self.remote {
             if !old.contains_key(dst) {
-                self.out.update(*dst, None, Some(n), on_change);
+                let new_h = hops.get(*n).map(|h| &h[..]);
+                self.out.update(*dst, None, new_h, on_change);
             }
+        }
+        for id in old.into_values() {
+            hops.release(id);
         }
     }
 
@@ -405,7 +477,8 @@ impl IncrementalPlan {
         let gone: Vec<IpNet> = self.out.local.difference(&new).copied().collect();
         for dst in gone {
             self.out.local.remove(&dst);
-            let (spec, why) = match self.remote.get(&dst) {
+            let hops = self.remote.get(&dst).and_then(|id| self.hops.get(*id));
+            let (spec, why) = match hops {
                 Some(hops) => self.out.resolve(dst, hops, L2Op::Keep),
                 None => (None, None),
             };
@@ -415,7 +488,7 @@ impl IncrementalPlan {
             if self.out.local.insert(dst) {
                 self.out.blocked.remove(&dst);
                 let key = route_key(dst, &self.out.env);
-                set_spec(&mut self.out.routes, key, RouteSpec::Blackhole, on_change);
+                self.out.set_spec(key, RouteSpec::Blackhole, on_change);
             }
         }
     }
@@ -423,7 +496,7 @@ impl IncrementalPlan {
     /// The whole plan as [`Plan::compile`] returns it (tests, diagnostics; walks everything).
     pub fn to_plan(&self) -> Plan {
         Plan {
-            routes: self.out.routes.clone(),
+            routes: self.routes_map(),
             blocked: self
                 .out
                 .blocked
