@@ -175,6 +175,11 @@ impl Engine {
         self.status.route_updates += n;
     }
 
+    /// Route keys waiting to be diffed and written.
+    pub(crate) fn backlog(&self) -> usize {
+        self.track.dirty.len()
+    }
+
     /// Schedules a full resync (links, L2, route dump).
     pub(crate) fn request_full(&mut self) {
         self.need_links = true;

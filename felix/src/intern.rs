@@ -11,11 +11,11 @@ use crate::fasthash::FastMap;
 
 /// The handle of an interned value; valid in the [`Interner`] that issued it while counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct Id(u32);
+pub struct Id(u32);
 
 /// Distinct values with a use count each.
 #[derive(Debug, Clone)]
-pub(crate) struct Interner<T> {
+pub struct Interner<T> {
     /// Slot per id: the value and its count (`None` once freed, then on `free`).
     slots: Vec<Option<(T, u32)>>,
     index: FastMap<T, Id>,
@@ -35,7 +35,7 @@ impl<T> Default for Interner<T> {
 
 impl<T: Clone + Eq + Hash> Interner<T> {
     /// Counts one more use of `v`, returning its id.
-    pub(crate) fn intern(&mut self, v: T) -> Id {
+    pub fn intern(&mut self, v: T) -> Id {
         if let Some(&id) = self.index.get(&v) {
             self.retain(id);
             return id;
@@ -60,7 +60,7 @@ impl<T: Clone + Eq + Hash> Interner<T> {
     /// [`Self::intern`] by a borrowed form of the value (a slice for a boxed slice, say):
     /// `make` builds the owned value only when it is new, so a known value costs no
     /// allocation.
-    pub(crate) fn intern_by<Q>(&mut self, q: &Q, make: impl FnOnce(&Q) -> T) -> Id
+    pub fn intern_by<Q>(&mut self, q: &Q, make: impl FnOnce(&Q) -> T) -> Id
     where
         T: std::borrow::Borrow<Q>,
         Q: ?Sized + Hash + Eq,
@@ -75,14 +75,14 @@ impl<T: Clone + Eq + Hash> Interner<T> {
     }
 
     /// Counts one more use of an id that is in use.
-    pub(crate) fn retain(&mut self, id: Id) {
+    pub fn retain(&mut self, id: Id) {
         if let Some(Some((_, n))) = self.slots.get_mut(id.0 as usize) {
             *n += 1;
         }
     }
 
     /// Counts one use of `id` less, freeing the value at zero.
-    pub(crate) fn release(&mut self, id: Id) {
+    pub fn release(&mut self, id: Id) {
         let Some(slot) = self.slots.get_mut(id.0 as usize) else {
             return;
         };
@@ -101,7 +101,7 @@ impl<T: Clone + Eq + Hash> Interner<T> {
     /// The value of `id`. Ids come only from this interner and are released by their
     /// holder, so a miss is a bug in the caller: it panics in debug builds and reads as
     /// `None` (an absent route, rewritten at the next pass) in release builds.
-    pub(crate) fn get(&self, id: Id) -> Option<&T> {
+    pub fn get(&self, id: Id) -> Option<&T> {
         let v = self
             .slots
             .get(id.0 as usize)
@@ -112,7 +112,7 @@ impl<T: Clone + Eq + Hash> Interner<T> {
     }
 
     /// Distinct values in use.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.index.len()
     }
 }

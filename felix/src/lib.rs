@@ -59,7 +59,7 @@ mod engine;
 mod fasthash;
 mod inbox;
 pub mod incremental;
-mod intern;
+pub mod intern;
 pub mod link;
 pub mod model;
 pub mod mtu;
