@@ -6,12 +6,26 @@
 //! any more is freed (nodes come and go for years; their hops must not pile up).
 
 use std::hash::Hash;
+use std::num::NonZeroU32;
 
 use crate::fasthash::FastMap;
 
 /// The handle of an interned value; valid in the [`Interner`] that issued it while counted.
+/// Slot index + 1, so that an `Option<Id>` is 4 bytes too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Id(u32);
+pub struct Id(NonZeroU32);
+
+impl Id {
+    fn new(slot: usize) -> Id {
+        // More than 4 billion distinct values cannot come from one table's routes (each
+        // holds at most one), so the index fits.
+        Id(NonZeroU32::MIN.saturating_add(u32::try_from(slot).unwrap_or(u32::MAX)))
+    }
+
+    fn slot(self) -> usize {
+        (self.0.get() - 1) as usize
+    }
+}
 
 /// Distinct values with a use count each.
 #[derive(Debug, Clone)]
@@ -43,14 +57,11 @@ impl<T: Clone + Eq + Hash> Interner<T> {
         let id = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = Some((v.clone(), 1));
-                Id(i)
+                Id::new(i as usize)
             }
             None => {
-                // More than 4 billion distinct values cannot come from one table's routes
-                // (each holds at most one), so the index fits.
-                let i = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
                 self.slots.push(Some((v.clone(), 1)));
-                Id(i)
+                Id::new(self.slots.len() - 1)
             }
         };
         self.index.insert(v, id);
@@ -76,14 +87,14 @@ impl<T: Clone + Eq + Hash> Interner<T> {
 
     /// Counts one more use of an id that is in use.
     pub fn retain(&mut self, id: Id) {
-        if let Some(Some((_, n))) = self.slots.get_mut(id.0 as usize) {
+        if let Some(Some((_, n))) = self.slots.get_mut(id.slot()) {
             *n += 1;
         }
     }
 
     /// Counts one use of `id` less, freeing the value at zero.
     pub fn release(&mut self, id: Id) {
-        let Some(slot) = self.slots.get_mut(id.0 as usize) else {
+        let Some(slot) = self.slots.get_mut(id.slot()) else {
             return;
         };
         let Some((_, n)) = slot.as_mut() else {
@@ -94,7 +105,7 @@ impl<T: Clone + Eq + Hash> Interner<T> {
             if let Some((v, _)) = slot.take() {
                 self.index.remove(&v);
             }
-            self.free.push(id.0);
+            self.free.push(id.slot() as u32);
         }
     }
 
@@ -104,7 +115,7 @@ impl<T: Clone + Eq + Hash> Interner<T> {
     pub fn get(&self, id: Id) -> Option<&T> {
         let v = self
             .slots
-            .get(id.0 as usize)
+            .get(id.slot())
             .and_then(|s| s.as_ref())
             .map(|(v, _)| v);
         debug_assert!(v.is_some(), "interned id {id:?} not in use");
@@ -143,5 +154,6 @@ mod tests {
         i.release(b);
         i.release(c);
         assert_eq!(i.len(), 0);
+        assert_eq!(std::mem::size_of::<Option<Id>>(), 4);
     }
 }
