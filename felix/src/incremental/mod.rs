@@ -78,15 +78,60 @@ enum L2Op {
     Keep,
 }
 
-/// Everything derived from the desired routes; kept apart from the desired remote routes so
-/// that a destination's old and new hops can be read while this part changes.
+/// One route key: the compiled route wanted there and the route of ours the kernel holds
+/// there, each an interned spec. One map for both, so that a million routes cost one key
+/// and 8 bytes each rather than a key and a spec in each of two maps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Slot {
+    want: Option<Id>,
+    have: Option<Id>,
+}
+
+/// Both sides' interned specs and the counts kept per change.
+#[derive(Debug, Clone, Default)]
+struct Specs {
+    want: Interner<RouteSpec>,
+    have: Interner<RouteSpec>,
+    /// Slots with a wanted route.
+    wanted: usize,
+    /// Slots with a route in the kernel.
+    held: usize,
+    /// Slots whose kernel route is the wanted one.
+    programmed: usize,
+}
+
+impl Specs {
+    fn programmed(&self, s: Slot) -> bool {
+        match (s.want, s.have) {
+            (Some(w), Some(h)) => {
+                let w = self.want.get(w);
+                w.is_some() && w == self.have.get(h)
+            }
+            _ => false,
+        }
+    }
+
+    /// Keeps the counts exact across a slot's change from `before` to `after`.
+    fn count(&mut self, before: Slot, after: Slot) {
+        let (b, a) = (self.programmed(before), self.programmed(after));
+        self.programmed = (self.programmed + usize::from(a)).saturating_sub(usize::from(b));
+        self.wanted = (self.wanted + usize::from(after.want.is_some()))
+            .saturating_sub(usize::from(before.want.is_some()));
+        self.held = (self.held + usize::from(after.have.is_some()))
+            .saturating_sub(usize::from(before.have.is_some()));
+    }
+}
+
+/// Everything derived from the desired routes, and the kernel's routes next to them; kept
+/// apart from the desired remote routes so that a destination's old and new hops can be read
+/// while this part changes.
 #[derive(Debug, Clone, Default)]
 struct Compiled {
     env: Env,
     local: FastSet<IpNet>,
-    /// Compiled routes by key, their specs interned in `specs` (4 bytes a route, not 32).
-    routes: FastMap<RouteKey, Id>,
-    specs: Interner<RouteSpec>,
+    /// Wanted and kernel routes by key (4 bytes each side, specs interned in `specs`).
+    routes: FastMap<RouteKey, Slot>,
+    specs: Specs,
     blocked: FastMap<IpNet, String>,
     neighbours: FastMap<(u32, IpAddr), Refs<MacAddr>>,
     fdb: FastMap<(u32, MacAddr), Refs<IpAddr>>,
@@ -154,10 +199,7 @@ impl Compiled {
                 self.set_spec(key, spec, on_change);
             }
             None => {
-                if let Some(old) = self.routes.remove(&key) {
-                    on_change(key, self.specs.get(old), None);
-                    self.specs.release(old);
-                }
+                self.unset_want(key, on_change);
                 match why {
                     Some(why) => {
                         self.blocked.insert(dst, why);
@@ -217,17 +259,79 @@ impl Compiled {
         on_change: &mut impl FnMut(RouteKey, Option<&RouteSpec>, Option<&RouteSpec>),
     ) {
         let specs = &mut self.specs;
-        match self.routes.entry(key) {
-            Entry::Occupied(o) if specs.get(*o.get()) == Some(&spec) => {}
-            Entry::Occupied(mut o) => {
-                let new = specs.intern(spec);
-                let old = std::mem::replace(o.get_mut(), new);
-                on_change(key, specs.get(old), specs.get(new));
-                specs.release(old);
+        let slot = self.routes.entry(key).or_default();
+        let before = *slot;
+        if before
+            .want
+            .is_some_and(|w| specs.want.get(w) == Some(&spec))
+        {
+            return;
+        }
+        let new = specs.want.intern(spec);
+        slot.want = Some(new);
+        specs.count(before, *slot);
+        on_change(
+            key,
+            before.want.and_then(|o| specs.want.get(o)),
+            specs.want.get(new),
+        );
+        if let Some(old) = before.want {
+            specs.want.release(old);
+        }
+    }
+
+    /// Removes the compiled route of `key`, reporting it.
+    fn unset_want(
+        &mut self,
+        key: RouteKey,
+        on_change: &mut impl FnMut(RouteKey, Option<&RouteSpec>, Option<&RouteSpec>),
+    ) {
+        let Entry::Occupied(mut o) = self.routes.entry(key) else {
+            return;
+        };
+        let before = *o.get();
+        let Some(old) = before.want else {
+            return;
+        };
+        o.get_mut().want = None;
+        self.specs.count(before, *o.get());
+        if o.get().have.is_none() {
+            o.remove();
+        }
+        on_change(key, self.specs.want.get(old), None);
+        self.specs.want.release(old);
+    }
+
+    /// Records what the kernel holds under `key` (`None`: nothing of ours).
+    fn set_have(&mut self, key: RouteKey, have: Option<&RouteSpec>) {
+        let specs = &mut self.specs;
+        match have {
+            Some(spec) => {
+                let slot = self.routes.entry(key).or_default();
+                let before = *slot;
+                if before.have.is_some_and(|h| specs.have.get(h) == Some(spec)) {
+                    return;
+                }
+                slot.have = Some(specs.have.intern_by(spec, RouteSpec::clone));
+                specs.count(before, *slot);
+                if let Some(old) = before.have {
+                    specs.have.release(old);
+                }
             }
-            Entry::Vacant(v) => {
-                let new = *v.insert(specs.intern(spec));
-                on_change(key, None, specs.get(new));
+            None => {
+                let Entry::Occupied(mut o) = self.routes.entry(key) else {
+                    return;
+                };
+                let before = *o.get();
+                let Some(old) = before.have else {
+                    return;
+                };
+                o.get_mut().have = None;
+                specs.count(before, *o.get());
+                if o.get().want.is_none() {
+                    o.remove();
+                }
+                specs.have.release(old);
             }
         }
     }
@@ -272,34 +376,85 @@ impl IncrementalPlan {
 
     /// The compiled route of `key`.
     pub fn route(&self, key: &RouteKey) -> Option<&RouteSpec> {
-        self.out
-            .routes
-            .get(key)
-            .and_then(|id| self.out.specs.get(*id))
+        let id = self.out.routes.get(key)?.want?;
+        self.out.specs.want.get(id)
     }
 
     /// Compiled routes by key.
     pub fn routes(&self) -> impl Iterator<Item = (&RouteKey, &RouteSpec)> + '_ {
-        let specs = &self.out.specs;
+        let specs = &self.out.specs.want;
         self.out
             .routes
             .iter()
-            .filter_map(move |(k, id)| specs.get(*id).map(|s| (k, s)))
+            .filter_map(move |(k, s)| s.want.and_then(|id| specs.get(id)).map(|s| (k, s)))
     }
 
     /// Number of compiled routes.
     pub fn routes_len(&self) -> usize {
-        self.out.routes.len()
+        self.out.specs.wanted
     }
 
     /// Whether `key` has a compiled route.
     pub fn has_route(&self, key: &RouteKey) -> bool {
-        self.out.routes.contains_key(key)
+        self.out.routes.get(key).is_some_and(|s| s.want.is_some())
+    }
+
+    /// The route of ours the kernel holds under `key`, as last recorded with
+    /// [`Self::set_kernel`].
+    pub fn kernel(&self, key: &RouteKey) -> Option<&RouteSpec> {
+        let id = self.out.routes.get(key)?.have?;
+        self.out.specs.have.get(id)
+    }
+
+    /// The routes of ours the kernel holds, by key.
+    pub fn kernel_routes(&self) -> impl Iterator<Item = (&RouteKey, &RouteSpec)> + '_ {
+        let specs = &self.out.specs.have;
+        self.out
+            .routes
+            .iter()
+            .filter_map(move |(k, s)| s.have.and_then(|id| specs.get(id)).map(|s| (k, s)))
+    }
+
+    /// Number of routes of ours the kernel holds.
+    pub fn kernel_len(&self) -> usize {
+        self.out.specs.held
+    }
+
+    /// Records that the kernel holds `have` under `key` (`None`: no route of ours).
+    pub fn set_kernel(&mut self, key: RouteKey, have: Option<&RouteSpec>) {
+        self.out.set_have(key, have);
+    }
+
+    /// Records that the kernel holds the wanted route under `key` (a write of it succeeded);
+    /// nothing when none is wanted.
+    pub fn set_kernel_wanted(&mut self, key: RouteKey) {
+        let Some(want) = self.route(&key).cloned() else {
+            return;
+        };
+        self.out.set_have(key, Some(&want));
+    }
+
+    /// Forgets every kernel route (before reading them all again).
+    pub fn clear_kernel(&mut self) {
+        let specs = &mut self.out.specs;
+        self.out.routes.retain(|_, slot| {
+            let before = *slot;
+            if let Some(h) = slot.have.take() {
+                specs.count(before, *slot);
+                specs.have.release(h);
+            }
+            slot.want.is_some()
+        });
+    }
+
+    /// Wanted routes the kernel holds exactly as wanted; kept exact per change.
+    pub fn programmed(&self) -> usize {
+        self.out.specs.programmed
     }
 
     /// Distinct compiled specs and distinct hop lists held (diagnostics: a few per next hop).
     pub fn interned(&self) -> (usize, usize) {
-        (self.out.specs.len(), self.hops.len())
+        (self.out.specs.want.len(), self.hops.len())
     }
 
     /// All compiled routes as a map (tests, diagnostics; walks everything).
@@ -344,12 +499,20 @@ impl IncrementalPlan {
         if env == self.out.env {
             return false;
         }
-        let local = std::mem::take(&mut self.out.local);
-        self.out = Compiled {
-            env,
-            local,
-            ..Default::default()
-        };
+        // Everything compiled goes; the kernel side of the slots stays.
+        let specs = &mut self.out.specs;
+        self.out.routes.retain(|_, slot| {
+            let before = *slot;
+            if let Some(w) = slot.want.take() {
+                specs.count(before, *slot);
+                specs.want.release(w);
+            }
+            slot.have.is_some()
+        });
+        self.out.env = env;
+        self.out.blocked = FastMap::default();
+        self.out.neighbours = FastMap::default();
+        self.out.fdb = FastMap::default();
         self.out.routes.reserve(self.remote.len());
         let mut silent = |_: RouteKey, _: Option<&RouteSpec>, _: Option<&RouteSpec>| {};
         for (dst, id) in &self.remote {

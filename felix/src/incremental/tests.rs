@@ -319,6 +319,10 @@ enum Op {
     Update(RouteUpdate),
     Local(Vec<usize>),
     Env(u8),
+    /// What the kernel holds under a destination's key: 0 nothing, 1 the wanted route (a
+    /// write succeeded), 2 a blackhole, 3 a route via another gateway.
+    Kernel(usize, u8),
+    ClearKernel,
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -329,6 +333,8 @@ fn arb_op() -> impl Strategy<Value = Op> {
             .prop_map(|v| Op::Update(RouteUpdate::ReplaceAll(v))),
         1 => prop::collection::vec(0..DSTS.len(), 0..3).prop_map(Op::Local),
         1 => any::<u8>().prop_map(Op::Env),
+        3 => (0..DSTS.len(), 0u8..4).prop_map(|(d, v)| Op::Kernel(d, v)),
+        1 => Just(Op::ClearKernel),
     ]
 }
 
@@ -369,6 +375,8 @@ proptest! {
         // within one destination, as `Plan::compile` merges them).
         let mut model: BTreeMap<IpNet, Vec<RemoteRoute>> = BTreeMap::new();
         let mut local: Vec<IpNet> = Vec::new();
+        // What the kernel holds, as recorded.
+        let mut kernel: BTreeMap<RouteKey, RouteSpec> = BTreeMap::new();
         for op in ops {
             match op {
                 Op::Update(u) => {
@@ -398,6 +406,30 @@ proptest! {
                         sh.routes = p.routes_map();
                     }
                 }
+                Op::Kernel(d, v) => {
+                    let k = key(DSTS[d]);
+                    let spec = match v {
+                        0 => None,
+                        1 => p.route(&k).cloned(),
+                        2 => Some(RouteSpec::Blackhole),
+                        _ => Some(RouteSpec::Via(via("192.168.1.99", 2, false))),
+                    };
+                    if v == 1 {
+                        p.set_kernel_wanted(k);
+                    } else {
+                        p.set_kernel(k, spec.as_ref());
+                    }
+                    match spec {
+                        Some(s) => kernel.insert(k, s),
+                        // `set_kernel_wanted` with nothing wanted records nothing.
+                        None if v == 1 => None,
+                        None => kernel.remove(&k),
+                    };
+                }
+                Op::ClearKernel => {
+                    p.clear_kernel();
+                    kernel.clear();
+                }
             }
             let full = DesiredState {
                 local_blocks: local.clone(),
@@ -417,6 +449,17 @@ proptest! {
             prop_assert_eq!(specs, distinct.len());
             let distinct_hops: std::collections::HashSet<Id> = p.remote.values().copied().collect();
             prop_assert_eq!(hop_lists, distinct_hops.len());
+            // The kernel side survives plan changes; the counts kept per change are exact.
+            let got_kernel: BTreeMap<RouteKey, RouteSpec> =
+                p.kernel_routes().map(|(k, s)| (*k, s.clone())).collect();
+            prop_assert_eq!(&got_kernel, &kernel);
+            prop_assert_eq!(p.kernel_len(), kernel.len());
+            prop_assert_eq!(p.routes_len(), got.routes.len());
+            let programmed = got.routes.iter().filter(|(k, w)| kernel.get(k) == Some(w)).count();
+            prop_assert_eq!(p.programmed(), programmed);
+            let distinct_have: std::collections::HashSet<&RouteSpec> = kernel.values().collect();
+            prop_assert_eq!(p.out.specs.have.len(), distinct_have.len());
+            prop_assert!(p.out.routes.values().all(|s| s.want.is_some() || s.have.is_some()));
         }
     }
 }
