@@ -78,13 +78,21 @@ enum L2Op {
     Keep,
 }
 
-/// One route key: the compiled route wanted there and the route of ours the kernel holds
-/// there, each an interned spec. One map for both, so that a million routes cost one key
-/// and 8 bytes each rather than a key and a spec in each of two maps.
+/// One route key: the desired remote route to its destination (interned hop list), the
+/// compiled route wanted there and the route of ours the kernel holds there (interned
+/// specs). One map for all three, so that a million routes cost one key and 12 bytes each
+/// rather than a key and a value in each of three maps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Slot {
+    remote: Option<Id>,
     want: Option<Id>,
     have: Option<Id>,
+}
+
+impl Slot {
+    fn is_empty(&self) -> bool {
+        self.remote.is_none() && self.want.is_none() && self.have.is_none()
+    }
 }
 
 /// Both sides' interned specs and the counts kept per change.
@@ -295,11 +303,18 @@ impl Compiled {
         };
         o.get_mut().want = None;
         self.specs.count(before, *o.get());
-        if o.get().have.is_none() {
+        if o.get().is_empty() {
             o.remove();
         }
         on_change(key, self.specs.want.get(old), None);
         self.specs.want.release(old);
+    }
+
+    /// Forgets the slot of `key` when nothing is left in it.
+    fn drop_if_empty(&mut self, key: RouteKey) {
+        if self.routes.get(&key).is_some_and(Slot::is_empty) {
+            self.routes.remove(&key);
+        }
     }
 
     /// Records what the kernel holds under `key` (`None`: nothing of ours).
@@ -328,7 +343,7 @@ impl Compiled {
                 };
                 o.get_mut().have = None;
                 specs.count(before, *o.get());
-                if o.get().want.is_none() {
+                if o.get().is_empty() {
                     o.remove();
                 }
                 specs.have.release(old);
@@ -347,9 +362,10 @@ fn hops_of(r: RemoteRoute, into: &mut Vec<(Encap, RemoteHop)>) {
 /// each route key whose compiled spec changed (`None` = absent), and for no other key.
 #[derive(Debug, Clone, Default)]
 pub struct IncrementalPlan {
-    /// Desired remote destinations, their hop lists interned in `hops`.
-    remote: FastMap<IpNet, Id>,
+    /// The hop lists of the desired remote destinations (in their slots of `out.routes`).
     hops: Interner<Hops>,
+    /// Desired remote destinations.
+    remotes: usize,
     /// Reused to build an update's hop list without an allocation per route.
     scratch: Vec<(Encap, RemoteHop)>,
     out: Compiled,
@@ -359,8 +375,8 @@ impl IncrementalPlan {
     /// An empty plan under `env`.
     pub fn new(env: Env) -> IncrementalPlan {
         IncrementalPlan {
-            remote: FastMap::default(),
             hops: Interner::default(),
+            remotes: 0,
             scratch: Vec::new(),
             out: Compiled {
                 env,
@@ -443,7 +459,7 @@ impl IncrementalPlan {
                 specs.count(before, *slot);
                 specs.have.release(h);
             }
-            slot.want.is_some()
+            !slot.is_empty()
         });
     }
 
@@ -469,7 +485,7 @@ impl IncrementalPlan {
 
     /// Number of desired remote destinations.
     pub fn remote_len(&self) -> usize {
-        self.remote.len()
+        self.remotes
     }
 
     /// Permanent neighbour entries wanted: `(ifindex, tunnel IP) -> VTEP MAC`.
@@ -499,25 +515,32 @@ impl IncrementalPlan {
         if env == self.out.env {
             return false;
         }
-        // Everything compiled goes; the kernel side of the slots stays.
+        // Everything compiled goes; the kernel side of the slots stays. The remote routes
+        // are taken out and put back (under new keys, should the table or metric change).
         let specs = &mut self.out.specs;
-        self.out.routes.retain(|_, slot| {
+        let mut remote: Vec<(IpNet, Id)> = Vec::with_capacity(self.remotes);
+        self.out.routes.retain(|k, slot| {
             let before = *slot;
             if let Some(w) = slot.want.take() {
                 specs.count(before, *slot);
                 specs.want.release(w);
             }
-            slot.have.is_some()
+            if let Some(r) = slot.remote.take() {
+                remote.push((k.dst, r));
+            }
+            !slot.is_empty()
         });
         self.out.env = env;
         self.out.blocked = FastMap::default();
         self.out.neighbours = FastMap::default();
         self.out.fdb = FastMap::default();
-        self.out.routes.reserve(self.remote.len());
+        self.out.routes.reserve(remote.len());
         let mut silent = |_: RouteKey, _: Option<&RouteSpec>, _: Option<&RouteSpec>| {};
-        for (dst, id) in &self.remote {
-            let hops = self.hops.get(*id).map(|h| &h[..]);
-            self.out.update(*dst, None, hops, &mut silent);
+        for (dst, id) in remote {
+            let key = route_key(dst, &self.out.env);
+            self.out.routes.entry(key).or_default().remote = Some(id);
+            let hops = self.hops.get(id).map(|h| &h[..]);
+            self.out.update(dst, None, hops, &mut silent);
         }
         let blocks: Vec<IpNet> = self.out.local.iter().copied().collect();
         for dst in blocks {
@@ -553,23 +576,20 @@ impl IncrementalPlan {
         new.clear();
         hops_of(r, &mut new);
         let hops = &mut self.hops;
-        match self.remote.entry(dst) {
-            Entry::Occupied(mut o) => {
-                if hops.get(*o.get()).is_some_and(|h| h[..] == new[..]) {
-                    self.scratch = new;
-                    return;
-                }
-                let id = hops.intern_by(&new[..], |h| Box::from(h));
-                let old = std::mem::replace(o.get_mut(), id);
-                let (old_h, new_h) = (hops.get(old).map(|h| &h[..]), hops.get(id).map(|h| &h[..]));
-                self.out.update(dst, old_h, new_h, on_change);
-                hops.release(old);
-            }
-            Entry::Vacant(v) => {
-                let id = *v.insert(hops.intern_by(&new[..], |h| Box::from(h)));
-                self.out
-                    .update(dst, None, hops.get(id).map(|h| &h[..]), on_change);
-            }
+        let key = route_key(dst, &self.out.env);
+        let old = self.out.routes.get(&key).and_then(|s| s.remote);
+        if old.is_some_and(|o| hops.get(o).is_some_and(|h| h[..] == new[..])) {
+            self.scratch = new;
+            return;
+        }
+        let id = hops.intern_by(&new[..], |h| Box::from(h));
+        self.out.routes.entry(key).or_default().remote = Some(id);
+        self.remotes += usize::from(old.is_none());
+        let old_h = old.and_then(|o| hops.get(o)).map(|h| &h[..]);
+        self.out
+            .update(dst, old_h, hops.get(id).map(|h| &h[..]), on_change);
+        if let Some(old) = old {
+            hops.release(old);
         }
         self.scratch = new;
     }
@@ -581,11 +601,15 @@ impl IncrementalPlan {
         on_change: &mut impl FnMut(RouteKey, Option<&RouteSpec>, Option<&RouteSpec>),
     ) {
         let dst = dst.trunc();
-        if let Some(old) = self.remote.remove(&dst) {
-            let old_h = self.hops.get(old).map(|h| &h[..]);
-            self.out.update(dst, old_h, None, on_change);
-            self.hops.release(old);
-        }
+        let key = route_key(dst, &self.out.env);
+        let Some(old) = self.out.routes.get_mut(&key).and_then(|s| s.remote.take()) else {
+            return;
+        };
+        self.remotes -= 1;
+        let old_h = self.hops.get(old).map(|h| &h[..]);
+        self.out.update(dst, old_h, None, on_change);
+        self.hops.release(old);
+        self.out.drop_if_empty(key);
     }
 
     /// Replaces all remote routes; only destinations whose hops differ are recompiled.
@@ -606,11 +630,27 @@ impl IncrementalPlan {
         for (dst, list) in lists {
             new.insert(dst, hops.intern_by(&list[..], |h| Box::from(h)));
         }
-        let old = std::mem::replace(&mut self.remote, new);
+        // Every slot's remote route is set to the new one first, then each destination
+        // whose hop list changed is recompiled.
+        let mut old: FastMap<IpNet, Id> =
+            FastMap::with_capacity_and_hasher(self.remotes, Default::default());
+        for (k, slot) in self.out.routes.iter_mut() {
+            if let Some(r) = slot.remote.take() {
+                old.insert(k.dst, r);
+            }
+        }
+        self.remotes = new.len();
+        for (dst, id) in &new {
+            let key = route_key(*dst, &self.out.env);
+            self.out.routes.entry(key).or_default().remote = Some(*id);
+        }
         for (dst, old_id) in &old {
             let old_h = hops.get(*old_id).map(|h| &h[..]);
-            match self.remote.get(dst) {
-                None => self.out.update(*dst, old_h, None, on_change),
+            match new.get(dst) {
+                None => {
+                    self.out.update(*dst, old_h, None, on_change);
+                    self.out.drop_if_empty(route_key(*dst, &self.out.env));
+                }
                 Some(n) if n != old_id => {
                     let new_h = hops.get(*n).map(|h| &h[..]);
                     self.out.update(*dst, old_h, new_h, on_change)
@@ -618,7 +658,7 @@ impl IncrementalPlan {
                 Some(_) => {}
             }
         }
-        for (dst, n) in &self.remote {
+        for (dst, n) in &new {
             if !old.contains_key(dst) {
                 let new_h = hops.get(*n).map(|h| &h[..]);
                 self.out.update(*dst, None, new_h, on_change);
@@ -640,7 +680,9 @@ impl IncrementalPlan {
         let gone: Vec<IpNet> = self.out.local.difference(&new).copied().collect();
         for dst in gone {
             self.out.local.remove(&dst);
-            let hops = self.remote.get(&dst).and_then(|id| self.hops.get(*id));
+            let key = route_key(dst, &self.out.env);
+            let remote = self.out.routes.get(&key).and_then(|s| s.remote);
+            let hops = remote.and_then(|id| self.hops.get(id));
             let (spec, why) = match hops {
                 Some(hops) => self.out.resolve(dst, hops, L2Op::Keep),
                 None => (None, None),

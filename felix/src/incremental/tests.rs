@@ -447,7 +447,9 @@ proptest! {
             let (specs, hop_lists) = p.interned();
             let distinct: std::collections::HashSet<&RouteSpec> = got.routes.values().collect();
             prop_assert_eq!(specs, distinct.len());
-            let distinct_hops: std::collections::HashSet<Id> = p.remote.values().copied().collect();
+            let distinct_hops: std::collections::HashSet<Id> =
+                p.out.routes.values().filter_map(|s| s.remote).collect();
+            prop_assert_eq!(p.remote_len(), model.len());
             prop_assert_eq!(hop_lists, distinct_hops.len());
             // The kernel side survives plan changes; the counts kept per change are exact.
             let got_kernel: BTreeMap<RouteKey, RouteSpec> =
@@ -459,7 +461,7 @@ proptest! {
             prop_assert_eq!(p.programmed(), programmed);
             let distinct_have: std::collections::HashSet<&RouteSpec> = kernel.values().collect();
             prop_assert_eq!(p.out.specs.have.len(), distinct_have.len());
-            prop_assert!(p.out.routes.values().all(|s| s.want.is_some() || s.have.is_some()));
+            prop_assert!(p.out.routes.values().all(|s| !s.is_empty()), "no empty slot kept");
         }
     }
 }
