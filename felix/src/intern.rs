@@ -126,6 +126,11 @@ impl<T: Clone + Eq + Hash> Interner<T> {
     pub fn len(&self) -> usize {
         self.index.len()
     }
+
+    /// Whether no value is in use.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
 }
 
 #[cfg(test)]
