@@ -13,7 +13,6 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use calyx_bgp::attrs::FastMap;
 use calyx_bgp::BestRouteChange;
 use calyx_felix::intern::{Id, Interner};
 use calyx_felix::{Encap, ReconcilerHandle, RemoteHop, RemoteRoute, RouteUpdate};
@@ -22,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::prefix_map::PrefixMap;
 use crate::tasks::{PoolEncap, ResolverInput};
 
 /// The most updates handed to felix in one batch: large enough that a million routes make few
@@ -35,8 +35,9 @@ pub struct Resolver {
     /// datastore routes).
     pools: Vec<PoolEncap>,
     /// BGP best routes: destination -> next hops, interned in `hop_sets`: a million routes
-    /// through a few next hops cost a 4-byte id each, not a hop list.
-    bgp: FastMap<IpNet, Id>,
+    /// through a few next hops cost a 4-byte id each, not a hop list (12 bytes a bucket for
+    /// IPv4).
+    bgp: PrefixMap<Id>,
     hop_sets: Interner<Box<[IpAddr]>>,
     /// Routes the datastore decides (VXLAN blocks); they win over BGP's.
     datastore: HashMap<IpNet, RemoteRoute>,
@@ -62,7 +63,7 @@ impl Resolver {
         if let Some(route) = self.datastore.get(dst) {
             return Some(route.clone());
         }
-        let hops = self.bgp.get(dst).and_then(|id| self.hop_sets.get(*id))?;
+        let hops = self.bgp.get(dst).and_then(|id| self.hop_sets.get(id))?;
         let encap = self.encap_for(dst)?;
         Some(RemoteRoute {
             dst: *dst,
@@ -104,9 +105,9 @@ impl Resolver {
             }
         } else {
             let hop_sets = &mut self.hop_sets;
-            let same = |id: &Id| {
+            let same = |id: Id| {
                 hop_sets
-                    .get(*id)
+                    .get(id)
                     .is_some_and(|h| **h == change.next_hops[..])
             };
             if self.bgp.get(&change.prefix).is_some_and(same) {
@@ -124,7 +125,7 @@ impl Resolver {
 
     /// The speaker was restarted: the routes of its previous feed are gone.
     pub fn on_bgp_reset(&mut self, out: &mut Vec<RouteUpdate>) {
-        let gone: Vec<IpNet> = self.bgp.drain().map(|(dst, _)| dst).collect();
+        let gone: Vec<IpNet> = self.bgp.take_keys();
         self.hop_sets = Interner::default();
         for dst in gone {
             self.emit(dst, out);
@@ -160,10 +161,10 @@ impl Resolver {
                     .bgp
                     .iter()
                     .filter(|(d, id)| {
-                        let via_hop = self.hop_sets.get(**id).is_some_and(|h| h.contains(&hop));
+                        let via_hop = self.hop_sets.get(*id).is_some_and(|h| h.contains(&hop));
                         via_hop && !self.datastore.contains_key(d)
                     })
-                    .map(|(d, _)| *d)
+                    .map(|(d, _)| d)
                     .collect();
                 for d in through {
                     self.emit(d, out);
@@ -184,10 +185,10 @@ impl Resolver {
         };
         let changed: Vec<IpNet> = self
             .bgp
-            .keys()
+            .iter()
+            .map(|(dst, _)| dst)
             .filter(|dst| !self.datastore.contains_key(dst))
             .filter(|dst| old.encap_for(dst) != self.encap_for(dst))
-            .copied()
             .collect();
         for dst in changed {
             self.emit(dst, out);
