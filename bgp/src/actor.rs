@@ -22,6 +22,10 @@ use crate::session::PeerTask;
 use crate::sockopt;
 use crate::tasks::{PeerCommands, PeerShared, Registered, Registry, RibMsg, INCOMING_QUEUE};
 
+/// Best-route changes recorded for subscribers at which the actor stops taking more UPDATEs
+/// and publishes them (they wait in the subscribers' bounded channels meanwhile).
+const PUBLISH_AT: usize = 16_384;
+
 struct PeerEntry {
     id: PeerId,
     cfg: PeerConfig,
@@ -114,9 +118,11 @@ impl Actor {
                 m = rx.recv() => {
                     let Some(m) = m else { break };
                     let mut finished = self.handle(m, &mut shutdown_done).await;
-                    // Drain what is queued so that route changes are grouped.
+                    // Drain what is queued so that route changes are grouped, but publish
+                    // once a batch of best-route changes is recorded: 512 UPDATEs of a
+                    // storm are half a million changes, held twice while they are sent.
                     let mut n = 0;
-                    while !finished && n < 512 {
+                    while !finished && n < 512 && self.rib.changes_recorded() < PUBLISH_AT {
                         match rx.try_recv() {
                             Ok(m) => finished = self.handle(m, &mut shutdown_done).await,
                             Err(_) => break,
@@ -193,9 +199,17 @@ impl Actor {
         if changes.is_empty() {
             return;
         }
-        for s in &self.subscribers {
-            for c in &changes {
-                if s.send(c.clone()).await.is_err() {
+        // The last subscriber (usually the only one) takes the changes themselves.
+        if let Some((last, others)) = self.subscribers.split_last() {
+            for s in others {
+                for c in &changes {
+                    if s.send(c.clone()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            for c in changes {
+                if last.send(c).await.is_err() {
                     break;
                 }
             }

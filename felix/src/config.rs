@@ -63,7 +63,9 @@ impl Default for Config {
             route_src_v6: None,
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(30),
-            update_queue_limit: 262_144,
+            // Four of the node resolver's batches: enough to keep the writer busy; more only
+            // holds memory (each queued update carries its own hop list).
+            update_queue_limit: 65_536,
             max_writes_per_pass: 32_768,
         }
     }

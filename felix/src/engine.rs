@@ -17,6 +17,7 @@ use crate::config::{Config, IPIP_DEVICE, VXLAN_V4_DEVICE, VXLAN_V6_DEVICE};
 use crate::devices;
 use crate::fasthash::{FastMap, FastSet};
 use crate::incremental::IncrementalPlan;
+use crate::intern::{Id, Interner};
 use crate::model::{HostState, RouteUpdate};
 use crate::nl::{decode, NlSocket};
 use crate::plan::Env;
@@ -34,52 +35,34 @@ struct Failure {
     next_retry: Instant,
 }
 
+/// A route write to do; a write's spec is the plan's (read when it is encoded, so that a
+/// million pending writes hold no copy of it).
 enum Op {
-    Write(WriteMode, RouteSpec),
+    Write(WriteMode),
     Delete,
 }
 
-/// The kernel side of the routes and what is derived from comparing it with the plan, kept
-/// apart from the plan so that the plan's change reports can update it while the plan changes.
+/// What is derived from comparing the plan with the kernel (whose routes the plan holds next
+/// to its own, see [`IncrementalPlan::kernel`]), kept apart from the plan so that the plan's
+/// change reports can update it while the plan changes.
 #[derive(Default)]
 struct Track {
-    /// Our routes as the kernel holds them (dump, then our writes and notifications).
-    kernel: FastMap<RouteKey, RouteSpec>,
     /// Keys to diff and write in the next pass.
     dirty: FastSet<RouteKey>,
     /// Keys that notifications showed changed under us (for the drift-repair counter).
     drifted: FastSet<RouteKey>,
     failures: FastMap<RouteKey, Failure>,
-    /// Desired routes the kernel holds exactly as desired; kept exact per change.
-    programmed: usize,
     /// The plan changed and the resulting writes are not all done yet.
     plan_changed: bool,
 }
 
 impl Track {
-    /// The plan's report that `key` goes from `old` to `new`.
-    fn on_plan_change(&mut self, key: RouteKey, old: Option<&RouteSpec>, new: Option<&RouteSpec>) {
-        let have = self.kernel.get(&key);
-        let before = old.is_some() && old == have;
-        let after = new.is_some() && new == have;
-        self.programmed =
-            (self.programmed + usize::from(after)).saturating_sub(usize::from(before));
+    /// The plan's report that the route wanted under `key` changed.
+    fn on_plan_change(&mut self, key: RouteKey) {
         // A new spec deserves a fresh attempt, not the old one's back-off.
         self.failures.remove(&key);
         self.dirty.insert(key);
         self.plan_changed = true;
-    }
-
-    /// Records that the kernel now holds `have` under `key`, keeping `programmed` exact.
-    fn set_kernel(&mut self, want: Option<&RouteSpec>, key: RouteKey, have: Option<RouteSpec>) {
-        let before = want.is_some() && want == self.kernel.get(&key);
-        let after = want.is_some() && want == have.as_ref();
-        match have {
-            Some(s) => self.kernel.insert(key, s),
-            None => self.kernel.remove(&key),
-        };
-        self.programmed =
-            (self.programmed + usize::from(after)).saturating_sub(usize::from(before));
     }
 }
 
@@ -133,9 +116,7 @@ impl Engine {
         if host.local_blocks != self.host.local_blocks {
             let track = &mut self.track;
             self.plan
-                .set_local_blocks(&host.local_blocks, &mut |k, o, n| {
-                    track.on_plan_change(k, o, n)
-                });
+                .set_local_blocks(&host.local_blocks, &mut |k, _, _| track.on_plan_change(k));
         }
         self.host = host;
     }
@@ -147,10 +128,14 @@ impl Engine {
         let mut n = 0u64;
         for u in updates {
             n += 1;
-            self.plan
-                .apply(u, &mut |k, o, new| track.on_plan_change(k, o, new));
+            self.plan.apply(u, &mut |k, _, _| track.on_plan_change(k));
         }
         self.status.route_updates += n;
+    }
+
+    /// Route keys waiting to be diffed and written.
+    pub(crate) fn backlog(&self) -> usize {
+        self.track.dirty.len()
     }
 
     /// Schedules a full resync (links, L2, route dump).
@@ -314,20 +299,20 @@ impl Engine {
             return;
         }
         let new = m.ty == wire::RTM_NEWROUTE;
-        let want = self.plan.routes().get(&p.key);
+        let want = self.plan.route(&p.key);
         if p.protocol == self.cfg.route_protocol {
             let have = if new {
                 Some(seen_spec(&p, self.route_src()))
             } else {
                 None
             };
-            if self.track.kernel.get(&p.key) != have.as_ref() {
+            if self.plan.kernel(&p.key) != have.as_ref() {
                 // Echoes of our own writes match the cache and end here; anything else is a
                 // change under us (or an echo overtaken by a newer write: the diff sorts it).
                 if want != have.as_ref() {
                     self.track.drifted.insert(p.key);
                 }
-                self.track.set_kernel(want, p.key, have);
+                self.plan.set_kernel(p.key, have.as_ref());
                 self.track.dirty.insert(p.key);
             }
         } else if want.is_some() {
@@ -354,7 +339,7 @@ impl Engine {
         let mut matched = 0usize;
         let mut differs = false;
         {
-            let kernel = &self.track.kernel;
+            let plan = &self.plan;
             for v6 in [false, true] {
                 self.nl.dump(
                     |buf, seq| route::encode_dump(buf, seq, v6, table, proto),
@@ -365,7 +350,7 @@ impl Engine {
                         if let Some(p) = route::parse(m.payload) {
                             if p.protocol == proto && p.key.table == table {
                                 let spec = seen_spec(&p, src);
-                                if kernel.get(&p.key) == Some(&spec) {
+                                if plan.kernel(&p.key) == Some(&spec) {
                                     matched += 1;
                                 } else {
                                     differs = true;
@@ -376,13 +361,16 @@ impl Engine {
                 )?;
             }
         }
-        if !differs && matched == self.track.kernel.len() {
+        if !differs && matched == self.plan.kernel_len() {
             return Ok(false);
         }
-        let mut kernel = FastMap::with_capacity_and_hasher(
-            self.track.kernel.len().max(self.plan.routes().len()),
+        // Read into a map of its own first: a dump that fails half-way leaves the cache as
+        // it was (and is retried), not half-empty. Rare: only when the kernel differs.
+        let mut kernel: FastMap<RouteKey, Id> = FastMap::with_capacity_and_hasher(
+            self.plan.kernel_len().max(self.plan.routes_len()),
             Default::default(),
         );
+        let mut specs: Interner<RouteSpec> = Interner::default();
         for v6 in [false, true] {
             self.nl.dump(
                 |buf, seq| route::encode_dump(buf, seq, v6, table, proto),
@@ -392,36 +380,35 @@ impl Engine {
                     }
                     if let Some(p) = route::parse(m.payload) {
                         if p.protocol == proto && p.key.table == table {
-                            kernel.insert(p.key, seen_spec(&p, src));
+                            let id = specs.intern(seen_spec(&p, src));
+                            if let Some(old) = kernel.insert(p.key, id) {
+                                specs.release(old);
+                            }
                         }
                     }
                 },
             )?;
         }
-        self.track.kernel = kernel;
+        self.plan.clear_kernel();
+        for (k, id) in kernel {
+            self.plan.set_kernel(k, specs.get(id));
+        }
         Ok(true)
     }
-    /// Counts the desired routes the kernel holds as desired (after the cache or the plan was
-    /// rebuilt wholesale; otherwise the count is kept per change).
-    fn recount(&mut self) {
-        let kernel = &self.track.kernel;
-        self.track.programmed = self
-            .plan
-            .routes()
-            .iter()
-            .filter(|(k, want)| kernel.get(k) == Some(want))
-            .count();
-        let routes = self.plan.routes();
+    /// Drops the failures of keys neither wanted nor in the kernel (after the cache or the
+    /// plan was rebuilt wholesale).
+    fn prune_failures(&mut self) {
+        let plan = &self.plan;
         self.track
             .failures
-            .retain(|k, _| routes.contains_key(k) || kernel.contains_key(k));
+            .retain(|k, _| plan.has_route(k) || plan.kernel(k).is_some());
     }
 
     fn op_for(&self, k: &RouteKey) -> Option<Op> {
-        match (self.plan.routes().get(k), self.track.kernel.get(k)) {
+        match (self.plan.route(k), self.plan.kernel(k)) {
             (Some(want), Some(have)) if want == have => None,
-            (Some(want), Some(_)) => Some(Op::Write(WriteMode::Replace, want.clone())),
-            (Some(want), None) => Some(Op::Write(WriteMode::Create, want.clone())),
+            (Some(_), Some(_)) => Some(Op::Write(WriteMode::Replace)),
+            (Some(_), None) => Some(Op::Write(WriteMode::Create)),
             (None, Some(_)) => Some(Op::Delete),
             (None, None) => None,
         }
@@ -493,7 +480,7 @@ impl Engine {
             }
         }
         if recount {
-            self.recount();
+            self.prune_failures();
         }
 
         // Collect the operations: all differences after a dump or an environment change,
@@ -501,16 +488,16 @@ impl Engine {
         let check_all = std::mem::take(&mut self.check_all);
         let mut ops: Vec<(RouteKey, Op)> = Vec::new();
         if check_all {
-            let kernel = &self.track.kernel;
-            for (k, want) in self.plan.routes() {
-                match kernel.get(k) {
+            let plan = &self.plan;
+            for (k, want) in plan.routes() {
+                match plan.kernel(k) {
                     Some(have) if have == want => {}
-                    Some(_) => ops.push((*k, Op::Write(WriteMode::Replace, want.clone()))),
-                    None => ops.push((*k, Op::Write(WriteMode::Create, want.clone()))),
+                    Some(_) => ops.push((*k, Op::Write(WriteMode::Replace))),
+                    None => ops.push((*k, Op::Write(WriteMode::Create))),
                 }
             }
-            for k in kernel.keys() {
-                if !self.plan.routes().contains_key(k) {
+            for (k, _) in plan.kernel_routes() {
+                if !plan.has_route(k) {
                     ops.push((*k, Op::Delete));
                 }
             }
@@ -578,10 +565,11 @@ impl Engine {
         }
         let proto = self.cfg.route_protocol;
         let (src_v4, src_v6) = self.route_src();
+        let plan = &self.plan;
         let res = self.nl.batch(ops.len(), |i, buf, seq, ack| {
             let (k, op) = &ops[i];
-            match op {
-                Op::Write(mode, spec) => {
+            match (op, plan.route(k)) {
+                (Op::Write(mode), Some(spec)) => {
                     let src = if k.dst.addr().is_ipv4() {
                         src_v4
                     } else {
@@ -589,7 +577,11 @@ impl Engine {
                     };
                     route::encode_new_src(buf, seq, ack, *mode, proto, k, spec, src)
                 }
-                Op::Delete => route::encode_del(buf, seq, ack, proto, k),
+                // Ops are made from the plan just before and nothing changes it in between;
+                // were a spec missing, a delete is the safe reading of "not wanted".
+                (Op::Write(_), None) | (Op::Delete, _) => {
+                    route::encode_del(buf, seq, ack, proto, k)
+                }
             }
         });
         let res = match res {
@@ -607,14 +599,13 @@ impl Engine {
         }
         let mut failed: HashMap<usize, crate::nl::NlFailure> = res.failed.into_iter().collect();
         let now = Instant::now();
-        let plan = &self.plan;
+        let plan = &mut self.plan;
         let track = &mut self.track;
         let mut repaired = 0u64;
         for (i, (k, op)) in ops.iter().enumerate() {
-            let want = plan.routes().get(k);
             match (op, failed.remove(&i)) {
-                (Op::Write(mode, spec), None) => {
-                    track.set_kernel(want, *k, Some(spec.clone()));
+                (Op::Write(mode), None) => {
+                    plan.set_kernel_wanted(*k);
                     track.failures.remove(k);
                     match mode {
                         WriteMode::Create => stats.added += 1,
@@ -623,25 +614,25 @@ impl Engine {
                     repaired += u64::from(track.drifted.remove(k) || full_repair);
                 }
                 (Op::Delete, None) => {
-                    track.set_kernel(want, *k, None);
+                    plan.set_kernel(*k, None);
                     track.failures.remove(k);
                     stats.deleted += 1;
                     repaired += u64::from(track.drifted.remove(k) || full_repair);
                 }
                 (Op::Delete, Some(f)) if f.errno == libc::ESRCH => {
-                    track.set_kernel(want, *k, None);
+                    plan.set_kernel(*k, None);
                     track.failures.remove(k);
                     track.drifted.remove(k);
                 }
                 (op, Some(f)) => {
                     stats.failed += 1;
                     let mut error = f.describe();
-                    if matches!(op, Op::Write(WriteMode::Create, _)) && f.errno == libc::EEXIST {
+                    if matches!(op, Op::Write(WriteMode::Create)) && f.errno == libc::EEXIST {
                         error = format!("{error} (a route not owned by calyx holds this prefix)");
                     }
-                    if matches!(op, Op::Write(WriteMode::Replace, _)) && f.errno == libc::ENOENT {
+                    if matches!(op, Op::Write(WriteMode::Replace)) && f.errno == libc::ENOENT {
                         // Ours vanished meanwhile: create next time.
-                        track.set_kernel(want, *k, None);
+                        plan.set_kernel(*k, None);
                     }
                     let attempts = track.failures.get(k).map_or(0, |f| f.attempts) + 1;
                     let delay = backoff(&self.cfg, attempts);
@@ -662,14 +653,14 @@ impl Engine {
     }
 
     fn refresh_status(&mut self, now: Instant) {
-        let (routes, blocked) = (self.plan.routes(), self.plan.blocked());
+        let blocked = self.plan.blocked();
         let t = &self.track;
         let s = &mut self.status;
-        s.routes_desired = routes.len();
-        s.routes_programmed = t.programmed;
+        s.routes_desired = self.plan.routes_len();
+        s.routes_programmed = self.plan.programmed();
         s.routes_failed = t.failures.len();
-        s.routes_pending = (routes.len() + blocked.len())
-            .saturating_sub(t.programmed)
+        s.routes_pending = (s.routes_desired + blocked.len())
+            .saturating_sub(s.routes_programmed)
             .saturating_sub(t.failures.len());
         s.routes_remote = self.plan.remote_len();
         s.failures = t
@@ -706,59 +697,4 @@ impl Engine {
 fn backoff(cfg: &Config, attempts: u32) -> Duration {
     let shift = attempts.saturating_sub(1).min(16);
     (cfg.retry_initial * (1u32 << shift)).min(cfg.retry_max)
-}
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-    use crate::route::NextHop;
-
-    fn key(i: u8) -> RouteKey {
-        RouteKey {
-            table: 254,
-            dst: format!("10.0.0.{i}/32").parse().unwrap(),
-            metric: 0,
-        }
-    }
-
-    fn spec(v: u8) -> Option<RouteSpec> {
-        match v {
-            0 => None,
-            1 => Some(RouteSpec::Blackhole),
-            _ => Some(RouteSpec::Via(NextHop {
-                gateway: format!("192.168.0.{v}").parse().unwrap(),
-                oif: 2,
-                onlink: false,
-            })),
-        }
-    }
-
-    proptest! {
-        /// `programmed`, kept per change of the plan or of the kernel cache, always equals a
-        /// recount.
-        #[test]
-        fn programmed_count_is_exact(ops in prop::collection::vec((any::<bool>(), 0u8..4, 0u8..4), 1..60)) {
-            let mut t = Track::default();
-            let mut plan: FastMap<RouteKey, RouteSpec> = FastMap::default();
-            for (is_plan, k, v) in ops {
-                let (k, v) = (key(k), spec(v));
-                if is_plan {
-                    let old = plan.get(&k).cloned();
-                    if old != v {
-                        t.on_plan_change(k, old.as_ref(), v.as_ref());
-                        match v {
-                            Some(s) => plan.insert(k, s),
-                            None => plan.remove(&k),
-                        };
-                    }
-                } else {
-                    t.set_kernel(plan.get(&k), k, v);
-                }
-                let want = plan.iter().filter(|(k, s)| t.kernel.get(k) == Some(s)).count();
-                prop_assert_eq!(t.programmed, want);
-            }
-        }
-    }
 }

@@ -59,6 +59,7 @@ mod engine;
 mod fasthash;
 mod inbox;
 pub mod incremental;
+pub mod intern;
 pub mod link;
 pub mod model;
 pub mod mtu;

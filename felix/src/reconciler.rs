@@ -213,7 +213,15 @@ impl Reconciler {
             let Some(mut eng) = engine.take() else {
                 return Err(Error::Worker("engine lost".into()));
             };
-            let taken = shared.inbox.take();
+            // The plan runs at most about one pass of writes ahead of the kernel: while more
+            // keys than that wait to be written, updates stay in the bounded inbox and the
+            // producer waits, so a storm of a million routes is not also held as a million
+            // pending keys. The engine drains its backlog without the producer.
+            let taken = if eng.backlog() <= max_writes {
+                shared.inbox.take()
+            } else {
+                Taken::default()
+            };
             if !taken.is_empty() || eng.has_work(Instant::now()) {
                 let joined = tokio::task::spawn_blocking(move || {
                     absorb(&mut eng, taken);

@@ -497,6 +497,11 @@ impl Rib {
         self.track = on;
     }
 
+    /// Best-route changes recorded and not taken yet.
+    pub fn changes_recorded(&self) -> usize {
+        self.changes.len()
+    }
+
     /// Take the best-route changes recorded since the last call (none while deferring).
     pub fn take_changes(&mut self) -> Vec<BestRouteChange> {
         if self.deferring {

@@ -25,6 +25,7 @@ mod http;
 mod lookingglass;
 pub mod natrules;
 pub mod policy;
+mod prefix_map;
 pub mod routes;
 pub mod secrets;
 mod startup;

@@ -14,12 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use calyx_bgp::BestRouteChange;
+use calyx_felix::intern::{Id, Interner};
 use calyx_felix::{Encap, ReconcilerHandle, RemoteHop, RemoteRoute, RouteUpdate};
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::prefix_map::PrefixMap;
 use crate::tasks::{PoolEncap, ResolverInput};
 
 /// The most updates handed to felix in one batch: large enough that a million routes make few
@@ -32,8 +34,11 @@ pub struct Resolver {
     /// Pool CIDR -> encapsulation of BGP routes in it (`None`: a VXLAN pool, whose blocks the
     /// datastore routes).
     pools: Vec<PoolEncap>,
-    /// BGP best routes: destination -> next hops.
-    bgp: HashMap<IpNet, Hops>,
+    /// BGP best routes: destination -> next hops, interned in `hop_sets`: a million routes
+    /// through a few next hops cost a 4-byte id each, not a hop list (12 bytes a bucket for
+    /// IPv4).
+    bgp: PrefixMap<Id>,
+    hop_sets: Interner<Box<[IpAddr]>>,
     /// Routes the datastore decides (VXLAN blocks); they win over BGP's.
     datastore: HashMap<IpNet, RemoteRoute>,
 }
@@ -58,13 +63,12 @@ impl Resolver {
         if let Some(route) = self.datastore.get(dst) {
             return Some(route.clone());
         }
-        let hops = self.bgp.get(dst)?;
+        let hops = self.bgp.get(dst).and_then(|id| self.hop_sets.get(id))?;
         let encap = self.encap_for(dst)?;
         Some(RemoteRoute {
             dst: *dst,
             encap,
             hops: hops
-                .as_slice()
                 .iter()
                 .map(|ip| RemoteHop::node(self.via(*ip, encap)))
                 .collect(),
@@ -95,17 +99,24 @@ impl Resolver {
     /// One best-route change from the speaker.
     pub fn on_bgp(&mut self, change: BestRouteChange, out: &mut Vec<RouteUpdate>) {
         if change.withdrawn || change.next_hops.is_empty() {
-            if self.bgp.remove(&change.prefix).is_none() {
+            match self.bgp.remove(&change.prefix) {
+                Some(old) => self.hop_sets.release(old),
+                None => return,
+            }
+        } else {
+            let hop_sets = &mut self.hop_sets;
+            let same = |id: Id| {
+                hop_sets
+                    .get(id)
+                    .is_some_and(|h| **h == change.next_hops[..])
+            };
+            if self.bgp.get(&change.prefix).is_some_and(same) {
                 return;
             }
-        } else if self
-            .bgp
-            .get(&change.prefix)
-            .is_some_and(|h| h.as_slice() == change.next_hops.as_slice())
-        {
-            return;
-        } else {
-            self.bgp.insert(change.prefix, Hops::new(change.next_hops));
+            let id = hop_sets.intern_by(&change.next_hops[..], |h| Box::from(h));
+            if let Some(old) = self.bgp.insert(change.prefix, id) {
+                hop_sets.release(old);
+            }
         }
         if !self.datastore.contains_key(&change.prefix) {
             self.emit(change.prefix, out);
@@ -114,7 +125,8 @@ impl Resolver {
 
     /// The speaker was restarted: the routes of its previous feed are gone.
     pub fn on_bgp_reset(&mut self, out: &mut Vec<RouteUpdate>) {
-        let gone: Vec<IpNet> = self.bgp.drain().map(|(dst, _)| dst).collect();
+        let gone: Vec<IpNet> = self.bgp.take_keys();
+        self.hop_sets = Interner::default();
         for dst in gone {
             self.emit(dst, out);
         }
@@ -148,8 +160,11 @@ impl Resolver {
                 let through: Vec<IpNet> = self
                     .bgp
                     .iter()
-                    .filter(|(d, h)| h.as_slice().contains(&hop) && !self.datastore.contains_key(d))
-                    .map(|(d, _)| *d)
+                    .filter(|(d, id)| {
+                        let via_hop = self.hop_sets.get(*id).is_some_and(|h| h.contains(&hop));
+                        via_hop && !self.datastore.contains_key(d)
+                    })
+                    .map(|(d, _)| d)
                     .collect();
                 for d in through {
                     self.emit(d, out);
@@ -170,37 +185,13 @@ impl Resolver {
         };
         let changed: Vec<IpNet> = self
             .bgp
-            .keys()
+            .iter()
+            .map(|(dst, _)| dst)
             .filter(|dst| !self.datastore.contains_key(dst))
             .filter(|dst| old.encap_for(dst) != self.encap_for(dst))
-            .copied()
             .collect();
         for dst in changed {
             self.emit(dst, out);
-        }
-    }
-}
-
-/// The next hops of one best route, without a heap allocation in the common single-hop case:
-/// a million routes are held here, so 30-odd bytes a route are worth saving.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Hops {
-    One(IpAddr),
-    Many(Box<[IpAddr]>),
-}
-
-impl Hops {
-    fn new(mut hops: Vec<IpAddr>) -> Hops {
-        match hops.len() {
-            1 => Hops::One(hops.remove(0)),
-            _ => Hops::Many(hops.into_boxed_slice()),
-        }
-    }
-
-    fn as_slice(&self) -> &[IpAddr] {
-        match self {
-            Hops::One(ip) => std::slice::from_ref(ip),
-            Hops::Many(ips) => ips,
         }
     }
 }

@@ -46,14 +46,14 @@ impl Engine {
             // The routes of the old protocol as the kernel holds them now: before the first
             // pass (a restart after the protocol was changed) the cache is still empty.
             match self.dump_routes() {
-                Ok(true) => self.recount(),
+                Ok(true) => self.prune_failures(),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "route dump before a protocol change"),
             }
             let (mut deletes, mut moves) = (Vec::new(), Vec::new());
-            for k in self.track.kernel.keys() {
-                match self.plan.routes().get(k) {
-                    Some(want) => moves.push((*k, Op::Write(WriteMode::Replace, want.clone()))),
+            for (k, _) in self.plan.kernel_routes() {
+                match self.plan.route(k) {
+                    Some(_) => moves.push((*k, Op::Write(WriteMode::Replace))),
                     None => deletes.push((*k, Op::Delete)),
                 }
             }

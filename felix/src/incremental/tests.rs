@@ -98,7 +98,7 @@ fn upsert_remove_replace_all_with_ecmp() {
     );
     assert_eq!(sh.reports, 2);
     assert_eq!(
-        p.routes()[&key("10.65.2.0/26")],
+        p.route(&key("10.65.2.0/26")).cloned().unwrap(),
         RouteSpec::Multipath(vec![
             via("192.168.1.12", 2, false),
             via("192.168.1.13", 2, false)
@@ -111,14 +111,14 @@ fn upsert_remove_replace_all_with_ecmp() {
     p.upsert(plain("10.65.1.0/26", &["192.168.1.14"]), &mut sh.hook());
     assert_eq!(sh.reports, 3);
     assert_eq!(
-        p.routes()[&key("10.65.1.0/26")],
+        p.route(&key("10.65.1.0/26")).cloned().unwrap(),
         RouteSpec::Via(via("192.168.1.14", 2, false))
     );
     // Remove (by an untruncated prefix), and remove of an absent one.
     p.remove(net("10.65.2.9/26"), &mut sh.hook());
     p.remove(net("10.65.9.0/26"), &mut sh.hook());
     assert_eq!(sh.reports, 4);
-    assert!(!p.routes().contains_key(&key("10.65.2.0/26")));
+    assert!(!p.has_route(&key("10.65.2.0/26")));
     // A full resync that names one destination twice merges it into ECMP; only changes count.
     p.replace_all(
         vec![
@@ -129,15 +129,18 @@ fn upsert_remove_replace_all_with_ecmp() {
         &mut sh.hook(),
     );
     assert_eq!(sh.reports, 5, "only 10.65.3.0/26 is new");
-    assert_eq!(p.routes()[&key("10.65.3.0/26")].hops().len(), 2);
+    assert_eq!(
+        p.route(&key("10.65.3.0/26")).cloned().unwrap().hops().len(),
+        2
+    );
     p.replace_all(
         vec![plain("10.65.3.0/26", &["192.168.1.16"])],
         &mut sh.hook(),
     );
     assert_eq!(sh.reports, 7, "10.65.1.0/26 gone, 10.65.3.0/26 single");
-    assert_eq!(p.routes().len(), 1);
+    assert_eq!(p.routes_len(), 1);
     assert_eq!(p.remote_len(), 1);
-    assert_eq!(sh.routes, *p.routes());
+    assert_eq!(sh.routes, p.routes_map());
 }
 
 #[test]
@@ -182,7 +185,7 @@ fn vxlan_l2_entries_are_reference_counted() {
         p.out.neighbours.is_empty() && p.out.fdb.is_empty(),
         "no empty counters kept"
     );
-    assert_eq!(sh.routes, *p.routes());
+    assert_eq!(sh.routes, p.routes_map());
 }
 
 #[test]
@@ -192,7 +195,10 @@ fn local_block_wins_and_the_remote_route_returns() {
     p.set_local_blocks(&[net("10.65.0.0/26")], &mut sh.hook());
     p.upsert(plain("10.65.0.0/26", &["192.168.1.11"]), &mut sh.hook());
     assert_eq!(sh.reports, 1, "the remote route is hidden by the block");
-    assert_eq!(p.routes()[&key("10.65.0.0/26")], RouteSpec::Blackhole);
+    assert_eq!(
+        p.route(&key("10.65.0.0/26")).cloned().unwrap(),
+        RouteSpec::Blackhole
+    );
     // A blocked remote route under a local block is not reported blocked.
     p.upsert(
         RemoteRoute {
@@ -206,16 +212,16 @@ fn local_block_wins_and_the_remote_route_returns() {
     // The block goes: the remote route is reported blocked (no VTEP).
     p.set_local_blocks(&[], &mut sh.hook());
     assert!(p.blocked()[&net("10.65.0.0/26")].contains("VTEP"));
-    assert!(p.routes().is_empty());
+    assert!(p.routes_len() == 0);
     p.upsert(plain("10.65.0.0/26", &["192.168.1.11"]), &mut sh.hook());
     assert!(p.blocked().is_empty());
     p.set_local_blocks(&[net("10.65.0.0/26"), net("10.65.0.64/26")], &mut sh.hook());
     p.set_local_blocks(&[net("10.65.0.64/26")], &mut sh.hook());
     assert_eq!(
-        p.routes()[&key("10.65.0.0/26")],
+        p.route(&key("10.65.0.0/26")).cloned().unwrap(),
         RouteSpec::Via(via("192.168.1.11", 2, false))
     );
-    assert_eq!(sh.routes, *p.routes());
+    assert_eq!(sh.routes, p.routes_map());
 }
 
 #[test]
@@ -230,14 +236,17 @@ fn blocked_routes_unblock_on_env_change() {
     assert!(p.neighbours().is_empty());
     assert!(!p.set_env(e), "same env: nothing to do");
     assert!(p.set_env(env()));
-    sh.routes = p.routes().clone();
+    sh.routes = p.routes_map();
     assert!(p.take_l2_changed());
     assert!(p.blocked().is_empty());
     assert_eq!(
-        p.routes()[&key("10.66.1.0/26")],
+        p.route(&key("10.66.1.0/26")).cloned().unwrap(),
         RouteSpec::Via(via("10.65.7.0", 4, true))
     );
-    assert_eq!(p.routes()[&key("10.65.0.0/26")], RouteSpec::Blackhole);
+    assert_eq!(
+        p.route(&key("10.65.0.0/26")).cloned().unwrap(),
+        RouteSpec::Blackhole
+    );
     assert_eq!(p.neighbours().len(), 1);
     // Later updates count against the rebuilt L2 set.
     p.remove(net("10.66.1.0/26"), &mut sh.hook());
@@ -310,6 +319,10 @@ enum Op {
     Update(RouteUpdate),
     Local(Vec<usize>),
     Env(u8),
+    /// What the kernel holds under a destination's key: 0 nothing, 1 the wanted route (a
+    /// write succeeded), 2 a blackhole, 3 a route via another gateway.
+    Kernel(usize, u8),
+    ClearKernel,
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -320,6 +333,8 @@ fn arb_op() -> impl Strategy<Value = Op> {
             .prop_map(|v| Op::Update(RouteUpdate::ReplaceAll(v))),
         1 => prop::collection::vec(0..DSTS.len(), 0..3).prop_map(Op::Local),
         1 => any::<u8>().prop_map(Op::Env),
+        3 => (0..DSTS.len(), 0u8..4).prop_map(|(d, v)| Op::Kernel(d, v)),
+        1 => Just(Op::ClearKernel),
     ]
 }
 
@@ -360,6 +375,8 @@ proptest! {
         // within one destination, as `Plan::compile` merges them).
         let mut model: BTreeMap<IpNet, Vec<RemoteRoute>> = BTreeMap::new();
         let mut local: Vec<IpNet> = Vec::new();
+        // What the kernel holds, as recorded.
+        let mut kernel: BTreeMap<RouteKey, RouteSpec> = BTreeMap::new();
         for op in ops {
             match op {
                 Op::Update(u) => {
@@ -386,8 +403,32 @@ proptest! {
                 Op::Env(bits) => {
                     env_now = env_variant(bits);
                     if p.set_env(env_now.clone()) {
-                        sh.routes = p.routes().clone();
+                        sh.routes = p.routes_map();
                     }
+                }
+                Op::Kernel(d, v) => {
+                    let k = key(DSTS[d]);
+                    let spec = match v {
+                        0 => None,
+                        1 => p.route(&k).cloned(),
+                        2 => Some(RouteSpec::Blackhole),
+                        _ => Some(RouteSpec::Via(via("192.168.1.99", 2, false))),
+                    };
+                    if v == 1 {
+                        p.set_kernel_wanted(k);
+                    } else {
+                        p.set_kernel(k, spec.as_ref());
+                    }
+                    match spec {
+                        Some(s) => kernel.insert(k, s),
+                        // `set_kernel_wanted` with nothing wanted records nothing.
+                        None if v == 1 => None,
+                        None => kernel.remove(&k),
+                    };
+                }
+                Op::ClearKernel => {
+                    p.clear_kernel();
+                    kernel.clear();
                 }
             }
             let full = DesiredState {
@@ -401,7 +442,26 @@ proptest! {
             prop_assert_eq!(&got.blocked, &want.blocked);
             prop_assert_eq!(&got.neighbours, &want.neighbours);
             prop_assert_eq!(&got.fdb, &want.fdb);
-            prop_assert_eq!(&sh.routes, p.routes());
+            prop_assert_eq!(&sh.routes, &p.routes_map());
+            // Interned values are counted exactly: none leaks, none is freed while in use.
+            let (specs, hop_lists) = p.interned();
+            let distinct: std::collections::HashSet<&RouteSpec> = got.routes.values().collect();
+            prop_assert_eq!(specs, distinct.len());
+            let distinct_hops: std::collections::HashSet<Id> =
+                p.out.routes.values().filter_map(|s| s.remote).collect();
+            prop_assert_eq!(p.remote_len(), model.len());
+            prop_assert_eq!(hop_lists, distinct_hops.len());
+            // The kernel side survives plan changes; the counts kept per change are exact.
+            let got_kernel: BTreeMap<RouteKey, RouteSpec> =
+                p.kernel_routes().map(|(k, s)| (*k, s.clone())).collect();
+            prop_assert_eq!(&got_kernel, &kernel);
+            prop_assert_eq!(p.kernel_len(), kernel.len());
+            prop_assert_eq!(p.routes_len(), got.routes.len());
+            let programmed = got.routes.iter().filter(|(k, w)| kernel.get(k) == Some(w)).count();
+            prop_assert_eq!(p.programmed(), programmed);
+            let distinct_have: std::collections::HashSet<&RouteSpec> = kernel.values().collect();
+            prop_assert_eq!(p.out.specs.have.len(), distinct_have.len());
+            prop_assert!(p.out.routes.values().all(|s| !s.is_empty()), "no empty slot kept");
         }
     }
 }
