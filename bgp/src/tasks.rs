@@ -35,6 +35,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -266,6 +267,9 @@ pub(crate) struct StatusInner {
 pub(crate) struct PeerShared {
     pub status: Mutex<StatusInner>,
     pub counters: Arc<PeerCounters>,
+    /// Bumped by every [`PeerShared::update`]: lets a reader see that nothing changed
+    /// without copying the status (see `Speaker::status_digest`).
+    pub changes: AtomicU64,
 }
 
 impl PeerShared {
@@ -284,6 +288,7 @@ impl PeerShared {
                 bfd: None,
             }),
             counters,
+            changes: AtomicU64::new(0),
         }
     }
 
@@ -291,6 +296,8 @@ impl PeerShared {
     pub fn update(&self, f: impl FnOnce(&mut StatusInner)) {
         if let Ok(mut s) = self.status.lock() {
             f(&mut s);
+            self.changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -357,5 +364,17 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(matches!(got, Command::RequestRefresh(_)));
+    }
+}
+#[cfg(test)]
+mod size_tests {
+    /// A channel allocates its slots 32 at a time; what crosses one per connection or per
+    /// peer stays small (large messages are boxed) so that a node with 100 peers does not
+    /// spend megabytes on empty channel blocks.
+    #[test]
+    fn per_connection_channel_items_stay_small() {
+        assert!(std::mem::size_of::<Box<super::Event>>() <= 8);
+        assert!(std::mem::size_of::<crate::rib::OutMsg>() <= 128);
+        assert!(std::mem::size_of::<tokio::net::TcpStream>() <= 64);
     }
 }

@@ -7,6 +7,7 @@
 mod args;
 mod commands;
 mod connect;
+mod runtime;
 mod table;
 
 use std::process::ExitCode;
@@ -34,11 +35,15 @@ fn main() -> ExitCode {
     // the level was given explicitly (CALYX_LOG_LEVEL, --log-level or RUST_LOG), which wins.
     let reloadable = daemon && cli.log_level.is_none() && std::env::var_os("RUST_LOG").is_none();
     init_logging(&level, json, reloadable);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let workers =
+        match runtime::parse_workers(std::env::var(runtime::WORKER_THREADS_ENV).ok().as_deref()) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let runtime = match runtime::build(workers) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

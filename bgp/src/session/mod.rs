@@ -269,7 +269,7 @@ impl PeerTask {
                         Err(_) => {}
                     }
                 }
-                ev = async { match s.conn.as_mut() { Some(c) => c.events.recv().await, None => std::future::pending().await } }, if s.conn.is_some() => {
+                ev = async { match s.conn.as_mut() { Some(c) => c.events.recv().await.map(|e| *e), None => std::future::pending().await } }, if s.conn.is_some() => {
                     match ev {
                         Some(Event::Msg(Message::Open(open))) if s.candidate.is_some() => {
                             self.open_on_current(&mut s, open, &mut queue).await;
@@ -283,13 +283,13 @@ impl PeerTask {
                         None => queue.push(Input::TcpClosed),
                     }
                 }
-                ev = async { match s.reconnect.as_mut() { Some(r) => r.conn.events.recv().await, None => std::future::pending().await } }, if s.reconnect.is_some() => {
+                ev = async { match s.reconnect.as_mut() { Some(r) => r.conn.events.recv().await.map(|e| *e), None => std::future::pending().await } }, if s.reconnect.is_some() => {
                     self.reconnect_event(&mut s, ev, &mut queue).await;
                 }
                 _ = async { match reconnect_deadline { Some(t) => tokio::time::sleep_until(t.into()).await, None => std::future::pending().await } }, if reconnect_deadline.is_some() => {
                     self.reconnect_deadline(&mut s, &mut queue).await;
                 }
-                ev = async { match s.candidate.as_mut() { Some(c) => c.conn.events.recv().await, None => std::future::pending().await } }, if s.candidate.is_some() => {
+                ev = async { match s.candidate.as_mut() { Some(c) => c.conn.events.recv().await.map(|e| *e), None => std::future::pending().await } }, if s.candidate.is_some() => {
                     self.candidate_event(&mut s, ev, &mut queue).await;
                 }
                 o = async { match s.out_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } }, if s.out_rx.is_some() => {

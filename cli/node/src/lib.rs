@@ -481,9 +481,7 @@ async fn main_loop<S: Store + Clone>(
                     let r = natrules::status(rules);
                     update_status(status, |s| s.rules = r);
                 }
-                if let Some(bgp) = &bgp {
-                    bgp.publish(&endpoints.bgp);
-                    let peers = bgp.peer_status();
+                if let Some(peers) = bgp.as_mut().and_then(|b| b.refresh(&endpoints.bgp)) {
                     update_status(status, |s| {
                         s.peers = peers;
                         s.ready = s.datastore_synced && bgp_ready(s);

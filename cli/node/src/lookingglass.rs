@@ -3,23 +3,35 @@
 //! `/bgp/peers`), as `birdc show route all` and `show protocols all` give a Calico user.
 //!
 //! The main loop publishes a [`BgpView`] (a lookup handle on the running speaker and a
-//! snapshot of its peers) at every status refresh; the endpoint answers from it without
-//! touching the main loop. A route query goes to the speaker's RIB task, bounded in time.
+//! snapshot of its peers) whenever the speaker's status changed; the endpoint answers from it
+//! without touching the main loop (and formats the JSON only when asked). A route query goes to the speaker's RIB task, bounded in time.
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use calyx_bgp::{RouteLookup, RouteQuery};
+use calyx_bgp::{PeerStatus, RouteLookup, RouteQuery};
 use ipnet::IpNet;
 
 /// The view the endpoint answers from; `None` fields until a speaker runs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BgpView {
     /// Asks the running speaker's RIB.
     pub lookup: Option<RouteLookup>,
-    /// The speaker's peers, as JSON (`calyx_bgp::PeerStatus`), at the last refresh.
-    pub peers: serde_json::Value,
+    /// The speaker's peers at the last change.
+    pub peers: Vec<PeerStatus>,
+    /// When `peers` was taken: the uptimes shown are moved on by the time since.
+    pub taken: Instant,
+}
+
+impl Default for BgpView {
+    fn default() -> Self {
+        BgpView {
+            lookup: None,
+            peers: Vec::new(),
+            taken: Instant::now(),
+        }
+    }
 }
 
 /// Shared between the main loop (writer) and the endpoint (reader).
@@ -127,9 +139,21 @@ pub fn peers(view: &SharedBgp) -> (u16, String) {
     if view.lookup.is_none() {
         return (503, "BGP is not running on this node\n".into());
     }
+    // A snapshot is taken only when something changed; an Established peer's uptime has
+    // grown by itself since.
+    let since = view.taken.elapsed();
+    let peers: Vec<PeerStatus> = view
+        .peers
+        .iter()
+        .cloned()
+        .map(|mut p| {
+            p.uptime = p.uptime.map(|u| u + since);
+            p
+        })
+        .collect();
     (
         200,
-        serde_json::to_string_pretty(&view.peers).unwrap_or_default() + "\n",
+        serde_json::to_string_pretty(&peers).unwrap_or_default() + "\n",
     )
 }
 

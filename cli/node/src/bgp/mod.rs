@@ -84,6 +84,10 @@ pub struct Bgp {
     /// Set when the last [`Bgp::apply`] could not start the speaker or set its peers: the
     /// daemon applies the plan again at this time even if nothing in the datastore changed.
     retry_at: Option<Instant>,
+    /// The speaker's [`Speaker::status_digest`] (`None` inside: no speaker) at the last
+    /// [`Bgp::refresh`]; `None` until then and after anything that changes the status
+    /// without moving the digest (a new speaker, a new plan).
+    published: Option<Option<u64>>,
 }
 
 /// How soon a failed [`Bgp::apply`] is tried again (e.g. the port still held by a process
@@ -110,6 +114,7 @@ impl Bgp {
             graceful_restart,
             hold_time,
             retry_at: None,
+            published: None,
         }
     }
 
@@ -124,6 +129,8 @@ impl Bgp {
         if self.applied.as_ref() == Some(&plan) {
             return;
         }
+        // The peers' types (route-reflector client) come from the plan.
+        self.published = None;
         let restart = match (&self.speaker, &self.running_global) {
             (Some(_), Some(running)) => running != &plan.global,
             _ => true,
@@ -190,68 +197,67 @@ impl Bgp {
         self.new_feed.take()
     }
 
-    /// Peers for `calyx node status`.
-    pub fn peer_status(&self) -> Vec<PeerStatus> {
-        let Some(speaker) = &self.speaker else {
-            return Vec::new();
-        };
-        speaker
-            .status()
-            .into_iter()
-            .map(|s| {
-                let rr_client = self
-                    .applied
-                    .as_ref()
-                    .and_then(|p| p.peers.get(&s.address))
-                    .is_some_and(|p| p.route_reflector_client);
-                PeerStatus {
-                    address: s.address.to_string(),
-                    peer_type: match (rr_client, s.label) {
-                        (true, _) => "route reflector client",
-                        (false, PeerLabel::Mesh) => "node-to-node mesh",
-                        (false, PeerLabel::Global) => "global",
-                        (false, PeerLabel::NodeSpecific) => "node specific",
-                    }
-                    .to_string(),
-                    state: if s.state == State::Established {
-                        "up"
-                    } else {
-                        "start"
-                    }
-                    .to_string(),
-                    info: match &s.last_error {
-                        Some(e) if s.state != State::Established => format!("{:?} {e}", s.state),
-                        _ => format!("{:?}", s.state),
-                    },
-                    since: s
-                        .since
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs()),
-                    prefixes_received: s.prefixes_received,
-                    prefixes_advertised: s.prefixes_advertised,
-                    bfd: s.bfd.map(|b| super::status::BfdStatus {
-                        state: b.snapshot.state.to_string(),
-                        detect_ms: b.snapshot.detect_time_us / 1000,
-                        failures: b.failures,
-                    }),
-                }
-            })
-            .collect()
-    }
-
     /// Publishes the running speaker's lookup handle and peers for the looking glass
-    /// ([`crate::lookingglass`]); nothing (503 answers) while no speaker runs.
-    pub fn publish(&self, view: &crate::lookingglass::SharedBgp) {
-        let (lookup, peers) = match &self.speaker {
-            Some(s) => (
-                Some(s.lookup_handle()),
-                serde_json::to_value(s.status()).unwrap_or_default(),
-            ),
-            None => (None, serde_json::Value::Null),
+    /// ([`crate::lookingglass`]; 503 answers while no speaker runs) and returns the peers for
+    /// `calyx node status`, when anything changed since the last call: `None` when nothing
+    /// did. Called at every tick of the main loop; the digest keeps an idle node from copying
+    /// and formatting every peer's status ten times a second.
+    pub fn refresh(&mut self, view: &crate::lookingglass::SharedBgp) -> Option<Vec<PeerStatus>> {
+        let digest = self.speaker.as_ref().map(Speaker::status_digest);
+        if self.published == Some(digest) {
+            return None;
+        }
+        self.published = Some(digest);
+        let (lookup, snapshot) = match &self.speaker {
+            Some(s) => (Some(s.lookup_handle()), s.status()),
+            None => (None, Vec::new()),
         };
+        let peers = snapshot.iter().map(|s| self.peer_status(s)).collect();
         let mut v = view.write().unwrap_or_else(|p| p.into_inner());
         v.lookup = lookup;
-        v.peers = peers;
+        v.peers = snapshot;
+        v.taken = Instant::now();
+        Some(peers)
+    }
+
+    /// One peer as `calyx node status` shows it.
+    fn peer_status(&self, s: &calyx_bgp::PeerStatus) -> PeerStatus {
+        let rr_client = self
+            .applied
+            .as_ref()
+            .and_then(|p| p.peers.get(&s.address))
+            .is_some_and(|p| p.route_reflector_client);
+        PeerStatus {
+            address: s.address.to_string(),
+            peer_type: match (rr_client, s.label) {
+                (true, _) => "route reflector client",
+                (false, PeerLabel::Mesh) => "node-to-node mesh",
+                (false, PeerLabel::Global) => "global",
+                (false, PeerLabel::NodeSpecific) => "node specific",
+            }
+            .to_string(),
+            state: if s.state == State::Established {
+                "up"
+            } else {
+                "start"
+            }
+            .to_string(),
+            info: match &s.last_error {
+                Some(e) if s.state != State::Established => format!("{:?} {e}", s.state),
+                _ => format!("{:?}", s.state),
+            },
+            since: s
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            prefixes_received: s.prefixes_received,
+            prefixes_advertised: s.prefixes_advertised,
+            bfd: s.bfd.map(|b| super::status::BfdStatus {
+                state: b.snapshot.state.to_string(),
+                detect_ms: b.snapshot.detect_time_us / 1000,
+                failures: b.failures,
+            }),
+        }
     }
 
     /// Stops the speaker: with graceful restart, close without a NOTIFICATION so that peers
