@@ -35,7 +35,8 @@ fn node(name: &str, ip: &str, cluster: Option<&str>, labels: &[(&str, &str)]) ->
     }
 }
 
-fn cluster(nodes: Vec<Node>) -> ClusterState {
+/// A cluster state holding `nodes` (also used by the IPv6 tests).
+pub(super) fn cluster(nodes: Vec<Node>) -> ClusterState {
     let mut s = ClusterState::default();
     for n in nodes {
         s.nodes.insert(n.metadata.name.clone(), n);

@@ -3,8 +3,8 @@
 
 #![allow(clippy::field_reassign_with_default)] // Specs are built field by field, as users write them.
 
+use super::tests::cluster;
 use super::*;
-use crate::cluster::ClusterState;
 use crate::config::RouterIdSetting;
 use crate::secrets::Secrets;
 use calyx_datastore::resources::{
@@ -30,14 +30,6 @@ fn node(name: &str, v4: Option<&str>, v6: Option<&str>, labels: &[(&str, &str)])
         status: None,
         extra: Default::default(),
     }
-}
-
-fn cluster(nodes: Vec<Node>) -> ClusterState {
-    let mut s = ClusterState::default();
-    for n in nodes {
-        s.nodes.insert(n.metadata.name.clone(), n);
-    }
-    s
 }
 
 fn ip(s: &str) -> IpAddr {
